@@ -1,0 +1,1 @@
+"""GridAtlas HTTP API (FastAPI): thin routers over the domain layer in `geo`."""

@@ -1,0 +1,79 @@
+"""The FastAPI application: routers from `api/routers`, problem+json errors, self-hosted docs and map assets."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import ORJSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+
+import api.routers
+from api.problems import install_problem_handlers
+from geo import db
+
+log = logging.getLogger("gridatlas")
+DOCS_ASSETS = Path(__file__).resolve().parent / "static" / "docs"
+
+
+def discover_routers() -> list:
+    """Every `router` defined by a module of `api.routers`, in module-name order."""
+    routers = []
+    for info in sorted(pkgutil.iter_modules(api.routers.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"api.routers.{info.name}")
+        if hasattr(module, "router"):
+            routers.append(module.router)
+    return routers
+
+
+def create_app(engine: Engine | None = None) -> FastAPI:
+    """Build the app; `engine` defaults to the configured database (tests pass their own)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for hook in app.state.startup_hooks:
+            hook(app)
+        yield
+        for hook in app.state.shutdown_hooks:
+            hook(app)
+
+    app = FastAPI(
+        title="GridAtlas",
+        summary="Grid-mapping service for community governance (网格化管理)",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.engine = engine or db.get_engine()
+    app.state.startup_hooks = []
+    app.state.shutdown_hooks = []
+    install_problem_handlers(app)
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+    try:
+        from maps.static_mount import mount_static
+
+        mount_static(app)
+    except ImportError:  # maps not installed in a minimal deployment
+        log.warning("maps static assets not mounted")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="GridAtlas API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    for router in discover_routers():
+        app.include_router(router)
+    return app

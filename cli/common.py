@@ -1,0 +1,35 @@
+"""Shared helpers for CLI commands: the console, the engine, and turning domain errors into exit codes."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+
+console = Console()
+err = Console(stderr=True)
+
+
+def engine(start_local: bool = True):
+    """An engine on the configured database, starting the local cluster when no DATABASE_URL is set."""
+    from geo import db
+
+    return db.make_engine(db.database_url(start_local=start_local))
+
+
+@contextmanager
+def friendly_errors():
+    """Print a domain error as one clear line and exit 1, instead of a traceback."""
+    try:
+        yield
+    except (ValueError, RuntimeError, LookupError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print `message` to stderr and return an Exit(1) to raise."""
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)

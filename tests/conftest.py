@@ -1,0 +1,156 @@
+"""Test fixtures: a real PostGIS database per test session, a scale-0.05 district in it, and per-test isolation.
+
+Each test that writes runs inside a transaction rolled back at its end (`db_session`, `client`), so tests see
+the same district and never each other's changes. Tests that need an empty database get a fresh one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from geo import db
+
+pytest_plugins = ["tests.browser"] if (Path(__file__).parent / "browser.py").exists() else []
+
+TEST_SCALE = 0.05
+TEST_SEED = 7
+OSM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "osm-lujiazui"
+
+
+def _admin_url() -> str:
+    """A URL on the server tests may create databases on (DATABASE_URL, else the local cluster)."""
+    return db.database_url(start_local=True)
+
+
+def _create_database(prefix: str) -> str:
+    base = make_url(_admin_url())
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(base.set(drivername="postgresql").render_as_string(hide_password=False),
+                         autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(url: str) -> None:
+    u = make_url(url)
+    admin = u.set(database="postgres" if u.database != "postgres" else "template1", drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url() -> Iterator[str]:
+    """A brand-new database with nothing in it (not even PostGIS), dropped afterwards."""
+    url = _create_database("gridatlas_empty")
+    yield url
+    _drop_database(url)
+
+
+@pytest.fixture
+def migrated_engine(empty_database_url) -> Iterator[Engine]:
+    """A fresh, migrated, empty database for tests that load their own data."""
+    db.migrate(empty_database_url)
+    engine = db.make_engine(empty_database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def district():
+    """The scale-0.05 synthetic district used across the suite (generated once)."""
+    from geo.synth import generate_district
+
+    return generate_district(scale=TEST_SCALE, seed=TEST_SEED)
+
+
+@pytest.fixture(scope="session")
+def engine(district) -> Iterator[Engine]:
+    """A session-wide migrated database holding the scale-0.05 district."""
+    from geo.store import load_district
+
+    url = _create_database("gridatlas_test")
+    db.migrate(url)
+    eng = db.make_engine(url)
+    load_district(eng, district)
+    yield eng
+    eng.dispose()
+    _drop_database(url)
+
+
+@pytest.fixture
+def db_session(engine) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test (commits become savepoints)."""
+    conn = engine.connect()
+    outer = conn.begin()
+    session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def app(engine, db_session):
+    """The FastAPI app bound to the test database, its sessions joined to the test's rolled-back transaction."""
+    from api.deps import session_dep
+    from api.main import create_app
+
+    application = create_app(engine)
+
+    def _session():
+        yield db_session
+        db_session.flush()
+
+    application.dependency_overrides[session_dep] = _session
+    return application
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    """An HTTP client on the app (no network)."""
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def make_user(db_session) -> Callable[..., dict]:
+    """Create a user in the test transaction; returns {'username', 'password', 'headers'} with a bearer token."""
+    from api.auth import issue_token
+    from geo.users import create_user
+
+    def _make(role: str = "admin", jurisdiction: str | None = None, username: str | None = None) -> dict:
+        username = username or f"{role}-{uuid.uuid4().hex[:6]}"
+        password = uuid.uuid4().hex
+        user = create_user(db_session, username, password, role, jurisdiction)
+        db_session.flush()
+        token = issue_token(user)
+        return {"username": username, "password": password, "user": user,
+                "headers": {"Authorization": f"Bearer {token}"}}
+
+    return _make
+
+
+@pytest.fixture
+def admin_headers(make_user) -> dict:
+    """Bearer headers of an admin."""
+    return make_user("admin")["headers"]
+
+
+@pytest.fixture
+def osm_dir() -> Path:
+    """The real OpenStreetMap extract beside the project; skips when it is absent."""
+    if not (OSM_DIR / "residential.geojson").exists():
+        pytest.skip(f"the OpenStreetMap extract is not at {OSM_DIR} (it lives beside the project, never in it)")
+    return OSM_DIR
