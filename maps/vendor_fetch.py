@@ -55,7 +55,6 @@ PACKAGES = [
     }),
     Package("bootstrap@3.4.1", "bootstrap3-glyphicons", "MIT", {
         "dist/fonts/glyphicons-halflings-regular.woff2": "fonts/glyphicons-halflings-regular.woff2",
-        "dist/fonts/glyphicons-halflings-regular.woff": "fonts/glyphicons-halflings-regular.woff",
         "LICENSE": "LICENSE",
     }, note="only the Glyphicons Halflings rules cut out of dist/css/bootstrap.css, as folium's "
             "bootstrap-glyphicons.css (folium.Icon's default prefix is 'glyphicon')"),
@@ -107,14 +106,13 @@ def _copy(src: Path, dest: Path) -> None:
 
 
 def _glyphicons_css(bootstrap3_css: str) -> str:
-    """The Glyphicons rules of Bootstrap 3's stylesheet, pointed at the woff2/woff fonts only."""
+    """The Glyphicons rules of Bootstrap 3's stylesheet, pointed at the woff2 font only."""
     start = bootstrap3_css.index('@font-face {\n  font-family: "Glyphicons Halflings";')
     end = bootstrap3_css.index("\n* {\n", start)
     body = bootstrap3_css[start:end]
     body = re.sub(r"@font-face \{.*?\}", (
         '@font-face{font-family:"Glyphicons Halflings";'
-        'src:url("../fonts/glyphicons-halflings-regular.woff2") format("woff2"),'
-        'url("../fonts/glyphicons-halflings-regular.woff") format("woff")}'), body, count=1, flags=re.S)
+        'src:url("../fonts/glyphicons-halflings-regular.woff2") format("woff2")}'), body, count=1, flags=re.S)
     body = re.sub(r"\s*\n\s*", "", body)
     body = re.sub(r":\s+", ":", body).replace(" {", "{")
     header = "/*! Glyphicons rules from Bootstrap v3.4.1 (https://getbootstrap.com/) | MIT License */\n"
@@ -170,7 +168,7 @@ def _readme(vendor_dir: Path) -> str:
         name, _, version = pkg.spec.rpartition("@")
         size_kb = _size(vendor_dir / pkg.dest) / 1024
         lines.append(f"| `{pkg.dest}/` | `{name}` | {version} | {pkg.licence} | {size_kb:.0f} KiB | {pkg.note} |")
-    lines.append(f"| `folium/` | (generated) | folium {folium.__version__} | MIT (folium) | "
+    lines.append(f"| `folium/` | (generated here) | for folium {folium.__version__} | project's own | "
                  f"{_size(vendor_dir / 'folium') / 1024:.0f} KiB | `leaflet.awesome.rotate.css`: the `fa-rotate-N` "
                  "classes folium's own CDN stylesheet provides (not published on npm), generated |")
     lines += ["", f"Total: {_size(vendor_dir) / 1024:.0f} KiB (README included).", ""]
