@@ -74,7 +74,8 @@ PACKAGES = [
         "dist/images/markers-shadow.png": "images/markers-shadow.png",
         "dist/images/markers-shadow@2x.png": "images/markers-shadow@2x.png",
         "LICENSE": "LICENSE",
-    }),
+    }, note="the npm release is Sigma Geosistemas' republication of L. Voogdt's 2.0.x (folium's CDN uses 2.0.2); "
+            "LICENSE file is MIT, package.json says ISC"),
     Package("leaflet.heat@0.2.0", "leaflet.heat", "BSD-2-Clause", {
         "LICENSE": "LICENSE",
     }, note="leaflet-heat.min.js is folium's own copy (folium/templates/leaflet_heat.min.js from the installed "
@@ -159,7 +160,7 @@ def _readme(vendor_dir: Path) -> str:
         "Served at `/static/vendor/` so that map pages load nothing from a CDN (government intranets).",
         "Regenerate with `python -m maps.vendor_fetch` (runs `npm pack` against the npm registry); do not edit by hand.",
         "`maps/assets.py` maps each folium resource name to one of these files.",
-        "Source-map comments are stripped; nothing else is changed.",
+        "Source-map comments are stripped; otherwise files are as published, except where the notes say.",
         "",
         "| folder | npm package | version | licence | size | notes |",
         "| --- | --- | --- | --- | --- | --- |",

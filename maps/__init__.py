@@ -1,0 +1,1 @@
+"""Page rendering for GridAtlas: offline folium maps and their static assets."""
