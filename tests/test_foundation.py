@@ -1,0 +1,162 @@
+"""The store's foundations: migrations, geometry checks, boundary versions, health probes, problem+json."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import shapely
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError, InternalError
+
+from geo import db
+from geo.geometry import GeometryError, as_multipolygons, require_valid
+from geo.store import StoreError, load_district, parse_at, read_level
+
+BOWTIE = "MULTIPOLYGON(((113.1 29.37, 113.101 29.371, 113.101 29.37, 113.1 29.371, 113.1 29.37)))"
+
+
+def test_migrations_upgrade_and_downgrade(empty_database_url):
+    db.migrate(empty_database_url)
+    engine = db.make_engine(empty_database_url)
+    tables = set(inspect(engine).get_table_names())
+    assert {"streets", "grids", "grid_boundaries", "compounds", "buildings", "units", "people",
+            "staff_assignments", "incidents", "users", "audit_log", "boundary_versions"} <= tables
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM incident_classes WHERE major_code IS NULL")).scalar() == 6
+    db.downgrade(empty_database_url, "base")
+    assert "grids" not in set(inspect(engine).get_table_names())
+    db.migrate(empty_database_url)
+    heads, current = db.migration_heads(empty_database_url)
+    assert heads == current
+    engine.dispose()
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "ready" and body["postgis"].startswith("3")
+
+
+def test_readyz_without_postgis_is_a_clear_503(empty_database_url):
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    engine = db.make_engine(empty_database_url)
+    with TestClient(create_app(engine)) as c:
+        r = c.get("/readyz")
+    engine.dispose()
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "PostGIS" in r.json()["detail"]
+
+
+def test_readyz_unreachable_database_is_a_clear_503():
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    engine = db.make_engine("postgresql+psycopg://nobody:wrong@127.0.0.1:1/none")
+    with TestClient(create_app(engine)) as c:
+        r = c.get("/readyz")
+    assert r.status_code == 503 and "unreachable" in r.json()["detail"]
+
+
+def test_errors_are_problem_json(client):
+    r = client.get("/no/such/route")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["status"] == 404 and r.json()["instance"] == "/no/such/route"
+
+
+def test_docs_render_without_internet(client):
+    html = client.get("/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in html
+    assert "cdn" not in html.lower()
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+@pytest.mark.parametrize("wkt, reason", [(BOWTIE, "invalid"), ("MULTIPOLYGON EMPTY", "empty")])
+def test_database_refuses_invalid_and_empty_geometries(db_session, wkt, reason):
+    with pytest.raises(IntegrityError, match="geom_valid"):
+        with db_session.begin_nested():
+            db_session.execute(
+                text("INSERT INTO compounds (name, kind, has_property_management, has_owners_committee, geom) "
+                     "VALUES ('坏小区', 'old', false, false, ST_GeomFromText(:w, 4326))"),
+                {"w": wkt},
+            )
+
+
+def test_python_validation_names_the_problem():
+    with pytest.raises(GeometryError) as exc:
+        require_valid([shapely.from_wkt(BOWTIE), shapely.from_wkt("POLYGON EMPTY"), None], "grids")
+    reasons = dict(exc.value.problems)
+    assert "Self-intersection" in reasons[0]
+    assert reasons[1] == "empty geometry" and reasons[2] == "null geometry"
+    with pytest.raises(GeometryError, match="not polygons"):
+        as_multipolygons([shapely.Point(0, 0)])
+
+
+def test_grid_redrawn_on_a_date_answers_old_before_and_new_after(db_session):
+    conn = db_session.connection()
+    grid = conn.execute(text("SELECT id, code, boundary_id FROM current_grids ORDER BY code LIMIT 1")).one()
+    redraw = dt.datetime(2026, 6, 1, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    version = conn.execute(text("INSERT INTO boundary_versions (valid_from, label) VALUES (:t, 'redraw') RETURNING id"),
+                           {"t": redraw}).scalar()
+    conn.execute(text("UPDATE grid_boundaries SET valid_to = :t WHERE id = :b"), {"t": redraw, "b": grid.boundary_id})
+    conn.execute(
+        text("INSERT INTO grid_boundaries (grid_id, version_id, valid_from, geom) "
+             "SELECT grid_id, :v, :t, ST_Multi(ST_Buffer(geom, -0.0001)) FROM grid_boundaries WHERE id = :b"),
+        {"v": version, "t": redraw, "b": grid.boundary_id},
+    )
+    before = read_level(conn, "grids", parse_at("2026-05-31"), "WHERE code = :c", {"c": grid.code})
+    after = read_level(conn, "grids", parse_at("2026-06-02"), "WHERE code = :c", {"c": grid.code})
+    assert len(before) == len(after) == 1
+    assert before.iloc[0]["boundary_id"] == grid.boundary_id
+    assert after.iloc[0]["version_id"] == version
+    assert after.geometry.iloc[0].area < before.geometry.iloc[0].area
+    # On the day of the redraw itself (a bare date means the end of that day) the new boundary is in force.
+    assert read_level(conn, "grids", parse_at("2026-06-01"), "WHERE code = :c", {"c": grid.code}).iloc[0][
+        "version_id"] == version
+
+
+def test_two_versions_of_one_grid_cannot_overlap_in_time(db_session):
+    conn = db_session.connection()
+    b = conn.execute(text("SELECT id, grid_id, version_id FROM grid_boundaries LIMIT 1")).one()
+    with pytest.raises((IntegrityError, InternalError), match="one_version_at_a_time"):
+        with db_session.begin_nested():
+            conn.execute(
+                text("INSERT INTO grid_boundaries (grid_id, version_id, valid_from, geom) "
+                     "SELECT grid_id, version_id, valid_from + interval '1 day', geom FROM grid_boundaries WHERE id=:i"),
+                {"i": b.id},
+            )
+
+
+def test_codes_are_checked(db_session):
+    with pytest.raises(IntegrityError, match="code_format"):
+        with db_session.begin_nested():
+            db_session.execute(text("INSERT INTO streets (code, name) VALUES ('12AB', '坏街道')"))
+
+
+def test_loading_into_a_non_empty_database_is_refused(engine, district):
+    with pytest.raises(StoreError, match="already holds"):
+        load_district(engine, district)
+
+
+def test_loaded_counts_match_the_generator(engine, district):
+    with engine.connect() as conn:
+        for table, layer in [("streets", "streets"), ("communities", "communities"), ("grids", "grids"),
+                             ("micro_grids", "micro_grids"), ("compounds", "compounds"),
+                             ("buildings", "buildings"), ("units", "units"), ("incidents", "incidents")]:
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == len(getattr(district, layer))
+        # Every incident inside the district got a grid from the version in force when it was reported.
+        missing = conn.execute(text("SELECT count(*) FROM incidents WHERE grid_id IS NULL")).scalar()
+        assert missing == 0
+
+
+def test_parse_at_rejects_garbage():
+    with pytest.raises(ValueError, match="not a date"):
+        parse_at("yesterday")
