@@ -124,6 +124,8 @@ def load_district(engine: Engine, district, valid_from: dt.datetime | None = Non
                                       a["target_unit_number"].fillna(-1).astype(int)])
     a["unit_id"] = pd.Series(unit_id.reindex(keys).to_numpy(), index=a.index).where(a["target_type"] == "unit")
     a["person_id"] = a["person_ref"]
+    for col in ("grid_id", "micro_grid_id", "building_id", "unit_id", "person_id", "households"):
+        a[col] = a[col].astype("Int64")  # mapping through NaN makes floats; ids must stay integers
     a = a.assign(id=np.arange(1, len(a) + 1))
 
     incidents = district.incidents.reset_index(drop=True).assign(id=lambda d: d["ref"].astype(int))
