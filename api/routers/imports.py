@@ -1,0 +1,159 @@
+"""Import and export over HTTP: `POST /v1/imports` (multipart, planners) and `GET /v1/exports/{layer}`.
+
+An import runs inside the request's transaction (a savepoint): every feature it would write must lie in the
+caller's jurisdiction, else 403 and nothing is written. Exports list only what lies in the caller's jurisdiction;
+private phone numbers and reporters are left out unless the caller is a planner or admin.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import AuditDep, CurrentUser, Planner, ensure_covers
+from api.deps import SessionDep, SettingsDep
+from api.problems import Problem
+from geo.io import (CoordinateError, ImportFailed, ImportOptions, ImportRefused, MappingError, ReadError,
+                    export_layer, import_layer, layer_spec)
+from geo.io.exporter import EXPORT_FORMATS, MEDIA_TYPES, ExportError, format_for, suffix_for
+
+router = APIRouter(tags=["import and export"])
+_CHUNK = 1 << 20
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, f"the file is larger than the upload limit of {limit:,} bytes", type="too-large",
+                   max_upload_bytes=limit)
+
+
+async def _save_upload(file: UploadFile, limit: int, folder: Path) -> Path:
+    """Copy the upload to a file, refusing it as soon as it passes the limit."""
+    name = Path(file.filename or "upload").name or "upload"
+    path = folder / name
+    size = 0
+    with path.open("wb") as out:
+        while chunk := await file.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            out.write(chunk)
+    return path
+
+
+def _report_body(report) -> dict:
+    return {**report.to_json(), "problems_geojson": report.problems_geojson()}
+
+
+@router.post("/v1/imports", status_code=201, summary="Import a layer from an uploaded file")
+async def create_import(
+    request: Request,
+    response: Response,
+    principal: Planner,
+    session: SessionDep,
+    settings: SettingsDep,
+    audit: AuditDep,
+    layer: Annotated[str, Form(description="streets, communities, grids, micro_grids, compounds, buildings, units, "
+                                           "staff, staff_assignments or incidents")],
+    file: Annotated[UploadFile, File(description=".geojson, .gpkg, .zip (Shapefile), .csv or .xlsx")],
+    map: Annotated[str | None, Form(description="field mapping, e.g. code=网格编码,name=网格名称")] = None,
+    crs: Annotated[str | None, Form(description="the file's CRS: EPSG code, PROJ string, gcj02 or bd09")] = None,
+    source_layer: Annotated[str | None, Form(description="GeoPackage layer, Shapefile in the zip, or sheet")] = None,
+    encoding: Annotated[str | None, Form(description="attribute encoding (default: .cpg, else detected)")] = None,
+    strict: Annotated[bool, Form(description="refuse the whole import on any problem")] = False,
+    dry_run: Annotated[bool, Form(description="check and report without writing")] = False,
+    axis_order: Annotated[str, Form(pattern="^(auto|swap|as-is)$")] = "auto",
+    allow_outside_china: Annotated[bool, Form()] = False,
+    valid_from: Annotated[str | None, Form(description="date the new boundaries take effect (default now)")] = None,
+    version_id: Annotated[int | None, Form(description="import boundaries into this existing version")] = None,
+    tolerance_m2: Annotated[float, Form(ge=0)] = 1.0,
+) -> dict:
+    """Import one layer; 201 with the validation report (200 for a dry run), 422 when refused."""
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + _CHUNK:  # multipart framing adds a little
+        raise _too_large(limit)
+    try:
+        spec = layer_spec(layer)
+    except MappingError as exc:
+        raise Problem(422, str(exc), type="unknown-layer")
+    folder = Path(tempfile.mkdtemp(prefix="gridatlas-import-"))
+    try:
+        path = await _save_upload(file, limit, folder)
+
+        def authorize(layer_name: str, codes: list[str | None]) -> None:
+            for code in codes:
+                if code is None and layer_name == "staff":
+                    continue  # people without a home building are not placed anywhere
+                ensure_covers(principal, code, f"a {layer_name} feature")
+
+        def record(action, target_type, target_id, jurisdiction_code, after):
+            audit(action, target_type, target_id, jurisdiction_code, after=after)
+
+        options = ImportOptions(
+            mapping=map, crs=crs, source_layer=source_layer, encoding=encoding, strict=strict, dry_run=dry_run,
+            axis_order=axis_order, allow_outside_china=allow_outside_china, valid_from=valid_from,
+            version_id=version_id, actor=principal.actor, tolerance_m2=tolerance_m2, filename=file.filename,
+            authorize=authorize, audit=record)
+        try:
+            report = await run_in_threadpool(import_layer, session.connection(), spec.name, path, options)
+        except ImportRefused as exc:
+            raise Problem(422, str(exc), type="import-refused", title="Import refused", report=_report_body(exc.report))
+        except CoordinateError as exc:
+            raise Problem(422, str(exc), type="implausible-coordinates", title="Coordinates refused",
+                          features=exc.features)
+        except (MappingError, ReadError) as exc:
+            raise Problem(422, str(exc), type="unreadable-file", title="File not readable as asked")
+        except LookupError as exc:
+            raise Problem(404, str(exc), type="not-found")
+        except ImportFailed as exc:
+            raise Problem(500, str(exc), type="import-failed", title="Import failed")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if report.dry_run:
+        # Nothing was written, but the attempt is worth a trace (and is the request's audit entry).
+        audit(f"import.{spec.name}.dry_run", spec.name, None,
+              after={k: v for k, v in report.to_json().items() if k != "problems"})
+        response.status_code = 200
+    return _report_body(report)
+
+
+@router.get("/v1/exports/{layer}", summary="Export a layer as GeoJSON, GeoPackage, zipped Shapefile or CSV",
+            response_class=FileResponse)
+def export(
+    layer: str,
+    principal: CurrentUser,
+    session: SessionDep,
+    format: Annotated[str, Query(description=", ".join(EXPORT_FORMATS))] = "geojson",
+    at: Annotated[str | None, Query(description="boundary version in force on this date (default now)")] = None,
+    encoding: Annotated[str, Query(description="utf-8 or gbk (Shapefile and CSV)")] = "utf-8",
+) -> FileResponse:
+    """The layer at `at`, inside your jurisdiction, as a file download."""
+    from geo.store import parse_at
+
+    try:
+        spec = layer_spec(layer)
+        fmt = format_for(Path("x"), format)
+        when = parse_at(at)
+    except MappingError as exc:
+        raise Problem(404, str(exc), type="unknown-layer")
+    except (ExportError, ValueError) as exc:
+        raise Problem(422, str(exc), type="validation-error", title="Invalid request")
+    folder = Path(tempfile.mkdtemp(prefix="gridatlas-export-"))
+    name = f"{spec.name}{'_' + at if at else ''}{suffix_for(fmt)}"
+    jurisdiction = None if principal.unrestricted else principal.jurisdiction_code
+    try:
+        result = export_layer(session.connection(), spec.name, folder / name, fmt, when, encoding, jurisdiction,
+                              reveal_private=principal.role in ("admin", "planner"))
+    except ExportError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise Problem(422, str(exc), type="validation-error", title="Invalid request")
+    return FileResponse(result.path, media_type=MEDIA_TYPES[fmt], filename=name,
+                        headers={"X-Feature-Count": str(result.count)},
+                        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))

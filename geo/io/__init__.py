@@ -1,0 +1,17 @@
+"""Import and export of real boundary data (导入导出): formats, coordinate systems, validation report.
+
+`import_layer` reads GeoJSON, GeoPackage, zipped Shapefile, CSV or XLSX into one layer in one transaction;
+`export_layer` writes any layer, at the current or a dated boundary version, to GeoJSON, GeoPackage, zipped
+Shapefile or CSV.
+"""
+
+from geo.io.exporter import EXPORT_FORMATS, export_layer, read_layer
+from geo.io.fields import LAYERS, MappingError, layer_spec
+from geo.io.importer import ImportFailed, ImportOptions, ImportRefused, ImportReport, import_layer
+from geo.io.readers import ReadError
+from geo.io.reproject import CoordinateError
+
+__all__ = [
+    "EXPORT_FORMATS", "LAYERS", "CoordinateError", "ImportFailed", "ImportOptions", "ImportRefused", "ImportReport",
+    "MappingError", "ReadError", "export_layer", "import_layer", "layer_spec", "read_layer",
+]

@@ -1,0 +1,256 @@
+"""Exporting a layer (导出) at the current or a dated boundary version: GeoJSON, GeoPackage, zipped Shapefile
+(UTF-8 or GBK) and CSV.
+
+Exports carry business keys, never database ids: codes for administrative units and their parents, `ref` for
+compounds and buildings (their source reference, or their id when they have none), name and phone for staff. So
+an export imported into an empty database and exported again gives the same attributes and geometries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+from sqlalchemy import Connection, Engine, text
+
+from geo.io.fields import layer_spec
+from geo.settings import get_settings
+
+EXPORT_FORMATS = ("geojson", "gpkg", "shapefile", "csv")
+_SUFFIX = {"geojson": ".geojson", "gpkg": ".gpkg", "shapefile": ".zip", "csv": ".csv"}
+_FORMAT_OF = {".geojson": "geojson", ".json": "geojson", ".gpkg": "gpkg", ".zip": "shapefile", ".shp": "shapefile",
+              ".csv": "csv"}
+MEDIA_TYPES = {"geojson": "application/geo+json", "gpkg": "application/geopackage+sqlite3",
+               "shapefile": "application/zip", "csv": "text/csv; charset=utf-8"}
+#: dBase field names are at most 10 bytes: the short names used in Shapefiles (the importer knows them too).
+SHAPEFILE_NAMES = {
+    "street_code": "street_cd", "community_code": "comm_code", "dedicated_type": "ded_type",
+    "has_property_management": "has_pm", "has_owners_committee": "has_oc", "compound_ref": "cmpd_ref",
+    "building_ref": "bldg_ref", "building_code": "bldg_code", "person_name": "pers_name",
+    "person_phone": "pers_phone", "target_type": "tgt_type", "target_code": "tgt_code", "unit_number": "unit_no",
+    "reported_at": "reported", "description": "descr", "reporter_phone": "rep_phone",
+    "micro_grid_code": "mgrid_code", "phone_public": "phone_pub", "party_member": "party_mbr",
+    "home_building_ref": "home_bldg",
+}
+
+
+class ExportError(ValueError):
+    """An export that cannot be made as asked (unknown layer or format)."""
+
+
+_J = "CAST(:j AS text)"
+
+
+def _overlaps(col: str) -> str:
+    """SQL: the unit code `col` and the jurisdiction :j contain one another (prefix test both ways)."""
+    return f"({_J} IS NULL OR {col} LIKE {_J} || '%' OR {_J} LIKE {col} || '%')"
+
+
+_AT = "coalesce(CAST(:at AS timestamptz), now())"
+_REVEAL = "CAST(:reveal AS boolean)"
+_DAY = "CAST(CAST(:at AS timestamptz) AT TIME ZONE CAST(:tz AS text) AS date)"  # the local date of :at
+_REF = "coalesce({t}.source_ref, {t}.id::text)"
+
+_SQL = {
+    "streets": f"SELECT h.code, h.name, h.geom FROM streets_at({_AT}) h WHERE {_overlaps('h.code')} ORDER BY h.code",
+    "communities": f"""SELECT h.code, h.name, s.code AS street_code, h.geom FROM communities_at({_AT}) h
+        JOIN streets s ON s.id = h.street_id WHERE {_overlaps('h.code')} ORDER BY h.code""",
+    "grids": f"""SELECT h.code, h.name, c.code AS community_code, h.kind, h.dedicated_type, h.geom
+        FROM grids_at({_AT}) h JOIN communities c ON c.id = h.community_id WHERE {_overlaps('h.code')}
+        ORDER BY h.code""",
+    "micro_grids": f"""SELECT h.code, h.name, g.code AS grid_code, h.geom FROM micro_grids_at({_AT}) h
+        JOIN grids g ON g.id = h.grid_id WHERE {_overlaps('h.code')} ORDER BY h.code""",
+    "compounds": f"""SELECT {_REF.format(t='c')} AS ref, c.name, c.kind, c.has_property_management,
+        c.has_owners_committee, cm.code AS community_code, c.geom
+        FROM compounds c LEFT JOIN communities cm ON cm.id = c.community_id
+        WHERE (CAST(:j AS text) IS NULL OR {_overlaps('cm.code')}) ORDER BY c.id""",
+    "buildings": f"""SELECT {_REF.format(t='b')} AS ref, b.code, b.name, cm.code AS community_code,
+        CASE WHEN cp.id IS NOT NULL THEN {_REF.format(t='cp')} END AS compound_ref, b.floors, b.use, b.geom
+        FROM buildings b LEFT JOIN communities cm ON cm.id = b.community_id
+        LEFT JOIN compounds cp ON cp.id = b.compound_id
+        WHERE (CAST(:j AS text) IS NULL OR {_overlaps('cm.code')}) ORDER BY b.id""",
+    "units": f"""SELECT {_REF.format(t='b')} AS building_ref, b.code AS building_code, u.number, u.households,
+        u.population FROM units u JOIN buildings b ON b.id = u.building_id
+        LEFT JOIN communities cm ON cm.id = b.community_id
+        WHERE (CAST(:j AS text) IS NULL OR {_overlaps('cm.code')}) ORDER BY b.id, u.number""",
+    "staff": f"""SELECT p.name, CASE WHEN p.phone_public OR {_REVEAL} THEN p.phone END AS phone, p.phone_public,
+        p.party_member, CASE WHEN hb.id IS NOT NULL THEN {_REF.format(t='hb')} END AS home_building_ref
+        FROM people p LEFT JOIN buildings hb ON hb.id = p.home_building_id
+        LEFT JOIN communities cm ON cm.id = hb.community_id
+        WHERE CAST(:j AS text) IS NULL OR {_overlaps('cm.code')} OR EXISTS (
+            SELECT 1 FROM staff_assignments a LEFT JOIN grids g ON g.id = a.grid_id
+            LEFT JOIN micro_grids m ON m.id = a.micro_grid_id
+            LEFT JOIN units un ON un.id = a.unit_id
+            LEFT JOIN buildings b ON b.id = coalesce(a.building_id, un.building_id)
+            LEFT JOIN communities bc ON bc.id = b.community_id
+            WHERE a.person_id = p.id AND {_overlaps('coalesce(g.code, m.code, bc.code)')})
+        ORDER BY p.id""",
+    "staff_assignments": f"""SELECT p.name AS person_name,
+        CASE WHEN p.phone_public OR {_REVEAL} THEN p.phone END AS person_phone, a.role, a.target_type,
+        CASE a.target_type WHEN 'grid' THEN g.code WHEN 'micro_grid' THEN m.code
+             ELSE {_REF.format(t='b')} END AS target_code,
+        un.number AS unit_number, a.households, a.valid_from, a.valid_to
+        FROM staff_assignments a JOIN people p ON p.id = a.person_id
+        LEFT JOIN grids g ON g.id = a.grid_id LEFT JOIN micro_grids m ON m.id = a.micro_grid_id
+        LEFT JOIN units un ON un.id = a.unit_id
+        LEFT JOIN buildings b ON b.id = coalesce(a.building_id, un.building_id)
+        LEFT JOIN communities bc ON bc.id = b.community_id
+        WHERE (CAST(:at AS timestamptz) IS NULL
+               OR (a.valid_from <= {_DAY} AND (a.valid_to IS NULL OR a.valid_to > {_DAY})))
+          AND (CAST(:j AS text) IS NULL OR {_overlaps('coalesce(g.code, m.code, bc.code)')})
+        ORDER BY a.id""",
+    "incidents": f"""SELECT i.reported_at, i.class_code, i.source, i.state, i.description,
+        CASE WHEN {_REVEAL} THEN i.reporter END AS reporter,
+        CASE WHEN {_REVEAL} THEN i.reporter_phone END AS reporter_phone,
+        i.department, i.due_at, i.closed_at, s.code AS street_code, c.code AS community_code, g.code AS grid_code,
+        m.code AS micro_grid_code, i.geom
+        FROM incidents i LEFT JOIN streets s ON s.id = i.street_id LEFT JOIN communities c ON c.id = i.community_id
+        LEFT JOIN grids g ON g.id = i.grid_id LEFT JOIN micro_grids m ON m.id = i.micro_grid_id
+        WHERE (CAST(:at AS timestamptz) IS NULL OR i.reported_at <= CAST(:at AS timestamptz))
+          AND (CAST(:j AS text) IS NULL OR {_overlaps('coalesce(m.code, g.code, c.code)')})
+        ORDER BY i.reported_at, i.id""",
+}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """A written export: where, which format, how many features."""
+
+    path: Path
+    format: str
+    layer: str
+    count: int
+
+
+def _iso(series: pd.Series, tz: str) -> pd.Series:
+    """Dates and datetimes as ISO text (datetimes in the configured zone): identical in every format."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        s = series.dt.tz_convert(tz) if series.dt.tz is not None else series
+        return s.map(lambda v: v.isoformat(), na_action="ignore").astype(object)
+    return series.map(lambda v: v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v,
+                      na_action="ignore").astype(object)
+
+
+def read_layer(conn: Connection, layer: str, at: dt.datetime | None = None, jurisdiction: str | None = None,
+               reveal_private: bool = True) -> gpd.GeoDataFrame:
+    """A layer as exported (business keys, ISO dates), at `at` (now when None), inside `jurisdiction` if given."""
+    spec = layer_spec(layer)
+    settings = get_settings()
+    params = {"at": at, "j": jurisdiction, "reveal": reveal_private, "tz": settings.timezone}
+    sql = text(_SQL[spec.name])
+    if spec.geometry:
+        frame = gpd.read_postgis(sql, conn, geom_col="geom", params=params)
+        frame = frame.rename_geometry("geometry")
+    else:
+        rows = conn.execute(sql, params)
+        frame = pd.DataFrame(rows.fetchall(), columns=list(rows.keys()))
+        frame = gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([None] * len(frame), crs=4326), crs=4326)
+    for col in frame.columns:
+        if col == "geometry":
+            continue
+        if pd.api.types.is_datetime64_any_dtype(frame[col]) or frame[col].map(
+                lambda v: isinstance(v, (dt.date, dt.datetime))).any():
+            frame[col] = _iso(frame[col], settings.timezone)
+        elif frame[col].dtype == object and frame[col].map(lambda v: isinstance(v, bool)).any():
+            frame[col] = frame[col].astype("boolean")
+    for col in ("floors", "number", "households", "population", "unit_number"):
+        if col in frame.columns:
+            frame[col] = pd.array(pd.to_numeric(frame[col]), dtype="Int64")
+    return frame
+
+
+def format_for(path: Path, fmt: str | None) -> str:
+    """The export format named, else the one the file name's extension implies."""
+    if fmt:
+        key = {"json": "geojson", "shp": "shapefile", "zip": "shapefile", "geopackage": "gpkg"}.get(fmt.lower(),
+                                                                                                  fmt.lower())
+        if key not in EXPORT_FORMATS:
+            raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+        return key
+    suffix = Path(path).suffix.lower()
+    if suffix not in _FORMAT_OF:
+        raise ExportError(f"cannot tell the format from {Path(path).name}; give --format "
+                          f"({', '.join(EXPORT_FORMATS)})")
+    return _FORMAT_OF[suffix]
+
+
+def _encoding(encoding: str | None) -> str:
+    key = (encoding or "utf-8").lower().replace("_", "-")
+    if key in ("utf-8", "utf8"):
+        return "UTF-8"
+    if key in ("gbk", "cp936", "gb2312", "gb18030"):
+        return "GBK" if key != "gb18030" else "GB18030"
+    raise ExportError(f"unknown encoding {encoding!r}; expected utf-8 or gbk")
+
+
+def write_frame(frame: gpd.GeoDataFrame, path: Path, fmt: str, layer: str, encoding: str | None = None,
+                spatial: bool = True) -> Path:
+    """Write an exported frame in a format; Shapefiles are zipped with their .prj and .cpg."""
+    path = Path(path)
+    enc = _encoding(encoding)
+    if fmt == "csv":
+        out = pd.DataFrame(frame.drop(columns="geometry"))
+        if spatial:
+            geoms = frame.geometry.to_numpy()
+            if (shapely.get_type_id(geoms[~shapely.is_missing(geoms)]) == 0).all():
+                xy = np.full((len(geoms), 2), np.nan)
+                present = ~shapely.is_missing(geoms)
+                xy[present] = shapely.get_coordinates(geoms[present])
+                out["lon"], out["lat"] = xy[:, 0], xy[:, 1]
+            else:
+                out["wkt"] = shapely.to_wkt(geoms, rounding_precision=-1)
+        # A BOM lets Excel open UTF-8 Chinese text; GBK is what older Chinese desktop software expects.
+        out.to_csv(path, index=False, encoding="utf-8-sig" if enc == "UTF-8" else "gb18030", float_format=None)
+        return path
+    if not spatial:
+        frame = pd.DataFrame(frame.drop(columns="geometry"))
+    if fmt == "geojson":
+        pyogrio.write_dataframe(frame, path, driver="GeoJSON",
+                                layer_options={"RFC7946": "YES", "COORDINATE_PRECISION": "15"} if spatial else None)
+        return path
+    if fmt == "gpkg":
+        pyogrio.write_dataframe(frame, path, driver="GPKG", layer=layer)
+        return path
+    # Shapefile: short field names, chosen encoding (.cpg written), zipped.
+    frame = frame.rename(columns=SHAPEFILE_NAMES)
+    with tempfile.TemporaryDirectory() as tmp:
+        shp = Path(tmp) / f"{layer}.shp"
+        if spatial:
+            pyogrio.write_dataframe(frame, shp, driver="ESRI Shapefile", encoding=enc)
+        else:
+            pyogrio.write_dataframe(frame, Path(tmp) / f"{layer}.dbf", driver="ESRI Shapefile", encoding=enc)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(Path(tmp).iterdir()):
+                z.write(f, f.name)
+    return path
+
+
+def export_layer(target: Engine | Connection, layer: str, path: str | Path, fmt: str | None = None,
+                 at: dt.datetime | None = None, encoding: str | None = None, jurisdiction: str | None = None,
+                 reveal_private: bool = True) -> ExportResult:
+    """Write a layer at `at` (now when None) to `path` as GeoJSON, GeoPackage, zipped Shapefile or CSV."""
+    spec = layer_spec(layer)
+    path = Path(path)
+    fmt = format_for(path, fmt)
+    if fmt == "shapefile" and path.suffix.lower() != ".zip":
+        path = path.with_suffix(".zip")
+    if isinstance(target, Engine):
+        with target.connect() as conn:
+            frame = read_layer(conn, spec.name, at, jurisdiction, reveal_private)
+    else:
+        frame = read_layer(target, spec.name, at, jurisdiction, reveal_private)
+    write_frame(frame, path, fmt, spec.name, encoding, spatial=spec.geometry is not None)
+    return ExportResult(path, fmt, spec.name, len(frame))
+
+
+def suffix_for(fmt: str) -> str:
+    """The file extension of an export format."""
+    return _SUFFIX[format_for(Path("x"), fmt)]
