@@ -1,0 +1,279 @@
+"""Logging in: OAuth2 password flow (access + refresh JWTs), the caller's identity, and a browser login page."""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from api.auth import (
+    COOKIE_NAME,
+    LOGIN_PATH,
+    AuditDep,
+    CurrentUser,
+    OptionalUser,
+    decode_token,
+    issue_token,
+    request_info,
+    token_lifetime,
+    user_for_claims,
+)
+from api.deps import SessionDep
+from api.problems import Problem, problem_response
+from geo import audit, throttle
+from geo.users import (
+    UserError,
+    authenticate,
+    check_password_policy,
+    get_user,
+    jurisdiction_name,
+    set_password,
+    verify_password,
+)
+
+log = logging.getLogger("gridatlas.auth")
+router = APIRouter(tags=["auth"])
+
+INVALID_LOGIN = "incorrect username or password"
+ROLE_NAMES = {"admin": "管理员", "planner": "规划员", "leader": "领导", "worker": "网格员"}
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="seconds the access token stays valid")
+    refresh_token: str | None = None
+    refresh_expires_in: int | None = None
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str
+
+
+class PasswordChange(BaseModel):
+    current_password: str
+    new_password: str
+
+
+class Me(BaseModel):
+    username: str
+    role: str
+    jurisdiction_code: str | None
+    jurisdiction_level: str | None
+    jurisdiction_name: str | None
+    via: str | None
+
+
+def _tokens(user) -> TokenPair:
+    return TokenPair(
+        access_token=issue_token(user, "access"),
+        expires_in=int(token_lifetime("access").total_seconds()),
+        refresh_token=issue_token(user, "refresh"),
+        refresh_expires_in=int(token_lifetime("refresh").total_seconds()),
+    )
+
+
+def _safe_next(request: Request, target: str | None) -> str:
+    """A local path to go to after logging in (never another site)."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    paths = {getattr(r, "path", None) for r in request.app.routes}
+    return "/" if "/" in paths else "/docs"
+
+
+def _login_redirect(request: Request, error: str, next_path: str | None, retry: int | None = None) -> Response:
+    query = f"error={error}&next={quote(_safe_next(request, next_path), safe='')}"
+    if retry:
+        query += f"&retry={retry}"
+    return RedirectResponse(f"{LOGIN_PATH}?{query}", status_code=303)
+
+
+@router.post("/v1/auth/token", response_model=TokenPair,
+             responses={401: {"description": "wrong credentials"}, 429: {"description": "too many failed logins"}})
+def login(
+    request: Request,
+    session: SessionDep,
+    username: Annotated[str, Form(max_length=200)],
+    password: Annotated[str, Form(max_length=1000)],
+    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+    scope: Annotated[str, Form()] = "",
+    client_id: Annotated[str | None, Form()] = None,
+    client_secret: Annotated[str | None, Form()] = None,
+    cookie: Annotated[bool, Form(description="set the browser session cookie and redirect to `next`")] = False,
+    next: Annotated[str | None, Form(description="where the browser goes after logging in")] = None,
+):
+    """Exchange a username and password for an access and a refresh token (OAuth2 password flow).
+
+    Unknown user, wrong password and disabled user get the same answer. After too many failures for one account
+    or one address within the window, logins are refused with 429 and Retry-After.
+    """
+    info = request_info(request)
+    verdict = throttle.check(session, username, info.remote_addr)
+    if not verdict.allowed:
+        log.warning("login refused (throttled by %s) for %r from %s; retry in %ss",
+                    verdict.reason, username, info.remote_addr, verdict.retry_after)
+        audit.record(session, None, "auth.login_refused", "login", username[:64], None, None,
+                     {"reason": verdict.reason, "retry_after": verdict.retry_after}, info)
+        if cookie:
+            return _login_redirect(request, "throttled", next, verdict.retry_after)
+        return problem_response(request, 429, f"too many failed logins; try again in {verdict.retry_after} s",
+                                type="login-throttled", headers={"Retry-After": str(verdict.retry_after)},
+                                retry_after=verdict.retry_after)
+    user = authenticate(session, username, password)
+    outcome = throttle.record_attempt(session, username, info.remote_addr, success=user is not None)
+    if user is None:
+        log.warning("failed login for %r from %s", username, info.remote_addr)
+        audit.record(session, None, "auth.login_failed", "login", username[:64], request_info=info)
+        if not outcome.allowed:
+            log.warning("login throttle tripped (%s) for %r from %s for %ss",
+                        outcome.reason, username, info.remote_addr, outcome.retry_after)
+            audit.record(session, None, "auth.throttled", "login", username[:64], None, None,
+                         {"reason": outcome.reason, "retry_after": outcome.retry_after,
+                          "remote_addr": info.remote_addr}, info)
+        # answered, not raised: the failed attempt must be committed for throttling to see it
+        if cookie:
+            return _login_redirect(request, "invalid", next)
+        return problem_response(request, 401, INVALID_LOGIN, type="invalid-credentials",
+                                headers={"WWW-Authenticate": "Bearer"})
+    audit.record(session, user.username, "auth.login", "user", user.username, user.jurisdiction_code,
+                 None, {"via": "cookie" if cookie else "token"}, info)
+    tokens = _tokens(user)
+    if cookie:
+        response = RedirectResponse(_safe_next(request, next), status_code=303)
+        response.set_cookie(COOKIE_NAME, tokens.access_token, max_age=tokens.expires_in, httponly=True,
+                            samesite="lax", secure=request.url.scheme == "https", path="/")
+        return response
+    return tokens
+
+
+@router.post("/v1/auth/refresh", response_model=TokenPair, responses={401: {"description": "invalid refresh token"}})
+def refresh(body: RefreshRequest, request: Request, session: SessionDep) -> TokenPair:
+    """A new access token for a valid refresh token (refused once the user is disabled or their tokens revoked)."""
+    user = user_for_claims(session, decode_token(body.refresh_token, kind="refresh"))
+    audit.record(session, user.username, "auth.refresh", "user", user.username, user.jurisdiction_code,
+                 request_info=request_info(request))
+    return TokenPair(access_token=issue_token(user, "access"),
+                     expires_in=int(token_lifetime("access").total_seconds()))
+
+
+@router.get("/v1/auth/me", response_model=Me)
+def me(principal: CurrentUser, session: SessionDep) -> Me:
+    """Who the credentials belong to: name, role, jurisdiction."""
+    code = principal.jurisdiction_code
+    return Me(username=principal.username, role=principal.role, jurisdiction_code=code,
+              jurisdiction_level=principal.jurisdiction_level,
+              jurisdiction_name=jurisdiction_name(session, code) if code else None, via=principal.via)
+
+
+@router.post("/v1/auth/password", response_model=TokenPair,
+             responses={401: {"description": "wrong current password"}, 422: {"description": "weak password"}})
+def change_password(body: PasswordChange, request: Request, principal: CurrentUser, session: SessionDep,
+                    audit_entry: AuditDep):
+    """Change your own password; every earlier token stops working and a fresh pair is returned."""
+    if principal.via and principal.via.startswith("api_key:"):
+        raise Problem(403, "an API key cannot change a password; log in with the password", type="forbidden")
+    info = request_info(request)
+    verdict = throttle.check(session, principal.username, info.remote_addr)
+    if not verdict.allowed:
+        return problem_response(request, 429, f"too many failed attempts; try again in {verdict.retry_after} s",
+                                type="login-throttled", headers={"Retry-After": str(verdict.retry_after)})
+    user = get_user(session, principal.username)
+    ok = verify_password(user.password_hash, body.current_password)
+    throttle.record_attempt(session, principal.username, info.remote_addr, success=ok)
+    if not ok:
+        audit_entry("user.password_change_failed", "user", user.username, user.jurisdiction_code)
+        return problem_response(request, 401, "the current password is wrong", type="invalid-credentials")
+    try:
+        check_password_policy(body.new_password)
+    except UserError as exc:
+        raise Problem(422, str(exc), type="weak-password")
+    set_password(session, user, body.new_password)
+    audit_entry("user.password_change", "user", user.username, user.jurisdiction_code)
+    return _tokens(user)
+
+
+@router.post("/v1/auth/logout", status_code=204, responses={303: {"description": "back to the login page"}})
+def logout(request: Request, principal: CurrentUser, session: SessionDep, audit_entry: AuditDep,
+           everywhere: Annotated[bool, Query(description="revoke every token issued to you so far")] = False):
+    """End the browser session (clears the cookie); with `everywhere`, every token of yours stops working."""
+    if everywhere:
+        from geo.users import revoke_tokens
+
+        revoke_tokens(get_user(session, principal.username))
+        session.flush()
+    audit_entry("auth.logout", "user", principal.username, principal.jurisdiction_code,
+                after={"everywhere": everywhere, "via": principal.via})
+    wants_page = "text/html" in request.headers.get("accept", "")
+    response = RedirectResponse(LOGIN_PATH, status_code=303) if wants_page else Response(status_code=204)
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
+    return response
+
+
+# ---------------------------------------------------------------------------------------- the login page
+
+_PAGE = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>登录 · GridAtlas 网格地图</title>
+<style>
+ body{{margin:0;font-family:"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",sans-serif;background:#eef2f6;
+      color:#1f2933;display:flex;min-height:100vh;align-items:center;justify-content:center}}
+ main{{background:#fff;padding:2em 2.2em;border-radius:8px;box-shadow:0 2px 12px rgba(0,0,0,.12);
+      width:min(22em,90vw)}}
+ h1{{font-size:1.3em;margin:0 0 1em}} label{{display:block;margin:.8em 0 .3em}}
+ input[type=text],input[type=password]{{width:100%;box-sizing:border-box;padding:.55em;font-size:1em;
+      border:1px solid #b8c2cc;border-radius:4px}}
+ button{{margin-top:1.2em;width:100%;padding:.65em;font-size:1em;border:0;border-radius:4px;
+      background:#1d4ed8;color:#fff;cursor:pointer}}
+ .error{{background:#fde8e8;color:#9b1c1c;padding:.6em;border-radius:4px}}
+ .note{{color:#52606d;font-size:.85em;margin-top:1.2em}}
+</style></head>
+<body><main>
+<h1>GridAtlas 网格地图 · 登录</h1>
+{body}
+</main></body></html>
+"""
+
+_FORM = """{error}
+<form method="post" action="/v1/auth/token">
+ <input type="hidden" name="cookie" value="true">
+ <input type="hidden" name="next" value="{next}">
+ <label for="username">用户名</label>
+ <input id="username" name="username" type="text" autocomplete="username" required autofocus>
+ <label for="password">密码</label>
+ <input id="password" name="password" type="password" autocomplete="current-password" required>
+ <button type="submit">登录</button>
+</form>
+<p class="note">登录后 {minutes} 分钟内有效。忘记密码请联系管理员重置。</p>
+"""
+
+_SIGNED_IN = """<p>已登录：<b>{username}</b>（{role}{jurisdiction}）</p>
+<p><a href="{next}">继续</a></p>
+<form method="post" action="/v1/auth/logout"><button type="submit">退出登录</button></form>
+"""
+
+
+@router.get(LOGIN_PATH, response_class=HTMLResponse, include_in_schema=False)
+def login_page(request: Request, principal: OptionalUser,
+               next: Annotated[str | None, Query(max_length=2000)] = None,
+               error: Annotated[str | None, Query(max_length=20)] = None,
+               retry: Annotated[int | None, Query(ge=0)] = None) -> HTMLResponse:
+    """The browser login page (中文, no external resources): posts to the token endpoint, which sets the cookie."""
+    target = html.escape(_safe_next(request, next), quote=True)
+    if principal is not None:
+        where = f"，辖区 {html.escape(principal.jurisdiction_code)}" if principal.jurisdiction_code else ""
+        body = _SIGNED_IN.format(username=html.escape(principal.username),
+                                 role=ROLE_NAMES.get(principal.role, principal.role), jurisdiction=where, next=target)
+    else:
+        message = {
+            "invalid": "用户名或密码不正确。",
+            "throttled": f"登录失败次数过多，请 {retry} 秒后再试。" if retry else "登录失败次数过多，请稍后再试。",
+        }.get(error or "")
+        body = _FORM.format(error=f'<p class="error" role="alert">{message}</p>' if message else "", next=target,
+                            minutes=int(token_lifetime("access").total_seconds() // 60))
+    return HTMLResponse(_PAGE.format(body=body), headers={"Cache-Control": "no-store"})
