@@ -35,4 +35,5 @@ def session_dep(engine: Annotated[Engine, Depends(engine_dep)]) -> Iterator[Sess
 
 SettingsDep = Annotated[Settings, Depends(settings_dep)]
 EngineDep = Annotated[Engine, Depends(engine_dep)]
-SessionDep = Annotated[Session, Depends(session_dep)]
+# scope="function": commit before the response is sent, so a failed commit is an error, never a false 200.
+SessionDep = Annotated[Session, Depends(session_dep, scope="function")]

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from geo import db
 
-pytest_plugins = ["tests.browser"] if (Path(__file__).parent / "browser.py").exists() else []
+#: Playwright fixtures, and the check that every successful write through the test client leaves an audit entry.
+pytest_plugins = ["tests.browser", "tests.access_helpers"]
 
 TEST_SCALE = 0.05
 TEST_SEED = 7

@@ -4,6 +4,7 @@ from alembic import context
 from geoalchemy2 import alembic_helpers
 from sqlalchemy import create_engine, pool
 
+import geo.throttle  # noqa: F401  (its LoginAttempt table is part of the metadata)
 from geo.models import Base
 
 config = context.config
