@@ -10,7 +10,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import ORJSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
@@ -49,7 +48,6 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         version="0.1.0",
         docs_url=None,
         redoc_url=None,
-        default_response_class=ORJSONResponse,
         lifespan=lifespan,
     )
     app.state.engine = engine or db.get_engine()

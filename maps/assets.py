@@ -197,6 +197,8 @@ def render_page(m: folium.Map, title: str, static_url: str | None = None) -> str
     head = (
         '<meta charset="utf-8">\n'
         f"    <title>{html.escape(title)}</title>\n"
+        # An explicit icon, so browsers do not ask for /favicon.ico (a 404 in every page's console otherwise).
+        f'    <link rel="icon" href="{static_url}/favicon.svg" type="image/svg+xml">\n'
     )
     page, n = re.subn(r"<html[^>]*>\s*<head>", f'<html lang="zh-CN">\n<head>\n    {head}', page, count=1)
     if n != 1:
