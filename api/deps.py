@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from geo.db import session_scope
 from geo.settings import Settings, get_settings
 
 
@@ -24,13 +25,8 @@ def engine_dep(request: Request) -> Engine:
 
 def session_dep(engine: Annotated[Engine, Depends(engine_dep)]) -> Iterator[Session]:
     """A session per request, committed on success and rolled back on error (all-or-nothing writes)."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with session_scope(engine) as session:
+        yield session
 
 
 SettingsDep = Annotated[Settings, Depends(settings_dep)]
