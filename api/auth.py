@@ -252,7 +252,7 @@ def ensure_covers(principal: Principal, code: str | None, what: str = "this unit
 
 # ------------------------------------------------------------------------------------------- principals
 
-def _authenticate(request: Request, session: Session, bearer: str | None, api_key: str | None) -> Principal | None:
+def authenticate_request(request: Request, session: Session, bearer: str | None, api_key: str | None) -> Principal | None:
     if api_key:
         from geo.apikeys import principal_for_key  # API keys live in the domain layer
 
@@ -281,7 +281,7 @@ def _principal_context(
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Iterator[Principal | None]:
     """Authenticate the caller; after a write that succeeded without an audit entry, record a fallback one."""
-    principal = _authenticate(request, session, bearer, api_key)
+    principal = authenticate_request(request, session, bearer, api_key)
     request.state.principal = principal
     recorded = audit.recorded_count(session)
     yield principal

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import COOKIE_NAME, CurrentUser, _authenticate
+from api.auth import COOKIE_NAME, CurrentUser, authenticate_request
 from api.deps import session_dep
 from api.problems import Problem
 from geo.coords import COORDSYS, to_wgs84
@@ -70,7 +70,7 @@ def _authenticate_with_session(request: Request) -> Principal | None:
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
-        principal = _authenticate(request, session, bearer, request.headers.get("x-api-key"))
+        principal = authenticate_request(request, session, bearer, request.headers.get("x-api-key"))
         request.state.principal = principal
         return principal
     finally:
