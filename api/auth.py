@@ -253,6 +253,7 @@ def ensure_covers(principal: Principal, code: str | None, what: str = "this unit
 # ------------------------------------------------------------------------------------------- principals
 
 def authenticate_request(request: Request, session: Session, bearer: str | None, api_key: str | None) -> Principal | None:
+    """The caller named by an API key or bearer token (None without credentials); 401 problem when invalid."""
     if api_key:
         from geo.apikeys import principal_for_key  # API keys live in the domain layer
 
