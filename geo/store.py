@@ -163,7 +163,8 @@ def load_district(engine: Engine, district, valid_from: dt.datetime | None = Non
         from geo.attribution import attribute_incidents
 
         attribute_incidents(conn)
-    for t in ("buildings", "compounds", "units", "incidents", "grid_boundaries", "micro_grid_boundaries"):
+    for t in ("buildings", "compounds", "units", "incidents", "grid_boundaries", "micro_grid_boundaries",
+              "staff_assignments", "people"):
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text(f"ANALYZE {t}"))
     return district.counts()
