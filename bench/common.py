@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from geo import db
 
 RESULTS = Path(__file__).resolve().parent / "results"
-console = Console()
+console = Console(width=200)  # tables stay readable when piped to a file
 
 
 @contextmanager
