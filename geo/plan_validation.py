@@ -1,0 +1,262 @@
+"""Live validation of a redraw plan (方案校验): every rule vectorised with shapely 2 in the community's UTM zone.
+
+Rules (``rule`` of each problem; ``severity`` error | warning; ``geometry`` = where, GeoJSON in EPSG:4326):
+
+- ``overlap``: two grids (or two micro-grids) share area above `overlap_m2`;
+- ``gap``: community minus the union of its grids, per piece, above `gap_area_m2` AND wider than `gap_width_m`
+  (width = 2·area/perimeter, so a long thin digitising sliver is not a gap);
+- ``outside_community``: grid area outside the community above `outside_m2`;
+- ``micro_tiling``: a grid's micro-grids leave part of it uncovered or spill out of it (same thresholds as gaps);
+- ``not_contiguous``: a unit in more than one piece (pieces under `gap_area_m2` ignored);
+- ``households_band``: a comprehensive grid's households outside [grid_households_min, grid_households_max]
+  from ``get_settings().rules``; a warning unless ``band_severity`` is "error" (environment
+  ``GRIDATLAS_PLAN_BAND_SEVERITY`` or the call's argument);
+- ``building_cut``: a building split by a grid line (more than `cut_share` of its footprint on each side);
+- ``compound_split``: a compound whose area lies in two or more grids by more than `cut_share` each (warning).
+
+Buildings count in the grid covering their point-on-surface, the same rule as the diff and the publish.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import shapely
+from pyproj import Transformer
+from shapely.geometry import mapping
+from sqlalchemy import Connection
+
+from geo.crs import STORAGE_SRID, utm_epsg
+from geo.plans import PlanState, buildings_frame, community_geom, compounds_frame, load_state, owner_of_points
+from geo.settings import get_settings
+
+
+@dataclass(frozen=True)
+class ValidationRules:
+    """Tolerances of the plan validator (m² / m / share); the household band comes from the settings."""
+
+    overlap_m2: float = 1.0
+    gap_area_m2: float = 20.0
+    gap_width_m: float = 1.0
+    outside_m2: float = 20.0
+    cut_share: float = 0.05
+    band_severity: str = os.environ.get("GRIDATLAS_PLAN_BAND_SEVERITY", "warning")
+
+
+class _Projector:
+    """Vectorised 4326 ↔ UTM transforms for one community."""
+
+    def __init__(self, lon: float, lat: float):
+        self.epsg = utm_epsg(lon, lat)
+        self.fwd = Transformer.from_crs(STORAGE_SRID, self.epsg, always_xy=True)
+        self.inv = Transformer.from_crs(self.epsg, STORAGE_SRID, always_xy=True)
+
+    def metric(self, geoms):
+        out = shapely.transform(np.asarray(geoms, dtype=object),
+                                lambda c: np.column_stack(self.fwd.transform(c[:, 0], c[:, 1])))
+        # projecting can nudge a vertex across a near-touching edge; buffer(0) repairs it and stays polygonal
+        bad = ~shapely.is_valid(out)
+        if bad.any():
+            out[bad] = shapely.buffer(out[bad], 0)
+        return out
+
+    def geographic(self, geoms):
+        return shapely.transform(np.asarray(geoms, dtype=object),
+                                 lambda c: np.column_stack(self.inv.transform(c[:, 0], c[:, 1])))
+
+
+def _width(geoms) -> np.ndarray:
+    per = shapely.length(shapely.boundary(geoms))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(per > 0, 2.0 * shapely.area(geoms) / per, 0.0)
+
+
+class Context:
+    """What validation needs besides the plan: the community, its buildings and compounds (metric and 4326)."""
+
+    def __init__(self, conn: Connection, community_id: int):
+        self.community_id = community_id
+        self.community = community_geom(conn, community_id)
+        c = shapely.centroid(self.community)
+        self.proj = _Projector(c.x, c.y)
+        self.community_m = self.proj.metric([self.community])[0]
+        self.buildings = buildings_frame(conn, community_id)
+        self.compounds = compounds_frame(conn, community_id)
+        self.b_m = self.proj.metric(self.buildings["geom"])
+        self.b_pts = shapely.point_on_surface(self.buildings["geom"])
+        self.c_m = self.proj.metric(self.compounds["geom"])
+        shapely.prepare(self.b_m)
+
+
+def _problem(rule: str, severity: str, message: str, geom_m, proj: _Projector, **extra) -> dict:
+    # pointwise rounding (about 1 cm): a display location, never re-noded, so it cannot fail on odd topology
+    geom = None if geom_m is None else mapping(
+        shapely.set_precision(proj.geographic([geom_m])[0], 1e-7, mode="pointwise"))
+    return {"rule": rule, "severity": severity, "message": message, "geometry": geom, **extra}
+
+
+def _pieces_over(geom_m, min_area: float, min_width: float) -> np.ndarray:
+    if geom_m is None or shapely.is_empty(geom_m):
+        return np.array([], dtype=object)
+    parts = shapely.get_parts(geom_m)
+    parts = parts[np.isin(shapely.get_type_id(parts), (3,))]
+    keep = (shapely.area(parts) > min_area) & (_width(parts) > min_width)
+    return parts[keep]
+
+
+def validate_state(state: PlanState, ctx: Context, rules: ValidationRules | None = None) -> dict:
+    """All problems of a plan state, with per-grid household counts; nothing is read from the database."""
+    rules = rules or ValidationRules()
+    band = get_settings().rules
+    t0 = time.perf_counter()
+    problems: list[dict] = []
+    proj = ctx.proj
+    grids = state.live("grid")
+    micros = state.live("micro_grid")
+    g_m = proj.metric([r["geom"] for r in grids]) if grids else np.array([], dtype=object)
+    m_m = proj.metric([r["geom"] for r in micros]) if micros else np.array([], dtype=object)
+    keys = [r["key"] for r in grids]
+
+    # overlaps within a level
+    for level, rows, geoms in (("grid", grids, g_m), ("micro_grid", micros, m_m)):
+        if len(geoms) < 2:
+            continue
+        a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+        keep = a < b
+        a, b = a[keep], b[keep]
+        inter = shapely.intersection(geoms[a], geoms[b])
+        area = shapely.area(inter)
+        for i in np.flatnonzero(area > rules.overlap_m2):
+            problems.append(_problem(
+                "overlap", "error",
+                f"{rows[a[i]]['name']} 与 {rows[b[i]]['name']} 重叠 {area[i]:,.0f} m²", inter[i], proj,
+                keys=[rows[a[i]]["key"], rows[b[i]]["key"]], area_m2=round(float(area[i]), 1)))
+
+    union = shapely.union_all(g_m) if len(g_m) else shapely.Polygon()
+    for piece in _pieces_over(shapely.difference(ctx.community_m, union), rules.gap_area_m2, rules.gap_width_m):
+        problems.append(_problem("gap", "error", f"社区内有 {shapely.area(piece):,.0f} m² 不属于任何网格", piece, proj,
+                                 area_m2=round(float(shapely.area(piece)), 1)))
+    if len(g_m):
+        outside = shapely.difference(g_m, ctx.community_m)
+        oa = shapely.area(outside)
+        for i in np.flatnonzero(oa > rules.outside_m2):
+            problems.append(_problem("outside_community", "error",
+                                     f"{grids[i]['name']} 有 {oa[i]:,.0f} m² 超出社区边界", outside[i], proj,
+                                     keys=[keys[i]], area_m2=round(float(oa[i]), 1)))
+
+    # micro-grids tile their grid
+    if micros:
+        parent = np.array([r["parent_key"] for r in micros], dtype=object)
+        for gi, g in enumerate(grids):
+            mine = m_m[parent == g["key"]]
+            if not len(mine):
+                continue
+            mu = shapely.union_all(mine)
+            for what, diff in (("未被微网格覆盖", shapely.difference(g_m[gi], mu)),
+                               ("微网格超出网格", shapely.difference(mu, g_m[gi]))):
+                for piece in _pieces_over(diff, rules.gap_area_m2, rules.gap_width_m):
+                    problems.append(_problem("micro_tiling", "error",
+                                             f"{g['name']}: {shapely.area(piece):,.0f} m² {what}", piece, proj,
+                                             keys=[g["key"]], area_m2=round(float(shapely.area(piece)), 1)))
+
+    # contiguity
+    for level, rows, geoms in (("grid", grids, g_m), ("micro_grid", micros, m_m)):
+        if not len(geoms):
+            continue
+        parts, idx = shapely.get_parts(geoms, return_index=True)
+        big = shapely.area(parts) > rules.gap_area_m2
+        counts = np.bincount(idx[big], minlength=len(geoms))
+        for i in np.flatnonzero(counts > 1):
+            problems.append(_problem("not_contiguous", "error", f"{rows[i]['name']} 分成 {counts[i]} 块不相连的区域",
+                                     geoms[i], proj, keys=[rows[i]["key"]], pieces=int(counts[i])))
+
+    # households per grid (point-on-surface rule)
+    owner = owner_of_points(ctx.b_pts, grids)
+    hh = np.bincount(owner[owner >= 0], weights=ctx.buildings["households"][owner >= 0], minlength=len(grids))
+    pop = np.bincount(owner[owner >= 0], weights=ctx.buildings["population"][owner >= 0], minlength=len(grids))
+    counts = []
+    for i, g in enumerate(grids):
+        status = "ok"
+        if (g.get("kind") or "comprehensive") == "comprehensive":
+            if hh[i] < band.grid_households_min:
+                status = "below"
+            elif hh[i] > band.grid_households_max:
+                status = "above"
+        counts.append({"key": g["key"], "code": g["code"], "name": g["name"], "kind": g.get("kind"),
+                       "households": int(hh[i]), "population": int(pop[i]), "status": status,
+                       "buildings": int(np.sum(owner == i))})
+        if status != "ok":
+            limit = band.grid_households_min if status == "below" else band.grid_households_max
+            word = "低于下限" if status == "below" else "超过上限"
+            problems.append(_problem("households_band", rules.band_severity,
+                                     f"{g['name']} 有 {int(hh[i])} 户, {word} {limit} 户", g_m[i], proj,
+                                     keys=[g["key"]], households=int(hh[i]),
+                                     band=[band.grid_households_min, band.grid_households_max]))
+
+    # buildings cut by a grid line, compounds split between grids
+    if len(g_m):
+        tree = shapely.STRtree(g_m)
+        for rule, geoms, ids, names, sev in (
+            ("building_cut", ctx.b_m, ctx.buildings["id"], None, "error"),
+            ("compound_split", ctx.c_m, ctx.compounds["id"], ctx.compounds["name"], "warning"),
+        ):
+            if not len(geoms):
+                continue
+            si, gi = tree.query(geoms, predicate="intersects")
+            # a shape strictly inside one grid is whole: skip the overlay for those pairs
+            inside = shapely.contains_properly(g_m[gi], geoms[si])
+            share = np.ones(len(si))
+            rest = np.flatnonzero(~inside)
+            share[rest] = shapely.area(shapely.intersection(geoms[si[rest]], g_m[gi[rest]])) / np.maximum(
+                shapely.area(geoms[si[rest]]), 1e-9)
+            sig = share > rules.cut_share
+            n = np.bincount(si[sig], minlength=len(geoms))
+            for i in np.flatnonzero(n > 1):
+                in_grids = sorted({keys[g] for g in gi[sig & (si == i)]})
+                label = f"楼栋 {ids[i]}" if names is None else f"小区 {names[i]}"
+                msg = f"{label} 被网格线切分到 {n[i]} 个网格" if rule == "building_cut" else f"{label} 分属 {n[i]} 个网格"
+                extra = {"building_id": int(ids[i])} if names is None else {"compound_id": int(ids[i])}
+                problems.append(_problem(rule, sev, msg, geoms[i], proj, keys=in_grids, **extra))
+
+    elapsed = time.perf_counter() - t0
+    errors = sum(p["severity"] == "error" for p in problems)
+    return {"plan_id": state.plan_id, "revision": state.revision, "ok": errors == 0, "errors": errors,
+            "warnings": len(problems) - errors, "problems": problems, "grids": counts,
+            "band": [band.grid_households_min, band.grid_households_max], "rules": asdict(rules),
+            "epsg": proj.epsg, "elapsed_ms": round(elapsed * 1000, 2)}
+
+
+_CONTEXTS: dict[tuple, Context] = {}
+
+
+def context_for(conn: Connection, community_id: int) -> Context:
+    """The validation context of a community, cached per (community, buildings/compounds/boundary fingerprint)."""
+    from sqlalchemy import text
+
+    stamp = conn.execute(text("""
+        SELECT (SELECT count(*) || ':' || coalesce(max(id), 0) FROM buildings WHERE community_id = :c),
+               (SELECT coalesce(sum(households), 0) || ':' || count(*) FROM units u JOIN buildings b
+                  ON b.id = u.building_id WHERE b.community_id = :c),
+               (SELECT count(*) || ':' || coalesce(max(id), 0) FROM compounds WHERE community_id = :c),
+               (SELECT boundary_id FROM communities_at(now()) WHERE id = :c)
+    """), {"c": community_id}).one()
+    key = (str(conn.engine.url), community_id, *stamp)
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        if len(_CONTEXTS) > 64:
+            _CONTEXTS.clear()
+        ctx = _CONTEXTS[key] = Context(conn, community_id)
+    return ctx
+
+
+def validate(conn: Connection, plan_id: int, rules: ValidationRules | None = None) -> dict:
+    """Validate a stored plan (reads the plan, reuses the cached community context)."""
+    t0 = time.perf_counter()
+    state = load_state(conn, plan_id)
+    ctx = context_for(conn, state.community_id)
+    out = validate_state(state, ctx, rules)
+    out["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+    return out

@@ -1,0 +1,274 @@
+"""Publishing a plan as a new boundary version (发布), and rolling a version back.
+
+One transaction (the caller's): a `boundary_versions` row; for every grid and micro-grid of the plan whose
+boundary changed, the open boundary row is ended (``valid_to`` = the version's ``valid_from``) and a new one
+started; retired units are ended; unchanged units keep their boundary row and their code; new grids get codes
+community + 3 digits after the highest used, in reading order (north→south rows, west→east within a row), new
+micro-grids their grid's code + 2 digits the same way. A micro-grid moved to another grid cannot keep its code (a
+code starts with its parent's), so it is retired and a new one started under its new grid. The classification
+of the new version is recomputed, and the whole publish is audited. The locate index is told after commit
+(`geo.lookup.notify_boundaries_changed`) by the caller, since an index rebuilt before commit would read the old
+boundaries.
+
+Optimistic locking: the plan remembers the community's published token when it was created; publishing after
+someone else published in the same community raises `StalePublished` naming the versions in between.
+Rollback of version V publishes, as a new version, the community boundaries in force just before V.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import shapely
+from sqlalchemy import Connection, text
+
+from geo.plans import PlanError, PlanState, community_token, create_plan, load_state
+
+#: Area (square degrees, ≈0.01 m²) under which a changed boundary counts as unchanged.
+SAME_DEG2 = 1e-12
+
+
+class StalePublished(PlanError):
+    """The community's published boundaries changed since the plan (or the caller's If-Match) was taken."""
+
+    def __init__(self, message: str, current: str, changes: list[dict]):
+        super().__init__(message)
+        self.current = current
+        self.changes = changes
+
+
+def _reading_order(geoms: list) -> list[int]:
+    """Indices in reading order: rows north→south (row height = median unit height), west→east within a row."""
+    if not geoms:
+        return []
+    pts = shapely.point_on_surface(np.asarray(geoms, dtype=object))
+    x, y = shapely.get_x(pts), shapely.get_y(pts)
+    b = shapely.bounds(np.asarray(geoms, dtype=object))
+    h = float(np.median(b[:, 3] - b[:, 1])) or 1e-6
+    row = np.floor((y.max() - y) / h)
+    return list(np.lexsort((x, row)))
+
+
+def _next_codes(conn: Connection, table: str, prefix: str, width: int, n: int) -> list[str]:
+    used = conn.execute(text(f"SELECT code FROM {table} WHERE code LIKE :p AND length(code) = :l"),
+                        {"p": prefix + "%", "l": len(prefix) + width}).scalars().all()
+    start = max((int(c[len(prefix):]) for c in used if c[len(prefix):].isdigit()), default=0) + 1
+    if start + n - 1 >= 10 ** width:
+        raise PlanError(f"no free {width}-digit codes left under {prefix}")
+    return [f"{prefix}{i:0{width}d}" for i in range(start, start + n)]
+
+
+def changes_since(conn: Connection, community_id: int, since: dt.datetime) -> list[dict]:
+    """Boundary versions that changed the community's grids or micro-grids after `since`."""
+    rows = conn.execute(text("""
+        SELECT v.id AS version_id, v.label, v.created_by, v.valid_from, count(*) AS boundaries
+        FROM boundary_versions v
+        JOIN (SELECT b.version_id FROM grid_boundaries b JOIN grids g ON g.id = b.grid_id
+              WHERE g.community_id = :c AND (b.valid_from > :s OR b.valid_to > :s)
+              UNION ALL
+              SELECT b.version_id FROM micro_grid_boundaries b JOIN micro_grids m ON m.id = b.micro_grid_id
+              JOIN grids g ON g.id = m.grid_id
+              WHERE g.community_id = :c AND (b.valid_from > :s OR b.valid_to > :s)) t ON t.version_id = v.id
+        GROUP BY v.id ORDER BY v.valid_from
+    """), {"c": community_id, "s": since}).mappings().all()
+    return [{**dict(r), "valid_from": r["valid_from"].isoformat()} for r in rows]
+
+
+def _open_boundary(conn: Connection, level: str, unit_id: int):
+    table, fk = ("grid_boundaries", "grid_id") if level == "grid" else ("micro_grid_boundaries", "micro_grid_id")
+    row = conn.execute(text(f"SELECT id, ST_AsBinary(geom) FROM {table} WHERE {fk} = :u AND valid_to IS NULL"),
+                       {"u": unit_id}).first()
+    return None if row is None else (row[0], shapely.from_wkb(bytes(row[1])))
+
+
+def _end(conn: Connection, level: str, unit_id: int, ts: dt.datetime) -> None:
+    table, fk = ("grid_boundaries", "grid_id") if level == "grid" else ("micro_grid_boundaries", "micro_grid_id")
+    conn.execute(text(f"UPDATE {table} SET valid_to = :t WHERE {fk} = :u AND valid_to IS NULL"),
+                 {"t": ts, "u": unit_id})
+
+
+def _start(conn: Connection, level: str, unit_id: int, version_id: int, ts: dt.datetime, geom) -> None:
+    table, fk = ("grid_boundaries", "grid_id") if level == "grid" else ("micro_grid_boundaries", "micro_grid_id")
+    conn.execute(text(f"""
+        INSERT INTO {table} ({fk}, version_id, valid_from, geom)
+        VALUES (:u, :v, :t, ST_Multi(ST_GeomFromWKB(:g, 4326)))
+    """), {"u": unit_id, "v": version_id, "t": ts, "g": shapely.to_wkb(geom)})
+
+
+def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: str,
+                  actor: str | None = None) -> dict:
+    """Write a plan state as a new boundary version at `ts`; returns the version and what was written."""
+    from geo.store import create_version
+
+    community_code = state.community_code
+    version_id = create_version(conn, ts, label, actor)
+    summary = {"version_id": version_id, "valid_from": ts.isoformat(), "grids": {"created": [], "ended": [],
+               "changed": [], "unchanged": 0}, "micro_grids": {"created": [], "ended": [], "changed": [],
+                                                                "unchanged": 0}}
+    grid_id_of: dict[str, int] = {}
+    grid_code_of: dict[str, str] = {}
+    grids = [r for _, r in sorted(state.rows.items()) if r["level"] == "grid"]
+    # existing grids: end, change or keep
+    for r in grids:
+        if r["unit_id"] is None:
+            continue
+        uid = r["unit_id"]
+        grid_id_of[r["key"]] = uid
+        grid_code_of[r["key"]] = conn.execute(text("SELECT code FROM grids WHERE id = :i"), {"i": uid}).scalar_one()
+        current = _open_boundary(conn, "grid", uid)
+        if r["retired"] or r["geom"] is None:
+            if current is not None:
+                _end(conn, "grid", uid, ts)
+                summary["grids"]["ended"].append(grid_code_of[r["key"]])
+            continue
+        if current is not None and shapely.area(shapely.symmetric_difference(current[1], r["geom"])) <= SAME_DEG2:
+            summary["grids"]["unchanged"] += 1
+            continue
+        if current is not None:
+            _end(conn, "grid", uid, ts)
+        _start(conn, "grid", uid, version_id, ts, r["geom"])
+        summary["grids"]["changed"].append(grid_code_of[r["key"]])
+    # new grids: codes in reading order
+    new = [r for r in grids if r["unit_id"] is None and not r["retired"] and r["geom"] is not None]
+    order = _reading_order([r["geom"] for r in new])
+    codes = _next_codes(conn, "grids", community_code, 3, len(new))
+    for code, i in zip(codes, order):
+        r = new[i]
+        uid = conn.execute(text("""
+            INSERT INTO grids (code, name, kind, dedicated_type, community_id)
+            VALUES (:code, :name, :kind, :dt, :c) RETURNING id
+        """), {"code": code, "name": r["name"], "kind": r["kind"] or "comprehensive", "dt": r["dedicated_type"],
+               "c": state.community_id}).scalar_one()
+        _start(conn, "grid", uid, version_id, ts, r["geom"])
+        grid_id_of[r["key"]], grid_code_of[r["key"]] = uid, code
+        summary["grids"]["created"].append(code)
+
+    micros = [r for _, r in sorted(state.rows.items()) if r["level"] == "micro_grid"]
+    pending: dict[str, list[dict]] = {}
+    for r in micros:
+        live = not r["retired"] and r["geom"] is not None
+        if r["unit_id"] is not None:
+            uid = r["unit_id"]
+            old_grid, code = conn.execute(text("SELECT grid_id, code FROM micro_grids WHERE id = :i"),
+                                          {"i": uid}).one()
+            current = _open_boundary(conn, "micro_grid", uid)
+            same_parent = live and grid_id_of.get(r["parent_key"]) == old_grid
+            if not live or not same_parent:
+                if current is not None:
+                    _end(conn, "micro_grid", uid, ts)
+                    summary["micro_grids"]["ended"].append(code)
+                if not live:
+                    continue
+            else:
+                if current is not None and shapely.area(
+                        shapely.symmetric_difference(current[1], r["geom"])) <= SAME_DEG2:
+                    summary["micro_grids"]["unchanged"] += 1
+                    continue
+                if current is not None:
+                    _end(conn, "micro_grid", uid, ts)
+                _start(conn, "micro_grid", uid, version_id, ts, r["geom"])
+                summary["micro_grids"]["changed"].append(code)
+                continue
+        if live:
+            if r["parent_key"] not in grid_id_of:
+                raise PlanError(f"micro-grid {r['key']} belongs to {r['parent_key']}, which is not published")
+            pending.setdefault(r["parent_key"], []).append(r)
+    for parent, rows in sorted(pending.items()):
+        pcode = grid_code_of[parent]
+        width = 2
+        codes = _next_codes(conn, "micro_grids", pcode, width, len(rows))
+        for code, i in zip(codes, _reading_order([r["geom"] for r in rows])):
+            r = rows[i]
+            uid = conn.execute(text("INSERT INTO micro_grids (code, name, grid_id) VALUES (:c, :n, :g) RETURNING id"),
+                               {"c": code, "n": r["name"], "g": grid_id_of[parent]}).scalar_one()
+            _start(conn, "micro_grid", uid, version_id, ts, r["geom"])
+            summary["micro_grids"]["created"].append(code)
+    return summary
+
+
+def _now(conn: Connection) -> dt.datetime:
+    # clock_timestamp, not now(): two publishes in one test transaction must get distinct instants
+    return conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+
+
+def refresh_classification(conn: Connection, ts: dt.datetime) -> dict:
+    """Recompute the stored classification for the version in force at `ts` (both levels)."""
+    from geo import classify
+
+    try:
+        return {"refreshed": classify.refresh(conn, ts)}
+    except Exception as exc:  # classification is finished by another engineer: never lose a publish to it
+        return {"refreshed": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def publish(conn: Connection, plan_id: int, actor: str | None = None, if_match: str | None = None,
+            label: str | None = None, allow_errors: bool = False, classify: bool = True) -> dict:
+    """Publish a draft plan as a new boundary version (one transaction: the caller's)."""
+    from geo.plan_validation import validate
+
+    state = load_state(conn, plan_id, lock=True)
+    if state.status != "draft":
+        raise PlanError(f"plan {plan_id} is {state.status}; only drafts can be published")
+    # serialise publishes in one community: the token check below is then race-free
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('gridatlas.publish'), :c)"), {"c": state.community_id})
+    base, created = conn.execute(text("SELECT base_token, created_at FROM plans WHERE id = :p"),
+                                 {"p": plan_id}).one()
+    current = community_token(conn, state.community_id)
+    wanted = None if if_match in (None, "", "*") else if_match.strip().removeprefix("W/").strip('"')
+    if current != base or (wanted is not None and wanted != current):
+        raise StalePublished(
+            f"the published boundaries of community {state.community_code} changed since this plan was drafted"
+            if current != base else f"If-Match {if_match} is not the current published version",
+            current, changes_since(conn, state.community_id, created))
+    check = validate(conn, plan_id)
+    if check["errors"] and not allow_errors:
+        raise PlanError(f"the plan has {check['errors']} validation errors; fix them or publish with allow_errors",
+                        ) from None
+    ts = _now(conn)
+    summary = publish_state(conn, state, ts, label or f"方案 {plan_id} 发布", actor)
+    conn.execute(text("UPDATE plans SET status = 'published', published_version_id = :v, updated_at = now() "
+                      "WHERE id = :p"), {"v": summary["version_id"], "p": plan_id})
+    summary["classification"] = refresh_classification(conn, ts) if classify else {"refreshed": False}
+    summary["token"] = community_token(conn, state.community_id)
+    summary["validation"] = {"errors": check["errors"], "warnings": check["warnings"]}
+    return summary
+
+
+def rollback(conn: Connection, version_id: int, actor: str | None = None, if_match: str | None = None,
+             community_code: str | None = None) -> dict:
+    """Publish, as a new version, the boundaries in force just before version `version_id` (per community it
+    changed, or only `community_code`)."""
+    v = conn.execute(text("SELECT id, valid_from, label FROM boundary_versions WHERE id = :v"),
+                     {"v": version_id}).mappings().first()
+    if v is None:
+        raise PlanError(f"no boundary version {version_id}")
+    communities = conn.execute(text("""
+        SELECT DISTINCT c.code FROM communities c JOIN grids g ON g.community_id = c.id
+        LEFT JOIN micro_grids m ON m.grid_id = g.id
+        WHERE EXISTS (SELECT 1 FROM grid_boundaries b WHERE b.grid_id = g.id AND b.version_id = :v)
+           OR EXISTS (SELECT 1 FROM micro_grid_boundaries b WHERE b.micro_grid_id = m.id AND b.version_id = :v)
+           OR EXISTS (SELECT 1 FROM grid_boundaries b WHERE b.grid_id = g.id AND b.valid_to = :t)
+        ORDER BY c.code
+    """), {"v": version_id, "t": v["valid_from"]}).scalars().all()
+    if community_code:
+        communities = [c for c in communities if c == community_code]
+    if not communities:
+        raise PlanError(f"version {version_id} changed no grid boundaries to roll back")
+    before = v["valid_from"] - dt.timedelta(microseconds=1)
+    results = []
+    for code in communities:
+        pid = create_plan(conn, code, actor, f"回滚版本 {version_id}", at=before)
+        # the plan copies the old boundaries; units the version created are not in it and must end
+        from geo.plans import community_of, _published_rows, _write_rows
+
+        cid = community_of(conn, code)["id"]
+        state = load_state(conn, pid)
+        extra = [dict(r, retired=True) for r in _published_rows(conn, cid) if r["key"] not in state.rows]
+        _write_rows(conn, pid, extra)
+        conn.execute(text("UPDATE plans SET base_token = :t WHERE id = :p"),
+                     {"t": community_token(conn, cid), "p": pid})
+        results.append({"community": code, "plan_id": pid,
+                        **publish(conn, pid, actor, if_match, label=f"回滚版本 {version_id} ({v['label']})",
+                                  allow_errors=True)})
+    return {"rolled_back": version_id, "results": results}

@@ -1,0 +1,597 @@
+"""Redraw plans: operations and undo, live validation, diff, publish with ETags, rollback, suggestions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import mapping
+from sqlalchemy import text
+
+from geo import plans
+from geo.plan_validation import validate
+
+
+def _conn(db_session):
+    return db_session.connection()
+
+
+@pytest.fixture
+def community(db_session):
+    """The community with the most comprehensive grids (code, id)."""
+    row = db_session.execute(text("""
+        SELECT c.code, c.id FROM communities c JOIN grids g ON g.community_id = c.id
+        WHERE g.kind = 'comprehensive' GROUP BY c.id ORDER BY count(*) DESC, c.code LIMIT 1
+    """)).one()
+    return {"code": row[0], "id": row[1]}
+
+
+@pytest.fixture
+def plan_id(db_session, community):
+    return plans.create_plan(_conn(db_session), community["code"], "tester")
+
+
+def _rules(result, rule):
+    return [p for p in result["problems"] if p["rule"] == rule]
+
+
+def _neighbours(state):
+    """Two grids sharing an edge (keys)."""
+    rows = state.live("grid")
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            if shapely.length(shapely.intersection(shapely.boundary(a["geom"]), shapely.boundary(b["geom"]))) > 1e-5:
+                return a["key"], b["key"]
+    raise AssertionError("no neighbouring grids")
+
+
+def test_plan_copies_the_published_grids(db_session, community, plan_id):
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    n = db_session.execute(text("SELECT count(*) FROM grids_at(now()) WHERE community_id = :c"),
+                           {"c": community["id"]}).scalar()
+    assert len(state.live("grid")) == n > 0
+    assert state.revision == 0
+    baseline = validate(conn, plan_id)
+    # the generated community tiles: nothing structural to report before any edit
+    assert not _rules(baseline, "overlap") and not _rules(baseline, "gap") and not _rules(baseline, "micro_tiling")
+
+
+def test_replace_geometry_makes_overlap_and_gap_and_undo_restores(db_session, plan_id):
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    a, b = _neighbours(state)
+    ga, gb = state.rows[a]["geom"], state.rows[b]["geom"]
+    # a grows into b by a band around their shared edge: overlap with b
+    grown = shapely.union(ga, shapely.intersection(gb, shapely.buffer(ga, 0.0003)))
+    out = plans.apply_operation(conn, plan_id, {"type": "replace_geometry", "key": a, "geometry": mapping(grown)})
+    assert out["revision"] == 1
+    v = validate(conn, plan_id)
+    ov = _rules(v, "overlap")
+    assert any(set(p["keys"]) == {a, b} and p["area_m2"] > 100 for p in ov)
+    assert ov[0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
+    # then a shrinks well inside itself: a gap opens
+    shrunk = shapely.buffer(ga, -0.0004)
+    plans.apply_operation(conn, plan_id, {"type": "replace_geometry", "key": a, "geometry": mapping(shrunk)})
+    v = validate(conn, plan_id)
+    assert _rules(v, "gap") and not any(set(p["keys"]) == {a, b} for p in _rules(v, "overlap"))
+    plans.undo(conn, plan_id)
+    plans.undo(conn, plan_id)
+    back = plans.load_state(conn, plan_id)
+    assert shapely.equals_exact(back.rows[a]["geom"], ga, 1e-12)
+    v = validate(conn, plan_id)
+    assert not _rules(v, "overlap") and not _rules(v, "gap")
+    with pytest.raises(plans.PlanError):
+        plans.undo(conn, plan_id)
+
+
+def test_outside_community_and_not_contiguous(db_session, plan_id):
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    key = state.live("grid")[0]["key"]
+    g = state.rows[key]["geom"]
+    minx, miny, maxx, maxy = shapely.bounds(state.rows[key]["geom"])
+    far = shapely.box(maxx + 0.05, maxy + 0.05, maxx + 0.052, maxy + 0.052)  # a detached island outside
+    plans.apply_operation(conn, plan_id, {"type": "replace_geometry", "key": key,
+                                          "geometry": mapping(shapely.union(g, far))})
+    v = validate(conn, plan_id)
+    assert any(key in p["keys"] for p in _rules(v, "outside_community"))
+    assert any(key in p["keys"] and p["pieces"] == 2 for p in _rules(v, "not_contiguous"))
+
+
+def test_split_then_merge(db_session, plan_id):
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    g = max(state.live("grid"), key=lambda r: shapely.area(r["geom"]))
+    minx, miny, maxx, maxy = shapely.bounds(g["geom"])
+    mid = (minx + maxx) / 2
+    line = shapely.LineString([(mid, miny - 0.001), (mid, maxy + 0.001)])
+    out = plans.apply_operation(conn, plan_id, {"type": "split", "key": g["key"], "line": mapping(line)})
+    keys = out["result"]["keys"]
+    assert len(keys) == 2 and keys[1].startswith("gn")
+    after = plans.load_state(conn, plan_id)
+    a, b = after.rows[keys[0]]["geom"], after.rows[keys[1]]["geom"]
+    assert shapely.area(shapely.intersection(a, b)) < 1e-12
+    assert abs(shapely.area(shapely.union(a, b)) - shapely.area(g["geom"])) < 1e-10
+    v = validate(conn, plan_id)
+    assert not _rules(v, "overlap") and not _rules(v, "gap") and not _rules(v, "micro_tiling")
+    # a vertical line through the middle of a grid cuts the buildings standing on it
+    cut = _rules(v, "building_cut")
+    assert all(set(p["keys"]) == {keys[0], keys[1]} for p in cut)
+    plans.apply_operation(conn, plan_id, {"type": "merge", "keys": keys})
+    merged = plans.load_state(conn, plan_id)
+    assert merged.rows[keys[1]]["retired"]
+    assert shapely.area(shapely.symmetric_difference(merged.rows[keys[0]]["geom"], g["geom"])) < 1e-11
+    assert not _rules(validate(conn, plan_id), "building_cut")
+    with pytest.raises(plans.PlanError):
+        plans.apply_operation(conn, plan_id, {"type": "split", "key": keys[0],
+                                              "line": mapping(shapely.LineString([(0, 0), (0.0001, 0.0001)]))})
+
+
+def test_move_buildings_geometry_follows(db_session, community, plan_id):
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    a, b = _neighbours(state)
+    bf = plans.buildings_frame(conn, community["id"])
+    pts = shapely.point_on_surface(bf["geom"])
+    in_a = shapely.covers(state.rows[a]["geom"], pts)
+    # the building of grid a nearest to grid b
+    d = shapely.distance(pts, state.rows[b]["geom"])
+    d[~in_a] = np.inf
+    moved = int(bf["id"][np.argmin(d)])
+    before = {g["key"]: g["households"] for g in validate(conn, plan_id)["grids"]}
+    plans.apply_operation(conn, plan_id, {"type": "move_buildings", "building_ids": [moved], "to": b})
+    after_state = plans.load_state(conn, plan_id)
+    i = int(np.flatnonzero(bf["id"] == moved)[0])
+    assert shapely.covers(after_state.rows[b]["geom"], bf["geom"][i])
+    assert not shapely.intersects(shapely.buffer(after_state.rows[a]["geom"], -1e-9), bf["geom"][i])
+    v = validate(conn, plan_id)
+    after = {g["key"]: g["households"] for g in v["grids"]}
+    assert after[b] - before[b] == before[a] - after[a] == int(bf["households"][i])
+    assert not _rules(v, "overlap") and not _rules(v, "gap")
+    assert not any(p.get("building_id") == moved for p in _rules(v, "building_cut"))
+
+
+def test_move_compound_and_compound_split_warning(db_session, community, plan_id):
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    cf = plans.compounds_frame(conn, community["id"])
+    grids = state.live("grid")
+    owner = plans.owner_of_points(shapely.point_on_surface(cf["geom"]), grids)
+    i = int(np.flatnonzero(owner >= 0)[0])
+    src = grids[owner[i]]["key"]
+    a, b = _neighbours(state)
+    to = b if src == a else a if src == b else b
+    plans.apply_operation(conn, plan_id, {"type": "move_compounds", "compound_ids": [int(cf["id"][i])], "to": to})
+    after = plans.load_state(conn, plan_id)
+    assert shapely.area(shapely.difference(cf["geom"][i], after.rows[to]["geom"])) < 1e-10
+    v = validate(conn, plan_id)
+    assert not any(p.get("compound_id") == int(cf["id"][i]) for p in _rules(v, "compound_split"))
+    # now cut that compound in half with a grid of its own: a soft warning
+    minx, miny, maxx, maxy = shapely.bounds(cf["geom"][i])
+    half = shapely.box(minx - 0.001, miny - 0.001, (minx + maxx) / 2, maxy + 0.001)
+    plans.apply_operation(conn, plan_id, {"type": "create", "level": "grid", "geometry": mapping(half),
+                                          "name": "新网格"})
+    v = validate(conn, plan_id)
+    warn = [p for p in _rules(v, "compound_split") if p["compound_id"] == int(cf["id"][i])]
+    assert warn and warn[0]["severity"] == "warning"
+    assert not _rules(v, "overlap") and not _rules(v, "gap")
+
+
+def test_create_and_retire_grid_and_micro_grid(db_session, plan_id):
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    g = state.live("grid")[0]
+    micros = state.live("micro_grid", g["key"])
+    out = plans.apply_operation(conn, plan_id, {"type": "retire", "key": g["key"]})
+    v = validate(conn, plan_id)
+    assert any(p["area_m2"] > 100 for p in _rules(v, "gap"))
+    plans.undo(conn, plan_id)
+    a, b = _neighbours(plans.load_state(conn, plan_id))
+    plans.apply_operation(conn, plan_id, {"type": "retire", "key": a, "into": b})
+    s = plans.load_state(conn, plan_id)
+    assert s.rows[a]["retired"] and not _rules(validate(conn, plan_id), "gap")
+    assert all(m["parent_key"] == b for m in s.live("micro_grid") if m["key"] in {x["key"] for x in micros}) \
+        or g["key"] != a
+    if micros:
+        # a new micro-grid carved out of a grid keeps the tiling
+        m0 = s.live("micro_grid", s.rows[micros[0]["key"]]["parent_key"])[0]
+        piece = shapely.buffer(shapely.point_on_surface(m0["geom"]), 0.0002)
+        out = plans.apply_operation(conn, plan_id, {"type": "create", "level": "micro_grid",
+                                                    "parent": m0["parent_key"], "geometry": mapping(piece)})
+        nk = out["result"]["keys"][0]
+        assert nk.startswith("mn")
+        assert not _rules(validate(conn, plan_id), "micro_tiling")
+        # a micro-grid that spills into another grid breaks the tiling
+        st = plans.load_state(conn, plan_id)
+        other = next(x for x in st.live("grid") if x["key"] != m0["parent_key"])
+        spill = shapely.union(piece, shapely.buffer(shapely.point_on_surface(other["geom"]), 0.0002))
+        plans.apply_operation(conn, plan_id, {"type": "replace_geometry", "key": nk, "geometry": mapping(spill)})
+        assert _rules(validate(conn, plan_id), "micro_tiling")
+
+
+def test_household_band(db_session, plan_id, monkeypatch):
+    conn = _conn(db_session)
+    from geo.settings import get_settings
+
+    v = validate(conn, plan_id)
+    comp = [g for g in v["grids"] if g["kind"] == "comprehensive"]
+    hh = sorted(g["households"] for g in comp)
+    rules = get_settings().rules
+    monkeypatch.setattr(rules, "grid_households_min", hh[1] + 1)
+    monkeypatch.setattr(rules, "grid_households_max", hh[-2] - 1)
+    v = validate(conn, plan_id)
+    band = _rules(v, "households_band")
+    assert {p["households"] for p in band} >= {hh[0], hh[-1]}
+    assert all(p["severity"] == "warning" for p in band)
+    from geo.plan_validation import ValidationRules
+
+    strict = validate(conn, plan_id, ValidationRules(band_severity="error"))
+    assert not strict["ok"] and all(p["severity"] == "error" for p in _rules(strict, "households_band"))
+
+
+def _move_one(conn, community, plan_id):
+    """Move grid a's building nearest grid b into b; (a, b, building id)."""
+    state = plans.load_state(conn, plan_id)
+    a, b = _neighbours(state)
+    bf = plans.buildings_frame(conn, community["id"])
+    pts = shapely.point_on_surface(bf["geom"])
+    d = shapely.distance(pts, state.rows[b]["geom"])
+    d[~shapely.covers(state.rows[a]["geom"], pts)] = np.inf
+    moved = int(bf["id"][np.argmin(d)])
+    plans.apply_operation(conn, plan_id, {"type": "move_buildings", "building_ids": [moved], "to": b})
+    return a, b, moved, bf
+
+
+def test_diff_lists_moves_staff_and_units(db_session, community, plan_id):
+    from geo.plan_diff import diff
+
+    conn = _conn(db_session)
+    empty = diff(conn, plan_id)
+    assert empty["totals"]["buildings"] == 0 and not empty["grid"]["changed"] and not empty["staff"]
+    a, b, moved, bf = _move_one(conn, community, plan_id)
+    d = diff(conn, plan_id, geometry=True)
+    assert [m["building_id"] for m in d["buildings"]] == [moved]
+    i = int(np.flatnonzero(bf["id"] == moved)[0])
+    assert d["moves"] == [{"from": a, "to": b, "buildings": 1, "units": int(bf["units"][i]),
+                           "households": int(bf["households"][i]), "population": int(bf["population"][i])}]
+    assert {c["key"] for c in d["grid"]["changed"]} == {a, b}
+    # staff on grid a and b, and the building head of the moved building, are affected
+    expected = db_session.execute(text("""
+        SELECT count(*) FROM staff_assignments s LEFT JOIN units u ON u.id = s.unit_id
+        WHERE (s.valid_to IS NULL OR s.valid_to >= current_date)
+          AND (s.grid_id = ANY(:g) OR s.building_id = :b OR u.building_id = :b
+               OR s.micro_grid_id = ANY(:m))
+    """), {"g": [int(a[1:]), int(b[1:])], "b": moved,
+           "m": [int(c["key"][1:]) for c in d["micro_grid"]["changed"]]}).scalar()
+    assert len(d["staff"]) == expected > 0
+    assert d["classification"]["available"], d["classification"]
+    assert len(d["moved_geojson"]["features"]) == 1
+
+
+def test_publish_then_locate_and_classification_follow_the_new_version(db_session, community, plan_id):
+    from geo import classify
+    from geo.lookup import locate_sql
+    from geo.publish import publish
+
+    conn = _conn(db_session)
+    a, b, moved, bf = _move_one(conn, community, plan_id)
+    i = int(np.flatnonzero(bf["id"] == moved)[0])
+    pt = shapely.point_on_surface(bf["geom"][i])
+    a_id, b_id = int(a[1:]), int(b[1:])
+    before_ts = conn.execute(text("SELECT clock_timestamp()")).scalar()
+    codes_before = dict(db_session.execute(text("SELECT id, code FROM grids")).all())
+    out = publish(conn, plan_id, "tester")
+    after_ts = conn.execute(text("SELECT clock_timestamp()")).scalar()
+    assert sorted(out["grids"]["changed"]) == sorted([codes_before[a_id], codes_before[b_id]])
+    assert not out["grids"]["created"] and not out["grids"]["ended"]
+    # codes are stable: no grid identity changed
+    assert dict(db_session.execute(text("SELECT id, code FROM grids")).all()) == codes_before
+    assert locate_sql(conn, pt.x, pt.y, at=after_ts)["grid"] == b_id
+    assert locate_sql(conn, pt.x, pt.y, at=before_ts)["grid"] == a_id
+    # the stored classification is the new version's
+    run = classify.read_run(conn, out["version_id"], "grid")
+    # an earlier date is answered by the old version's classification
+    old = classify.ensure_classification(conn, "grid", at=before_ts)
+    assert old["version"]["id"] != out["version_id"]
+    assert classify.ensure_classification(conn, "grid", at=after_ts)["version"]["id"] == out["version_id"]
+    assert out["classification"].get("refreshed"), out["classification"]
+    assert run is not None
+    assert db_session.execute(text("SELECT status FROM plans WHERE id = :p"), {"p": plan_id}).scalar() == "published"
+    with pytest.raises(plans.PlanError):
+        plans.apply_operation(conn, plan_id, {"type": "merge", "keys": [a, b]})
+
+
+def test_new_grids_get_codes_in_reading_order_and_rollback(db_session, community, plan_id):
+    from geo.lookup import locate_sql
+    from geo.publish import publish, rollback
+
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    g = max(state.live("grid"), key=lambda r: shapely.area(r["geom"]))
+    minx, miny, maxx, maxy = shapely.bounds(g["geom"])
+    # cut the grid into a west, middle and east third: the two new pieces get codes west→east
+    for x in (minx + (maxx - minx) / 3, minx + 2 * (maxx - minx) / 3):
+        cur = plans.load_state(conn, plan_id)
+        owner = next(r for r in cur.live("grid") if shapely.intersects(r["geom"], shapely.Point(x + 1e-6, (miny + maxy) / 2)))
+        plans.apply_operation(conn, plan_id, {"type": "split", "key": owner["key"], "line": mapping(
+            shapely.LineString([(x, miny - 0.001), (x, maxy + 0.001)]))})
+    out = publish(conn, plan_id, "tester", allow_errors=True)
+    created = out["grids"]["created"]
+    assert len(created) == 2 and all(c.startswith(community["code"]) and len(c) == 15 for c in created)
+    xs = [db_session.execute(text("SELECT ST_X(ST_PointOnSurface(geom)) FROM grids_at(clock_timestamp()) "
+                                  "WHERE code = :c"), {"c": c}).scalar() for c in sorted(created)]
+    assert xs == sorted(xs)
+    max_old = db_session.execute(text("SELECT max(code) FROM grids WHERE community_id = :c AND code <> ALL(:n)"),
+                                 {"c": community["id"], "n": created}).scalar()
+    assert min(created) > max_old
+    after_ts = conn.execute(text("SELECT clock_timestamp()")).scalar()
+    east = db_session.execute(text("SELECT ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom)), id "
+                                   "FROM grids_at(clock_timestamp()) WHERE code = :c"), {"c": max(created)}).one()
+    assert locate_sql(conn, east[0], east[1], at=after_ts)["grid"] == east[2]
+    back = rollback(conn, out["version_id"], "tester")
+    res = back["results"][0]
+    assert sorted(res["grids"]["ended"]) == sorted(created)
+    later = conn.execute(text("SELECT clock_timestamp()")).scalar()
+    assert locate_sql(conn, east[0], east[1], at=later)["grid"] == g["unit_id"]
+    n_now = db_session.execute(text("SELECT count(*) FROM grids_at(clock_timestamp()) WHERE community_id = :c"),
+                               {"c": community["id"]}).scalar()
+    assert n_now == len(state.live("grid"))
+    # three versions stand in history; the rollback is a new one, nothing was deleted
+    assert res["version_id"] > out["version_id"]
+
+
+def test_stale_plan_revision_and_stale_publish(db_session, community, plan_id):
+    from geo.publish import StalePublished, publish
+
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    a, b = _neighbours(state)
+    plans.apply_operation(conn, plan_id, {"type": "merge", "keys": [a, b]}, if_revision=0)
+    with pytest.raises(plans.StaleRevision) as err:
+        plans.undo(conn, plan_id, if_revision=0)
+    assert err.value.current == 1 and err.value.changes[0]["op"]["type"] == "merge"
+    other = plans.create_plan(conn, community["code"], "someone else")
+    publish(conn, plan_id, "tester", allow_errors=True)
+    with pytest.raises(StalePublished) as err:
+        publish(conn, other, "someone else", allow_errors=True)
+    assert err.value.changes and err.value.changes[-1]["created_by"] == "tester"
+
+
+# ------------------------------------------------------------------------------------------------- HTTP
+
+def test_http_two_clients_one_wins_one_gets_412_nothing_lost(client, make_user, community):
+    planner = make_user("planner", community["code"])["headers"]
+    r = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner)
+    assert r.status_code == 201, r.text
+    pid, etag = r.json()["id"], r.headers["ETag"]
+    grids = [f for f in r.json()["units"]["features"] if f["properties"]["level"] == "grid"]
+    k1, k2, k3 = grids[0]["id"], grids[1]["id"], grids[2]["id"]
+    # both planners loaded the same revision; the first edit wins
+    a = client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": k1},
+                    headers={**planner, "If-Match": etag})
+    assert a.status_code == 200, a.text
+    assert a.json()["validation"]["problems"]
+    b = client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": k2},
+                    headers={**planner, "If-Match": etag})
+    assert b.status_code == 412
+    assert b.headers["content-type"].startswith("application/problem+json")
+    body = b.json()
+    assert body["current_etag"] == a.headers["ETag"] and body["changes"][0]["op"]["key"] == k1
+    # the loser reloads and retries: both edits are in the plan
+    fresh = client.get(f"/v1/plans/{pid}", headers=planner)
+    c = client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": k2},
+                    headers={**planner, "If-Match": fresh.headers["ETag"]})
+    assert c.status_code == 200
+    units = {f["id"] for f in client.get(f"/v1/plans/{pid}", headers=planner).json()["units"]["features"]}
+    assert k1 not in units and k2 not in units and k3 in units
+    u = client.post(f"/v1/plans/{pid}/undo", headers={**planner, "If-Match": c.headers["ETag"]})
+    assert u.status_code == 200 and u.json()["undone"]["op"]["key"] == k2
+    assert client.get(f"/v1/plans/{pid}/validation", headers=planner).status_code == 200
+    d = client.get(f"/v1/plans/{pid}/diff", headers=planner).json()
+    assert [x["key"] for x in d["grid"]["retired"]] == [k1]
+
+
+def test_http_publish_412_on_stale_version_and_rollback(client, make_user, community, db_session):
+    planner = make_user("planner", community["code"])["headers"]
+    p1 = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner).json()
+    p2 = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner).json()
+    state = plans.load_state(db_session.connection(), p1["id"])
+    a, b = _neighbours(state)
+    r = client.post(f"/v1/plans/{p1['id']}/operations", json={"type": "merge", "keys": [a, b]}, headers=planner)
+    assert r.status_code == 200
+    pub = client.post(f"/v1/plans/{p1['id']}/publish", json={"allow_errors": True},
+                      headers={**planner, "If-Match": p1["published_etag"]})
+    assert pub.status_code == 200, pub.text
+    assert pub.headers["ETag"] != p1["published_etag"]
+    # the second planner drafted against the old version: 412 naming the version published meanwhile
+    stale = client.post(f"/v1/plans/{p2['id']}/publish", json={"allow_errors": True},
+                        headers={**planner, "If-Match": p2["published_etag"]})
+    assert stale.status_code == 412
+    assert stale.json()["changes"][-1]["version_id"] == pub.json()["version_id"]
+    back = client.post(f"/v1/versions/{pub.json()['version_id']}/rollback", headers=planner)
+    assert back.status_code == 200, back.text
+    assert back.json()["results"][0]["grids"]["changed"] or back.json()["results"][0]["grids"]["created"] == []
+    n = db_session.execute(text("SELECT count(*) FROM grids_at(clock_timestamp()) WHERE community_id = :c"),
+                           {"c": community["id"]}).scalar()
+    assert n == len(state.live("grid"))
+    audit = db_session.execute(text("SELECT action FROM audit_log WHERE action IN ('plan.publish','version.rollback')"
+                                    )).scalars().all()
+    assert "plan.publish" in audit and "version.rollback" in audit
+
+
+def test_http_jurisdiction(client, make_user, community, db_session):
+    other = db_session.execute(text("SELECT code FROM communities WHERE code <> :c LIMIT 1"),
+                               {"c": community["code"]}).scalar()
+    outsider = make_user("planner", other)["headers"]
+    assert client.post("/v1/plans", json={"community_code": community["code"]}, headers=outsider).status_code == 403
+    leader = make_user("leader", community["code"])["headers"]
+    assert client.post("/v1/plans", json={"community_code": community["code"]}, headers=leader).status_code == 403
+    mine = make_user("planner", community["code"])["headers"]
+    pid = client.post("/v1/plans", json={"community_code": community["code"]}, headers=mine).json()["id"]
+    assert client.get(f"/v1/plans/{pid}", headers=outsider).status_code == 403
+    assert client.get(f"/v1/plans/{pid}", headers=leader).status_code == 200
+    assert client.post(f"/v1/plans/{pid}/undo", headers=outsider).status_code == 403
+
+
+# ------------------------------------------------------------------------------------------------ suggest
+
+def test_suggestion_respects_band_on_every_generated_community(db_session, monkeypatch):
+    from geo.plan_validation import context_for
+    from geo.settings import get_settings
+    from geo.suggest import suggest_for_plan
+
+    conn = _conn(db_session)
+    codes = db_session.execute(text("SELECT code FROM communities ORDER BY code")).scalars().all()
+    rules = get_settings().rules
+    checked = 0
+    for code in codes:
+        pid = plans.create_plan(conn, code, "tester")
+        state = plans.load_state(conn, pid)
+        ctx = context_for(conn, state.community_id)
+        total = int(validate(conn, pid)["grids"] and sum(
+            g["households"] for g in validate(conn, pid)["grids"] if g["kind"] == "comprehensive"))
+        if total == 0:
+            continue
+        # at scale 0.05 households are few: scale the band to this community so a solution exists
+        n = max(1, len([g for g in state.live("grid") if g["kind"] == "comprehensive"]))
+        big = max(ctx.buildings["households"][ctx.buildings["compound_id"] == c].sum()
+                  for c in np.unique(ctx.buildings["compound_id"]))
+        lo, hi = int(total / n * 0.5), max(int(total / n * 1.5), int(big)) + 1
+        monkeypatch.setattr(rules, "grid_households_min", lo)
+        monkeypatch.setattr(rules, "grid_households_max", hi)
+        s1 = suggest_for_plan(conn, pid, seed=3)
+        s2 = suggest_for_plan(conn, pid, seed=3)
+        assert s1["households_per_grid"] == s2["households_per_grid"]  # reproducible
+        if not s1["feasible"]:
+            assert s1["reasons"]
+            continue
+        assert s1["in_band"], (code, s1["households_per_grid"], lo, hi, s1["search"], s1["atoms"])
+        assert all(lo <= h <= hi for h in s1["households_per_grid"])
+        assert s1["fitting_compounds_split"] == 0
+        # every compound that fits the band stays in one region
+        cid = dict(zip(ctx.buildings["id"].tolist(), ctx.buildings["compound_id"].tolist()))
+        where = {}
+        for r in s1["regions"]:
+            for b in r["building_ids"]:
+                if cid[b] >= 0:
+                    where.setdefault(cid[b], set()).add(r["label"])
+        hh = dict(zip(ctx.buildings["id"].tolist(), ctx.buildings["households"].tolist()))
+        for c, labs in where.items():
+            chh = sum(h for b, h in hh.items() if cid[b] == c)
+            if chh <= hi:
+                assert len(labs) == 1, (code, c)
+        checked += 1
+    assert checked >= 3
+
+
+def test_suggestion_infeasible_is_explained_and_apply(client, make_user, community, monkeypatch, db_session):
+    from geo.settings import get_settings
+
+    rules = get_settings().rules
+    planner = make_user("planner", community["code"])["headers"]
+    pid = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner).json()["id"]
+    monkeypatch.setattr(rules, "grid_households_min", 10_000)
+    monkeypatch.setattr(rules, "grid_households_max", 10_001)
+    r = client.post(f"/v1/plans/{pid}/suggest", json={"seed": 1}, headers=planner)
+    assert r.status_code == 200 and not r.json()["feasible"]
+    assert "个网格" in r.json()["reasons"][0] or "超过上限" in r.json()["reasons"][0]
+    total = sum(g["households"] for g in validate(db_session.connection(), pid)["grids"]
+                if g["kind"] == "comprehensive")
+    monkeypatch.setattr(rules, "grid_households_min", int(total / 8))
+    monkeypatch.setattr(rules, "grid_households_max", int(total / 3))
+    r = client.post(f"/v1/plans/{pid}/suggest", json={"seed": 1, "apply": True}, headers=planner)
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert s["feasible"] and s["in_band"] and s["applied"]["revision"] == 1
+    v = client.get(f"/v1/plans/{pid}/validation", headers=planner).json()
+    comp = [g for g in v["grids"] if g["kind"] == "comprehensive"]
+    assert sorted(g["households"] for g in comp) == sorted(s["households_per_grid"])
+    assert not [p for p in v["problems"] if p["rule"] in ("overlap", "gap")]
+
+
+def test_real_race_two_connections_one_wins(engine, community):
+    """Two planners on two database connections edit the same revision at once: one wins, one is refused with
+    what changed, nothing is lost after the loser retries."""
+    import threading
+
+    with engine.begin() as conn:
+        pid = plans.create_plan(conn, community["code"], "race")
+        keys = [r["key"] for r in plans.load_state(conn, pid).live("grid")[:2]]
+    barrier = threading.Barrier(2)
+    results: dict[str, object] = {}
+
+    def edit(name, key):
+        with engine.connect() as conn:
+            trans = conn.begin()
+            barrier.wait()
+            try:
+                out = plans.apply_operation(conn, pid, {"type": "retire", "key": key}, name, if_revision=0)
+                trans.commit()
+                results[name] = out
+            except plans.StaleRevision as exc:
+                trans.rollback()
+                results[name] = exc
+
+    try:
+        threads = [threading.Thread(target=edit, args=(f"p{i}", k)) for i, k in enumerate(keys)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        won = [n for n, r in results.items() if isinstance(r, dict)]
+        lost = [n for n, r in results.items() if isinstance(r, plans.StaleRevision)]
+        assert len(won) == 1 and len(lost) == 1
+        assert results[lost[0]].changes[0]["actor"] == won[0]
+        loser_key = keys[int(lost[0][1])]
+        with engine.begin() as conn:
+            plans.apply_operation(conn, pid, {"type": "retire", "key": loser_key}, lost[0], if_revision=1)
+        with engine.connect() as conn:
+            state = plans.load_state(conn, pid)
+            assert state.revision == 2 and all(state.rows[k]["retired"] for k in keys)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM plans WHERE id = :p"), {"p": pid})
+
+
+def test_moving_every_building_of_a_grid_moves_all_its_land(db_session, community, plan_id):
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    a, b = _neighbours(state)
+    bf = plans.buildings_frame(conn, community["id"])
+    ids = bf["id"][shapely.covers(state.rows[a]["geom"], shapely.point_on_surface(bf["geom"]))]
+    if ids.size == 0:
+        pytest.skip("grid without buildings")
+    plans.apply_operation(conn, plan_id, {"type": "move_buildings", "building_ids": ids.tolist(), "to": b})
+    after = plans.load_state(conn, plan_id)
+    assert after.rows[a]["retired"]  # no land left: retired, not an empty grid
+    v = validate(conn, plan_id)
+    assert not any(b in p["keys"] for p in _rules(v, "not_contiguous"))
+    assert not _rules(v, "gap") and not _rules(v, "overlap")
+
+
+def test_move_buildings_between_micro_grids(db_session, community, plan_id):
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    bf = plans.buildings_frame(conn, community["id"])
+    pts = shapely.point_on_surface(bf["geom"])
+    for g in state.live("grid"):
+        micros = state.live("micro_grid", g["key"])
+        if len(micros) < 2:
+            continue
+        src, dst = micros[0], micros[1]
+        inside = np.flatnonzero(shapely.covers(src["geom"], pts))
+        if inside.size < 2:
+            continue
+        i = inside[np.argmin(shapely.distance(pts[inside], dst["geom"]))]
+        plans.apply_operation(conn, plan_id, {"type": "move_buildings", "building_ids": [int(bf["id"][i])],
+                                              "to": dst["key"]})
+        after = plans.load_state(conn, plan_id)
+        assert shapely.covers(after.rows[dst["key"]]["geom"], pts[i])
+        assert not shapely.covers(after.rows[src["key"]]["geom"], pts[i])
+        v = validate(conn, plan_id)
+        assert not _rules(v, "micro_tiling") and not _rules(v, "overlap")
+        # the grid itself did not change: the building stayed in its grid
+        assert shapely.area(shapely.symmetric_difference(after.rows[g["key"]]["geom"], g["geom"])) < 1e-12
+        return
+    pytest.skip("no grid with two micro-grids and buildings")
