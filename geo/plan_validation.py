@@ -9,8 +9,8 @@ Rules (``rule`` of each problem; ``severity`` error | warning; ``geometry`` = wh
 - ``micro_tiling``: a grid's micro-grids leave part of it uncovered or spill out of it (same thresholds as gaps);
 - ``not_contiguous``: a unit in more than one piece (pieces under `gap_area_m2` ignored);
 - ``households_band``: a comprehensive grid's households outside [grid_households_min, grid_households_max]
-  from ``get_settings().rules``; a warning unless ``band_severity`` is "error" (environment
-  ``GRIDATLAS_PLAN_BAND_SEVERITY`` or the call's argument);
+  from ``get_settings().rules``; a warning unless ``band_severity`` is "error" (the rule
+  ``GRIDATLAS_RULE_GRID_HOUSEHOLDS_BAND_SEVERITY`` or the call's argument);
 - ``building_cut``: a building split by a grid line (more than `cut_share` of its footprint on each side);
 - ``compound_split``: a compound whose area lies in two or more grids by more than `cut_share` each (warning).
 
@@ -19,7 +19,6 @@ Buildings count in the grid covering their point-on-surface, the same rule as th
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -43,7 +42,8 @@ class ValidationRules:
     gap_width_m: float = 1.0
     outside_m2: float = 20.0
     cut_share: float = 0.05
-    band_severity: str = os.environ.get("GRIDATLAS_PLAN_BAND_SEVERITY", "warning")
+    #: None: the configured rule (GRIDATLAS_RULE_GRID_HOUSEHOLDS_BAND_SEVERITY, default "warning").
+    band_severity: str | None = None
 
 
 class _Projector:
@@ -191,7 +191,7 @@ def validate_state(state: PlanState, ctx: Context, rules: ValidationRules | None
         if status != "ok":
             limit = band.grid_households_min if status == "below" else band.grid_households_max
             word = "低于下限" if status == "below" else "超过上限"
-            problems.append(_problem("households_band", rules.band_severity,
+            problems.append(_problem("households_band", rules.band_severity or band.grid_households_band_severity,
                                      f"{g['name']} 有 {int(hh[i])} 户, {word} {limit} 户", g_m[i], proj,
                                      keys=[g["key"]], households=int(hh[i]),
                                      band=[band.grid_households_min, band.grid_households_max]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,8 @@ class Rules(BaseSettings):
     grid_households_min: int = 300
     grid_households_max: int = 500
     grid_population_max: int = 2500
+    #: Whether a redraw plan's grid outside the household band is a 'warning' or an 'error'.
+    grid_households_band_severity: Literal["warning", "error"] = "warning"
     steward_households_min: int = 5
     steward_households_max: int = 15
     grid_parttime_workers_max: int = 3
