@@ -1,0 +1,223 @@
+"""Incident heatmap, KPIs and page size at scale 10 (~120,000 incidents) and with 1,000,000 incidents.
+
+A scale-10 district is generated into a fresh database. Measured there, then again after synthetic incidents are
+added (a vectorised generator resampling the district's own incidents with 40 m jitter and ±15 days, COPY) until
+the table holds `--million` rows:
+
+- heatmap aggregation (targets: under 2 s): hexagon counts per month in SQL, the cells, grid households and
+  incidents per grid; Getis-Ord Gi* with its permutations is timed separately;
+- KPI queries (target: under 500 ms) for one month and for the whole year, by district, street, community,
+  grid, department and month (median of `--repeat`);
+- the heatmap page: bytes and seconds to build and render;
+- the naive approach in the same run: every incident as a point in folium's HeatMap plugin (HTML bytes, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import text
+
+from bench.common import console, fresh_database, report, timed
+from geo import heatmap as hm
+from geo.demo import generate_and_load
+from geo.kpi import GROUPS, KpiQuery, compute_kpis
+from geo.store import copy_rows
+
+HEATMAP_TARGET_S = 2.0
+KPI_TARGET_S = 0.5
+PAGE_LIMIT_BYTES = 3 * 1024 * 1024
+TZ = dt.timezone(dt.timedelta(hours=8))
+
+#: Columns copied from a resampled incident (timestamps are shifted together, so its lifecycle is kept).
+_TIME_COLS = ("reported_at", "registered_at", "dispatched_at", "due_at", "handled_at", "feedback_at", "closed_at",
+              "evaluated_at", "updated_at")
+_OTHER_COLS = ("class_code", "source", "state", "description", "reporter", "department", "time_limit_hours",
+               "extended_hours", "extension_count", "rework_count", "return_count", "suspended_from", "version_id")
+
+
+def period(conn) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
+    """(start of the first full month, end of the data, start of the last full month) of the incidents."""
+    lo, hi = conn.execute(text("SELECT min(reported_at), max(reported_at) FROM incidents")).one()
+    lo, hi = lo.astimezone(TZ), hi.astimezone(TZ)
+    start = lo.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = hi + dt.timedelta(microseconds=1)
+    last_month = (end - dt.timedelta(days=1)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start, end, last_month
+
+
+def add_incidents(engine, target: int, seed: int = 2) -> dict:
+    """Top the incidents table up to `target` rows by resampling its own rows (vectorised), attributed with an
+    STRtree over the current boundaries (smallest code on shared edges, as geo.attribution), loaded by COPY."""
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    with engine.connect() as conn:
+        have = conn.execute(text("SELECT count(*) FROM incidents")).scalar_one()
+        need = target - have
+        if need <= 0:
+            return {"added": 0}
+        cols = ", ".join(_TIME_COLS + _OTHER_COLS)
+        pool = pd.read_sql(text(f"SELECT lon, lat, {cols} FROM incidents"), conn)
+        frame = hm.district_frame(conn)
+        area = hm.study_area(conn, hm.HeatmapQuery(), frame)
+        levels = {}
+        for level, fk in (("streets", "street_id"), ("communities", "community_id"), ("grids", "grid_id")):
+            df = pd.read_sql(text(f"SELECT id, code, ST_AsBinary(geom) AS wkb FROM {level}_at(now()) ORDER BY code"),
+                             conn)
+            levels[fk] = (df["id"].to_numpy(), frame.to_metric(shapely.from_wkb(df["wkb"].map(bytes).to_numpy())))
+    px, py = frame.forward(pool["lon"].to_numpy(), pool["lat"].to_numpy())
+    pick = rng.integers(0, len(pool), need)
+    x, y = px[pick].copy(), py[pick].copy()
+    todo = np.arange(need)
+    shapely.prepare(area)
+    for _ in range(5):  # jitter, and jitter again those that left the district
+        x[todo] = px[pick[todo]] + rng.normal(0, 40.0, todo.size)
+        y[todo] = py[pick[todo]] + rng.normal(0, 40.0, todo.size)
+        todo = todo[~shapely.contains_xy(area, x[todo], y[todo])]
+        if not todo.size:
+            break
+    x[todo], y[todo] = px[pick[todo]], py[pick[todo]]
+    pts = shapely.points(x, y)
+    out = pool.iloc[pick].reset_index(drop=True)
+    lo, hi = pool["reported_at"].min(), pool["reported_at"].max()
+    shift = pd.to_timedelta(rng.uniform(-15, 15, need) * 86400, unit="s")
+    inside = ((out["reported_at"] + shift) >= lo) & ((out["reported_at"] + shift) <= hi)
+    shift = shift.where(inside.to_numpy(), pd.Timedelta(0))
+    for c in _TIME_COLS:
+        out[c] = out[c] + shift
+    for fk, (ids, polys) in levels.items():
+        tree = shapely.STRtree(polys)
+        pi, gi = tree.query(pts, predicate="covered_by")
+        # polygons are in code order, so the first hit per point is the smallest code
+        first = np.full(need, -1)
+        order = np.lexsort((gi, pi))
+        pi, gi = pi[order], gi[order]
+        keep = np.r_[True, pi[1:] != pi[:-1]] if pi.size else np.array([], bool)
+        first[pi[keep]] = gi[keep]
+        out[fk] = np.where(first >= 0, ids[np.maximum(first, 0)], None)
+    lon, lat = frame.inverse(x, y)
+    out["geom"] = shapely.to_wkb(shapely.set_srid(shapely.points(lon, lat), 4326), hex=True, include_srid=True)
+    gen_s = time.perf_counter() - t0
+    columns = ["geom", *_TIME_COLS, *_OTHER_COLS, "street_id", "community_id", "grid_id"]
+    t0 = time.perf_counter()
+
+    def rows():
+        data = [out[c].astype(object).where(out[c].notna(), None).tolist() for c in columns]
+        return zip(*data)
+
+    with engine.begin() as conn:
+        copy_rows(conn, "incidents", columns, rows())
+    copy_s = time.perf_counter() - t0
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE incidents"))
+    return {"added": need, "generate_s": round(gen_s, 2), "copy_s": round(copy_s, 2)}
+
+
+def naive_heatmap(engine) -> dict:
+    """Every incident as a point in folium's HeatMap plugin: the page's bytes and the seconds to build it."""
+    import folium.plugins
+
+    from maps.assets import offline_map, render_page
+
+    t0 = time.perf_counter()
+    with engine.connect() as conn:
+        xy = np.array(conn.execute(text("SELECT ST_Y(geom), ST_X(geom) FROM incidents")).all(), dtype=float)
+    m = offline_map(location=(float(xy[:, 0].mean()), float(xy[:, 1].mean())), zoom_start=13)
+    folium.plugins.HeatMap(xy.tolist(), radius=12).add_to(m)
+    page = render_page(m, "事件热力图（逐点）")
+    return {"points": len(xy), "bytes": len(page.encode()), "s": time.perf_counter() - t0}
+
+
+def measure(engine, label: str, repeat: int, permutations: int) -> list[dict]:
+    from maps.heatmap import heatmap_page
+
+    rows = []
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM incidents")).scalar_one()
+        start, end, last_month = period(conn)
+        console.print(f"[{label}] {n:,} incidents, {start:%Y-%m-%d} … {end:%Y-%m-%d}")
+
+        # heatmap aggregation: SQL hexagons per month, cells, grids (no Gi*), then Gi* alone
+        q = lambda: hm.HeatmapQuery(start=start, end=end, cell_m=150.0, permutations=permutations)  # noqa: E731
+        med, runs, h = timed(lambda: hm.build_heatmap(conn, q(), with_grids=True, with_hotspots=False), repeat)
+        parts = {k: round(v, 3) for k, v in h.timings.items()}
+        rows.append({"set": label, "incidents": n, "measure": "heatmap aggregation (hex per month + grids)",
+                     "median_s": med, "max_s": max(runs), "target_s": HEATMAP_TARGET_S,
+                     "meets": max(runs) < HEATMAP_TARGET_S, "detail": parts | {"cells": len(h.cells),
+                                                                               "months": len(h.months)}})
+        med, runs, hq = timed(lambda: hm.build_heatmap(conn, q(), with_grids=False, with_hotspots=False), repeat)
+        rows.append({"set": label, "incidents": n, "measure": "heatmap hexagons per month only", "median_s": med,
+                     "max_s": max(runs), "target_s": HEATMAP_TARGET_S, "meets": max(runs) < HEATMAP_TARGET_S,
+                     "detail": {k: round(v, 3) for k, v in hq.timings.items()}})
+        t0 = time.perf_counter()
+        z, p, cls = hm.getis_ord(h.cells["total"].to_numpy(), h.cells["q"].to_numpy(), h.cells["r"].to_numpy(),
+                                 permutations, seed=1)
+        gi_s = time.perf_counter() - t0
+        rows.append({"set": label, "incidents": n, "measure": f"Getis-Ord Gi* ({permutations} permutations)",
+                     "median_s": gi_s, "max_s": gi_s, "target_s": None, "meets": None,
+                     "detail": {"cells": len(cls), "hot": int((cls > 0).sum()), "cold": int((cls < 0).sum())}})
+
+        # the page: build (aggregation + Gi*) and render
+        t0 = time.perf_counter()
+        full = hm.build_heatmap(conn, q(), with_grids=True, with_hotspots=True)
+        page = heatmap_page(hm.compact(full), {})
+        page_s = time.perf_counter() - t0
+        size = len(page.encode())
+        rows.append({"set": label, "incidents": n, "measure": "heatmap page (aggregate + Gi* + render)",
+                     "median_s": page_s, "max_s": page_s, "target_s": None, "meets": size < PAGE_LIMIT_BYTES,
+                     "detail": {"bytes": size, "cells": len(full.cells), "grids": len(full.grids),
+                                "months": len(full.months), "cell_m": round(full.cell_m, 1)}})
+
+        # KPIs: one month and the whole period, every grouping
+        for span, (s, e) in (("last month", (last_month, end)), ("whole period", (start, end))):
+            for by in GROUPS:
+                med, runs, out = timed(lambda: compute_kpis(conn, KpiQuery(start=s, end=e, by=by)), repeat)
+                t = out["total"]
+                rows.append({"set": label, "incidents": n, "measure": f"KPI by {by}, {span}", "median_s": med,
+                             "max_s": max(runs), "target_s": KPI_TARGET_S, "meets": max(runs) < KPI_TARGET_S,
+                             "detail": {"groups": len(out["groups"]), "due": t["due"],
+                                        "closure_rate_pct": t["closure_rate_pct"],
+                                        "on_time_rate_pct": t["on_time_rate_pct"]}})
+    naive = naive_heatmap(engine)
+    rows.append({"set": label, "incidents": n, "measure": "naive: every point in folium HeatMap",
+                 "median_s": naive["s"], "max_s": naive["s"], "target_s": None,
+                 "meets": naive["bytes"] < PAGE_LIMIT_BYTES, "detail": {"bytes": naive["bytes"]}})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--million", type=int, default=1_000_000, help="incident count of the large set")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--permutations", type=int, default=999)
+    args = parser.parse_args()
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    import esda  # noqa: F401  (imported lazily by geo.heatmap: the first hot-spot request of a process pays this)
+
+    rows.append({"set": "-", "incidents": None, "measure": "import esda (once per process)",
+                 "median_s": time.perf_counter() - t0, "max_s": None, "target_s": None, "meets": None, "detail": {}})
+    with fresh_database("gridatlas_bench_incidents") as engine:
+        loaded = generate_and_load(engine, args.scale, args.seed)
+        console.print(f"scale {args.scale}: {loaded['counts']} in "
+                      f"{ {k: round(v, 1) for k, v in loaded['timings'].items()} }")
+        rows += measure(engine, f"scale {args.scale:g}", args.repeat, args.permutations)
+        report("incidents", rows, "Incidents: heatmap, KPIs, page size, naive HeatMap (so far)")
+        added = add_incidents(engine, args.million)
+        console.print(f"added {added}")
+        rows.append({"set": f"{args.million:,} incidents", "incidents": args.million,
+                     "measure": "generate + COPY the extra incidents", "median_s": added.get("copy_s"),
+                     "max_s": None, "target_s": None, "meets": None, "detail": added})
+        rows += measure(engine, f"{args.million:,} incidents", args.repeat, args.permutations)
+    report("incidents", rows, "Incidents: heatmap, KPIs, page size, naive HeatMap")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""The incident heatmap page (事件热力图): hexagon counts with a monthly time slider, a choropleth of incidents per
+1,000 households by grid, and Getis-Ord Gi* hot and cold spots, in Chinese and offline.
+
+Page rendering only: the router hands over `geo.heatmap.compact(...)`. The page carries aggregates, never
+incidents, so its size depends on the number of cells and months (bounded by geo.heatmap), not on the incident
+count. Hexagons are drawn in the browser from their centres and six shared vertex offsets.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+
+import numpy as np
+from branca.element import Element, MacroElement
+from folium.template import Template
+
+from geo.heatmap import GRID_QUANTUM_DEG, HOTSPOT_LABELS, decode_rings
+from maps.assets import legend_html, offline_map, render_page
+
+#: Sequential colours for counts and rates (light → dark), ColorBrewer YlOrRd.
+SEQUENTIAL = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"]
+#: Gi* classes −3 … 3: cold spots blue, hot spots red, not significant transparent.
+HOTSPOT_COLOURS = {3: "#b2182b", 2: "#ef8a62", 1: "#fddbc7", 0: "#ffffff", -1: "#d1e5f0", -2: "#67a9cf",
+                   -3: "#2166ac"}
+
+
+def _js(value) -> str:
+    """JSON safe to embed inside a <script> element."""
+    return (json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+def quantile_breaks(values, k: int = 5) -> list[float]:
+    """Up to k−1 increasing class breaks at quantiles of the positive, finite values."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x) and x > 0], dtype=float)
+    if v.size == 0:
+        return []
+    k = min(k, np.unique(v).size)  # no more classes than distinct values
+    qs = np.quantile(v, np.linspace(0, 1, k + 1)[1:-1])
+    return sorted({round(float(x), 1) for x in qs})
+
+
+_LAYERS = Template(
+    """
+{% macro script(this, kwargs) %}
+    (function (map) {
+        var D = {{ this.data }};
+        var F = D.frame, S = D.cell_m, hex = D.hex, months = D.meta.months, SEQ = {{ this.seq }},
+            HOT = {{ this.hot }}, Q = {{ this.quantum }};
+        var renderer = L.canvas({padding: 0.3});
+        var offsets = [];
+        for (var j = 0; j < 6; j++) {
+            var a = Math.PI / 180 * (30 + 60 * j);
+            offsets.push([S * Math.sin(a) / F.ky, S * Math.cos(a) / F.kx]);
+        }
+        // the frame is affine in lon/lat: a cell's centre and vertices follow from its axial (q, r)
+        function ring(k) {
+            var q = hex.q[k], r = hex.r[k];
+            var lat = F.lat0 + S * 1.5 * r / F.ky, lon = F.lon0 + S * Math.sqrt(3) * (q + r / 2) / F.kx;
+            return offsets.map(function (o) { return [lat + o[0], lon + o[1]]; });
+        }
+        function decodeRing(flat) {
+            var out = [], x = 0, y = 0;
+            for (var i = 0; i < flat.length; i += 2) {
+                x += flat[i]; y += flat[i + 1];
+                out.push([F.lat0 + y * Q, F.lon0 + x * Q]);
+            }
+            return out;
+        }
+        function breaksOf(values) {
+            var v = values.filter(function (x) { return x > 0; }).sort(function (a, b) { return a - b; });
+            if (!v.length) { return []; }
+            var out = [];
+            for (var i = 1; i < SEQ.length; i++) {
+                var b = v[Math.min(v.length - 1, Math.floor(i * v.length / SEQ.length))];
+                if (out.indexOf(b) < 0) { out.push(b); }
+            }
+            return out;
+        }
+        function colourOf(x, breaks) {
+            var i = 0;
+            while (i < breaks.length && x > breaks[i]) { i++; }
+            return SEQ[Math.min(i, SEQ.length - 1)];
+        }
+
+        // hexagons with any incident; slider position s: 0 = the whole period, k = months[k-1]
+        var hexLayer = L.layerGroup(), cells = [];
+        D.active.forEach(function (k, a) {
+            var p = L.polygon(ring(k), {renderer: renderer, weight: 0.5, color: "#7f2704", fillOpacity: 0.75});
+            p.gaActive = a;
+            p.gaCell = k;
+            p.bindTooltip(function () { return "本格事件 " + (p.gaCount || 0) + " 起"; }, {sticky: true});
+            cells.push(p);
+            hexLayer.addLayer(p);
+        });
+        function countOf(c, s) { return s === 0 ? hex.total[c.gaCell] : D.monthly[s - 1][c.gaActive]; }
+        var legendBox = document.getElementById("ga-heat-legend");
+        function showMonth(s) {
+            var counts = cells.map(function (c) { return countOf(c, s); }), breaks = breaksOf(counts);
+            cells.forEach(function (c, i) {
+                var n = counts[i];
+                c.setStyle(n > 0 ? {fillColor: colourOf(n, breaks), fillOpacity: 0.75, opacity: 1}
+                                 : {fillOpacity: 0, opacity: 0});
+                c.gaCount = n;
+            });
+            document.getElementById("ga-month-label").textContent = s === 0 ? "全部月份" : months[s - 1];
+            var total = counts.reduce(function (a, b) { return a + b; }, 0);
+            document.getElementById("ga-month-total").textContent = total.toLocaleString("zh-CN");
+            var items = [], lo = 1;
+            for (var i = 0; i <= breaks.length; i++) {
+                var hi = i < breaks.length ? breaks[i] : null;
+                var text = hi === null ? ("≥ " + lo) : (lo === hi ? String(hi) : (lo + "–" + hi));
+                items.push('<li><span class="ga-swatch" style="background:' + SEQ[Math.min(i, SEQ.length - 1)] +
+                           '"></span>' + text + " 起</li>");
+                if (hi !== null) { lo = hi + 1; }
+            }
+            legendBox.innerHTML = total ? items.join("") : "<li>本期无事件</li>";
+        }
+
+        var hotLayer = L.layerGroup();
+        D.hot.forEach(function (h) {
+            var hp = L.polygon(ring(h[0]), {renderer: renderer, weight: 0.6, color: "#444",
+                                            fillColor: HOT[String(h[1])], fillOpacity: 0.8});
+            hp.gaClass = h[1];
+            hp.bindTooltip(D.meta.hotspots.classes[String(h[1])] + "<br>Gi* z = " + h[2] + "，p = " + h[3] +
+                           "<br>本格事件 " + hex.total[h[0]] + " 起", {sticky: true});
+            hotLayer.addLayer(hp);
+        });
+
+        var gridLayer = L.layerGroup(), gridBreaks = {{ this.grid_breaks }}, G = D.grids;
+        G.code.forEach(function (code, i) {
+            var g = {code: code, name: G.name[i], incidents: G.incidents[i], households: G.households[i],
+                     per_1000: G.per_1000[i]};
+            var rate = g.per_1000;
+            var poly = L.polygon(G.rings[i].map(function (p) { return p.map(decodeRing); }), {
+                renderer: renderer, color: "#555", weight: 1, fillOpacity: rate === null ? 0.05 : 0.65,
+                fillColor: rate === null ? "#cccccc" : colourOf(rate, gridBreaks)});
+            poly.gaGrid = g;
+            poly.bindTooltip(g.name + "（" + g.code + "）<br>事件 " + g.incidents + " 起，住户 " + g.households +
+                             " 户<br>每千户 " + (rate === null ? "—（无住户）" : rate) + " 起", {sticky: true});
+            gridLayer.addLayer(poly);
+        });
+
+        hexLayer.addTo(map);
+        L.control.layers(null, {"事件六边形（按月）": hexLayer, "每千户事件数（网格）": gridLayer,
+                                "冷热点（Gi*）": hotLayer}, {collapsed: false, position: "topleft"}).addTo(map);
+        var slider = document.getElementById("ga-month");
+        slider.addEventListener("input", function () { showMonth(parseInt(slider.value, 10)); });
+        var timer = null, play = document.getElementById("ga-play");
+        play.addEventListener("click", function () {
+            if (!months.length) { return; }
+            if (timer) { clearInterval(timer); timer = null; play.textContent = "▶ 播放"; return; }
+            play.textContent = "⏸ 暂停";
+            timer = setInterval(function () {
+                var s = (parseInt(slider.value, 10) % months.length) + 1;
+                slider.value = s;
+                showMonth(s);
+            }, 1200);
+        });
+        showMonth(0);
+        window.gaHeatmap = {map: map, hex: hexLayer, grids: gridLayer, hot: hotLayer, showMonth: showMonth};
+    })({{ this._parent.get_name() }});
+{% endmacro %}
+"""
+)
+
+_PANEL = Template(
+    """
+{% macro script(this, kwargs) %}
+    (function (map) {
+        var panel = L.control({position: "topright"});
+        panel.onAdd = function () {
+            var div = L.DomUtil.create("div", "ga-legend ga-heat-panel");
+            div.innerHTML = {{ this.body }};
+            L.DomEvent.disableClickPropagation(div);
+            L.DomEvent.disableScrollPropagation(div);
+            return div;
+        };
+        panel.addTo(map);
+    })({{ this._parent.get_name() }});
+{% endmacro %}
+"""
+)
+
+
+class _Layers(MacroElement):
+    _template = _LAYERS
+
+    def __init__(self, data: dict, grid_breaks: list[float]):
+        super().__init__()
+        self._name = "HeatmapLayers"
+        self.data = _js(data)
+        self.seq = _js(SEQUENTIAL)
+        self.hot = _js({str(k): v for k, v in HOTSPOT_COLOURS.items()})
+        self.grid_breaks = _js(grid_breaks)
+        self.quantum = _js(GRID_QUANTUM_DEG)
+
+
+class _Panel(MacroElement):
+    _template = _PANEL
+
+    def __init__(self, body_html: str):
+        super().__init__()
+        self._name = "HeatmapPanel"
+        self.body = _js(body_html)
+
+
+def _bounds(data: dict):
+    f, size = data["frame"], data["cell_m"]
+    q = np.asarray(data["hex"]["q"], dtype=float)
+    r = np.asarray(data["hex"]["r"], dtype=float)
+    lats = list(f["lat0"] + size * 1.5 * r / f["ky"])
+    lons = list(f["lon0"] + size * math.sqrt(3) * (q + r / 2) / f["kx"])
+    for rings in data["grids"]["rings"]:
+        for polygon in decode_rings(rings, f["lon0"], f["lat0"]):
+            for ring in polygon:
+                lons.extend(x for x, _ in ring)
+                lats.extend(y for _, y in ring)
+    if not lats:
+        return None
+    return (min(lats), min(lons)), (max(lats), max(lons))
+
+
+def _range_label(meta: dict) -> str:
+    months = meta["months"]
+    if not months:
+        return "—"
+    return months[0] if len(months) == 1 else f"{months[0]} 至 {months[-1]}"
+
+
+def heatmap_page(data: dict, filters: dict[str, str | None] | None = None) -> str:
+    """The full offline HTML page for heatmap aggregates (`geo.heatmap.compact` output)."""
+    meta = data["meta"]
+    bounds = _bounds(data)
+    m = (offline_map(bounds=bounds, prefer_canvas=True) if bounds
+         else offline_map(location=(31.3, 120.6), zoom_start=13, prefer_canvas=True))
+    grid_breaks = quantile_breaks(data["grids"]["per_1000"])
+
+    labels = []
+    lo = 0.0
+    for i, b in enumerate(grid_breaks + [None]):
+        labels.append((SEQUENTIAL[min(i, len(SEQUENTIAL) - 1)], f"≥ {lo:g}" if b is None else f"{lo:g}–{b:g}"))
+        if b is not None:
+            lo = b
+    legend_html("每千户事件数（网格）", labels + [("#cccccc", "无住户")], position="bottomleft").add_to(m)
+    hot = meta.get("hotspots")
+    if hot:
+        legend_html(f"冷热点 Gi*（{hot['permutations']} 次置换）",
+                    [(HOTSPOT_COLOURS[k], HOTSPOT_LABELS[k]) for k in (3, 2, 1, -1, -2, -3)],
+                    position="bottomleft").add_to(m)
+
+    filters = {k: v for k, v in (filters or {}).items() if v}
+    names = {"class": "类别", "street": "街道", "community": "社区", "grid": "网格"}
+    filter_text = "，".join(f"{names.get(k, k)} {html.escape(str(v))}" for k, v in filters.items()) or "全部"
+    months = meta["months"]
+    notes = "".join(f"<div class='ga-note'>{html.escape(n)}</div>" for n in meta.get("notes", []))
+    hot_text = (f"Getis-Ord Gi*（esda），六边形相邻权重，{hot['permutations']} 次条件置换，双侧伪 p 值；"
+                "置信度 90%/95%/99%" if hot else "未计算冷热点")
+    body = (
+        '<div class="ga-legend-title">网格事件热力图</div>'
+        '<table class="ga-popup-table">'
+        f"<tr><th>时间</th><td>{html.escape(_range_label(meta))}</td></tr>"
+        f"<tr><th>筛选</th><td>{filter_text}</td></tr>"
+        f"<tr><th>事件总数</th><td>{meta['incidents']:,} 起</td></tr>"
+        f"<tr><th>六边形边长</th><td>{meta['cell_m']:g} 米</td></tr>"
+        f"<tr><th>冷热点</th><td>{html.escape(hot_text)}</td></tr>"
+        "</table>"
+        f'<label for="ga-month">月份：<b id="ga-month-label">全部月份</b>（<span id="ga-month-total">0</span> 起）'
+        "</label><br>"
+        f'<input id="ga-month" type="range" min="0" max="{len(months)}" value="0" step="1" '
+        'aria-label="按月份查看" style="width: 220px">'
+        ' <button id="ga-play" type="button">▶ 播放</button>'
+        '<div class="ga-legend-title" style="margin-top:6px">六边形事件数</div><ul id="ga-heat-legend"></ul>'
+        f"{notes}"
+    )
+    # the panel's controls must exist before the layer script binds to them: the panel is added first
+    _Panel(body).add_to(m)
+    _Layers(data, grid_breaks).add_to(m)
+    m.get_root().header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
+    m.get_root().header.add_child(Element(
+        "<style>.ga-heat-panel{max-width:330px}.ga-heat-panel ul{list-style:none;margin:0;padding:0}"
+        ".ga-heat-panel li{display:flex;align-items:center}.ga-note{color:#8a4b00;margin-top:4px}</style>"),
+        name="heat-style")
+    return render_page(m, "网格事件热力图" + (f" · {filter_text}" if filters else ""))
