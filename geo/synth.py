@@ -51,15 +51,18 @@ class IncidentClass(NamedTuple):
     time_limit_hours: float
 
 
-#: GB/T 30428.2 major classes; time limits are defaults (a product setting, not law).
-INCIDENT_CLASSES: tuple[IncidentClass, ...] = (
-    IncidentClass("A", "市容环境", 24.0),
-    IncidentClass("B", "宣传广告", 48.0),
-    IncidentClass("C", "施工管理", 72.0),
-    IncidentClass("D", "突发事件", 2.0),
-    IncidentClass("E", "街面秩序", 4.0),
-    IncidentClass("F", "扩展事件", 72.0),
-)
+def _major_classes() -> tuple[IncidentClass, ...]:
+    """The major classes of the class table (geo/data/incident_classes.csv), the one source of time limits."""
+    import csv
+    from pathlib import Path
+
+    with (Path(__file__).resolve().parent / "data" / "incident_classes.csv").open(encoding="utf-8") as f:
+        return tuple(IncidentClass(r["code"], r["name"], float(r["time_limit_hours"]))
+                     for r in csv.DictReader(f) if not r["major_code"])
+
+
+#: GB/T 30428.2 major classes A–F with their default time limits, read from the class table.
+INCIDENT_CLASSES: tuple[IncidentClass, ...] = _major_classes()
 
 DISTRICT_CODE = "430602"
 DISTRICT_NAME = "岳阳楼区"
