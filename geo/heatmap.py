@@ -27,7 +27,7 @@ import shapely
 from sqlalchemy import Connection, text
 
 from geo.kpi import month_starts
-from geo.incidents import IncidentError, class_sql, scope_sql
+from geo.incidents import IncidentError, unit_and_class_filters
 
 SQRT3 = math.sqrt(3.0)
 #: Axial offsets of a hexagon's six neighbours.
@@ -109,17 +109,8 @@ class HeatmapQuery:
 
     def where(self, alias: str = "i") -> tuple[str, dict]:
         """Filters on incidents (period, class, units, jurisdiction)."""
-        parts, params = [], {}
-        for name, code in (("scope", self.scope), ("street", self.street), ("community", self.community),
-                           ("grid", self.grid)):
-            if code:
-                sql, p = scope_sql(code, alias, f"{name}_code")
-                parts.append(sql)
-                params.update(p)
-        if self.class_code:
-            sql, p = class_sql(self.class_code, alias)
-            parts.append(sql)
-            params.update(p)
+        parts, params = unit_and_class_filters(alias, self.class_code, scope=self.scope, street=self.street,
+                                               community=self.community, grid=self.grid)
         if self.start:
             parts.append(f"{alias}.reported_at >= :start")
             params["start"] = self.start

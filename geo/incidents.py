@@ -209,6 +209,21 @@ def class_sql(class_code: str | None, alias: str = "i", param: str = "class_code
             f"(SELECT code FROM incident_classes WHERE major_code = :{param}))", {param: class_code})
 
 
+def unit_and_class_filters(alias: str, class_code: str | None = None, **units: str | None) -> tuple[list[str], dict]:
+    """Conditions keeping incidents inside every named unit (scope=, street=, community=, grid= codes) and class."""
+    parts, params = [], {}
+    for name, code in units.items():
+        if code:
+            sql, p = scope_sql(code, alias, f"{name}_code")
+            parts.append(sql)
+            params.update(p)
+    if class_code:
+        sql, p = class_sql(class_code, alias)
+        parts.append(sql)
+        params.update(p)
+    return parts, params
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # writes
 
@@ -512,17 +527,8 @@ class IncidentFilter:
 
     def where(self, alias: str = "i") -> tuple[str, dict]:
         """The WHERE clause and its parameters."""
-        parts, params = [], {}
-        for name, code in (("scope", self.scope), ("street", self.street), ("community", self.community),
-                           ("grid", self.grid)):
-            if code:
-                sql, p = scope_sql(code, alias, f"{name}_code")
-                parts.append(sql)
-                params.update(p)
-        if self.class_code:
-            sql, p = class_sql(self.class_code, alias)
-            parts.append(sql)
-            params.update(p)
+        parts, params = unit_and_class_filters(alias, self.class_code, scope=self.scope, street=self.street,
+                                               community=self.community, grid=self.grid)
         if self.class_codes is not None:
             parts.append(f"{alias}.class_code = ANY(:class_codes)")
             params["class_codes"] = list(self.class_codes)

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, text
 
-from geo.incidents import IncidentError, class_sql, light_sql, scope_sql, states
+from geo.incidents import IncidentError, light_sql, states, unit_and_class_filters
 
 GROUPS = ("district", "street", "community", "grid", "department", "month")
 
@@ -51,17 +51,8 @@ class KpiQuery:
 
     def where(self) -> tuple[str, dict]:
         """Filters shared by every measure."""
-        parts, params = [], {}
-        for name, code in (("scope", self.scope), ("street", self.street), ("community", self.community),
-                           ("grid", self.grid)):
-            if code:
-                sql, p = scope_sql(code, "i", f"{name}_code")
-                parts.append(sql)
-                params.update(p)
-        if self.class_code:
-            sql, p = class_sql(self.class_code, "i")
-            parts.append(sql)
-            params.update(p)
+        parts, params = unit_and_class_filters("i", self.class_code, scope=self.scope, street=self.street,
+                                               community=self.community, grid=self.grid)
         if self.department:
             parts.append("i.department = :department")
             params["department"] = self.department
