@@ -15,7 +15,6 @@ import csv
 import gc
 import io
 import math
-import operator
 import re
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -532,6 +531,15 @@ def _csv_field(value) -> str:
     return s
 
 
+def _csv_texts(values: list) -> list[str]:
+    """CSV field texts of many values: plain str() unless some value needs quoting (checked in one scan)."""
+    texts = ["" if v is None else v if type(v) is str else str(v) for v in values]
+    joined = "".join(texts)
+    if any(c in joined for c in ',"\n\r'):
+        return [_csv_field(t) for t in texts]
+    return texts
+
+
 def _json(value) -> str:
     return orjson.dumps(value).decode()
 
@@ -553,6 +561,7 @@ class BatchFormatter:
         self._frag: dict[str, np.ndarray] = {}
         self._staff_frag: dict[tuple[str, bool], dict[int, str]] = {}
         self._combos: dict[tuple, tuple[str, str]] = {}
+        self._tails: dict[str, dict[tuple, str]] = {}  # by the text before the units: whole line tails per combo
         grid = index.levels["grid"]
         codes = [r["code"] for r in grid.records]
         # Phones beyond the public notice board are shown where the caller's jurisdiction covers the grid.
@@ -631,35 +640,58 @@ class BatchFormatter:
             combo = codes.astype(np.int64)
         _, first = np.unique(combo, return_index=True)
         keys = np.column_stack([*(pos[k][first] for k in LEVEL_KEYS), match[first], full[first]]).tolist()
+        csv_out = self.fmt == "csv"
+        ids = chunk.ids
+        if csv_out:
+            lead = ","
+            tail_pre = ",," if ids is None else ","
+        else:
+            lead = '{"row":'
+            tail_pre = ',"id":null,' if ids is None else ","
+        # Inside, boundary and no match have a fixed distance text, so most rows are head + one cached string.
+        fixed = ("" if csv_out else "null", "0", "0", None)
         cache = self._combos
+        tail_cache = self._tails.setdefault(tail_pre, {})
         parts = []
+        texts = []
         for key in map(tuple, keys):
             part = cache.get(key)
             if part is None:
                 part = cache[key] = self._combination(dict(zip(LEVEL_KEYS, key[:6])), key[6], bool(key[7]))
             parts.append(part)
-        csv_out = self.fmt == "csv"
-        # Inside, boundary and no match have a fixed distance text, so most rows are head + one string.
-        fixed = ("" if csv_out else "null", "0", "0", None)
-        whole = np.array([b + (fixed[m] or "") + a for (b, a), m in zip(parts, match[first].tolist())],
-                         dtype=object)
-        mids = whole[combo]
+            text = tail_cache.get(key)
+            if text is None:
+                text = tail_cache[key] = tail_pre + part[0] + (fixed[key[6]] or "") + part[1] + "\n"
+            texts.append(text)
+        # Each line is laid out as a few slots of one flat list joined once: the row number, then (with ids) the
+        # separator and id, then the combination text ending in the newline. Slot lists are filled by slice
+        # assignment, so no per-row string is built except the row number (and the id when there is one).
+        rows = chunk.rows.tolist()
+        whole = np.array(texts, dtype=object)
+        tails = whole[combo]
         for i in np.flatnonzero(match == MATCH_NEAREST).tolist():
             b, a = parts[combo[i]]
-            mids[i] = b + repr(round(float(dist[i]), 3)) + a
-        rows = chunk.rows.tolist()
-        ids = chunk.ids
-        if csv_out:
-            head = [f"{r},," for r in rows] if ids is None else [f"{r},{_csv_field(v)}," for r, v in zip(rows, ids)]
+            tails[i] = tail_pre + b + repr(round(float(dist[i]), 3)) + a + "\n"
+        if ids is None:
+            width = 1 if csv_out else 2
+            heads = [list(map(str, rows))] if csv_out else [[lead] * n, list(map(str, rows))]
+        elif csv_out:
+            width = 3
+            heads = [list(map(str, rows)), [lead] * n, _csv_texts(ids)]
         else:
-            head = ([f'{{"row":{r},"id":null,' for r in rows] if ids is None
-                    else [f'{{"row":{r},"id":{_json(v)},' for r, v in zip(rows, ids)])
-        lines = list(map(operator.add, head, mids.tolist()))
+            width = 4
+            heads = [[lead] * n, list(map(str, rows)), [',"id":'] * n, list(map(_json, ids))]
+        out = [""] * ((width + 1) * n)
+        for j, column in enumerate(heads):
+            out[j::width + 1] = column
+        out[width::width + 1] = tails.tolist()
         for i, msg in chunk.errors.items():
             idv = ids[i] if ids is not None else None
-            lines[i] = (f"{rows[i]},{_csv_field(idv)}{',' * (len(CSV_COLUMNS) - 2)}{_csv_field(msg)}" if csv_out
-                        else _json({"row": rows[i], "id": idv, "error": msg}))
-        return "\n".join(lines) + "\n"
+            k = (width + 1) * i
+            out[k:k + width + 1] = [""] * (width + 1)
+            out[k] = (f"{rows[i]},{_csv_field(idv)}{',' * (len(CSV_COLUMNS) - 2)}{_csv_field(msg)}\n" if csv_out
+                      else _json({"row": rows[i], "id": idv, "error": msg}) + "\n")
+        return "".join(out)
 
     def error_line(self, row: int, msg: str) -> str:
         """A line reporting an error at `row` (no unit columns)."""
