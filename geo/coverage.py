@@ -413,13 +413,21 @@ def _names(people, roles: tuple[str, ...] | None = None) -> str:
                     if roles is None or p["role"] in roles)
 
 
-def grid_missing(row) -> list[str]:
-    """What a grid lacks or has too much of, in Chinese, for pages and exports."""
+def grid_problems(row, rules: dict) -> list[str]:
+    """What a grid lacks or has too much of (roles, part-timers, households per full-time worker), in Chinese."""
     out = []
     if row["grid_chief"] == 0:
         out.append("缺网格长")
     if row["grid_worker_fulltime"] == 0 and row["kind"] == "comprehensive":
         out.append("缺专职网格员")
+    if row["grid_worker_parttime"] > rules["grid_parttime_workers_max"]:
+        out.append(f"兼职网格员{row['grid_worker_parttime']}名，超过{rules['grid_parttime_workers_max']}名")
+    if row["kind"] == "comprehensive" and row["grid_worker_fulltime"] > 0:
+        per = row["households"] / row["grid_worker_fulltime"]
+        if per > rules["grid_households_max"]:
+            out.append(f"每名专职网格员{per:.0f}户，超过{rules['grid_households_max']}户")
+        elif per < rules["grid_households_min"]:
+            out.append(f"每名专职网格员{per:.0f}户，少于{rules['grid_households_min']}户")
     return out
 
 
@@ -430,15 +438,7 @@ def gaps(report: CoverageReport) -> pd.DataFrame:
     for r in report.grids.to_dict("records"):
         if r["status"] == "covered":
             continue
-        problems = grid_missing(r)
-        if r["grid_worker_parttime"] > rules["grid_parttime_workers_max"]:
-            problems.append(f"兼职网格员{r['grid_worker_parttime']}名，超过{rules['grid_parttime_workers_max']}名")
-        if r["kind"] == "comprehensive" and r["grid_worker_fulltime"] > 0:
-            per = r["households"] / r["grid_worker_fulltime"]
-            if per > rules["grid_households_max"]:
-                problems.append(f"每名专职网格员{per:.0f}户，超过{rules['grid_households_max']}户")
-            elif per < rules["grid_households_min"]:
-                problems.append(f"每名专职网格员{per:.0f}户，少于{rules['grid_households_min']}户")
+        problems = grid_problems(r, rules)
         rows.append({"level": "网格", "status": STATUS_LABELS[r["status"]], "community_code": r["community_code"],
                      "grid_code": r["code"], "name": r["name"], "building_code": None, "unit": None,
                      "households": r["households"], "problem": "；".join(problems), "responsible": _names(r["people"])})

@@ -13,7 +13,7 @@ import pandas as pd
 from branca.element import Element, MacroElement
 from folium.template import Template
 
-from geo.coverage import STATUS_LABELS, CoverageReport
+from geo.coverage import STATUS_LABELS, CoverageReport, grid_problems
 from geo.staff import ROLE_LABELS
 from maps.assets import legend_html, offline_map, render_page
 
@@ -142,19 +142,7 @@ def _grid_status(r: dict, role: str, rules: dict) -> str:
 
 
 def _grid_issues(r: dict, rules: dict) -> list[str]:
-    out = []
-    if r["grid_chief"] == 0:
-        out.append("缺网格长")
-    if r["grid_worker_fulltime"] == 0 and r["kind"] == "comprehensive":
-        out.append("缺专职网格员")
-    if r["grid_worker_parttime"] > rules["grid_parttime_workers_max"]:
-        out.append(f"兼职网格员{r['grid_worker_parttime']}名，超过{rules['grid_parttime_workers_max']}名")
-    if r["kind"] == "comprehensive" and r["grid_worker_fulltime"] > 0:
-        per = r["households"] / r["grid_worker_fulltime"]
-        if per > rules["grid_households_max"]:
-            out.append(f"每名专职网格员{per:.0f}户，超过{rules['grid_households_max']}户")
-        elif per < rules["grid_households_min"]:
-            out.append(f"每名专职网格员{per:.0f}户，少于{rules['grid_households_min']}户")
+    out = grid_problems(r, rules)
     if r["buildings_without_head"]:
         out.append(f"{r['buildings_without_head']}栋楼缺楼栋长")
     if r["units_without_head"]:
