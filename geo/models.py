@@ -9,24 +9,33 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import ClassVar
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
+    Double,
     Enum,
+    Float,
     ForeignKey,
+    ForeignKeyConstraint,
+    Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
+    text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, ExcludeConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 SRID = 4326
 
@@ -97,89 +106,124 @@ class BoundaryVersion(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class _BoundaryMixin:
-    """One version of an administrative unit's boundary."""
+class _UnitMixin:
+    """An administrative unit's identity: stable id, hierarchical code and name.
+
+    A subclass sets ``code_digits`` (fewest, most): the code column is that wide and checked to be that many
+    digits (constraint ``<table>_code_format``).
+    """
+
+    code_digits: ClassVar[tuple[int, int]]
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+
+    @declared_attr
+    def code(cls) -> Mapped[str]:
+        return mapped_column(String(cls.code_digits[1]), unique=True)
+
+    @declared_attr.directive
+    def __table_args__(cls):
+        lo, hi = cls.code_digits
+        count = str(lo) if lo == hi else f"{lo},{hi}"
+        return (CheckConstraint(f"code ~ '^[0-9]{{{count}}}$'", name=f"{cls.__tablename__}_code_format"),)
+
+
+class _BoundaryMixin:
+    """One version of an administrative unit's boundary (table ``<level>_boundaries``, unit column ``<level>_id``).
+
+    A subclass names its table and declares its unit column with :func:`_unit_fk`; the version, period, geometry,
+    their checks, the period index and the one-version-at-a-time exclusion constraint come from here.
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("boundary_versions.id"))
     valid_from: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     valid_to: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
+    @declared_attr
+    def geom(cls):
+        return _geom("MULTIPOLYGON")
 
-class Street(Base):
+    @declared_attr.directive
+    def __table_args__(cls):
+        table = cls.__tablename__
+        unit_column = table.removesuffix("_boundaries") + "_id"
+        period = text("tstzrange(valid_from, valid_to)")
+        return (
+            _valid_geom_check(table),
+            CheckConstraint("valid_to IS NULL OR valid_to > valid_from", name=f"{table}_period"),
+            # One boundary per unit at any instant: versions of the same unit never overlap in time.
+            ExcludeConstraint((unit_column, "="), (period, "&&"), using="gist",
+                              name=f"{table}_one_version_at_a_time"),
+            Index(f"ix_{table}_period", period, postgresql_using="gist"),
+        )
+
+
+def _unit_fk(identity_table: str):
+    """The boundary's unit column: a cascading foreign key to the unit's identity table."""
+    return mapped_column(ForeignKey(f"{identity_table}.id", ondelete="CASCADE"), index=True)
+
+
+class Street(_UnitMixin, Base):
     """街道: a sub-district office's area; 9-digit code (district + 3)."""
 
     __tablename__ = "streets"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    code: Mapped[str] = mapped_column(String(9), unique=True)
-    name: Mapped[str] = mapped_column(String(100))
-    __table_args__ = (CheckConstraint("code ~ '^[0-9]{9}$'", name="streets_code_format"),)
+    code_digits = (9, 9)
 
 
 class StreetBoundary(_BoundaryMixin, Base):
+    """One version of a street's boundary (街道边界)."""
+
     __tablename__ = "street_boundaries"
-    street_id: Mapped[int] = mapped_column(ForeignKey("streets.id", ondelete="CASCADE"), index=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("boundary_versions.id"))
-    geom = _geom("MULTIPOLYGON")
-    __table_args__ = (_valid_geom_check("street_boundaries"),)
+    street_id: Mapped[int] = _unit_fk("streets")
 
 
-class Community(Base):
+class Community(_UnitMixin, Base):
     """社区: a residents' committee area; 12-digit code (street + 3)."""
 
     __tablename__ = "communities"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    code: Mapped[str] = mapped_column(String(12), unique=True)
-    name: Mapped[str] = mapped_column(String(100))
+    code_digits = (12, 12)
     street_id: Mapped[int] = mapped_column(ForeignKey("streets.id"), index=True)
-    __table_args__ = (CheckConstraint("code ~ '^[0-9]{12}$'", name="communities_code_format"),)
 
 
 class CommunityBoundary(_BoundaryMixin, Base):
+    """One version of a community's boundary (社区边界)."""
+
     __tablename__ = "community_boundaries"
-    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"), index=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("boundary_versions.id"))
-    geom = _geom("MULTIPOLYGON")
-    __table_args__ = (_valid_geom_check("community_boundaries"),)
+    community_id: Mapped[int] = _unit_fk("communities")
 
 
-class Grid(Base):
+class Grid(_UnitMixin, Base):
     """网格: the working unit of grid staff; 15-digit code (community + 3)."""
 
     __tablename__ = "grids"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    code: Mapped[str] = mapped_column(String(15), unique=True)
-    name: Mapped[str] = mapped_column(String(100))
+    code_digits = (15, 15)
     kind: Mapped[GridKind] = mapped_column(_enum(GridKind, "grid_kind"))
     dedicated_type: Mapped[str | None] = mapped_column(String(32))
     community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"), index=True)
-    __table_args__ = (CheckConstraint("code ~ '^[0-9]{15}$'", name="grids_code_format"),)
 
 
 class GridBoundary(_BoundaryMixin, Base):
+    """One version of a grid's boundary (网格边界)."""
+
     __tablename__ = "grid_boundaries"
-    grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id", ondelete="CASCADE"), index=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("boundary_versions.id"))
-    geom = _geom("MULTIPOLYGON")
-    __table_args__ = (_valid_geom_check("grid_boundaries"),)
+    grid_id: Mapped[int] = _unit_fk("grids")
 
 
-class MicroGrid(Base):
+class MicroGrid(_UnitMixin, Base):
     """微网格: a subdivision of a grid; code = grid code + 2 or 3 digits."""
 
     __tablename__ = "micro_grids"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    code: Mapped[str] = mapped_column(String(18), unique=True)
-    name: Mapped[str] = mapped_column(String(100))
+    code_digits = (17, 18)
     grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id"), index=True)
-    __table_args__ = (CheckConstraint("code ~ '^[0-9]{17,18}$'", name="micro_grids_code_format"),)
 
 
 class MicroGridBoundary(_BoundaryMixin, Base):
+    """One version of a micro-grid's boundary (微网格边界)."""
+
     __tablename__ = "micro_grid_boundaries"
-    micro_grid_id: Mapped[int] = mapped_column(ForeignKey("micro_grids.id", ondelete="CASCADE"), index=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("boundary_versions.id"))
-    geom = _geom("MULTIPOLYGON")
-    __table_args__ = (_valid_geom_check("micro_grid_boundaries"),)
+    micro_grid_id: Mapped[int] = _unit_fk("micro_grids")
 
 
 class Compound(Base):
@@ -279,22 +323,46 @@ class IncidentClass(Base):
     time_limit_hours: Mapped[float] = mapped_column(default=72.0)
 
 
+class IncidentState(Base):
+    """A state of the closed loop (seeded from geo/data/incident_states.csv): order, whether open, the clock."""
+
+    __tablename__ = "incident_states"
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    rank: Mapped[int] = mapped_column(Integer)
+    is_open: Mapped[bool] = mapped_column(Boolean)
+    clock: Mapped[str] = mapped_column(String(16))
+    open311_status: Mapped[str] = mapped_column(String(16))
+    __table_args__ = (
+        CheckConstraint("clock IN ('none','running','paused','stopped')", name="incident_states_clock"),
+        CheckConstraint("open311_status IN ('open','closed')", name="incident_states_open311"),
+    )
+
+
+def _ts(**kw):
+    return mapped_column(DateTime(timezone=True), **kw)
+
+
 class Incident(Base):
-    """网格事件: a reported case, attributed to the boundaries in force when it was reported."""
+    """网格事件: a reported case, attributed to the boundaries in force when it was reported.
+
+    The lifecycle timestamps are filled by a BEFORE INSERT trigger when a bulk load gives only the state
+    (migration 0006); ``lon``/``lat`` are generated from ``geom``.
+    """
 
     __tablename__ = "incidents"
     id: Mapped[int] = mapped_column(primary_key=True)
     geom = _geom("POINT")
-    reported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    reported_at: Mapped[dt.datetime] = _ts(index=True)
     class_code: Mapped[str] = mapped_column(ForeignKey("incident_classes.code"), index=True)
     source: Mapped[str] = mapped_column(String(32))
-    state: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(ForeignKey("incident_states.code", name="incidents_state_fkey"), index=True)
     description: Mapped[str | None] = mapped_column(Text)
     reporter: Mapped[str | None] = mapped_column(String(100))
     reporter_phone: Mapped[str | None] = mapped_column(String(32))
-    department: Mapped[str | None] = mapped_column(String(100))
-    due_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    department: Mapped[str | None] = mapped_column(String(100), index=True)
+    due_at: Mapped[dt.datetime | None] = _ts()
+    closed_at: Mapped[dt.datetime | None] = _ts()
     version_id: Mapped[int | None] = mapped_column(ForeignKey("boundary_versions.id"))
     street_id: Mapped[int | None] = mapped_column(ForeignKey("streets.id"), index=True)
     community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id"), index=True)
@@ -302,7 +370,44 @@ class Incident(Base):
     micro_grid_id: Mapped[int | None] = mapped_column(ForeignKey("micro_grids.id"))
     compound_id: Mapped[int | None] = mapped_column(ForeignKey("compounds.id"))
     building_id: Mapped[int | None] = mapped_column(ForeignKey("buildings.id"))
-    __table_args__ = (CheckConstraint("NOT ST_IsEmpty(geom)", name="incidents_geom_nonempty"),)
+    registered_at: Mapped[dt.datetime | None] = _ts(index=True)  # 立案
+    dispatched_at: Mapped[dt.datetime | None] = _ts()  # 派遣: the deadline clock starts
+    handled_at: Mapped[dt.datetime | None] = _ts()  # 处置
+    feedback_at: Mapped[dt.datetime | None] = _ts()  # 处理反馈
+    evaluated_at: Mapped[dt.datetime | None] = _ts()  # 综合评价
+    updated_at: Mapped[dt.datetime | None] = _ts()
+    #: The class's limit when dispatched (a later edit of the class table does not move old deadlines).
+    time_limit_hours: Mapped[float | None] = mapped_column(Double)
+    extended_hours: Mapped[float] = mapped_column(Double, server_default="0")  # 延时
+    extension_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    rework_count: Mapped[int] = mapped_column(Integer, server_default="0")  # 返工
+    return_count: Mapped[int] = mapped_column(Integer, server_default="0")  # 回退
+    suspended_at: Mapped[dt.datetime | None] = _ts()  # 挂账: the clock is paused since then
+    suspended_from: Mapped[str | None] = mapped_column(String(32))
+    evaluation: Mapped[int | None] = mapped_column(SmallInteger)  # 1 (poor) … 5 (very good)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    reporter_email: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(Text)
+    media_url: Mapped[str | None] = mapped_column(Text)
+    #: The point as the reporter sent it (GCJ-02 / BD-09 phones), before conversion to WGS-84.
+    reported_lon: Mapped[float | None] = mapped_column(Double)
+    reported_lat: Mapped[float | None] = mapped_column(Double)
+    reported_coordsys: Mapped[str | None] = mapped_column(String(16))
+    #: The point's coordinates as plain numbers, for heatmap binning by an index-only scan.
+    lon: Mapped[float | None] = mapped_column(Double, Computed("ST_X(geom)", persisted=True))
+    lat: Mapped[float | None] = mapped_column(Double, Computed("ST_Y(geom)", persisted=True))
+    __table_args__ = (
+        CheckConstraint("NOT ST_IsEmpty(geom)", name="incidents_geom_nonempty"),
+        CheckConstraint("evaluation IS NULL OR evaluation BETWEEN 1 AND 5", name="incidents_evaluation_range"),
+        CheckConstraint("extended_hours >= 0 AND extension_count >= 0 AND rework_count >= 0 AND return_count >= 0",
+                        name="incidents_counters_nonnegative"),
+        # KPI indexes: a case is due in the period holding least(due_at, closed_at) (see geo/kpi.py).
+        Index("ix_incidents_due_moment", text("least(due_at, closed_at)")),
+        Index("ix_incidents_open_due", "due_at",
+              postgresql_where=text("state IN ('dispatched','handled','reported','suspended')")),
+        Index("ix_incidents_heat", "reported_at",
+              postgresql_include=["lon", "lat", "class_code", "street_id", "community_id", "grid_id"]),
+    )
 
 
 class IncidentEvent(Base):
@@ -312,10 +417,13 @@ class IncidentEvent(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
     from_state: Mapped[str | None] = mapped_column(String(32))
-    to_state: Mapped[str] = mapped_column(String(32))
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    to_state: Mapped[str] = mapped_column(ForeignKey("incident_states.code", name="incident_events_to_state_fkey"))
+    at: Mapped[dt.datetime] = _ts()
     actor: Mapped[str | None] = mapped_column(String(100))
     note: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[dict | None] = mapped_column(JSONB)
+    __table_args__ = (Index("ix_incident_events_incident_at", "incident_id", "at"),)
 
 
 class User(Base):
@@ -372,3 +480,138 @@ class AuditEntry(Base):
     jurisdiction_code: Mapped[str | None] = mapped_column(String(18), index=True)
     before: Mapped[dict | None] = mapped_column(JSONB)
     after: Mapped[dict | None] = mapped_column(JSONB)
+
+
+# ---- classification results (migration 0004) --------------------------------------------------------------
+
+_RUN_KEY = ("version_id", "level")
+
+
+class ClassificationRun(Base):
+    """One compound-versus-grid classification per (boundary version, level): thresholds, fingerprint, timing."""
+
+    __tablename__ = "classification_runs"
+    version_id: Mapped[int] = mapped_column(ForeignKey("boundary_versions.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    level: Mapped[str] = mapped_column(String(16), primary_key=True)
+    computed_at: Mapped[dt.datetime] = _ts(server_default=func.now())
+    evaluated_at: Mapped[dt.datetime] = _ts()
+    implementation: Mapped[str] = mapped_column(String(16))
+    epsg: Mapped[int] = mapped_column(Integer)
+    inputs_hash: Mapped[str] = mapped_column(String(32))
+    thresholds: Mapped[dict] = mapped_column(JSONB)
+    sensitivity: Mapped[dict] = mapped_column(JSONB)
+    n_compounds: Mapped[int] = mapped_column(Integer)
+    elapsed_s: Mapped[float] = mapped_column(Float)
+    __table_args__ = (CheckConstraint("level IN ('grid', 'micro_grid')", name="classification_runs_level"),)
+
+
+def _run_fk() -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(_RUN_KEY, [f"classification_runs.{c}" for c in _RUN_KEY], ondelete="CASCADE")
+
+
+class CompoundClassification(Base):
+    """One compound's measures and class (同等 / 大于 / 小于 / 跨界 / 未入格) in a classification run."""
+
+    __tablename__ = "compound_classifications"
+    version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    level: Mapped[str] = mapped_column(String(16), primary_key=True)
+    compound_id: Mapped[int] = mapped_column(ForeignKey("compounds.id", ondelete="CASCADE"), primary_key=True)
+    class_: Mapped[str] = mapped_column("class", String(16))
+    community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id", ondelete="SET NULL"))
+    area_m2: Mapped[float] = mapped_column(Float)
+    main_unit_id: Mapped[int | None] = mapped_column(Integer)
+    main_code: Mapped[str | None] = mapped_column(String(18))
+    main_overlap_m2: Mapped[float] = mapped_column(Float)
+    main_unit_area_m2: Mapped[float | None] = mapped_column(Float)
+    coverage: Mapped[float] = mapped_column(Float)
+    fill: Mapped[float | None] = mapped_column(Float)
+    iou: Mapped[float | None] = mapped_column(Float)
+    hausdorff_m: Mapped[float | None] = mapped_column(Float)
+    n_units: Mapped[int] = mapped_column(Integer)
+    n_contained: Mapped[int] = mapped_column(Integer)
+    repaired: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    fragile: Mapped[list[str]] = mapped_column(ARRAY(String(32)), server_default="{}")
+    __table_args__ = (
+        _run_fk(),
+        CheckConstraint("class IN ('same', 'larger', 'smaller', 'straddling', 'outside')",
+                        name="compound_classifications_class"),
+        Index("ix_compound_classifications_community", *_RUN_KEY, "community_id"),
+        Index("ix_compound_classifications_compound", "compound_id"),
+    )
+
+
+class CompoundOverlap(Base):
+    """One compound × overlapped grid (or micro-grid) of a classification run."""
+
+    __tablename__ = "compound_overlaps"
+    version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    level: Mapped[str] = mapped_column(String(16), primary_key=True)
+    compound_id: Mapped[int] = mapped_column(ForeignKey("compounds.id", ondelete="CASCADE"), primary_key=True)
+    unit_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_code: Mapped[str] = mapped_column(String(18))
+    overlap_m2: Mapped[float] = mapped_column(Float)
+    width_m: Mapped[float] = mapped_column(Float)
+    unit_area_m2: Mapped[float] = mapped_column(Float)
+    significant: Mapped[bool] = mapped_column(Boolean)
+    contained: Mapped[bool] = mapped_column(Boolean)
+    # Keyed to the run, not to compound_classifications (see migration 0004: far faster bulk loads).
+    __table_args__ = (_run_fk(),)
+
+
+# ---- redraw plans (改划方案, migration 0009) -----------------------------------------------------------------
+
+
+class Plan(Base):
+    """A draft redraw of one community's grids and micro-grids, published as a new boundary version."""
+
+    __tablename__ = "plans"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"), index=True)
+    label: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), server_default="draft")
+    revision: Mapped[int] = mapped_column(Integer, server_default="0")
+    base_token: Mapped[str] = mapped_column(String(100))
+    published_version_id: Mapped[int | None] = mapped_column(ForeignKey("boundary_versions.id"))
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = _ts(server_default=func.now())
+    updated_at: Mapped[dt.datetime] = _ts(server_default=func.now())
+    __table_args__ = (CheckConstraint("status IN ('draft','published','discarded')", name="plans_status"),)
+
+
+class PlanUnit(Base):
+    """A plan's draft copy of a grid or micro-grid (new units have no ``unit_id`` yet)."""
+
+    __tablename__ = "plan_units"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(40))
+    level: Mapped[str] = mapped_column(String(16))
+    unit_id: Mapped[int | None] = mapped_column(Integer)
+    parent_key: Mapped[str | None] = mapped_column(String(40))
+    code: Mapped[str | None] = mapped_column(String(18))
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str | None] = mapped_column(String(32))
+    dedicated_type: Mapped[str | None] = mapped_column(String(32))
+    retired: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    geom = mapped_column(Geometry("MULTIPOLYGON", srid=SRID, spatial_index=False), nullable=True)
+    __table_args__ = (
+        UniqueConstraint("plan_id", "key"),
+        CheckConstraint("level IN ('grid','micro_grid')", name="plan_units_level"),
+    )
+
+
+class PlanOperation(Base):
+    """One edit of a plan (split, merge, move …) with what it replaced, so it can be undone."""
+
+    __tablename__ = "plan_operations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer)
+    op: Mapped[dict] = mapped_column(JSONB)
+    before: Mapped[dict] = mapped_column(JSONB)
+    actor: Mapped[str | None] = mapped_column(String(100))
+    at: Mapped[dt.datetime] = _ts(server_default=func.now())
+    undone_at: Mapped[dt.datetime | None] = _ts()
+    __table_args__ = (UniqueConstraint("plan_id", "seq"),)
