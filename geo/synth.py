@@ -104,6 +104,21 @@ _OUT_OF_BAND = 0.05  # comprehensive grids deliberately outside 300-500 househol
 _GAP = 0.05  # deliberate staffing gaps
 _GRID_ROW_M = 200.0  # row height when numbering grids west->east, north->south
 
+_SETBACK_MARGIN_M = 1.0  # a distinct wall stays this far beyond the classifier's 'same' tolerance
+
+
+def _min_distinct_setback() -> float:
+    """Metres a wall must be set back from its micro-grid's line to be told apart from it (not 'same').
+
+    The walls are mitred offsets of the unit's outline, so the Hausdorff distance between them is at least the
+    setback; it has to exceed the 'same' tolerance even at the sensitivity analysis's upper step.
+    """
+    from geo.classify import get_rules  # lazy: the generator needs the classifier's settings only here
+
+    rules = get_rules()
+    return rules.same_hausdorff_m * (1.0 + rules.sensitivity_step) + _SETBACK_MARGIN_M
+
+
 _SAME, _LARGER, _STRAD, _NORMAL, _DED, _CAMPUS = range(6)
 _DED_TYPES = np.array(["school", "hospital", "company", "park", "office"], dtype=object)
 _INBLOCK_DED_P = [0.32, 0.10, 0.20, 0.16, 0.22]
@@ -1137,6 +1152,10 @@ class _Builder:
             base[two] = shapely.union(base[two], self.par_core[walled[first[two] + 1]], grid_size=0.01)
         A, P = shapely.area(base), shapely.length(base)
         sb = np.clip(0.11 * A / np.maximum(P, 1.0), 3.0, 12.0)
+        # A compound alone in its micro-grid yet planted smaller differs from that micro-grid only by its wall's
+        # setback: keep that beyond the classifier's 'same' tolerance, or it would be recovered as 'same'.
+        alone = self._alone_in_micro()[uw] & (self._planted_micro()[uw] == 2)
+        sb[alone] = np.maximum(sb[alone], _min_distinct_setback())
         g = shapely.buffer(base, -sb, join_style="mitre", mitre_limit=3.0)
         g = self._shape_compounds(g, self.comp_planted[uw], self.par_theta[walled[first]])
         # an opening removes the slivers and spikes a corner cut can leave along a wall
@@ -1154,6 +1173,15 @@ class _Builder:
             geom[same[ok]] = moved[ok]
         self.comp_geom = _as_multi(geom)
         self.comp_exact = comp_exact
+
+    def _alone_in_micro(self) -> np.ndarray:
+        """Per compound: whether every micro-grid it lies in holds no other compound."""
+        has = self.par_comp >= 0
+        pairs = np.unique(np.column_stack([self.par_comp[has], self.par_micro[has]]), axis=0)
+        shared = np.bincount(pairs[:, 1], minlength=self.n_micro) > 1
+        out = np.ones(self.n_comp, bool)
+        out[pairs[shared[pairs[:, 1]], 0]] = False
+        return out
 
     def _shape_compounds(self, g, planted, theta):
         """Irregular walls for compounds inside larger grids: L-shapes, inner enclaves, a public lane."""

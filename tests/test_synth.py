@@ -268,6 +268,27 @@ def test_planted_micro_types_match_overlap_check(m):
     assert (got == want.reindex(got.index)).all(), pd.crosstab(want.reindex(got.index), got)
 
 
+def test_a_compound_alone_in_its_micro_grid_keeps_its_wall_off_the_line(m):
+    """Planted smaller than a micro-grid it has to itself, a compound's wall stays farther from the micro-grid's
+    line than the classifier's 'same' tolerance (at its upper sensitivity step), so it is never taken for 'same'."""
+    from geo.classify import get_rules
+    from geo.synth import _min_distinct_setback
+
+    rules = get_rules()
+    setback = _min_distinct_setback()
+    assert setback >= rules.same_hausdorff_m * (1 + rules.sensitivity_step)
+    comp, micro = m["compounds"], m["micro_grids"]
+    ci, mi = shapely.STRtree(micro.geometry.values).query(comp.geometry.values, predicate="intersects")
+    land = shapely.area(shapely.intersection(comp.geometry.values[ci], micro.geometry.values[mi])) > TOL_M2
+    ci, mi = ci[land], mi[land]
+    units_of = np.bincount(ci, minlength=len(comp))
+    compounds_in = np.bincount(mi, minlength=len(micro))
+    alone = (units_of[ci] == 1) & (compounds_in[mi] == 1) & (comp.planted_micro_type.to_numpy()[ci] == "smaller")
+    assert alone.sum() >= 3, "the test district should hold compounds alone in their micro-grid"
+    gap = shapely.distance(comp.geometry.values[ci[alone]], shapely.boundary(micro.geometry.values[mi[alone]]))
+    assert gap.min() >= setback - 0.05, np.sort(gap)[:5]
+
+
 # ---- households and staff ----------------------------------------------------------------------
 
 
