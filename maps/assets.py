@@ -8,6 +8,7 @@ rewritten to the vendored copies when the page is rendered (see `localise`). `re
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Iterable, Sequence
 
@@ -261,3 +262,60 @@ class Legend(MacroElement):
 def legend_html(title: str, items: Sequence[tuple[str, str]], position: str = "bottomright") -> Legend:
     """A legend element to add to a map: `legend_html("类型", [("#1b9e77", "同等"), ...]).add_to(m)`."""
     return Legend(title, items, position)
+
+
+def js_literal(value) -> str:
+    """JSON safe to embed inside a <script> element (no ``<``, ``>`` or ``&`` to end or confuse it)."""
+    return (json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+#: Where a map with nothing to fit opens (lat, lon), at town zoom.
+FALLBACK_LOCATION = (31.3, 120.6)
+FALLBACK_ZOOM = 13
+
+
+def fitted_map(bounds: Sequence[Sequence[float]] | None, **kw) -> folium.Map:
+    """An offline map fitted to `bounds` ((south, west), (north, east)); a town-wide view when there are none."""
+    if bounds:
+        return offline_map(bounds=bounds, **kw)
+    return offline_map(location=FALLBACK_LOCATION, zoom_start=FALLBACK_ZOOM, **kw)
+
+
+_PANEL_TEMPLATE = Template(
+    """
+{% macro script(this, kwargs) %}
+    (function (map) {
+        var panel = L.control({position: {{ this.position|tojson }}});
+        panel.onAdd = function () {
+            var div = L.DomUtil.create("div", {{ this.css_class|tojson }});
+            div.innerHTML = {{ this.body }};
+            L.DomEvent.disableClickPropagation(div);
+            L.DomEvent.disableScrollPropagation(div);{{ this.on_add }}
+            return div;
+        };
+        panel.addTo(map);
+    })({{ this._parent.get_name() }});
+{% endmacro %}
+"""
+)
+
+
+class Panel(MacroElement):
+    """A control panel (说明面板) on the map: an HTML box that keeps clicks and scrolls from reaching the map.
+
+    `on_add` is JavaScript run when the box is built, with the box as `div` (e.g. to bind its form controls).
+    """
+
+    _template = _PANEL_TEMPLATE
+
+    def __init__(self, body_html: str, css_class: str = "ga-legend", position: str = "topright", on_add: str = "",
+                 name: str = "Panel"):
+        super().__init__()
+        self._name = name
+        if position not in {"topleft", "topright", "bottomleft", "bottomright"}:
+            raise ValueError(f"bad panel position {position!r}")
+        self.position = position
+        self.css_class = css_class
+        self.body = js_literal(body_html)
+        self.on_add = "\n" + on_add.rstrip("\n") if on_add else ""

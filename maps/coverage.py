@@ -15,7 +15,7 @@ from folium.template import Template
 
 from geo.coverage import STATUS_LABELS, CoverageReport, grid_problems
 from geo.staff import ROLE_LABELS
-from maps.assets import legend_html, offline_map, render_page
+from maps.assets import Panel, fitted_map, js_literal, legend_html, render_page
 
 #: Status colours, worst first (legend order).
 COLOURS = {"missing_role": "#d7191c", "over_capacity": "#e66101", "under_capacity": "#5e3c99",
@@ -51,36 +51,15 @@ _LAYERS = Template(
 """
 )
 
-_PANEL = Template(
-    """
-{% macro script(this, kwargs) %}
-    (function (map) {
-        var panel = L.control({position: "topright"});
-        panel.onAdd = function () {
-            var div = L.DomUtil.create("div", "ga-legend ga-coverage-panel");
-            div.innerHTML = {{ this.body }};
-            L.DomEvent.disableClickPropagation(div);
-            L.DomEvent.disableScrollPropagation(div);
+#: Run when the panel is built (`div` is the panel): the role filter reloads the page with ?role=.
+_ROLE_SELECT_JS = """\
             var select = div.querySelector("select");
             select.addEventListener("change", function () {
                 var url = new URL(window.location.href);
                 if (select.value) { url.searchParams.set("role", select.value); }
                 else { url.searchParams.delete("role"); }
                 window.location.href = url.toString();
-            });
-            return div;
-        };
-        panel.addTo(map);
-    })({{ this._parent.get_name() }});
-{% endmacro %}
-"""
-)
-
-
-def _js(value) -> str:
-    """JSON safe to embed inside a <script> element."""
-    return (json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+            });"""
 
 
 class _Layers(MacroElement):
@@ -89,17 +68,8 @@ class _Layers(MacroElement):
     def __init__(self, grids: dict, buildings: dict):
         super().__init__()
         self._name = "CoverageLayers"
-        self.grids = _js(grids)
-        self.buildings = _js(buildings)
-
-
-class _Panel(MacroElement):
-    _template = _PANEL
-
-    def __init__(self, body_html: str):
-        super().__init__()
-        self._name = "CoveragePanel"
-        self.body = _js(body_html)
+        self.grids = js_literal(grids)
+        self.buildings = js_literal(buildings)
 
 
 def _esc(v) -> str:
@@ -256,10 +226,7 @@ def coverage_page(report: CoverageReport, role: str = "", subtitle: str = "") ->
         building_features.append({"type": "Feature", "geometry": geometry, "properties": {
             "c": COLOURS[status], "p": _table(rows), "t": f"{_esc(name)}：{STATUS_LABELS[status]}"}})
 
-    if bounds[0] <= bounds[2]:
-        m = offline_map(bounds=((bounds[1], bounds[0]), (bounds[3], bounds[2])))
-    else:
-        m = offline_map(location=(31.3, 120.6), zoom_start=13)
+    m = fitted_map(((bounds[1], bounds[0]), (bounds[3], bounds[2])) if bounds[0] <= bounds[2] else None)
     _Layers({"type": "FeatureCollection", "features": grid_features},
             {"type": "FeatureCollection", "features": building_features}).add_to(m)
     legend_html("覆盖状态", [(COLOURS[s], f"{STATUS_NOTE[s]}（网格{counts['grid'].get(s, 0)}，"
@@ -288,7 +255,7 @@ def coverage_page(report: CoverageReport, role: str = "", subtitle: str = "") ->
         f"<tr><th>管家少于{t['steward_households_min']}户</th><td>{t['stewards_under']}人</td></tr>"
         "</table>"
     )
-    _Panel(body).add_to(m)
+    Panel(body, css_class="ga-legend ga-coverage-panel", on_add=_ROLE_SELECT_JS, name="CoveragePanel").add_to(m)
     m.get_root().header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
     title = f"人员覆盖图 · {ROLE_FILTERS[role]}" + (f" · {subtitle}" if subtitle else "")
     return render_page(m, title)

@@ -9,7 +9,6 @@ count. Hexagons are drawn in the browser from their centres and six shared verte
 from __future__ import annotations
 
 import html
-import json
 import math
 
 import numpy as np
@@ -17,19 +16,13 @@ from branca.element import Element, MacroElement
 from folium.template import Template
 
 from geo.heatmap import GRID_QUANTUM_DEG, HOTSPOT_LABELS, decode_rings
-from maps.assets import legend_html, offline_map, render_page
+from maps.assets import Panel, fitted_map, js_literal, legend_html, render_page
 
 #: Sequential colours for counts and rates (light → dark), ColorBrewer YlOrRd.
 SEQUENTIAL = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"]
 #: Gi* classes −3 … 3: cold spots blue, hot spots red, not significant transparent.
 HOTSPOT_COLOURS = {3: "#b2182b", 2: "#ef8a62", 1: "#fddbc7", 0: "#ffffff", -1: "#d1e5f0", -2: "#67a9cf",
                    -3: "#2166ac"}
-
-
-def _js(value) -> str:
-    """JSON safe to embed inside a <script> element."""
-    return (json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
 def quantile_breaks(values, k: int = 5) -> list[float]:
@@ -166,45 +159,17 @@ _LAYERS = Template(
 """
 )
 
-_PANEL = Template(
-    """
-{% macro script(this, kwargs) %}
-    (function (map) {
-        var panel = L.control({position: "topright"});
-        panel.onAdd = function () {
-            var div = L.DomUtil.create("div", "ga-legend ga-heat-panel");
-            div.innerHTML = {{ this.body }};
-            L.DomEvent.disableClickPropagation(div);
-            L.DomEvent.disableScrollPropagation(div);
-            return div;
-        };
-        panel.addTo(map);
-    })({{ this._parent.get_name() }});
-{% endmacro %}
-"""
-)
-
-
 class _Layers(MacroElement):
     _template = _LAYERS
 
     def __init__(self, data: dict, grid_breaks: list[float]):
         super().__init__()
         self._name = "HeatmapLayers"
-        self.data = _js(data)
-        self.seq = _js(SEQUENTIAL)
-        self.hot = _js({str(k): v for k, v in HOTSPOT_COLOURS.items()})
-        self.grid_breaks = _js(grid_breaks)
-        self.quantum = _js(GRID_QUANTUM_DEG)
-
-
-class _Panel(MacroElement):
-    _template = _PANEL
-
-    def __init__(self, body_html: str):
-        super().__init__()
-        self._name = "HeatmapPanel"
-        self.body = _js(body_html)
+        self.data = js_literal(data)
+        self.seq = js_literal(SEQUENTIAL)
+        self.hot = js_literal({str(k): v for k, v in HOTSPOT_COLOURS.items()})
+        self.grid_breaks = js_literal(grid_breaks)
+        self.quantum = js_literal(GRID_QUANTUM_DEG)
 
 
 def _bounds(data: dict):
@@ -234,8 +199,7 @@ def heatmap_page(data: dict, filters: dict[str, str | None] | None = None) -> st
     """The full offline HTML page for heatmap aggregates (`geo.heatmap.compact` output)."""
     meta = data["meta"]
     bounds = _bounds(data)
-    m = (offline_map(bounds=bounds, prefer_canvas=True) if bounds
-         else offline_map(location=(31.3, 120.6), zoom_start=13, prefer_canvas=True))
+    m = fitted_map(bounds, prefer_canvas=True)
     grid_breaks = quantile_breaks(data["grids"]["per_1000"])
 
     labels = []
@@ -276,7 +240,7 @@ def heatmap_page(data: dict, filters: dict[str, str | None] | None = None) -> st
         f"{notes}"
     )
     # the panel's controls must exist before the layer script binds to them: the panel is added first
-    _Panel(body).add_to(m)
+    Panel(body, css_class="ga-legend ga-heat-panel", name="HeatmapPanel").add_to(m)
     _Layers(data, grid_breaks).add_to(m)
     m.get_root().header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
     m.get_root().header.add_child(Element(

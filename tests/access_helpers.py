@@ -1,14 +1,18 @@
 """Helpers for the access-control tests: the jurisdictions of the test district, a tiny hand-made district for
-when the synthetic one is unavailable, and an audit guard that checks every successful write leaves an entry.
+when the synthetic one is unavailable, an app with extra test routes, and an audit guard that checks every
+successful write leaves an entry.
 
 The guard is a pytest plugin (`audit_guard` fixture, autouse): the access tests import it; registering this module
 in conftest's `pytest_plugins` extends the check to every test of the suite that writes through a TestClient.
+A test module of the access family takes its shared fixtures with ``from tests.access_helpers import *``
+(`audit_guard`, `world` and, without the synthetic district, an `engine` on the mini district).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -70,6 +74,10 @@ def load_mini_district(engine) -> None:
                               f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"))
 
 
+#: What ``from tests.access_helpers import *`` gives a test module: the shared fixtures.
+__all__ = ["HAVE_SYNTH", "audit_guard", "world"] + ([] if HAVE_SYNTH else ["engine"])
+
+
 def mini_engine():
     """A migrated test database holding the mini district (generator: yields the engine, then drops it)."""
     from geo import db
@@ -110,6 +118,39 @@ def find_world(session) -> World:
     other_street = other[2] if other[2] != street else other[1] if other[1] != community else other[0]
     other_community = other[1] if other[1] != community else other[0]
     return World(street, community, grid, other_street, other_community, other[0])
+
+
+@pytest.fixture
+def world(db_session) -> World:
+    """The walker's jurisdictions in the test database."""
+    return find_world(db_session)
+
+
+if not HAVE_SYNTH:  # the synthetic district is not there yet: run on the hand-made mini district
+
+    @pytest.fixture(scope="session")
+    def engine():
+        """The mini district's database, in place of conftest's synthetic one."""
+        yield from mini_engine()
+
+
+def client_with(engine, db_session, router) -> Iterator:
+    """A TestClient of the app plus `router`'s test routes, its sessions joined to the test's transaction."""
+    from fastapi.testclient import TestClient
+
+    from api.deps import session_dep
+    from api.main import create_app
+
+    application = create_app(engine)
+    application.include_router(router)
+
+    def _session():
+        yield db_session
+        db_session.flush()
+
+    application.dependency_overrides[session_dep] = _session
+    with TestClient(application, raise_server_exceptions=False) as c:
+        yield c
 
 
 # ------------------------------------------------------------------------------------------ the audit guard

@@ -36,21 +36,10 @@ from api.problems import PROBLEM_MEDIA_TYPE
 from geo import apikeys, throttle
 from geo.models import ApiKey, User
 from geo.users import AuthSettings, Principal, create_user, ensure_first_admin, get_auth_settings
-from tests.access_helpers import HAVE_SYNTH, audit_guard, find_world, mini_engine  # noqa: F401 (fixture)
-
-if not HAVE_SYNTH:  # the synthetic district is not there yet: run on the hand-made mini district
-
-    @pytest.fixture(scope="session")
-    def engine():
-        yield from mini_engine()
-
+from tests.access_helpers import *  # noqa: F403 (the shared fixtures: audit_guard, world, engine)
+from tests.access_helpers import client_with
 
 ROLES = ("admin", "planner", "leader", "worker")
-
-
-@pytest.fixture
-def world(db_session):
-    return find_world(db_session)
 
 
 def _user(db_session, role: str, jurisdiction: str | None, name: str | None = None) -> User:
@@ -284,10 +273,6 @@ def test_walker_fails_a_route_without_a_rule(engine, db_session):
 @pytest.fixture
 def scoped_client(engine, db_session):
     """The app plus test routes using each kind of dependency."""
-    from api.deps import session_dep
-    from api.main import create_app
-
-    application = create_app(engine)
     extra = APIRouter()
 
     @extra.get("/t/grids/{grid_code}")
@@ -312,15 +297,7 @@ def scoped_client(engine, db_session):
         ensure_covers(principal, code, f"the point's grid {code}")
         return {"ok": True}
 
-    application.include_router(extra)
-
-    def _session():
-        yield db_session
-        db_session.flush()
-
-    application.dependency_overrides[session_dep] = _session
-    with TestClient(application, raise_server_exceptions=False) as c:
-        yield c
+    yield from client_with(engine, db_session, extra)
 
 
 def test_out_of_jurisdiction_is_a_403_naming_the_jurisdiction(scoped_client, db_session, world):

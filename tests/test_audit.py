@@ -9,7 +9,6 @@ import uuid
 
 import pytest
 from fastapi import APIRouter
-from fastapi.testclient import TestClient
 from shapely.geometry import box
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
@@ -28,22 +27,11 @@ from api.auth import (
 from geo import audit
 from geo.models import AuditEntry, User
 from geo.users import Principal, create_user
-from tests.access_helpers import HAVE_SYNTH, audit_guard, find_world, load_mini_district, mini_engine  # noqa: F401
-
-if not HAVE_SYNTH:  # the synthetic district is not there yet: run on the hand-made mini district
-
-    @pytest.fixture(scope="session")
-    def engine():
-        yield from mini_engine()
-
+from tests.access_helpers import *  # noqa: F403 (the shared fixtures: audit_guard, world, engine)
+from tests.access_helpers import client_with, load_mini_district
 
 #: Public writes (no principal dependency, hence no fallback): each records its entries itself.
 SELF_AUDITED_PUBLIC_WRITES = {("POST", "/v1/auth/token"), ("POST", "/v1/auth/refresh")}
-
-
-@pytest.fixture
-def world(db_session):
-    return find_world(db_session)
 
 
 def _bearer(db_session, role: str, jurisdiction: str | None) -> dict:
@@ -116,10 +104,6 @@ def test_audit_log_cannot_be_changed_through_the_api(client, db_session, admin_h
 @pytest.fixture
 def audit_client(engine, db_session):
     """The app plus write routes that audit, forget to, fail, or are public."""
-    from api.deps import session_dep
-    from api.main import create_app
-
-    application = create_app(engine)
     extra = APIRouter()
 
     @extra.post("/t/grids/{grid_code}/forgetful")
@@ -143,15 +127,7 @@ def audit_client(engine, db_session):
     def public_report(principal: OptionalUser) -> dict:
         return {"ok": True}
 
-    application.include_router(extra)
-
-    def _session():
-        yield db_session
-        db_session.flush()
-
-    application.dependency_overrides[session_dep] = _session
-    with TestClient(application, raise_server_exceptions=False) as c:
-        yield c
+    yield from client_with(engine, db_session, extra)
 
 
 def test_fallback_entry_for_a_write_that_recorded_none(audit_client, db_session, world):

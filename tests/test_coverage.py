@@ -14,44 +14,15 @@ from sqlalchemy.orm import Session
 
 from geo import staff
 from geo.coverage import CoverageError, coverage_report, gaps, gaps_csv, gaps_xlsx, scope_prefix
-from geo.settings import Rules
 from tests import staff_data as sd
 
-RULES = Rules(grid_households_min=30, grid_households_max=60)
+RULES = sd.RULES
 
 
 @pytest.fixture
 def small(migrated_engine):
-    """The hand-made community with the staff described in `_staff`."""
-    with migrated_engine.begin() as conn:
-        sd.build(conn)
-        ids = _staff(conn)
-    return migrated_engine, ids
-
-
-def _staff(conn) -> dict:
-    p = {name: sd.person(conn, name, home) for name, home in [
-        ("王网格长", 1), ("李专职", 1), ("赵专职", 3), ("兼一", 1), ("兼二", 1), ("兼三", 1), ("兼四", 2),
-        ("楼长一", 1), ("楼长三", 3), ("单元长11", 1), ("单元长12", 1), ("单元长21", 2), ("单元长31", 3),
-        ("管家一", 1), ("管家二", 1), ("管家三", 2), ("管家四", 3), ("管家五", 3)]}
-    a = {}
-    a["chief"] = sd.assign(conn, p["王网格长"], "grid_chief", "grid", 1)
-    sd.assign(conn, p["李专职"], "grid_worker_fulltime", "grid", 1)
-    sd.assign(conn, p["赵专职"], "grid_worker_fulltime", "grid", 2)
-    for n in ("兼一", "兼二", "兼三"):
-        sd.assign(conn, p[n], "grid_worker_parttime", "grid", 1)
-    a["pt4"] = sd.assign(conn, p["兼四"], "grid_worker_parttime", "grid", 1, end="2025-04-01")
-    sd.assign(conn, p["楼长一"], "building_head", "building", 1)
-    sd.assign(conn, p["楼长三"], "building_head", "building", 3)
-    for n, u in (("单元长11", 11), ("单元长12", 12), ("单元长21", 21), ("单元长31", 31)):
-        sd.assign(conn, p[n], "unit_head", "unit", u)
-    a["s1"] = sd.assign(conn, p["管家一"], "steward", "unit", 11)  # whole unit: 12
-    sd.assign(conn, p["管家二"], "steward", "unit", 12, 10)
-    sd.assign(conn, p["管家三"], "steward", "unit", 21, 15)
-    sd.assign(conn, p["管家三"], "steward", "unit", 31, 3)  # 管家三 serves 18: over 15
-    sd.assign(conn, p["管家四"], "steward", "unit", 31, 5)
-    sd.assign(conn, p["管家五"], "steward", "building", 3, 4)  # 4 households of B3 left by unit stewards: under 5
-    return {"people": p, "assignments": a}
+    """The hand-made community with the staff described in `staff_data.staff`."""
+    return migrated_engine, sd.build_staffed(migrated_engine)
 
 
 def _by(frame: pd.DataFrame, key: str = "id") -> dict:
@@ -240,23 +211,10 @@ def test_import_refuses_bad_rows_and_writes_nothing(small):
 @pytest.fixture
 def small_api(small):
     """(client, headers by user) on the hand-made community: admin, community planner, grid-E worker/planner."""
-    from fastapi.testclient import TestClient
-
-    from api.auth import issue_token
-    from api.main import create_app
-    from geo.users import create_user
-
     engine, ids = small
     users = {"admin": ("admin", None), "planner": ("planner", sd.COMMUNITY), "east": ("worker", sd.GRID_E),
              "east_planner": ("planner", sd.GRID_E)}
-    headers = {}
-    with Session(engine) as session:
-        for name, (role, code) in users.items():
-            user = create_user(session, name, "x" * 12, role, code)
-            session.flush()
-            headers[name] = {"Authorization": f"Bearer {issue_token(user)}"}
-        session.commit()
-    with TestClient(create_app(engine), raise_server_exceptions=False) as client:
+    for client, headers in sd.api_client(engine, users):
         yield client, headers, ids
 
 

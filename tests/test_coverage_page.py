@@ -7,11 +7,9 @@ import re
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from tests import staff_data as sd
 from tests.browser import _is_local, screenshot
-from tests.test_coverage import _staff
 
 pytestmark = pytest.mark.browser
 
@@ -19,20 +17,10 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def small_app(migrated_engine):
     """The hand-made community, an app on it and a community leader's bearer headers."""
-    from api.auth import issue_token
     from api.main import create_app
-    from geo.users import create_user
 
-    with migrated_engine.begin() as conn:
-        sd.build(conn)
-        _staff(conn)
-    with Session(migrated_engine) as session:
-        leader = create_user(session, "leader", "x" * 12, "leader", sd.COMMUNITY)
-        east = create_user(session, "east", "x" * 12, "worker", sd.GRID_E)
-        session.flush()
-        headers = {"leader": {"Authorization": f"Bearer {issue_token(leader)}"},
-                   "east": {"Authorization": f"Bearer {issue_token(east)}"}}
-        session.commit()
+    sd.build_staffed(migrated_engine)
+    headers = sd.bearer_headers(migrated_engine, {"leader": ("leader", sd.COMMUNITY), "east": ("worker", sd.GRID_E)})
     return create_app(migrated_engine), headers
 
 

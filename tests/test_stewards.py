@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 from pyproj import Geod
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from geo import stewards as st
 from geo.coverage import coverage_report
 from geo.settings import Rules
 from tests import staff_data as sd
-from tests.test_coverage import RULES, _staff
 
 GEOD = Geod(ellps="WGS84")
 
@@ -146,10 +144,7 @@ def test_kept_assignment_over_the_maximum_is_explained():
 
 @pytest.fixture
 def small(migrated_engine):
-    with migrated_engine.begin() as conn:
-        sd.build(conn)
-        ids = _staff(conn)
-    return migrated_engine, ids
+    return migrated_engine, sd.build_staffed(migrated_engine)
 
 
 def _metres(b1: int, b2: int) -> float:
@@ -160,7 +155,7 @@ def _metres(b1: int, b2: int) -> float:
 def test_plan_keeps_existing_assignments_and_moves_only_the_over_capacity(small):
     engine, ids = small
     with engine.connect() as conn:
-        p = st.plan_stewards(conn, sd.COMMUNITY, "2025-03-01", rules=RULES)
+        p = st.plan_stewards(conn, sd.COMMUNITY, "2025-03-01", rules=sd.RULES)
     [c] = p.communities
     assert c.feasible and c.stewards == 5 and c.households == 58
     # 管家三 (18 households) is released; the others keep theirs. B2's five households beyond 管家三's 15 go to a
@@ -179,7 +174,7 @@ def test_plan_keeps_existing_assignments_and_moves_only_the_over_capacity(small)
 def test_plan_with_moves_allowed_and_apply(small):
     engine, ids = small
     with engine.begin() as conn:
-        p = st.plan_stewards(conn, sd.COMMUNITY, "2025-03-01", allow_move=True, rules=RULES)
+        p = st.plan_stewards(conn, sd.COMMUNITY, "2025-03-01", allow_move=True, rules=sd.RULES)
         [c] = p.communities
         assert c.feasible and c.kept_households == 0
         assert c.distance_m == pytest.approx(5 * _metres(1, 2), rel=2e-3)
@@ -190,8 +185,8 @@ def test_plan_with_moves_allowed_and_apply(small):
         assert after == before + written["created"]  # nothing deleted
         ended = conn.execute(text("SELECT count(*) FROM staff_assignments WHERE valid_to = '2025-03-01'")).scalar()
         assert ended == written["ended"] == len(p.to_end)
-        r = coverage_report(conn, sd.COMMUNITY, "2025-03-01", rules=RULES)
-        old = coverage_report(conn, sd.COMMUNITY, "2025-02-28", rules=RULES)
+        r = coverage_report(conn, sd.COMMUNITY, "2025-03-01", rules=sd.RULES)
+        old = coverage_report(conn, sd.COMMUNITY, "2025-02-28", rules=sd.RULES)
     assert r.totals["households_with_steward"] == 58
     assert r.totals["stewards_over"] == 0 and r.totals["stewards_under"] == 0
     assert old.totals["stewards_over"] == 1  # history: the day before, the old assignments still stand
@@ -201,7 +196,7 @@ def test_plan_with_moves_allowed_and_apply(small):
 def test_fixed_assignments_that_cannot_stay_are_explained(small):
     engine, ids = small
     with engine.connect() as conn:
-        p = st.plan_stewards(conn, sd.COMMUNITY, "2025-03-01", release_over_capacity=False, rules=RULES)
+        p = st.plan_stewards(conn, sd.COMMUNITY, "2025-03-01", release_over_capacity=False, rules=sd.RULES)
     [c] = p.communities
     assert not c.feasible and "管家三 (18 households) more than 15" in c.explanation
     assert p.to_end == [] and len(p.to_create) == 0
@@ -224,7 +219,8 @@ def test_extra_stewards_join_the_plan(small):
     engine, ids = small
     with engine.begin() as conn:
         new = sd.person(conn, "新管家", home=2)
-        p = st.plan_stewards(conn, sd.COMMUNITY, "2025-03-01", allow_move=True, extra_stewards=[new], rules=RULES)
+        p = st.plan_stewards(conn, sd.COMMUNITY, "2025-03-01", allow_move=True, extra_stewards=[new],
+                             rules=sd.RULES)
         [c] = p.communities
         assert c.stewards == 6 and c.feasible
         # the new steward lives in B2: now all of B2 is served from home, and no one walks
@@ -240,22 +236,10 @@ def test_extra_stewards_join_the_plan(small):
 
 @pytest.fixture
 def small_api(small):
-    from fastapi.testclient import TestClient
-
-    from api.auth import issue_token
-    from api.main import create_app
-    from geo.users import create_user
-
-    engine, ids = small
-    headers = {}
-    with Session(engine) as session:
-        for name, (role, code) in {"planner": ("planner", sd.COMMUNITY), "leader": ("leader", sd.COMMUNITY),
-                                   "grid_planner": ("planner", sd.GRID_E)}.items():
-            user = create_user(session, name, "x" * 12, role, code)
-            session.flush()
-            headers[name] = {"Authorization": f"Bearer {issue_token(user)}"}
-        session.commit()
-    with TestClient(create_app(engine), raise_server_exceptions=False) as client:
+    engine, _ = small
+    users = {"planner": ("planner", sd.COMMUNITY), "leader": ("leader", sd.COMMUNITY),
+             "grid_planner": ("planner", sd.GRID_E)}
+    for client, headers in sd.api_client(engine, users):
         yield client, headers, engine
 
 

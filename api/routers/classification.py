@@ -7,11 +7,12 @@ main grid's or its community's code lies in the jurisdiction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import orjson
 import pandas as pd
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from sqlalchemy import text
 
@@ -58,6 +59,30 @@ def visible_rows(session, principal: Principal, run: dict, level: str, street: s
                            street=street, community=community, with_geometry=with_geometry)
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The query every classification view shares: level, street and community filters, boundary date."""
+
+    level: str
+    street: str | None
+    community: str | None
+    at: str | None
+
+    def read(self, session, principal: Principal, with_geometry: bool = False) -> tuple[dict, pd.DataFrame]:
+        """(run, rows): the filters checked against the caller's jurisdiction, the run, the rows it may see."""
+        check_filters(principal, self.street, self.community)
+        run = run_for(session, self.level, self.at)
+        return run, visible_rows(session, principal, run, self.level, self.street, self.community, with_geometry)
+
+
+def scope(level: Level = "grid", street: Street = None, community: Community = None, at: At = None) -> Scope:
+    """The shared query parameters of the classification table, summary and map."""
+    return Scope(level, street, community, at)
+
+
+ScopeDep = Annotated[Scope, Depends(scope)]
+
+
 def version_json(run: dict) -> dict:
     """The boundary version a run belongs to."""
     v = run["version"]
@@ -74,16 +99,12 @@ def run_json(run: dict, level: str) -> dict:
 def classification(
     principal: CurrentUser,
     session: SessionDep,
-    level: Level = "grid",
-    street: Street = None,
-    community: Community = None,
+    q: ScopeDep,
     format: Annotated[Literal["json", "csv", "geojson"], Query(description="json, csv or geojson")] = "json",
-    at: At = None,
 ):
     """One row per compound in your jurisdiction: its class against its grid (or micro-grid) and the measures."""
-    check_filters(principal, street, community)
-    run = run_for(session, level, at)
-    rows = visible_rows(session, principal, run, level, street, community, with_geometry=format == "geojson")
+    level = q.level
+    run, rows = q.read(session, principal, with_geometry=format == "geojson")
     overlaps = gc.read_overlaps(session.connection(), run["version"]["id"], level, rows["compound_id"].tolist())
     items = gc.records(rows, overlaps, level)
     head = run_json(run, level)
@@ -99,21 +120,13 @@ def classification(
 
 
 @router.get("/v1/classification/summary")
-def classification_summary(
-    principal: CurrentUser,
-    session: SessionDep,
-    level: Level = "grid",
-    street: Street = None,
-    community: Community = None,
-    at: At = None,
-) -> dict:
+def classification_summary(principal: CurrentUser, session: SessionDep, q: ScopeDep) -> dict:
     """Compounds per class, per street and community (seed 001's table), with how fragile each threshold is."""
-    check_filters(principal, street, community)
-    run = run_for(session, level, at)
-    rows = visible_rows(session, principal, run, level, street, community)
+    level = q.level
+    run, rows = q.read(session, principal)
     table = gc.summary(rows)
     fragile = pd.Series([f for fs in rows["fragile"] for f in (fs or [])], dtype=object).value_counts()
-    whole = principal.unrestricted and not street and not community
+    whole = principal.unrestricted and not q.street and not q.community
     sensitivity = []
     for entry in run["sensitivity"]:
         item = {"threshold": entry["threshold"], "label_zh": entry["label_zh"], "value": entry["value"],

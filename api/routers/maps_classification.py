@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from api.auth import CurrentUser
 from api.deps import SessionDep
-from api.routers.classification import At, Community, Level, Street, check_filters, run_for, visible_rows
+from api.routers.classification import Scope, ScopeDep
 from geo.store import parse_at, read_level
 from maps.classification import classification_page
 
@@ -21,15 +21,14 @@ def _units(conn, table: str, at, prefix: str | None):
     return read_level(conn, table, at, where, params)
 
 
-def _page(session, principal, level: str, street: str | None, community: str | None, at: str | None) -> str:
-    check_filters(principal, street, community)
-    run = run_for(session, level, at)
-    rows = visible_rows(session, principal, run, level, street, community, with_geometry=True)
+def _page(session, principal, q: Scope) -> str:
+    level, street, community = q.level, q.street, q.community
+    run, rows = q.read(session, principal, with_geometry=True)
     geoms = shapely.from_wkb(np.array([bytes(g) for g in rows["geom"]], dtype=object)) if len(rows) else []
     # Outlines of the area asked for: the narrowest of filter and jurisdiction (codes are prefixes).
     prefixes = [p for p in (community, street, None if principal.unrestricted else principal.jurisdiction_code) if p]
     prefix = max(prefixes, key=len) if prefixes else None
-    conn, when = session.connection(), parse_at(at)
+    conn, when = session.connection(), parse_at(q.at)
     if level == "grid":
         units, parents = _units(conn, "grids", when, prefix), None
     else:
@@ -39,13 +38,6 @@ def _page(session, principal, level: str, street: str | None, community: str | N
 
 
 @router.get("/maps/classification", response_class=HTMLResponse)
-def classification_map(
-    principal: CurrentUser,
-    session: SessionDep,
-    level: Level = "grid",
-    street: Street = None,
-    community: Community = None,
-    at: At = None,
-) -> HTMLResponse:
+def classification_map(principal: CurrentUser, session: SessionDep, q: ScopeDep) -> HTMLResponse:
     """Compounds coloured by class (同等 / 大于 / 小于 / 跨界 / 未入格) over grid outlines; works offline."""
-    return HTMLResponse(_page(session, principal, level, street, community, at))
+    return HTMLResponse(_page(session, principal, q))
