@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 import api.routers
+from api.limits import BodyLimitMiddleware
 from api.problems import install_problem_handlers
 from geo import db
 
@@ -54,6 +55,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
     install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     try:
         from maps.static_mount import mount_static

@@ -42,7 +42,10 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     #: Optional intranet tile server (``https://tiles.example/{z}/{x}/{y}.png``); none by default: pages stay offline.
     tile_url: str | None = None
+    #: Largest file upload or point batch (imports, staff sheets, POST /v1/locate/batch).
     max_upload_bytes: int = 200 * 1024 * 1024
+    #: Largest body of any other request (JSON edits such as a plan operation's GeoJSON).
+    max_body_bytes: int = 32 * 1024 * 1024
     jwt_secret: str | None = None
     access_token_minutes: int = 30
     refresh_token_days: int = 7
