@@ -3,11 +3,15 @@
 A scale-1 district is generated into a fresh database. For `--communities` communities (default all) a plan is
 drafted and a fixed script of operations is applied (move a building, move a compound, split, merge, replace a
 geometry, create, retire, undo); after each the live validation is timed (median and p95 over all, per
-operation type). Then for every community the suggestion (geo.suggest, ReCom) is timed and its quality measured:
-largest deviation from the band's middle, compounds split, households moved, grids outside the band; spopt's
-MaxPHeuristic runs in the same run on the same atoms, adjacency and band floor (max-p has no ceiling), in a
-child process stopped after `--maxp-timeout` seconds (it takes minutes on some large communities).
-Writes bench/results/plans.json.
+operation type). The same script runs in street plans (one per street, in up to two of its communities): the live
+validation there re-validates only the community an operation touched; a full street validation is timed too.
+
+Then for every community both suggestion methods run on the same input (atoms = whole compounds that fit the
+band, else buildings; their Delaunay adjacency; the current grids): ours (geo.suggest, ReCom with networkx) and
+spopt's MaxPHeuristic (floor = the band's minimum; max-p has no ceiling). Each runs in a forked child stopped
+after `--timeout` seconds; a community where a method times out, fails or finds no solution is counted and named.
+Per method: time (median, p95), largest deviation from the band's middle, grids out of band, compounds split,
+households moved (regions matched to the current grids by most households). Writes bench/results/plans.json.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from geo import plans
 from geo.demo import generate_and_load
 from geo.plan_validation import context_for, validate
 from geo.settings import get_settings
-from geo.suggest import adjacency, atoms_for, suggest_state
+from geo.suggest import _match_labels, _Objective, adjacency, atoms_for, suggest_state
 
 
 def _p95(xs):
@@ -34,7 +38,7 @@ def _p95(xs):
 
 def _script(conn, pid, cid):
     """The operations applied to one plan: (name, op) pairs built from its current state."""
-    state = plans.load_state(conn, pid)
+    state = plans.load_state(conn, pid).sub(cid)
     rows = state.live("grid")
     pairs = [(x, y) for i, x in enumerate(rows) for y in rows[i + 1:]
              if shapely.length(shapely.intersection(shapely.boundary(x["geom"]), shapely.boundary(y["geom"]))) > 1e-5]
@@ -68,51 +72,192 @@ def _script(conn, pid, cid):
     return ops
 
 
-def _maxp(state, ctx, lo, hi, seed):
-    """spopt max-p-regions on the same atoms and adjacency; (seconds, households per region, compounds split)."""
-    import geopandas as gpd
-    from libpysal.weights import W
-    from spopt.region import MaxPHeuristic
-
+def _inputs(state, ctx, hi):
+    """The suggestion's input for both methods: atoms (whole compounds that fit, else buildings), their Delaunay
+    adjacency, each atom's current grid, and per building the current grid (as geo.suggest.suggest_state)."""
     comp = [r for r in state.live("grid") if (r.get("kind") or "comprehensive") == "comprehensive"]
     area = shapely.union_all([r["geom"] for r in comp])
     b = ctx.buildings
     keep = shapely.covers(area, ctx.b_pts) & (b["households"] > 0)
     bb = {k: v[keep] for k, v in b.items()}
     a = atoms_for(bb, ctx.compounds, hi, ctx.proj.metric)
+    owner = plans.owner_of_points(shapely.point_on_surface(bb["geom"]), comp)
+    cur = np.full(len(a["label"]), -1)
+    for ai in range(len(a["label"])):
+        m = a["of_building"] == ai
+        o, h = owner[m], bb["households"][m]
+        if (o >= 0).any():
+            cur[ai] = int(np.bincount(o[o >= 0], weights=h[o >= 0]).argmax())
+    return bb, a, owner, cur
+
+
+def _quality(bb, a, owner, cur, atom_labels, lo, hi):
+    """Grids, households per grid, out of band, largest deviation from the band's middle, compounds split (all /
+    fitting the band), households moved (regions matched to current grids by most households, as ReCom does)."""
+    regions = [np.flatnonzero(atom_labels == lab) for lab in np.unique(atom_labels)]
+    obj = _Objective(a["households"], a["x"], a["y"], cur, lo, hi)
+    matched = _match_labels(regions, obj, sorted(set(cur[cur >= 0].tolist())))
+    atom_to = np.empty(len(atom_labels), dtype=np.int64)
+    for r, lab in zip(regions, matched):
+        atom_to[r] = lab
+    bassign = atom_to[a["of_building"]]
+    hh = np.array([int(bb["households"][bassign == lab].sum()) for lab in matched])
+    split = [c for c in a["compound_households"] if len(set(bassign[bb["compound_id"] == c].tolist())) > 1]
+    fitting = [c for c in split if a["compound_households"][c] <= hi]
+    return {"grids": len(hh), "out_of_band": int(((hh < lo) | (hh > hi)).sum()),
+            "max_dev": float(np.abs(hh - (lo + hi) / 2).max()) if len(hh) else None,
+            "compounds_split": len(split), "fitting_compounds_split": len(fitting),
+            "households_moved": int(bb["households"][bassign != owner].sum())}
+
+
+def _recom(state, ctx, lo, hi, seed, budget):
+    """Our suggestion (geo.suggest, ReCom with networkx) on the community; (seconds, quality or infeasibility)."""
+    t0 = time.perf_counter()
+    s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=seed, time_budget_s=budget)
+    elapsed = time.perf_counter() - t0
+    if not s["feasible"]:
+        return elapsed, {"status": "infeasible", "reasons": s["reasons"]}
+    bb, a, owner, cur = _inputs(state, ctx, hi)
+    # the suggestion's regions are lists of building ids: back to atoms through the buildings
+    lab_of_b = np.full(len(bb["id"]), -1)
+    for i, r in enumerate(s["regions"]):
+        lab_of_b[np.isin(bb["id"], r["building_ids"])] = i
+    atom_labels = np.array([lab_of_b[a["of_building"] == ai][0] for ai in range(len(a["label"]))])
+    q = _quality(bb, a, owner, cur, atom_labels, lo, hi)
+    # the suggestion's own count of moved households is the reference (building level, same matching)
+    q["households_moved"] = s["households_moved"]
+    return elapsed, {"status": "ok", **q}
+
+
+def _maxp(state, ctx, lo, hi, seed):
+    """spopt max-p-regions on the same atoms and adjacency (floor = band minimum; max-p has no ceiling)."""
+    import geopandas as gpd
+    from libpysal.weights import W
+    from spopt.region import MaxPHeuristic
+
+    t0 = time.perf_counter()
+    bb, a, owner, cur = _inputs(state, ctx, hi)
     g = adjacency(a["x"], a["y"])
     n = len(a["label"])
     w = W({i: list(g.neighbors(i)) for i in range(n)}, silence_warnings=True)
     df = gpd.GeoDataFrame({"households": a["households"].astype(float), "x": a["x"], "y": a["y"]},
                           geometry=shapely.points(a["x"], a["y"]))
     np.random.seed(seed)
-    t0 = time.perf_counter()
     model = MaxPHeuristic(df, w, ["x", "y"], "households", lo, top_n=2, max_iterations_construction=50)
     model.solve()
     elapsed = time.perf_counter() - t0
     labels = np.asarray(model.labels_)
-    hh = np.array([a["households"][labels == lab].sum() for lab in np.unique(labels) if lab > 0])
-    return elapsed, hh
+    if not (labels > 0).any():
+        return elapsed, {"status": "infeasible", "reasons": ["max-p found no region reaching the band's floor"]}
+    # atoms max-p leaves unassigned (label 0: the floor could not be met with them) join no region: count them
+    unassigned = int(a["households"][labels <= 0].sum())
+    q = _quality(bb, a, owner, cur, np.where(labels > 0, labels, -1), lo, hi)
+    return elapsed, {"status": "ok", "unassigned_households": unassigned, **q}
 
 
-def _maxp_worker(queue, state, ctx, lo, hi, seed):
-    queue.put(_maxp(state, ctx, lo, hi, seed))
+def _worker(queue, fn, args):
+    try:
+        queue.put(("done", fn(*args)))
+    except Exception as exc:  # reported as a failure of this community, named
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def _maxp_limited(state, ctx, lo, hi, seed, timeout_s):
-    """max-p in a child process, stopped after `timeout_s` (it can run for minutes on a large community)."""
+def _limited(fn, args, timeout_s):
+    """Run fn(*args) in a forked child stopped after `timeout_s`; ("done", result) | ("error", msg) | ("timeout",)."""
     import multiprocessing as mp
+    import queue as q
 
     mpc = mp.get_context("fork")
     queue = mpc.Queue()
-    proc = mpc.Process(target=_maxp_worker, args=(queue, state, ctx, lo, hi, seed))
+    proc = mpc.Process(target=_worker, args=(queue, fn, args))
     proc.start()
-    proc.join(timeout_s)
+    try:
+        out = queue.get(timeout=timeout_s)
+    except q.Empty:
+        out = ("timeout",)
+    proc.join(5)
     if proc.is_alive():
         proc.terminate()
         proc.join()
-        return None
-    return queue.get(timeout=5)
+    return out
+
+
+def _run_method(fn, args, timeout_s):
+    out = _limited(fn, args, timeout_s)
+    if out[0] == "timeout":
+        return {"status": "timeout", "limit_s": timeout_s}
+    if out[0] == "error":
+        return {"status": "error", "error": out[1]}
+    elapsed, res = out[1]
+    return {"seconds": elapsed, **res}
+
+
+def _street_bench(conn, times_street, full_street, street_rows, limit=0):
+    """Street plans: for each street, a plan over all its communities; the operation script in up to two of its
+    communities; after each operation the live validation (re-validates the touched community only) is timed, and
+    once per street a full validation with no reuse."""
+    from geo.plan_validation import validate_plan_state
+
+    streets = conn.exec_driver_sql("SELECT code, id FROM streets ORDER BY code").all()
+    if limit:
+        streets = streets[:limit]
+    for scode, sid in streets:
+        pid = plans.create_plan(conn, scode, "bench")
+        state = plans.load_state(conn, pid)
+        t0 = time.perf_counter()
+        full = validate_plan_state(conn, state, cache=False)
+        full_street.append(time.perf_counter() - t0)
+        validate(conn, pid)  # the first live validation of every community (then only touched ones)
+        done = 0
+        for cid in list(state.communities):
+            if done >= 2:
+                break
+            script = _script(conn, pid, cid)
+            if not script:
+                continue
+            done += 1
+            for name, op in script:
+                if op is None:
+                    plans.undo(conn, pid)
+                else:
+                    try:
+                        plans.apply_operation(conn, pid, op)
+                    except plans.PlanError:
+                        continue
+                t0 = time.perf_counter()
+                v = validate(conn, pid)
+                times_street.setdefault(name, []).append(time.perf_counter() - t0)
+        street_rows.append({"street": scode, "communities": len(state.communities), "grids": len(state.live("grid")),
+                            "full_validation_ms": round(full_street[-1] * 1000, 1),
+                            "errors_at_start": full["errors"]})
+        console.print(street_rows[-1])
+
+
+def _summary(sug, key):
+    """Per method: completed/infeasible/timeouts/errors (named), time median/p95, quality totals."""
+    recs = [(r["community"], r[key]) for r in sug]
+    ok = [(c, m) for c, m in recs if m.get("status") == "ok"]
+    secs = [m["seconds"] for _, m in recs if "seconds" in m]
+
+    def names(status):
+        return [c for c, m in recs if m.get("status") == status]
+
+    devs = [m["max_dev"] for _, m in ok if m.get("max_dev") is not None]
+    return {
+        "communities": len(recs), "completed": len(ok),
+        "infeasible": names("infeasible"), "timeouts": names("timeout"), "errors": names("error"),
+        "time_median_s": statistics.median(secs) if secs else None, "time_p95_s": _p95(secs) if secs else None,
+        "time_max_s": max(secs) if secs else None,
+        "max_dev_from_middle_median": statistics.median(devs) if devs else None,
+        "max_dev_from_middle_max": max(devs) if devs else None,
+        "grids": int(sum(m["grids"] for _, m in ok)),
+        "grids_out_of_band": int(sum(m["out_of_band"] for _, m in ok)),
+        "communities_all_in_band": int(sum(m["out_of_band"] == 0 for _, m in ok)),
+        "compounds_split": int(sum(m["compounds_split"] for _, m in ok)),
+        "fitting_compounds_split": int(sum(m["fitting_compounds_split"] for _, m in ok)),
+        "households_moved": int(sum(m["households_moved"] for _, m in ok)),
+        "households_total": int(sum(r["households"] for r in sug if r[key].get("status") == "ok")),
+    }
 
 
 def main() -> None:
@@ -122,11 +267,15 @@ def main() -> None:
     parser.add_argument("--communities", type=int, default=0, help="0 = all")
     parser.add_argument("--suggest-budget", type=float, default=1.0, help="seconds of ReCom search per community")
     parser.add_argument("--no-maxp", action="store_true")
-    parser.add_argument("--maxp-timeout", type=float, default=8.0, help="seconds before max-p is stopped")
+    parser.add_argument("--streets", type=int, default=0, help="street plans over this many streets (0 = all)")
+    parser.add_argument("--no-streets", action="store_true")
+    parser.add_argument("--timeout", type=float, default=15.0,
+                        help="per-community time limit (s) for each suggestion method, in a child process")
     args = parser.parse_args()
     rules = get_settings().rules
     lo, hi = rules.grid_households_min, rules.grid_households_max
     rows = []
+    t_start = time.perf_counter()
     with fresh_database("gridatlas_bench_plans") as engine:
         loaded = generate_and_load(engine, args.scale, args.seed)
         console.print(f"scale {args.scale}: {loaded['counts']}")
@@ -151,77 +300,56 @@ def main() -> None:
                     t0 = time.perf_counter()
                     validate(conn, pid)
                     times.setdefault(name, []).append(time.perf_counter() - t0)
-                # suggestion on a fresh copy of the published grids
+                # suggestion on a fresh copy of the published grids, both methods on the same input
                 spid = plans.create_plan(conn, code, "bench")
                 state = plans.load_state(conn, spid)
                 ctx = context_for(conn, cid)
-                t0 = time.perf_counter()
-                s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=args.seed,
-                                  time_budget_s=args.suggest_budget)
-                rec = {"community": code, "feasible": s["feasible"], "recom_s": time.perf_counter() - t0,
-                       "atoms": s["atoms"], "households": s["households"]}
-                if s["feasible"]:
-                    hh = np.array(s["households_per_grid"])
-                    rec.update({"recom_grids": len(hh), "recom_out_of_band": int(((hh < lo) | (hh > hi)).sum()),
-                                "recom_max_dev": float(np.abs(hh - (lo + hi) / 2).max()),
-                                "recom_compounds_split": s["fitting_compounds_split"],
-                                "recom_households_moved": s["households_moved"]})
-                if not args.no_maxp and s["atoms"] > 1:
-                    try:
-                        res = _maxp_limited(state, ctx, lo, hi, args.seed, args.maxp_timeout)
-                        if res is None:
-                            rec["maxp_timeout"] = args.maxp_timeout
-                            raise TimeoutError(f"max-p stopped after {args.maxp_timeout} s")
-                        el, mh = res
-                        rec.update({"maxp_s": el, "maxp_grids": len(mh),
-                                    "maxp_out_of_band": int(((mh < lo) | (mh > hi)).sum()),
-                                    "maxp_max_dev": float(np.abs(mh - (lo + hi) / 2).max()) if len(mh) else None})
-                    except Exception as exc:  # report, don't abort the run
-                        rec["maxp_error"] = f"{type(exc).__name__}: {exc}"
+                rec = {"community": code, "households": int(ctx.buildings["households"].sum()),
+                       "recom": _run_method(_recom, (state, ctx, lo, hi, args.seed, args.suggest_budget),
+                                            args.timeout)}
+                rec["maxp"] = ({"status": "skipped"} if args.no_maxp else
+                               _run_method(_maxp, (state, ctx, lo, hi, args.seed), args.timeout))
                 sug.append(rec)
                 console.print(rec)
+            times_street: dict[str, list[float]] = {}
+            full_street: list[float] = []
+            street_rows: list[dict] = []
+            if not args.no_streets:
+                _street_bench(conn, times_street, full_street, street_rows, args.streets)
             trans.rollback()
-    for name, xs in sorted(times.items()):
-        rows.append({"what": f"validate after {name}", "n": len(xs), "median_ms": statistics.median(xs) * 1000,
-                     "p95_ms": _p95(xs) * 1000, "max_ms": max(xs) * 1000})
-    allv = [x for xs in times.values() for x in xs]
-    rows.append({"what": "validate (all operations)", "n": len(allv), "median_ms": statistics.median(allv) * 1000,
-                 "p95_ms": _p95(allv) * 1000, "max_ms": max(allv) * 1000})
-    feas = [r for r in sug if r["feasible"]]
-
-    def agg(key, fn=statistics.median, src=feas):
-        vals = [r[key] for r in src if r.get(key) is not None]
-        return float(fn(vals)) if vals else float("nan")
-
-    rows.append({"what": "suggest ReCom (per community)", "n": len(sug), "median_ms": agg("recom_s", src=sug) * 1000,
-                 "p95_ms": _p95([r["recom_s"] for r in sug]) * 1000, "max_ms": agg("recom_s", max, sug) * 1000})
-    mp = [r for r in sug if "maxp_s" in r]
-    if mp:
-        rows.append({"what": "spopt max-p (per community)", "n": len(mp), "median_ms": agg("maxp_s", src=mp) * 1000,
-                     "p95_ms": _p95([r["maxp_s"] for r in mp]) * 1000, "max_ms": agg("maxp_s", max, mp) * 1000})
-    quality = {
-        "communities": len(sug), "feasible": len(feas),
-        "recom_grids_out_of_band": int(sum(r.get("recom_out_of_band", 0) for r in feas)),
-        "recom_max_dev_median": agg("recom_max_dev"), "recom_max_dev_max": agg("recom_max_dev", max),
-        "recom_fitting_compounds_split": int(sum(r.get("recom_compounds_split", 0) for r in feas)),
-        "recom_households_moved_total": int(sum(r.get("recom_households_moved", 0) for r in feas)),
-        "maxp_grids_out_of_band": int(sum(r.get("maxp_out_of_band", 0) for r in mp)),
-        "maxp_max_dev_median": agg("maxp_max_dev", src=mp), "maxp_max_dev_max": agg("maxp_max_dev", max, mp),
-        "maxp_errors": sum("maxp_error" in r and "maxp_timeout" not in r for r in sug),
-        "maxp_timeouts": sum("maxp_timeout" in r for r in sug),
-    }
-    console.print(quality)
-    for k, v in quality.items():
-        rows.append({"what": f"quality: {k}", "n": len(sug), "median_ms": float(v), "p95_ms": float("nan"),
-                     "max_ms": float("nan")})
+    for label, tt in (("community", times), ("street", times_street)):
+        for name, xs in sorted(tt.items()):
+            rows.append({"what": f"{label} plan: validate after {name}", "n": len(xs),
+                         "median_ms": statistics.median(xs) * 1000, "p95_ms": _p95(xs) * 1000,
+                         "max_ms": max(xs) * 1000})
+        allv = [x for xs in tt.values() for x in xs]
+        if allv:
+            rows.append({"what": f"{label} plan: validate (all operations)", "n": len(allv),
+                         "median_ms": statistics.median(allv) * 1000, "p95_ms": _p95(allv) * 1000,
+                         "max_ms": max(allv) * 1000})
+    if full_street:
+        rows.append({"what": "street plan: full validation, no reuse", "n": len(full_street),
+                     "median_ms": statistics.median(full_street) * 1000, "p95_ms": _p95(full_street) * 1000,
+                     "max_ms": max(full_street) * 1000})
+    methods = {"recom": _summary(sug, "recom")}
+    if not args.no_maxp:
+        methods["maxp"] = _summary(sug, "maxp")
+    for m, q in methods.items():
+        label = {"recom": "suggest ReCom (networkx)", "maxp": "spopt max-p-regions"}[m]
+        if q["time_median_s"] is not None:
+            rows.append({"what": f"{label}: time per community", "n": q["completed"],
+                         "median_ms": q["time_median_s"] * 1000, "p95_ms": q["time_p95_s"] * 1000,
+                         "max_ms": q["time_max_s"] * 1000})
+        console.print(label, q)
     report("plans", rows, f"Redraw plans at scale {args.scale}")
     import json
 
     from bench.common import RESULTS
 
     data = json.loads((RESULTS / "plans.json").read_text())
-    data["suggestions"] = sug
-    data["quality"] = quality
+    data.update({"scale": args.scale, "seed": args.seed, "band": [lo, hi], "per_community_limit_s": args.timeout,
+                 "recom_budget_s": args.suggest_budget, "methods": methods, "suggestions": sug,
+                 "streets": street_rows, "wall_s": round(time.perf_counter() - t_start, 1)})
     (RESULTS / "plans.json").write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 

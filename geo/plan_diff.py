@@ -14,7 +14,6 @@ import shapely
 from shapely.geometry import mapping
 from sqlalchemy import Connection, text
 
-from geo.plan_validation import context_for
 from geo.plans import PlanState, _published_rows, load_state, owner_of_points
 
 #: Area change (m²) under which a boundary counts as unchanged (re-digitising noise).
@@ -146,22 +145,47 @@ def classification_changes(state: PlanState, published: list[dict], ctx) -> dict
 
 
 def diff(conn: Connection, plan_id: int, geometry: bool = False) -> dict:
-    """The plan's diff against the boundaries in force now, as JSON (with GeoJSON of moved buildings if asked)."""
+    """The plan's diff against the boundaries in force now, as JSON (with GeoJSON of moved buildings if asked).
+    A street plan is compared community by community (each building is counted in its own community)."""
+    from geo.plan_validation import contexts_for
+
     state = load_state(conn, plan_id)
-    ctx = context_for(conn, state.community_id)
-    published = _published_rows(conn, state.community_id)
-    changes = unit_changes(state, published, ctx)
-    moves, pairs, moved_ids = building_moves(state, published, ctx)
+    ctxs = contexts_for(conn, list(state.communities))
+    published_all = _published_rows(conn, list(state.communities))
+    changes = {level: {"created": [], "retired": [], "changed": [], "unchanged": 0} for level in ("grid", "micro_grid")}
+    moves, pairs, moved_ids, cls, features = [], [], [], {"available": True, "changed": []}, []
+    for cid, code in state.communities.items():
+        sub, ctx = state.sub(cid), ctxs[cid]
+        published = [r for r in published_all if r["community_id"] == cid]
+        tag = {"community": code} if state.is_street else {}
+        ch = unit_changes(sub, published, ctx)
+        for level in changes:
+            for what in ("created", "retired", "changed"):
+                changes[level][what] += [{**x, **tag} for x in ch[level][what]]
+            changes[level]["unchanged"] += ch[level]["unchanged"]
+        m, p, ids = building_moves(sub, published, ctx)
+        moves += [{**x, **tag} for x in m]
+        pairs += [{**x, **tag} for x in p]
+        moved_ids.append(ids)
+        c = classification_changes(sub, published, ctx)
+        cls["changed"] += [{**x, **tag} for x in c["changed"]]
+        if not c["available"]:
+            cls = {**cls, "available": False, "error": c.get("error")}
+        if geometry:
+            idx = np.isin(ctx.buildings["id"], ids)
+            features += [{"type": "Feature", "properties": {**x, **tag}, "geometry": mapping(g)}
+                         for x, g in zip(m, ctx.buildings["geom"][idx])]
+    moved_ids = np.concatenate(moved_ids) if moved_ids else np.array([], dtype=np.int64)
     out = {
         "plan_id": plan_id, "revision": state.revision, **changes,
         "buildings": moves, "moves": pairs,
         "totals": {k: int(sum(p[k] for p in pairs)) for k in ("buildings", "units", "households", "population")},
         "staff": staff_affected(conn, changes, moved_ids),
-        "classification": classification_changes(state, published, ctx),
+        "classification": cls,
     }
+    if state.is_street:
+        out["scope"] = "street"
+        out["communities"] = list(state.communities.values())
     if geometry:
-        idx = np.isin(ctx.buildings["id"], moved_ids)
-        out["moved_geojson"] = {"type": "FeatureCollection", "features": [
-            {"type": "Feature", "properties": m, "geometry": mapping(g)}
-            for m, g in zip(moves, ctx.buildings["geom"][idx])]}
+        out["moved_geojson"] = {"type": "FeatureCollection", "features": features}
     return out

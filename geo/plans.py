@@ -1,10 +1,14 @@
-"""Redraw plans (改划方案): a draft copy of one community's grids and micro-grids, edited by operations.
+"""Redraw plans (改划方案): a draft copy of one community's (or one street's) grids and micro-grids, edited by operations.
 
 A plan copies the community's grids (网格) and micro-grids (微网格) in force when it is created into
 ``plan_units`` (key ``g<id>`` / ``m<id>`` for existing units, ``gn<n>`` / ``mn<n>`` for new ones). Each
 operation rewrites some of those rows and stores their before-images in ``plan_operations``, so undo restores
 exactly what the operation changed. The plan's ``revision`` is its ETag: an edit naming an older revision is
 refused (`StaleRevision`) with the operations made since, so two planners never overwrite each other.
+
+A street plan (街道方案) copies every community of the street; each grid row carries its ``community_id`` and
+every operation works inside one community (the community of the units it names), so a grid never leaves its
+community: the operation runs on the community's sub-state exactly as in a community plan.
 
 Geometry work happens in EPSG:4326 (the storage CRS) so that edges shared by neighbours stay bit-identical;
 measures (areas, widths) are taken in the community's UTM zone by geo.plan_validation.
@@ -18,6 +22,7 @@ own polygons: the geometry follows the buildings), ``create`` (carved out of the
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -33,7 +38,8 @@ OP_TYPES = ("replace_geometry", "split", "merge", "move_buildings", "move_compou
             "suggestion")
 #: Pieces smaller than this (square degrees, about 0.01 m²) are numerical dust from overlays, not land.
 DUST_DEG2 = 1e-12
-COLUMNS = ("key", "level", "unit_id", "parent_key", "code", "name", "kind", "dedicated_type", "retired", "geom")
+COLUMNS = ("key", "level", "unit_id", "parent_key", "code", "name", "kind", "dedicated_type", "retired", "geom",
+           "community_id")
 
 
 class PlanError(ValueError):
@@ -114,14 +120,41 @@ def to_geojson(geom) -> dict | None:
 
 @dataclass
 class PlanState:
-    """A plan's rows in memory: key → row dict (COLUMNS), plus its community."""
+    """A plan's rows in memory: key → row dict (COLUMNS), plus its community (or street and its communities)."""
 
     plan_id: int
-    community_id: int
-    community_code: str
+    community_id: int | None
+    community_code: str | None
     revision: int
     status: str
     rows: dict[str, dict] = field(default_factory=dict)
+    street_id: int | None = None
+    street_code: str | None = None
+    #: community id → code, every community the plan covers (one for a community plan)
+    communities: dict[int, str] = field(default_factory=dict)
+    #: per row: a digest of its columns and geometry as stored (what validation caches on)
+    digests: dict[str, str] = field(default_factory=dict)
+    #: keys used elsewhere in the plan (a sub-state must not hand them out again)
+    reserved: frozenset = frozenset()
+
+    @property
+    def is_street(self) -> bool:
+        """Whether the plan covers a whole street."""
+        return self.street_id is not None
+
+    @property
+    def scope_code(self) -> str:
+        """The code of what the plan covers: the community's or the street's."""
+        return self.street_code if self.is_street else self.community_code
+
+    def sub(self, community_id: int) -> PlanState:
+        """The rows of one community as a community-scoped state sharing the row dicts (new keys stay unique)."""
+        if community_id not in self.communities:
+            raise PlanError(f"community {community_id} is not in plan {self.plan_id}")
+        rows = {k: r for k, r in self.rows.items() if r.get("community_id") == community_id}
+        return PlanState(self.plan_id, community_id, self.communities[community_id], self.revision, self.status,
+                         rows, digests={k: self.digests[k] for k in rows if k in self.digests},
+                         reserved=frozenset(self.rows))
 
     def live(self, level: str | None = None, parent: str | None = None) -> list[dict]:
         """Rows not retired, of a level and parent when given, in key order."""
@@ -140,7 +173,7 @@ class PlanState:
     def new_key(self, level: str) -> str:
         """A fresh key for a unit created in the plan."""
         prefix = "gn" if level == "grid" else "mn"
-        used = [int(k[2:]) for k in self.rows if k.startswith(prefix) and k[2:].isdigit()]
+        used = [int(k[2:]) for k in (*self.rows, *self.reserved) if k.startswith(prefix) and k[2:].isdigit()]
         return f"{prefix}{max(used, default=0) + 1}"
 
 
@@ -155,22 +188,43 @@ def community_token(conn: Connection, community_id: int) -> str:
     """), {"c": community_id}).scalar_one()
 
 
+def street_token(conn: Connection, street_id: int) -> str:
+    """A fingerprint of the published grid and micro-grid boundaries of every community of a street (its ETag)."""
+    return conn.execute(text("""
+        SELECT 's' || :s || '-' || md5(coalesce(string_agg(k, ',' ORDER BY k), ''))
+        FROM (SELECT 'g' || g.boundary_id AS k FROM grids_at(clock_timestamp()) g
+              JOIN communities c ON c.id = g.community_id WHERE c.street_id = :s
+              UNION ALL
+              SELECT 'm' || m.boundary_id FROM micro_grids_at(clock_timestamp()) m JOIN grids g ON g.id = m.grid_id
+              JOIN communities c ON c.id = g.community_id WHERE c.street_id = :s) t
+    """), {"s": street_id}).scalar_one()
+
+
+def scope_token(conn: Connection, state_or_info) -> str:
+    """The published token of what a plan covers (street token for a street plan, else community token)."""
+    get = state_or_info.get if isinstance(state_or_info, dict) else lambda k: getattr(state_or_info, k)
+    if get("street_id") is not None:
+        return street_token(conn, get("street_id"))
+    return community_token(conn, get("community_id"))
+
+
 def version_etag(token: str) -> str:
     """The ETag of a community's published boundaries."""
     return f'"{token}"'
 
 
-def _published_rows(conn: Connection, community_id: int, at: dt.datetime | None = None) -> list[dict]:
+def _published_rows(conn: Connection, community_id: int | list[int], at: dt.datetime | None = None) -> list[dict]:
+    ids = [int(community_id)] if isinstance(community_id, (int, np.integer)) else [int(c) for c in community_id]
     rows = conn.execute(text("""
         SELECT 'g' || id AS key, 'grid' AS level, id AS unit_id, NULL AS parent_key, code, name, kind,
-               dedicated_type, false AS retired, ST_AsBinary(geom) AS geom
-        FROM grids_at(coalesce(CAST(:at AS timestamptz), clock_timestamp())) WHERE community_id = :c
+               dedicated_type, false AS retired, ST_AsBinary(geom) AS geom, community_id
+        FROM grids_at(coalesce(CAST(:at AS timestamptz), clock_timestamp())) WHERE community_id = ANY(:c)
         UNION ALL
         SELECT 'm' || m.id, 'micro_grid', m.id, 'g' || m.grid_id, m.code, m.name, NULL, NULL, false,
-               ST_AsBinary(m.geom)
+               ST_AsBinary(m.geom), g.community_id
         FROM micro_grids_at(coalesce(CAST(:at AS timestamptz), clock_timestamp())) m JOIN grids g ON g.id = m.grid_id
-        WHERE g.community_id = :c
-    """), {"c": community_id, "at": at}).mappings().all()
+        WHERE g.community_id = ANY(:c)
+    """), {"c": ids, "at": at}).mappings().all()
     out = []
     for r in rows:
         d = dict(r)
@@ -188,17 +242,38 @@ def community_of(conn: Connection, code: str) -> dict:
     return dict(row)
 
 
-def create_plan(conn: Connection, community_code: str, actor: str | None = None, label: str | None = None,
+def street_of(conn: Connection, code: str) -> dict:
+    """The street with that code (id, code, name, communities: [id…] by code); PlanError when unknown."""
+    row = conn.execute(text("SELECT id, code, name FROM streets WHERE code = :c"), {"c": code}).mappings().first()
+    if row is None:
+        raise PlanError(f"no street with code {code}")
+    ids = conn.execute(text("SELECT id FROM communities WHERE street_id = :s ORDER BY code"),
+                       {"s": row["id"]}).scalars().all()
+    return {**dict(row), "communities": list(ids)}
+
+
+def create_plan(conn: Connection, code: str, actor: str | None = None, label: str | None = None,
                 at: dt.datetime | None = None) -> int:
-    """Copy a community's grids and micro-grids in force (now, or at `at`) into a new draft plan; its id."""
-    community = community_of(conn, community_code)
-    token = community_token(conn, community["id"])
-    plan_id = conn.execute(text("""
-        INSERT INTO plans (community_id, label, base_token, created_by) VALUES (:c, :l, :t, :a) RETURNING id
-    """), {"c": community["id"], "l": label, "t": token, "a": actor}).scalar_one()
-    rows = _published_rows(conn, community["id"], at)
+    """Copy a community's (12-digit code) or a street's (9-digit code) grids and micro-grids in force (now, or at
+    `at`) into a new draft plan; its id."""
+    if len(code) == 9:
+        street = street_of(conn, code)
+        token = street_token(conn, street["id"])
+        plan_id = conn.execute(text("""
+            INSERT INTO plans (street_id, label, base_token, created_by) VALUES (:s, :l, :t, :a) RETURNING id
+        """), {"s": street["id"], "l": label, "t": token, "a": actor}).scalar_one()
+        rows = _published_rows(conn, street["communities"], at)
+        what = f"street {code}"
+    else:
+        community = community_of(conn, code)
+        token = community_token(conn, community["id"])
+        plan_id = conn.execute(text("""
+            INSERT INTO plans (community_id, label, base_token, created_by) VALUES (:c, :l, :t, :a) RETURNING id
+        """), {"c": community["id"], "l": label, "t": token, "a": actor}).scalar_one()
+        rows = _published_rows(conn, community["id"], at)
+        what = f"community {code}"
     if not rows:
-        raise PlanError(f"community {community_code} has no grids in force to plan from")
+        raise PlanError(f"{what} has no grids in force to plan from")
     _write_rows(conn, plan_id, rows)
     return plan_id
 
@@ -208,9 +283,9 @@ def _write_rows(conn: Connection, plan_id: int, rows: list[dict]) -> None:
         return
     conn.execute(text("""
         INSERT INTO plan_units (plan_id, key, level, unit_id, parent_key, code, name, kind, dedicated_type,
-                                retired, geom)
+                                retired, geom, community_id)
         VALUES (:plan_id, :key, :level, :unit_id, :parent_key, :code, :name, :kind, :dedicated_type, :retired,
-                ST_GeomFromWKB(:geom, 4326))
+                ST_GeomFromWKB(:geom, 4326), :community_id)
     """), [{**{c: r.get(c) for c in COLUMNS}, "plan_id": plan_id,
             "kind": None if r.get("kind") is None else str(getattr(r["kind"], "value", r["kind"])),
             "geom": None if r.get("geom") is None else shapely.to_wkb(r["geom"])} for r in rows])
@@ -225,30 +300,52 @@ def _delete_rows(conn: Connection, plan_id: int, keys: list[str]) -> None:
 def load_state(conn: Connection, plan_id: int, lock: bool = False) -> PlanState:
     """A plan's rows; `lock` takes the plan row FOR UPDATE (serialises edits of one plan)."""
     plan = conn.execute(text(f"""
-        SELECT p.id, p.community_id, c.code AS community_code, p.revision, p.status
-        FROM plans p JOIN communities c ON c.id = p.community_id WHERE p.id = :p
+        SELECT p.id, p.community_id, c.code AS community_code, p.street_id, s.code AS street_code, p.revision,
+               p.status
+        FROM plans p LEFT JOIN communities c ON c.id = p.community_id LEFT JOIN streets s ON s.id = p.street_id
+        WHERE p.id = :p
         {'FOR UPDATE OF p' if lock else ''}
     """), {"p": plan_id}).mappings().first()
     if plan is None:
         raise PlanNotFound(f"no plan {plan_id}")
     rows = conn.execute(text("""
-        SELECT key, level, unit_id, parent_key, code, name, kind, dedicated_type, retired, ST_AsBinary(geom) AS geom
+        SELECT key, level, unit_id, parent_key, code, name, kind, dedicated_type, retired, ST_AsBinary(geom) AS geom,
+               community_id
         FROM plan_units WHERE plan_id = :p ORDER BY key
     """), {"p": plan_id}).mappings().all()
-    state = PlanState(plan["id"], plan["community_id"], plan["community_code"], plan["revision"], plan["status"])
+    state = PlanState(plan["id"], plan["community_id"], plan["community_code"], plan["revision"], plan["status"],
+                      street_id=plan["street_id"], street_code=plan["street_code"])
+    if state.is_street:
+        state.communities = dict(conn.execute(text(
+            "SELECT id, code FROM communities WHERE street_id = :s ORDER BY code"), {"s": state.street_id}).all())
+    else:
+        state.communities = {state.community_id: state.community_code}
     for r in rows:
         d = dict(r)
-        d["geom"] = None if d["geom"] is None else shapely.from_wkb(bytes(d["geom"]))
+        wkb = None if d["geom"] is None else bytes(d["geom"])
+        d["geom"] = None if wkb is None else shapely.from_wkb(wkb)
+        if d["community_id"] is None and not state.is_street:
+            d["community_id"] = state.community_id  # a row written before plans could cover a street
         state.rows[d["key"]] = d
+        h = hashlib.blake2b(repr(tuple(d[c] for c in COLUMNS if c != "geom")).encode(), digest_size=16)
+        h.update(wkb or b"")
+        state.digests[d["key"]] = h.hexdigest()
     return state
 
 
 def plan_info(conn: Connection, plan_id: int) -> dict:
     """The plan's header (id, community, status, revision, base token, operations)."""
     row = conn.execute(text("""
-        SELECT p.id, p.community_id, c.code AS community_code, c.name AS community_name, p.label, p.status,
-               p.revision, p.base_token, p.published_version_id, p.created_by, p.created_at, p.updated_at
-        FROM plans p JOIN communities c ON c.id = p.community_id WHERE p.id = :p
+        SELECT p.id, CASE WHEN p.street_id IS NULL THEN 'community' ELSE 'street' END AS scope,
+               coalesce(c.code, s.code) AS scope_code, coalesce(c.name, s.name) AS scope_name,
+               p.community_id, c.code AS community_code, c.name AS community_name,
+               p.street_id, s.code AS street_code, s.name AS street_name, p.label, p.status,
+               p.revision, p.base_token, p.published_version_id, p.created_by, p.created_at, p.updated_at,
+               (SELECT coalesce(jsonb_agg(jsonb_build_object('id', cc.id, 'code', cc.code, 'name', cc.name)
+                                          ORDER BY cc.code), '[]'::jsonb)
+                FROM communities cc WHERE cc.id = p.community_id OR cc.street_id = p.street_id) AS communities
+        FROM plans p LEFT JOIN communities c ON c.id = p.community_id LEFT JOIN streets s ON s.id = p.street_id
+        WHERE p.id = :p
     """), {"p": plan_id}).mappings().first()
     if row is None:
         raise PlanNotFound(f"no plan {plan_id}")
@@ -264,7 +361,7 @@ def plan_geojson(state: PlanState, include_retired: bool = False) -> dict:
     for key, r in sorted(state.rows.items()):
         if (r["retired"] and not include_retired) or r["geom"] is None:
             continue
-        props = {c: r[c] for c in COLUMNS if c != "geom"}
+        props = {c: r.get(c) for c in COLUMNS if c != "geom"}
         feats.append({"type": "Feature", "id": key, "properties": props, "geometry": to_geojson(r["geom"])})
     return {"type": "FeatureCollection", "features": feats}
 
@@ -448,7 +545,7 @@ def _split(edit: _Edit, key: str, line) -> list[str]:
     edit.set_geom(key, keep)
     for i in order[1:]:
         nk = state.new_key(row["level"])
-        edit.add({**{c: row[c] for c in COLUMNS}, "key": nk, "unit_id": None, "code": None,
+        edit.add({**{c: row.get(c) for c in COLUMNS}, "key": nk, "unit_id": None, "code": None,
                   "name": f"{row['name']}-{len(new_keys) + 2}", "retired": False, "geom": clean(pieces[i])})
         new_keys.append(nk)
     if row["level"] == "grid":
@@ -465,7 +562,7 @@ def _split(edit: _Edit, key: str, line) -> list[str]:
                 else:
                     edit.set_geom(m["key"], rest)
                     mk = state.new_key("micro_grid")
-                    edit.add({**{c: m[c] for c in COLUMNS}, "key": mk, "unit_id": None, "code": None,
+                    edit.add({**{c: m.get(c) for c in COLUMNS}, "key": mk, "unit_id": None, "code": None,
                               "parent_key": nk, "name": f"{m['name']}-拆", "retired": False, "geom": part})
     return [key, *new_keys]
 
@@ -633,7 +730,7 @@ def _serialise_before(before: dict[str, dict | None]) -> dict:
         if row is None:
             out[key] = None
         else:
-            out[key] = {**{c: row[c] for c in COLUMNS if c != "geom"},
+            out[key] = {**{c: row.get(c) for c in COLUMNS if c != "geom"},
                         "kind": None if row.get("kind") is None else str(getattr(row["kind"], "value", row["kind"])),
                         "geom": None if row["geom"] is None else shapely.to_wkb(row["geom"], hex=True)}
     return out
@@ -653,21 +750,81 @@ def _check_revision(conn: Connection, state: PlanState, if_revision: int | None)
                              for r in since])
 
 
+def _op_community(conn: Connection, state: PlanState, op: dict) -> int:
+    """The community an operation works in: that of the units it names (all in one), else ``community`` (code),
+    else (a new grid) the community holding most of its geometry."""
+    if len(state.communities) == 1:
+        return next(iter(state.communities))
+    named = [op.get(k) for k in ("key", "to", "into", "parent")] + list(op.get("keys") or [])
+    found = set()
+    for k in named:
+        if k is None:
+            continue
+        row = state.rows.get(k)
+        if row is None:
+            raise PlanError(f"no unit {k!r} in plan {state.plan_id}")
+        found.add(row["community_id"])
+    if op.get("community"):
+        by_code = {c: i for i, c in state.communities.items()}
+        if op["community"] not in by_code:
+            raise PlanError(f"community {op['community']} is not in plan {state.plan_id}")
+        found.add(by_code[op["community"]])
+    if len(found) > 1:
+        codes = sorted(state.communities[c] for c in found)
+        raise PlanError(f"the operation names units of communities {', '.join(codes)}: every grid belongs to one "
+                        "community, so an operation works inside one community")
+    if found:
+        return found.pop()
+    if op.get("type") == "create" and op.get("geometry"):
+        geom = geojson_geom(op["geometry"])
+        ids = list(state.communities)
+        geoms = np.array([community_geom(conn, c) for c in ids], dtype=object)
+        share = shapely.area(shapely.intersection(geoms, geom))
+        if share.max() > 0:
+            return ids[int(np.argmax(share))]
+    raise PlanError("a street plan needs the operation's community: name a unit of it, or give `community`")
+
+
+def _apply_scoped(conn: Connection, state: PlanState, op: dict) -> tuple[dict[str, dict | None], dict]:
+    """Apply one operation to the community it works in (a sub-state), and fold the changes back into `state`."""
+    if op.get("type") == "suggestion" and "parts" in op:
+        # a street suggestion: one part per community, applied as one operation (one undo)
+        before: dict[str, dict | None] = {}
+        results = []
+        for part in op["parts"]:
+            b, r = _apply_scoped(conn, state, {"type": "suggestion", "community": part["community"],
+                                               "regions": part["regions"]})
+            for k, v in b.items():
+                before.setdefault(k, v)
+            results.append(r)
+        return before, {"type": "suggestion", "keys": [k for r in results for k in r["keys"]],
+                        "communities": [r["community"] for r in results]}
+    cid = _op_community(conn, state, op)
+    sub = state.sub(cid)
+    community = community_geom(conn, cid)
+    needs_buildings = op.get("type") in ("move_buildings", "move_compounds", "suggestion")
+    buildings = buildings_frame(conn, cid) if needs_buildings else None
+    compounds = compounds_frame(conn, cid) if needs_buildings else None
+    try:
+        before, result = apply_to_state(sub, op, community, buildings, compounds)
+    except KeyError as exc:
+        raise PlanError(f"operation {op.get('type')!r} needs {exc}") from exc
+    except shapely.errors.GEOSException as exc:
+        raise PlanError(f"the geometry cannot be processed: {exc}") from exc
+    for key in before:
+        row = sub.rows[key]
+        row["community_id"] = cid  # rows made by the operation belong to its community
+        state.rows[key] = row
+    result["community"] = state.communities[cid]
+    return before, result
+
+
 def apply_operation(conn: Connection, plan_id: int, op: dict, actor: str | None = None,
                     if_revision: int | None = None) -> dict:
     """Apply an operation to a draft plan (locked FOR UPDATE); returns {revision, seq, result, keys}."""
     state = load_state(conn, plan_id, lock=True)
     _check_revision(conn, state, if_revision)
-    community = community_geom(conn, state.community_id)
-    needs_buildings = op.get("type") in ("move_buildings", "move_compounds", "suggestion")
-    buildings = buildings_frame(conn, state.community_id) if needs_buildings else None
-    compounds = compounds_frame(conn, state.community_id) if needs_buildings else None
-    try:
-        before, result = apply_to_state(state, op, community, buildings, compounds)
-    except KeyError as exc:
-        raise PlanError(f"operation {op.get('type')!r} needs {exc}") from exc
-    except shapely.errors.GEOSException as exc:
-        raise PlanError(f"the geometry cannot be processed: {exc}") from exc
+    before, result = _apply_scoped(conn, state, op)
     changed = list(before)
     _delete_rows(conn, plan_id, changed)
     _write_rows(conn, plan_id, [state.rows[k] for k in changed if k in state.rows])

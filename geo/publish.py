@@ -12,6 +12,9 @@ boundaries.
 
 Optimistic locking: the plan remembers the community's published token when it was created; publishing after
 someone else published in the same community raises `StalePublished` naming the versions in between.
+A street plan publishes all its communities in the same transaction as one version: the token is the street's
+(every community of it), publishes of each of its communities are serialised with community plans by the same
+advisory locks, and new codes are given per community (community code + 3 digits, reading order).
 Rollback of version V publishes, as a new version, the community boundaries in force just before V.
 """
 
@@ -23,7 +26,7 @@ import numpy as np
 import shapely
 from sqlalchemy import Connection, text
 
-from geo.plans import PlanError, PlanState, community_token, create_plan, load_state
+from geo.plans import PlanError, PlanState, community_token, create_plan, load_state, scope_token
 
 #: Area (square degrees, ≈0.01 m²) under which a changed boundary counts as unchanged.
 SAME_DEG2 = 1e-12
@@ -59,19 +62,20 @@ def _next_codes(conn: Connection, table: str, prefix: str, width: int, n: int) -
     return [f"{prefix}{i:0{width}d}" for i in range(start, start + n)]
 
 
-def changes_since(conn: Connection, community_id: int, since: dt.datetime) -> list[dict]:
-    """Boundary versions that changed the community's grids or micro-grids after `since`."""
+def changes_since(conn: Connection, community_id: int | list[int], since: dt.datetime) -> list[dict]:
+    """Boundary versions that changed the communities' grids or micro-grids after `since`."""
+    ids = [community_id] if isinstance(community_id, int) else list(community_id)
     rows = conn.execute(text("""
         SELECT v.id AS version_id, v.label, v.created_by, v.valid_from, count(*) AS boundaries
         FROM boundary_versions v
         JOIN (SELECT b.version_id FROM grid_boundaries b JOIN grids g ON g.id = b.grid_id
-              WHERE g.community_id = :c AND (b.valid_from > :s OR b.valid_to > :s)
+              WHERE g.community_id = ANY(:c) AND (b.valid_from > :s OR b.valid_to > :s)
               UNION ALL
               SELECT b.version_id FROM micro_grid_boundaries b JOIN micro_grids m ON m.id = b.micro_grid_id
               JOIN grids g ON g.id = m.grid_id
-              WHERE g.community_id = :c AND (b.valid_from > :s OR b.valid_to > :s)) t ON t.version_id = v.id
+              WHERE g.community_id = ANY(:c) AND (b.valid_from > :s OR b.valid_to > :s)) t ON t.version_id = v.id
         GROUP BY v.id ORDER BY v.valid_from
-    """), {"c": community_id, "s": since}).mappings().all()
+    """), {"c": ids, "s": since}).mappings().all()
     return [{**dict(r), "valid_from": r["valid_from"].isoformat()} for r in rows]
 
 
@@ -97,12 +101,29 @@ def _start(conn: Connection, level: str, unit_id: int, version_id: int, ts: dt.d
 
 
 def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: str,
-                  actor: str | None = None) -> dict:
-    """Write a plan state as a new boundary version at `ts`; returns the version and what was written."""
+                  actor: str | None = None, version_id: int | None = None) -> dict:
+    """Write a plan state as a new boundary version at `ts` (a street plan: community by community, one version);
+    returns the version and what was written."""
     from geo.store import create_version
 
+    if version_id is None:
+        version_id = create_version(conn, ts, label, actor)
+    if state.is_street:
+        summary = {"version_id": version_id, "valid_from": ts.isoformat(), "communities": {}}
+        for level in ("grids", "micro_grids"):
+            summary[level] = {"created": [], "ended": [], "changed": [], "unchanged": 0}
+        for cid, code in state.communities.items():
+            sub = state.sub(cid)
+            if not sub.rows:
+                continue
+            part = publish_state(conn, sub, ts, label, actor, version_id)
+            for level in ("grids", "micro_grids"):
+                for what in ("created", "ended", "changed"):
+                    summary[level][what] += part[level][what]
+                summary[level]["unchanged"] += part[level]["unchanged"]
+            summary["communities"][code] = {level: part[level] for level in ("grids", "micro_grids")}
+        return summary
     community_code = state.community_code
-    version_id = create_version(conn, ts, label, actor)
     summary = {"version_id": version_id, "valid_from": ts.isoformat(), "grids": {"created": [], "ended": [],
                "changed": [], "unchanged": 0}, "micro_grids": {"created": [], "ended": [], "changed": [],
                                                                 "unchanged": 0}}
@@ -210,17 +231,20 @@ def publish(conn: Connection, plan_id: int, actor: str | None = None, if_match: 
     state = load_state(conn, plan_id, lock=True)
     if state.status != "draft":
         raise PlanError(f"plan {plan_id} is {state.status}; only drafts can be published")
-    # serialise publishes in one community: the token check below is then race-free
-    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('gridatlas.publish'), :c)"), {"c": state.community_id})
+    # serialise publishes per community (a street plan takes each of its communities' locks, in id order, so it
+    # also excludes community plans of its communities): the token check below is then race-free
+    for cid in sorted(state.communities):
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('gridatlas.publish'), :c)"), {"c": cid})
     base, created = conn.execute(text("SELECT base_token, created_at FROM plans WHERE id = :p"),
                                  {"p": plan_id}).one()
-    current = community_token(conn, state.community_id)
+    current = scope_token(conn, state)
+    what = f"street {state.street_code}" if state.is_street else f"community {state.community_code}"
     wanted = None if if_match in (None, "", "*") else if_match.strip().removeprefix("W/").strip('"')
     if current != base or (wanted is not None and wanted != current):
         raise StalePublished(
-            f"the published boundaries of community {state.community_code} changed since this plan was drafted"
+            f"the published boundaries of {what} changed since this plan was drafted"
             if current != base else f"If-Match {if_match} is not the current published version",
-            current, changes_since(conn, state.community_id, created))
+            current, changes_since(conn, list(state.communities), created))
     check = validate(conn, plan_id)
     if check["errors"] and not allow_errors:
         raise PlanError(f"the plan has {check['errors']} validation errors; fix them or publish with allow_errors",
@@ -230,7 +254,7 @@ def publish(conn: Connection, plan_id: int, actor: str | None = None, if_match: 
     conn.execute(text("UPDATE plans SET status = 'published', published_version_id = :v, updated_at = now() "
                       "WHERE id = :p"), {"v": summary["version_id"], "p": plan_id})
     summary["classification"] = refresh_classification(conn, ts) if classify else {"refreshed": False}
-    summary["token"] = community_token(conn, state.community_id)
+    summary["token"] = scope_token(conn, state)
     summary["validation"] = {"errors": check["errors"], "warnings": check["warnings"]}
     return summary
 

@@ -12,6 +12,9 @@ and maximises the number of regions, while the band has a ceiling too and we mus
 moved"; and over a MILP because contiguity constraints make MILPs slow beyond ~100 atoms, while a spanning-tree
 cut is connected by construction. Reproducible: every random draw comes from ``numpy.random.default_rng(seed)``.
 
+A street plan is suggested community by community (a grid never crosses a community boundary): each community
+gets its own partition, explanation and numbers, and the feasible ones apply together as one operation.
+
 Infeasibility is explained in numbers: the households need between ceil(H/max) and floor(H/min) grids, and an
 atom that cannot be split (one building) above the maximum is named.
 """
@@ -290,20 +293,45 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
 
 
 def as_operation(suggestion: dict) -> dict:
-    """The suggestion as a plan operation (``type: suggestion``): regions of building ids."""
+    """The suggestion as a plan operation (``type: suggestion``): regions of building ids (a street suggestion:
+    one part per community whose suggestion is feasible, applied as one operation)."""
+    if suggestion.get("scope") == "street":
+        return {"type": "suggestion", "seed": suggestion["seed"],
+                "parts": [{"community": c["community"],
+                           "regions": [{"key": r["key"], "building_ids": r["building_ids"]} for r in c["regions"]]}
+                          for c in suggestion["per_community"] if c.get("feasible") and c.get("regions")]}
     return {"type": "suggestion", "seed": suggestion["seed"],
             "regions": [{"key": r["key"], "building_ids": r["building_ids"]} for r in suggestion["regions"]]}
 
 
 def suggest_for_plan(conn: Connection, plan_id: int, seed: int = 0, steps: int = 300,
                      time_budget_s: float = 5.0) -> dict:
-    """Suggest comprehensive grids for a stored plan's community."""
-    from geo.plan_validation import context_for
+    """Suggest comprehensive grids for a stored plan: its community, or (a street plan) each community of the
+    street on its own, since a grid never crosses a community boundary."""
+    from geo.plan_validation import contexts_for
 
     state = load_state(conn, plan_id)
-    ctx = context_for(conn, state.community_id)
-    out = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed, steps, time_budget_s)
-    out.pop("area_wkb", None)
-    out.pop("building_points", None)
-    out["plan_id"] = plan_id
-    return out
+    ctxs = contexts_for(conn, list(state.communities))
+    parts = []
+    for cid, code in state.communities.items():
+        sub, ctx = state.sub(cid), ctxs[cid]
+        try:
+            out = suggest_state(sub, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed, steps,
+                                time_budget_s / len(state.communities) if state.is_street else time_budget_s)
+        except PlanError as exc:
+            if not state.is_street:
+                raise
+            out = {"method": "recom", "seed": seed, "feasible": False, "reasons": [str(exc)]}
+        out.pop("area_wkb", None)
+        out.pop("building_points", None)
+        parts.append({"community": code, **out})
+    if not state.is_street:
+        return {**parts[0], "plan_id": plan_id}
+    feasible = [p for p in parts if p["feasible"]]
+    return {"plan_id": plan_id, "scope": "street", "method": "recom", "seed": seed,
+            "explanation": (f"按社区分别划分: 网格不跨社区, {len(feasible)}/{len(parts)} 个社区有可行方案"),
+            "feasible": bool(feasible), "all_feasible": len(feasible) == len(parts),
+            "households": int(sum(p.get("households", 0) for p in parts)),
+            "households_moved": int(sum(p.get("households_moved", 0) for p in feasible)),
+            "compounds_split": int(sum(p.get("compounds_split", 0) for p in feasible)),
+            "per_community": parts}

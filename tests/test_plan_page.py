@@ -38,9 +38,12 @@ def plan_app(migrated_engine, district):
         d[~shapely.covers(a["geom"], pts)] = np.inf
         moved = int(bf["id"][np.argmin(d)])
         plans.apply_operation(conn, pid, {"type": "move_buildings", "building_ids": [moved], "to": b["key"]})
-        # and an overlap, so a problem is drawn
-        grown = shapely.union(a["geom"], shapely.intersection(b["geom"], shapely.buffer(a["geom"], 0.0003)))
-        plans.apply_operation(conn, pid, {"type": "replace_geometry", "key": a["key"],
+        # and an overlap, so a problem is drawn: b (after the move) grows into a; ties in the overlap go to a (the
+        # smaller key), and the moved building, no longer in a, stays moved
+        cur = plans.load_state(conn, pid)
+        ga, gb = cur.rows[a["key"]]["geom"], cur.rows[b["key"]]["geom"]
+        grown = shapely.union(gb, shapely.intersection(ga, shapely.buffer(gb, 0.0003)))
+        plans.apply_operation(conn, pid, {"type": "replace_geometry", "key": b["key"],
                                           "geometry": shapely.geometry.mapping(grown)})
     with Session(migrated_engine) as session:
         user = create_user(session, "planner1", "x" * 12, "planner", code)
@@ -79,5 +82,53 @@ def test_plan_map_in_a_browser(plan_app, live_server, browser):
         legend = page.inner_text(".ga-legend")
         assert "户数在区间内" in legend and "超过上限" in legend
         screenshot(page, "plan_map")
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def street_plan_app(migrated_engine, district):
+    """The district in a fresh database, a street plan with one grid split in one of its communities."""
+    from api.auth import issue_token
+    from api.main import create_app
+    from geo import plans
+    from geo.store import load_district
+    from geo.users import create_user
+
+    load_district(migrated_engine, district)
+    with migrated_engine.begin() as conn:
+        street = conn.execute(text("""
+            SELECT s.code FROM streets s JOIN communities c ON c.street_id = s.id
+            GROUP BY s.code ORDER BY count(*) DESC, s.code LIMIT 1
+        """)).scalar()
+        pid = plans.create_plan(conn, street, "tester")
+        state = plans.load_state(conn, pid)
+        big = max(state.live("grid"), key=lambda r: shapely.area(r["geom"]))
+        minx, miny, maxx, maxy = shapely.bounds(big["geom"])
+        mid = (minx + maxx) / 2
+        plans.apply_operation(conn, pid, {"type": "split", "key": big["key"], "line": shapely.geometry.mapping(
+            shapely.LineString([(mid, miny - 1e-3), (mid, maxy + 1e-3)]))})
+    with Session(migrated_engine) as session:
+        user = create_user(session, "streetplanner", "x" * 12, "planner", street)
+        session.flush()
+        headers = {"Authorization": f"Bearer {issue_token(user)}"}
+        session.commit()
+    return create_app(migrated_engine), headers, pid, len(state.communities)
+
+
+def test_street_plan_map_in_a_browser(street_plan_app, live_server, browser):
+    app, headers, pid, n = street_plan_app
+    base = live_server(app)
+    context, page, external, errors = _open(browser, base, f"/maps/plan/{pid}", headers)
+    try:
+        assert external == [] and errors == []
+        summary = page.inner_text("#plan-summary")
+        assert "街道方案" in summary and f"{n} 个社区" in summary
+        draft = page.eval_on_selector_all("path.leaflet-interactive", "els => els.length")
+        assert draft > n  # grids of every community are drawn
+        outlines = page.eval_on_selector_all("path[stroke='#08306b']", "els => els.length")
+        assert outlines == n  # one outline per community of the street
+        assert "社区边界" in page.inner_text(".leaflet-control-layers")
+        screenshot(page, "street_plan_map")
     finally:
         context.close()

@@ -595,3 +595,87 @@ def test_move_buildings_between_micro_grids(db_session, community, plan_id):
         assert shapely.area(shapely.symmetric_difference(after.rows[g["key"]]["geom"], g["geom"])) < 1e-12
         return
     pytest.skip("no grid with two micro-grids and buildings")
+
+
+# ------------------------------------------------------------------------------ publish, then locate over HTTP
+
+def test_http_publish_then_locate_and_classification_answer_by_the_new_version(migrated_engine, district):
+    """Through the API on a database that really commits (the locate index reads through its own connections, so a
+    rolled-back test transaction would be invisible to it): publish a move, then GET /v1/locate answers the new
+    grid once the background rebuild the publish asked for has swapped in, and ``at=`` before it the old one;
+    the classification is the new version's, and at the earlier date the old one's."""
+    import time
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy.orm import Session
+
+    from api.auth import issue_token
+    from api.main import create_app
+    from geo.store import load_district
+    from geo.users import create_user
+
+    load_district(migrated_engine, district)
+    with Session(migrated_engine) as s:
+        user = create_user(s, "publisher", "a long enough password", "admin", None)
+        s.commit()
+        headers = {"Authorization": f"Bearer {issue_token(user)}"}
+    with migrated_engine.connect() as conn:
+        code, cid = conn.execute(text("""
+            SELECT c.code, c.id FROM communities c JOIN grids g ON g.community_id = c.id
+            WHERE g.kind = 'comprehensive' GROUP BY c.id ORDER BY count(*) DESC, c.code LIMIT 1
+        """)).one()
+        bf = plans.buildings_frame(conn, cid)
+        compound_id = conn.execute(text("SELECT id FROM compounds WHERE community_id = :c ORDER BY id LIMIT 1"),
+                                   {"c": cid}).scalar()
+    with TestClient(create_app(migrated_engine), raise_server_exceptions=False) as client:
+        created = client.post("/v1/plans", json={"community_code": code}, headers=headers)
+        assert created.status_code == 201, created.text
+        pid = created.json()["id"]
+        with migrated_engine.connect() as conn:
+            state = plans.load_state(conn, pid)
+        a, b = _neighbours(state)
+        pts = shapely.point_on_surface(bf["geom"])
+        d = shapely.distance(pts, state.rows[b]["geom"])
+        d[~shapely.covers(state.rows[a]["geom"], pts)] = np.inf
+        i = int(np.argmin(d))
+        pt = pts[i]
+        grid_code = {k: state.rows[k]["code"] for k in (a, b)}
+
+        def locate(**extra):
+            r = client.get("/v1/locate", params={"lon": pt.x, "lat": pt.y, **extra})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        def classification(**extra):
+            r = client.get(f"/v1/compounds/{compound_id}/classification", params=extra, headers=headers)
+            assert r.status_code == 200, r.text
+            return r.json()["version"]["id"]
+
+        first = locate()  # builds the index of the version in force now
+        assert first["grid"]["code"] == grid_code[a]
+        old_version = classification()
+        r = client.post(f"/v1/plans/{pid}/operations", json={"type": "move_buildings",
+                                                             "building_ids": [int(bf["id"][i])], "to": b},
+                        headers={**headers, "If-Match": created.headers["ETag"]})
+        assert r.status_code == 200, r.text
+        with migrated_engine.connect() as conn:
+            before_ts = conn.execute(text("SELECT clock_timestamp()")).scalar()
+        pub = client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True},
+                          headers={**headers, "If-Match": created.json()["published_etag"]})
+        assert pub.status_code == 200, pub.text
+        new_version = pub.json()["version_id"]
+        # the publish asked every index holder to rebuild in the background; until the new index is swapped in
+        # the previous one answers, so wait (bounded) for the swap
+        t_pub = time.monotonic()
+        deadline = t_pub + 60
+        now, polls = locate(), 1
+        while now["grid"]["code"] != grid_code[b] and time.monotonic() < deadline:
+            time.sleep(0.05)
+            now, polls = locate(), polls + 1
+        print(f"locate answered the new grid after {polls} request(s), {time.monotonic() - t_pub:.2f} s")
+        assert now["grid"]["code"] == grid_code[b]
+        assert now["version"]["id"] == new_version
+        then = locate(at=before_ts.isoformat())
+        assert then["grid"]["code"] == grid_code[a] and then["version"]["id"] != new_version
+        assert classification() == new_version
+        assert classification(at=before_ts.isoformat()) == old_version != new_version

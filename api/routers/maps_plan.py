@@ -1,4 +1,4 @@
-"""`/maps/plan/{plan_id}`: the offline map of a redraw plan (改划方案图)."""
+"""`/maps/plan/{plan_id}`: the offline map of a redraw plan (改划方案图), of a community or a whole street."""
 
 from __future__ import annotations
 
@@ -16,13 +16,19 @@ router = APIRouter(tags=["maps"])
 def plan_map(plan_id: int, principal: CurrentUser, session: SessionDep) -> HTMLResponse:
     """Published and draft boundaries overlaid, households against the band, moved buildings, problems."""
     from geo.plan_diff import diff
-    from geo.plan_validation import validate
+    from geo.plan_validation import contexts_for, validate
     from geo.plans import _published_rows, load_state
     from maps.plan import plan_page
 
     info = _plan_for(session, plan_id, principal, write=False)
     conn = session.connection()
     state = load_state(conn, plan_id)
+    communities = None
+    if state.is_street:
+        # a street plan: outline each community, so grids are read against the community they must stay in
+        ctxs = contexts_for(conn, list(state.communities))
+        names = {c["code"]: c["name"] for c in info["communities"]}
+        communities = [(code, names.get(code, code), ctxs[cid].community) for cid, code in state.communities.items()]
     page = plan_page(info, state, validate(conn, plan_id), diff(conn, plan_id, geometry=True),
-                     _published_rows(conn, state.community_id))
+                     _published_rows(conn, list(state.communities)), communities)
     return HTMLResponse(page)

@@ -1,7 +1,9 @@
 """Redraw plans over HTTP (改划方案): drafts, operations, undo, live validation, diff, publish, suggest, rollback.
 
-Reads need a signed-in caller whose jurisdiction overlaps the plan's community; writes need the planner or admin
-role with the community inside the caller's jurisdiction, and are audited. A plan answers with an ``ETag``
+A plan covers one community (``community_code``) or a whole street (``street_code``). Reads need a signed-in
+caller whose jurisdiction overlaps the plan's community or street; writes need the planner or admin role with the
+community or street inside the caller's jurisdiction (a community planner cannot draft or publish a street plan),
+and are audited. A plan answers with an ``ETag``
 (its revision); an edit or publish carrying a stale ``If-Match`` gets 412 problem+json listing what changed since.
 Publishing also checks the community's published boundaries against the plan's base (and against ``If-Match``
 when it names the published version's ETag), so two planners never overwrite each other.
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import text
 
 from api.auth import AuditDep, CurrentUser, Planner, ensure_covers
@@ -25,10 +27,17 @@ router = APIRouter(tags=["plans"])
 
 
 class PlanIn(BaseModel):
-    """A new draft plan of one community's grids and micro-grids."""
+    """A new draft plan of one community's (or one street's) grids and micro-grids: give exactly one code."""
 
-    community_code: str = Field(min_length=12, max_length=12, description="the community (12-digit code)")
+    community_code: str | None = Field(None, min_length=12, max_length=12, description="a community (12 digits)")
+    street_code: str | None = Field(None, min_length=9, max_length=9, description="a whole street (9 digits)")
     label: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_scope(self):
+        if (self.community_code is None) == (self.street_code is None):
+            raise ValueError("give exactly one of community_code and street_code")
+        return self
 
 
 class OperationIn(BaseModel):
@@ -49,6 +58,8 @@ class OperationIn(BaseModel):
     building_ids: list[int] | None = None
     compound_ids: list[int] | None = None
     carve: bool | None = None
+    community: str | None = Field(None, description="street plans: the community a new grid goes to (12 digits); "
+                                                    "otherwise the community of the units named")
 
 
 class PublishIn(BaseModel):
@@ -74,11 +85,12 @@ def _plan_for(session, plan_id: int, principal: Principal, write: bool) -> dict:
         info = gp.plan_info(_conn(session), plan_id)
     except gp.PlanNotFound as exc:
         raise Problem(404, str(exc), type="not-found") from None
-    code = info["community_code"]
+    code = info["scope_code"]
+    what = f"{info['scope']} {code}"
     if write:
-        ensure_covers(principal, code, f"community {code}")
+        ensure_covers(principal, code, what)
     elif not principal.overlaps(code):
-        ensure_covers(principal, code, f"community {code}")
+        ensure_covers(principal, code, what)
     return info
 
 
@@ -99,21 +111,22 @@ def _plan_body(session, plan_id: int) -> dict:
     info = gp.plan_info(conn, plan_id)
     state = gp.load_state(conn, plan_id)
     info["etag"] = gp.plan_etag(plan_id, info["revision"])
-    info["published_etag"] = gp.version_etag(gp.community_token(conn, info["community_id"]))
+    info["published_etag"] = gp.version_etag(gp.scope_token(conn, info))
     info["units"] = gp.plan_geojson(state)
     return info
 
 
 @router.post("/v1/plans", status_code=201)
 def create_plan(body: PlanIn, principal: Planner, session: SessionDep, audit: AuditDep, response: Response) -> dict:
-    """Draft a plan from a community's grids and micro-grids in force now."""
-    ensure_covers(principal, body.community_code, f"community {body.community_code}")
+    """Draft a plan from a community's (or a whole street's) grids and micro-grids in force now."""
+    code = body.community_code or body.street_code
+    scope = "community" if body.community_code else "street"
+    ensure_covers(principal, code, f"{scope} {code}")
     try:
-        plan_id = gp.create_plan(_conn(session), body.community_code, principal.actor, body.label)
+        plan_id = gp.create_plan(_conn(session), code, principal.actor, body.label)
     except gp.PlanError as exc:
-        raise Problem(404 if "no community" in str(exc) else 422, str(exc), type="plan-error") from None
-    audit("plan.create", "plan", plan_id, body.community_code, after={"community": body.community_code,
-                                                                      "label": body.label})
+        raise Problem(404 if f"no {scope}" in str(exc) else 422, str(exc), type="plan-error") from None
+    audit("plan.create", "plan", plan_id, code, after={scope: code, "label": body.label})
     out = _plan_body(session, plan_id)
     response.headers["ETag"] = out["etag"]
     response.headers["Location"] = f"/v1/plans/{plan_id}"
@@ -143,7 +156,7 @@ def operate(plan_id: int, body: OperationIn, principal: Planner, session: Sessio
         raise _stale(exc, plan_id) from None
     except gp.PlanError as exc:
         raise Problem(422, str(exc), type="plan-operation") from None
-    audit(f"plan.operation.{body.type}", "plan", plan_id, info["community_code"],
+    audit(f"plan.operation.{body.type}", "plan", plan_id, info["scope_code"],
           after={"seq": out["seq"], "revision": out["revision"], "op": {k: v for k, v in op.items()
                                                                          if k not in ("geometry", "line")},
                  "changed": out["changed"]})
@@ -166,7 +179,7 @@ def undo(plan_id: int, principal: Planner, session: SessionDep, audit: AuditDep,
         raise _stale(exc, plan_id) from None
     except gp.PlanError as exc:
         raise Problem(409, str(exc), type="nothing-to-undo") from None
-    audit("plan.undo", "plan", plan_id, info["community_code"], after=out)
+    audit("plan.undo", "plan", plan_id, info["scope_code"], after=out)
     out["validation"] = validate(_conn(session), plan_id)
     out["etag"] = gp.plan_etag(plan_id, out["revision"])
     response.headers["ETag"] = out["etag"]
@@ -219,7 +232,7 @@ def publish(plan_id: int, principal: Planner, session: SessionDep, audit: AuditD
                       changes=exc.changes) from None
     except gp.PlanError as exc:
         raise Problem(409, str(exc), type="plan-not-publishable") from None
-    audit("plan.publish", "boundary_version", out["version_id"], info["community_code"],
+    audit("plan.publish", "boundary_version", out["version_id"], info["scope_code"],
           after={"plan_id": plan_id, **{k: out[k] for k in ("version_id", "valid_from", "grids", "micro_grids")}})
     background.add_task(notify_boundaries_changed)
     out["etag"] = gp.version_etag(out["token"])
@@ -247,9 +260,11 @@ def suggest(plan_id: int, principal: Planner, session: SessionDep, audit: AuditD
         raise _stale(exc, plan_id) from None
     except gp.PlanError as exc:
         raise Problem(422, str(exc), type="plan-suggest") from None
-    audit("plan.suggest", "plan", plan_id, info["community_code"],
+    audit("plan.suggest", "plan", plan_id, info["scope_code"],
           after={"seed": body.seed, "feasible": out["feasible"], "applied": body.apply and out["feasible"]})
     out.pop("regions", None)
+    for part in out.get("per_community", []):
+        part.pop("regions", None)
     return out
 
 
