@@ -563,11 +563,13 @@ class CompoundOverlap(Base):
 
 
 class Plan(Base):
-    """A draft redraw of one community's grids and micro-grids, published as a new boundary version."""
+    """改划方案: a draft redraw of one community's (or one street's) grids and micro-grids, published as a new
+    boundary version."""
 
     __tablename__ = "plans"
     id: Mapped[int] = mapped_column(primary_key=True)
-    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"), index=True)
+    community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id"), index=True)
+    street_id: Mapped[int | None] = mapped_column(ForeignKey("streets.id"), index=True)
     label: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), server_default="draft")
     revision: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -576,7 +578,8 @@ class Plan(Base):
     created_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = _ts(server_default=func.now())
     updated_at: Mapped[dt.datetime] = _ts(server_default=func.now())
-    __table_args__ = (CheckConstraint("status IN ('draft','published','discarded')", name="plans_status"),)
+    __table_args__ = (CheckConstraint("status IN ('draft','published','discarded')", name="plans_status"),
+                      CheckConstraint("num_nonnulls(community_id, street_id) = 1", name="plans_one_scope"))
 
 
 class PlanUnit(Base):
@@ -585,6 +588,7 @@ class PlanUnit(Base):
     __tablename__ = "plan_units"
     id: Mapped[int] = mapped_column(primary_key=True)
     plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"))
+    community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id"))
     key: Mapped[str] = mapped_column(String(40))
     level: Mapped[str] = mapped_column(String(16))
     unit_id: Mapped[int | None] = mapped_column(Integer)
