@@ -4,7 +4,10 @@ A scale-1 district is generated into a fresh database. For `--communities` commu
 drafted and a fixed script of operations is applied (move a building, move a compound, split, merge, replace a
 geometry, create, retire, undo); after each the live validation is timed (median and p95 over all, per
 operation type). The same script runs in street plans (one per street, in up to two of its communities): the live
-validation there re-validates only the community an operation touched; a full street validation is timed too.
+validation there re-validates only the community an operation touched; a full street validation (no reuse of
+results) is timed too, first with the street's community contexts not cached, then cached (`--repeat` times each).
+`--only street` runs the street part alone (no community script, no suggestions) into
+bench/results/plans_street.json.
 
 Then for every community both suggestion methods run on the same input (atoms = whole compounds that fit the
 band, else buildings; their Delaunay adjacency; the current grids): ours (geo.suggest, ReCom with networkx) and
@@ -192,11 +195,13 @@ def _run_method(fn, args, timeout_s):
     return {"seconds": elapsed, **res}
 
 
-def _street_bench(conn, times_street, full_street, street_rows, limit=0):
+def _street_bench(conn, times_street, full_street, street_rows, limit=0, cold_street=None, repeat=1):
     """Street plans: for each street, a plan over all its communities; the operation script in up to two of its
     communities; after each operation the live validation (re-validates the touched community only) is timed, and
-    once per street a full validation with no reuse."""
-    from geo.plan_validation import validate_plan_state
+    once per street a full validation with no reuse of results: first with the communities' contexts (boundary,
+    buildings, compounds) not cached (`cold_street`), then with them cached (`full_street`)."""
+    from geo import plan_validation
+    from geo.plan_validation import contexts_for, validate_plan_state
 
     streets = conn.exec_driver_sql("SELECT code, id FROM streets ORDER BY code").all()
     if limit:
@@ -204,9 +209,21 @@ def _street_bench(conn, times_street, full_street, street_rows, limit=0):
     for scode, sid in streets:
         pid = plans.create_plan(conn, scode, "bench")
         state = plans.load_state(conn, pid)
-        t0 = time.perf_counter()
-        full = validate_plan_state(conn, state, cache=False)
-        full_street.append(time.perf_counter() - t0)
+        colds = []
+        for _ in range(repeat):
+            # nothing cached: drop the contexts of this street's communities (whatever an earlier step built)
+            for key in [k for k in plan_validation._CONTEXTS if k[1] in state.communities]:
+                del plan_validation._CONTEXTS[key]
+            t0 = time.perf_counter()
+            validate_plan_state(conn, state, cache=False)
+            colds.append(time.perf_counter() - t0)
+        if cold_street is not None:
+            cold_street += colds
+        contexts_for(conn, list(state.communities))
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            full = validate_plan_state(conn, state, cache=False)
+            full_street.append(time.perf_counter() - t0)
         validate(conn, pid)  # the first live validation of every community (then only touched ones)
         done = 0
         for cid in list(state.communities):
@@ -228,7 +245,8 @@ def _street_bench(conn, times_street, full_street, street_rows, limit=0):
                 v = validate(conn, pid)
                 times_street.setdefault(name, []).append(time.perf_counter() - t0)
         street_rows.append({"street": scode, "communities": len(state.communities), "grids": len(state.live("grid")),
-                            "full_validation_ms": round(full_street[-1] * 1000, 1),
+                            "full_validation_ms": round(statistics.median(full_street[-repeat:]) * 1000, 1),
+                            "first_validation_cold_ms": round(statistics.median(colds) * 1000, 1),
                             "errors_at_start": full["errors"]})
         console.print(street_rows[-1])
 
@@ -271,7 +289,13 @@ def main() -> None:
     parser.add_argument("--no-streets", action="store_true")
     parser.add_argument("--timeout", type=float, default=15.0,
                         help="per-community time limit (s) for each suggestion method, in a child process")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="street plans: time each street's full validations (cold and cached) this many times")
+    parser.add_argument("--only", choices=("all", "street"), default="all",
+                        help="street: only the street plans (no community script, no suggestions); results go to "
+                             "bench/results/plans_street.json, leaving plans.json as the full run wrote it")
     args = parser.parse_args()
+    result_name = "plans" if args.only == "all" else "plans_street"
     rules = get_settings().rules
     lo, hi = rules.grid_households_min, rules.grid_households_max
     rows = []
@@ -284,6 +308,8 @@ def main() -> None:
             codes = conn.exec_driver_sql("SELECT code, id FROM communities ORDER BY code").all()
             if args.communities:
                 codes = codes[: args.communities]
+            if args.only == "street":
+                codes = []
             times: dict[str, list[float]] = {}
             sug = []
             for code, cid in codes:
@@ -313,9 +339,11 @@ def main() -> None:
                 console.print(rec)
             times_street: dict[str, list[float]] = {}
             full_street: list[float] = []
+            cold_street: list[float] = []
             street_rows: list[dict] = []
-            if not args.no_streets:
-                _street_bench(conn, times_street, full_street, street_rows, args.streets)
+            if not args.no_streets or args.only == "street":
+                _street_bench(conn, times_street, full_street, street_rows, args.streets, cold_street,
+                              args.repeat)
             trans.rollback()
     for label, tt in (("community", times), ("street", times_street)):
         for name, xs in sorted(tt.items()):
@@ -331,9 +359,15 @@ def main() -> None:
         rows.append({"what": "street plan: full validation, no reuse", "n": len(full_street),
                      "median_ms": statistics.median(full_street) * 1000, "p95_ms": _p95(full_street) * 1000,
                      "max_ms": max(full_street) * 1000})
-    methods = {"recom": _summary(sug, "recom")}
-    if not args.no_maxp:
-        methods["maxp"] = _summary(sug, "maxp")
+    if cold_street:
+        rows.append({"what": "street plan: first validation, contexts not cached", "n": len(cold_street),
+                     "median_ms": statistics.median(cold_street) * 1000, "p95_ms": _p95(cold_street) * 1000,
+                     "max_ms": max(cold_street) * 1000})
+    methods = {}
+    if args.only == "all":
+        methods["recom"] = _summary(sug, "recom")
+        if not args.no_maxp:
+            methods["maxp"] = _summary(sug, "maxp")
     for m, q in methods.items():
         label = {"recom": "suggest ReCom (networkx)", "maxp": "spopt max-p-regions"}[m]
         if q["time_median_s"] is not None:
@@ -341,16 +375,17 @@ def main() -> None:
                          "median_ms": q["time_median_s"] * 1000, "p95_ms": q["time_p95_s"] * 1000,
                          "max_ms": q["time_max_s"] * 1000})
         console.print(label, q)
-    report("plans", rows, f"Redraw plans at scale {args.scale}")
+    title = f"Redraw plans at scale {args.scale}" + (" (street plans only)" if args.only == "street" else "")
+    report(result_name, rows, title)
     import json
 
     from bench.common import RESULTS
 
-    data = json.loads((RESULTS / "plans.json").read_text())
+    data = json.loads((RESULTS / f"{result_name}.json").read_text())
     data.update({"scale": args.scale, "seed": args.seed, "band": [lo, hi], "per_community_limit_s": args.timeout,
                  "recom_budget_s": args.suggest_budget, "methods": methods, "suggestions": sug,
                  "streets": street_rows, "wall_s": round(time.perf_counter() - t_start, 1)})
-    (RESULTS / "plans.json").write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    (RESULTS / f"{result_name}.json").write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ someone else published in the same community raises `StalePublished` naming the 
 A street plan publishes all its communities in the same transaction as one version: the token is the street's
 (every community of it), publishes of each of its communities are serialised with community plans by the same
 advisory locks, and new codes are given per community (community code + 3 digits, reading order).
-Rollback of version V publishes, as a new version, the community boundaries in force just before V.
+Rollback of version V publishes, as a new version, the community boundaries in force just before V; when a street
+plan published V, one street version restores every community V changed (ids and codes of the old units back, the
+units V created ended), refused when those boundaries changed after V unless If-Match is the street's current ETag.
 """
 
 from __future__ import annotations
@@ -63,20 +65,63 @@ def _next_codes(conn: Connection, table: str, prefix: str, width: int, n: int) -
 
 
 def changes_since(conn: Connection, community_id: int | list[int], since: dt.datetime) -> list[dict]:
-    """Boundary versions that changed the communities' grids or micro-grids after `since`."""
+    """Boundary versions that changed the communities' grids or micro-grids after `since` (a boundary ended counts
+    for the version that ended it, the one starting at its ``valid_to``)."""
     ids = [community_id] if isinstance(community_id, int) else list(community_id)
     rows = conn.execute(text("""
-        SELECT v.id AS version_id, v.label, v.created_by, v.valid_from, count(*) AS boundaries
-        FROM boundary_versions v
-        JOIN (SELECT b.version_id FROM grid_boundaries b JOIN grids g ON g.id = b.grid_id
-              WHERE g.community_id = ANY(:c) AND (b.valid_from > :s OR b.valid_to > :s)
-              UNION ALL
-              SELECT b.version_id FROM micro_grid_boundaries b JOIN micro_grids m ON m.id = b.micro_grid_id
-              JOIN grids g ON g.id = m.grid_id
-              WHERE g.community_id = ANY(:c) AND (b.valid_from > :s OR b.valid_to > :s)) t ON t.version_id = v.id
+        WITH touched AS (
+            SELECT 'g' || b.grid_id AS unit, b.version_id, b.valid_from, b.valid_to
+            FROM grid_boundaries b JOIN grids g ON g.id = b.grid_id
+            WHERE g.community_id = ANY(:c) AND (b.valid_from > :s OR b.valid_to > :s)
+            UNION ALL
+            SELECT 'm' || b.micro_grid_id, b.version_id, b.valid_from, b.valid_to
+            FROM micro_grid_boundaries b JOIN micro_grids m ON m.id = b.micro_grid_id JOIN grids g ON g.id = m.grid_id
+            WHERE g.community_id = ANY(:c) AND (b.valid_from > :s OR b.valid_to > :s)),
+        events AS (
+            SELECT unit, version_id FROM touched WHERE valid_from > :s
+            UNION ALL
+            SELECT t.unit, v.id FROM touched t JOIN boundary_versions v ON v.valid_from = t.valid_to
+            WHERE t.valid_to > :s)
+        SELECT v.id AS version_id, v.label, v.created_by, v.valid_from, count(DISTINCT e.unit) AS boundaries
+        FROM boundary_versions v JOIN events e ON e.version_id = v.id
         GROUP BY v.id ORDER BY v.valid_from
     """), {"c": ids, "s": since}).mappings().all()
     return [{**dict(r), "valid_from": r["valid_from"].isoformat()} for r in rows]
+
+
+def _fingerprint(conn: Connection, community_ids: list[int], at: dt.datetime | None = None) -> str:
+    """A digest of the grid and micro-grid boundary rows of the communities in force at `at` (default: now)."""
+    return conn.execute(text("""
+        SELECT md5(coalesce(string_agg(k, ',' ORDER BY k), ''))
+        FROM (SELECT 'g' || boundary_id AS k FROM grids_at(coalesce(CAST(:at AS timestamptz), clock_timestamp()))
+              WHERE community_id = ANY(:c)
+              UNION ALL
+              SELECT 'm' || m.boundary_id FROM micro_grids_at(coalesce(CAST(:at AS timestamptz), clock_timestamp())) m
+              JOIN grids g ON g.id = m.grid_id WHERE g.community_id = ANY(:c)) t
+    """), {"c": [int(i) for i in community_ids], "at": at}).scalar_one()
+
+
+def version_scope(conn: Connection, version_id: int) -> dict | None:
+    """What a boundary version changed: ``communities`` (id → code, every community whose grids or micro-grids it
+    started or ended) and, when a street plan published it, ``street`` (id, code); None for an unknown version."""
+    v = conn.execute(text("SELECT id, valid_from, label FROM boundary_versions WHERE id = :v"),
+                     {"v": version_id}).mappings().first()
+    if v is None:
+        return None
+    communities = dict(conn.execute(text("""
+        SELECT DISTINCT c.id, c.code FROM communities c JOIN grids g ON g.community_id = c.id
+        JOIN (SELECT b.grid_id FROM grid_boundaries b WHERE b.version_id = :v OR b.valid_to = :t
+              UNION
+              SELECT m.grid_id FROM micro_grid_boundaries b JOIN micro_grids m ON m.id = b.micro_grid_id
+              WHERE b.version_id = :v OR b.valid_to = :t) t ON t.grid_id = g.id
+    """), {"v": version_id, "t": v["valid_from"]}).all())
+    street = conn.execute(text("""
+        SELECT s.id, s.code FROM plans p JOIN streets s ON s.id = p.street_id
+        WHERE p.published_version_id = :v ORDER BY p.id LIMIT 1
+    """), {"v": version_id}).mappings().first()
+    return {"version_id": v["id"], "valid_from": v["valid_from"], "label": v["label"],
+            "communities": dict(sorted(communities.items(), key=lambda kv: kv[1])),
+            "street": None if street is None else dict(street)}
 
 
 def _open_boundary(conn: Connection, level: str, unit_id: int):
@@ -259,10 +304,68 @@ def publish(conn: Connection, plan_id: int, actor: str | None = None, if_match: 
     return summary
 
 
+def _if_match_token(if_match: str | None) -> str | None:
+    return None if if_match in (None, "", "*") else if_match.strip().removeprefix("W/").strip('"')
+
+
+def rollback_street(conn: Connection, scope: dict, actor: str | None = None, if_match: str | None = None) -> dict:
+    """Roll back a version a street plan published as ONE new version: every community it changed gets the grids
+    and micro-grids in force just before it (old ids and codes; units it created are ended).
+
+    Refused (`StalePublished`, with the versions since) when the boundaries of those communities changed after
+    the version, unless `if_match` is the street's current ETag; a stale `if_match` is refused as well."""
+    from geo.plans import _published_rows, _write_rows, street_token
+
+    version_id, street = scope["version_id"], scope["street"]
+    street_ids = conn.execute(text("SELECT id FROM communities WHERE street_id = :s ORDER BY id"),
+                              {"s": street["id"]}).scalars().all()
+    ids = sorted(c for c in scope["communities"] if c in set(street_ids))
+    if not ids:
+        raise PlanError(f"version {version_id} changed no grid boundaries to roll back")
+    # the same locks as a street publish (every community of the street, id order): the checks below are race-free
+    for cid in street_ids:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('gridatlas.publish'), :c)"), {"c": cid})
+    current = street_token(conn, street["id"])
+    wanted = _if_match_token(if_match)
+    since = scope["valid_from"]
+    if wanted is not None and wanted != current:
+        later = [c for c in changes_since(conn, street_ids, since) if c["version_id"] != version_id]
+        raise StalePublished(f"If-Match {if_match} is not the current published version of street {street['code']}",
+                             current, later)
+    if wanted is None and _fingerprint(conn, ids, since) != _fingerprint(conn, ids):
+        later = [c for c in changes_since(conn, ids, since) if c["version_id"] != version_id]
+        names = ", ".join(f"{c['version_id']} ({c['label']})" for c in later) or "unknown"
+        raise StalePublished(f"the boundaries version {version_id} changed in street {street['code']} were changed "
+                             f"again since (versions {names}); send If-Match with the current ETag to roll back "
+                             "over them", current, later)
+    before = since - dt.timedelta(microseconds=1)
+    rows = _published_rows(conn, ids, before)
+    if not rows:
+        raise PlanError(f"no grids were in force before version {version_id} to restore")
+    kept = {r["key"] for r in rows}
+    # units the version (or a later one) created are not in the old state: the plan retires them
+    rows += [dict(r, retired=True) for r in _published_rows(conn, ids) if r["key"] not in kept]
+    label = f"回滚版本 {version_id}"
+    pid = conn.execute(text("""
+        INSERT INTO plans (street_id, label, base_token, created_by) VALUES (:s, :l, :t, :a) RETURNING id
+    """), {"s": street["id"], "l": label, "t": current, "a": actor}).scalar_one()
+    _write_rows(conn, pid, rows)
+    out = publish(conn, pid, actor, None, label=f"{label} ({scope['label']})", allow_errors=True)
+    codes = [scope["communities"][c] for c in sorted(ids, key=lambda c: scope["communities"][c])]
+    entry = {"street": street["code"], "communities": codes, "plan_id": pid, **out}
+    return {"rolled_back": version_id, "scope": "street", "street": street["code"], "communities": codes,
+            "version_id": out["version_id"], "plan_id": pid, "token": out["token"], "results": [entry]}
+
+
 def rollback(conn: Connection, version_id: int, actor: str | None = None, if_match: str | None = None,
              community_code: str | None = None) -> dict:
-    """Publish, as a new version, the boundaries in force just before version `version_id` (per community it
-    changed, or only `community_code`)."""
+    """Publish, as a new version, the boundaries in force just before version `version_id`: one street version
+    when a street plan published it (see `rollback_street`), else per community it changed (or only
+    `community_code`)."""
+    if community_code is None:
+        scope = version_scope(conn, version_id)
+        if scope is not None and scope["street"] is not None:
+            return rollback_street(conn, scope, actor, if_match)
     v = conn.execute(text("SELECT id, valid_from, label FROM boundary_versions WHERE id = :v"),
                      {"v": version_id}).mappings().first()
     if v is None:

@@ -99,6 +99,34 @@ def test_outside_community_and_not_contiguous(db_session, plan_id):
     assert any(key in p["keys"] and p["pieces"] == 2 for p in _rules(v, "not_contiguous"))
 
 
+def test_problems_just_over_the_tolerances_are_still_reported(db_session, community, plan_id):
+    """The validator's area bounds (a clean layer skips the pairwise overlays) never hide a small problem: a few m²
+    of grid overlap, a hole of some 40 m² in a micro-grid."""
+    from geo.plan_validation import ValidationRules, context_for, validate_state
+
+    conn = _conn(db_session)
+    state = plans.load_state(conn, plan_id)
+    ctx = context_for(conn, community["id"])
+    rules = ValidationRules()
+    assert not _rules(validate_state(state, ctx, rules), "overlap")
+    a, b = _neighbours(state)
+    edge = shapely.intersection(shapely.boundary(state.rows[a]["geom"]), shapely.boundary(state.rows[b]["geom"]))
+    parts = shapely.get_parts(shapely.line_merge(edge))
+    mid = shapely.line_interpolate_point(parts[np.argmax(shapely.length(parts))], 0.5, normalized=True)
+    square = shapely.box(mid.x - 2e-5, mid.y - 2e-5, mid.x + 2e-5, mid.y + 2e-5)  # about 4 m a side
+    state.rows[a]["geom"] = shapely.union(state.rows[a]["geom"], shapely.intersection(square, state.rows[b]["geom"]))
+    ov = [p for p in _rules(validate_state(state, ctx, rules), "overlap") if set(p["keys"]) == {a, b}]
+    assert len(ov) == 1 and rules.overlap_m2 < ov[0]["area_m2"] < 20
+    micro = max(state.live("micro_grid"), key=lambda r: shapely.area(r["geom"]))
+    c = shapely.point_on_surface(micro["geom"])
+    hole = shapely.box(c.x - 3e-5, c.y - 3e-5, c.x + 3e-5, c.y + 3e-5)  # about 6 m a side
+    assert shapely.contains(micro["geom"], hole)
+    micro["geom"] = shapely.difference(micro["geom"], hole)
+    tiling = _rules(validate_state(state, ctx, rules), "micro_tiling")
+    assert [p["keys"] for p in tiling] == [[micro["parent_key"]]]
+    assert rules.gap_area_m2 < tiling[0]["area_m2"] < 60
+
+
 def test_split_then_merge(db_session, plan_id):
     conn = _conn(db_session)
     state = plans.load_state(conn, plan_id)

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from geo import plans
 from geo.plan_diff import diff
 from geo.plan_validation import validate
-from geo.publish import StalePublished, publish
+from geo.publish import StalePublished, publish, rollback
 
 
 def _conn(db_session):
@@ -256,14 +256,173 @@ def test_http_street_plan_edit_suggest_publish_and_map(client, make_user, street
         text("SELECT code FROM grids WHERE id = :i"), {"i": int(b1[1:])}).scalar()]
     again = client.post("/v1/plans", json={"street_code": street["code"]}, headers=street_planner).json()
     assert again["published_etag"] == pub.headers["ETag"]
-    # rolling the street's version back republishes the community it changed; the street's ETag moves on again
+    # rolling the street's version back publishes one street version restoring the community it changed; the
+    # street's ETag moves on again
     back = client.post(f"/v1/versions/{pub.json()['version_id']}/rollback", headers=street_planner)
     assert back.status_code == 200, back.text
-    assert [r["community"] for r in back.json()["results"]] == [state.communities[c1]]
+    assert back.json()["scope"] == "street" and back.json()["communities"] == [state.communities[c1]]
+    assert back.headers["ETag"] == back.json()["etag"] != pub.headers["ETag"]
     assert db_session.execute(text("SELECT count(*) FROM grids_at(clock_timestamp()) WHERE id = :i"),
                               {"i": int(b1[1:])}).scalar() == 1
     stale = client.post(f"/v1/plans/{again['id']}/publish", json={"allow_errors": True}, headers=street_planner)
     assert stale.status_code == 412 and stale.json()["type"].endswith("stale-version")
+
+
+def _now(conn):
+    return conn.execute(text("SELECT clock_timestamp()")).scalar()
+
+
+def _units_at(conn, street_id, at):
+    """The street's grids and micro-grids in force at `at`: {(level, id): (code, parent, geometry)}."""
+    rows = conn.execute(text("""
+        SELECT 'grid', g.id, g.code, g.community_id, ST_AsBinary(g.geom) FROM grids_at(:t) g
+        JOIN communities c ON c.id = g.community_id WHERE c.street_id = :s
+        UNION ALL
+        SELECT 'micro_grid', m.id, m.code, m.grid_id, ST_AsBinary(m.geom) FROM micro_grids_at(:t) m
+        JOIN grids g ON g.id = m.grid_id JOIN communities c ON c.id = g.community_id WHERE c.street_id = :s
+    """), {"t": at, "s": street_id}).all()
+    return {(r[0], r[1]): (r[2], r[3], shapely.from_wkb(bytes(r[4]))) for r in rows}
+
+
+def _same_units(a, b):
+    """Same units (level, id), codes and parents, geometry equal within 1e-9 degrees."""
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k][:2] == b[k][:2], k
+        assert shapely.equals_exact(shapely.normalize(a[k][2]), shapely.normalize(b[k][2]), tolerance=1e-9), k
+
+
+def _street_version(conn, street_plan):
+    """Publish a street plan that splits a grid in one community and merges two grids in another (whose micro-grids
+    then move to the kept grid, so they get new codes); (publish summary, the two community ids)."""
+    state = plans.load_state(conn, street_plan)
+    (c1, (a1, _)), (c2, (a2, b2)) = _two_communities_with_neighbours(state)
+    plans.apply_operation(conn, street_plan, {"type": "split", "key": a1, "line": _split_line(state.rows[a1]["geom"])})
+    plans.apply_operation(conn, street_plan, {"type": "merge", "keys": [a2, b2]})
+    return publish(conn, street_plan, "tester", allow_errors=True), (c1, c2)
+
+
+def test_street_rollback_is_one_version_restoring_every_community(db_session, street, street_plan):
+    conn = _conn(db_session)
+    t_before = _now(conn)
+    before = _units_at(conn, street["id"], t_before)
+    versions_before = db_session.execute(text("SELECT count(*) FROM boundary_versions")).scalar()
+    out, (c1, c2) = _street_version(conn, street_plan)
+    t_published = _now(conn)
+    published = _units_at(conn, street["id"], t_published)
+    assert out["grids"]["created"] and out["grids"]["ended"] and out["micro_grids"]["created"]
+    assert published != before
+
+    back = rollback(conn, out["version_id"], "tester")
+    assert back["scope"] == "street" and back["street"] == street["code"]
+    codes = sorted(db_session.execute(text("SELECT code FROM communities WHERE id = ANY(:i)"),
+                                      {"i": [c1, c2]}).scalars())
+    assert back["communities"] == codes and len(back["results"]) == 1
+    # ONE new version: every boundary the rollback started or ended belongs to it (grids and micro-grids)
+    rid = back["version_id"]
+    assert rid > out["version_id"]
+    assert db_session.execute(text("SELECT count(*) FROM boundary_versions")).scalar() == versions_before + 2
+    t_rb = db_session.execute(text("SELECT valid_from FROM boundary_versions WHERE id = :v"), {"v": rid}).scalar()
+    started = db_session.execute(text("""
+        SELECT DISTINCT version_id FROM grid_boundaries WHERE valid_from = :t
+        UNION SELECT DISTINCT version_id FROM micro_grid_boundaries WHERE valid_from = :t
+    """), {"t": t_rb}).scalars().all()
+    assert started == [rid]
+    touched = db_session.execute(text("""
+        SELECT DISTINCT g.community_id FROM grid_boundaries b JOIN grids g ON g.id = b.grid_id
+        WHERE b.version_id = :v OR b.valid_to = :t
+    """), {"v": rid, "t": t_rb}).scalars().all()
+    assert sorted(touched) == sorted([c1, c2])
+    # every community of the street is back as before the publish: same ids, codes, parents, geometry
+    now = _units_at(conn, street["id"], _now(conn))
+    _same_units(now, before)
+    # the three states answer by time
+    _same_units(_units_at(conn, street["id"], t_before), before)
+    _same_units(_units_at(conn, street["id"], t_published), published)
+    # what the rolled-back version created is retired with valid_to = the rollback's instant (never deleted)
+    created = out["grids"]["created"] + out["micro_grids"]["created"]
+    ends = db_session.execute(text("""
+        SELECT b.valid_to FROM grid_boundaries b JOIN grids g ON g.id = b.grid_id WHERE g.code = ANY(:c)
+        UNION ALL
+        SELECT b.valid_to FROM micro_grid_boundaries b JOIN micro_grids m ON m.id = b.micro_grid_id
+        WHERE m.code = ANY(:c)
+    """), {"c": created}).scalars().all()
+    assert len(ends) == len(created) and set(ends) == {t_rb}
+    # the rollback is itself a street version: rolling it back brings the published state again, in one version
+    again = rollback(conn, rid, "tester")
+    assert again["scope"] == "street" and again["version_id"] > rid
+    _same_units(_units_at(conn, street["id"], _now(conn)), published)
+
+
+def test_street_rollback_refused_over_later_changes_unless_if_match_is_current(db_session, street, street_plan):
+    conn = _conn(db_session)
+    out, (c1, _) = _street_version(conn, street_plan)
+    # someone publishes a community plan in a community the street version changed
+    cp = plans.create_plan(conn, db_session.execute(text("SELECT code FROM communities WHERE id = :c"),
+                                                    {"c": c1}).scalar(), "someone else")
+    a, b = _neighbours(plans.load_state(conn, cp), c1)
+    plans.apply_operation(conn, cp, {"type": "merge", "keys": [a, b]})
+    later = publish(conn, cp, "someone else", allow_errors=True)
+    with pytest.raises(StalePublished) as exc:
+        rollback(conn, out["version_id"], "tester")
+    assert [c["version_id"] for c in exc.value.changes] == [later["version_id"]]
+    assert str(later["version_id"]) in str(exc.value)
+    # the ETag the street publish answered is stale as well
+    with pytest.raises(StalePublished) as exc:
+        rollback(conn, out["version_id"], "tester", if_match=plans.version_etag(out["token"]))
+    assert exc.value.current == plans.street_token(conn, street["id"])
+    assert [c["version_id"] for c in exc.value.changes] == [later["version_id"]]
+    n = db_session.execute(text("SELECT count(*) FROM boundary_versions")).scalar()
+    # with the current ETag the caller rolls back over the later change knowingly
+    back = rollback(conn, out["version_id"], "tester", if_match=plans.version_etag(exc.value.current))
+    assert back["scope"] == "street"
+    assert db_session.execute(text("SELECT count(*) FROM boundary_versions")).scalar() == n + 1
+
+
+def test_http_street_rollback_jurisdiction_412_audit_and_locate_refresh(client, make_user, street, db_session,
+                                                                         monkeypatch):
+    import geo.lookup
+
+    refreshed = []
+    monkeypatch.setattr(geo.lookup, "notify_boundaries_changed", lambda: refreshed.append(1))
+    street_planner, community_planner = _street_users(make_user, street)
+    created = client.post("/v1/plans", json={"street_code": street["code"]}, headers=street_planner).json()
+    pid = created["id"]
+    state = plans.load_state(db_session.connection(), pid)
+    (c1, (a1, b1)), _ = _two_communities_with_neighbours(state)
+    r = client.post(f"/v1/plans/{pid}/operations", json={"type": "merge", "keys": [a1, b1]}, headers=street_planner)
+    assert r.status_code == 200, r.text
+    pub = client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True}, headers=street_planner)
+    assert pub.status_code == 200, pub.text
+    vid, n_refreshed = pub.json()["version_id"], len(refreshed)
+    url = f"/v1/versions/{vid}/rollback"
+    # a community planner cannot roll back a street version, even one changing only their own community
+    denied = client.post(url, headers=make_user("planner", state.communities[c1])["headers"])
+    assert denied.status_code == 403
+    assert denied.json()["required_jurisdiction"] == street["code"]
+    assert state.communities[c1] in denied.json()["detail"] and street["code"] in denied.json()["detail"]
+    assert client.post(url, headers=community_planner).status_code == 403
+    # a stale If-Match (the street's ETag before the publish): 412 naming the version published since
+    stale = client.post(url, headers={**street_planner, "If-Match": created["published_etag"]})
+    assert stale.status_code == 412 and stale.json()["type"].endswith("stale-version")
+    assert stale.json()["current_etag"] == pub.headers["ETag"]
+    assert db_session.execute(text("SELECT count(*) FROM audit_log WHERE action = 'version.rollback'")).scalar() == 0
+    back = client.post(url, headers={**street_planner, "If-Match": pub.headers["ETag"]})
+    assert back.status_code == 200, back.text
+    body = back.json()
+    assert body["scope"] == "street" and body["communities"] == [state.communities[c1]]
+    assert len(refreshed) == n_refreshed + 1
+    rows = db_session.execute(text("""
+        SELECT target_type, target_id, jurisdiction_code, after FROM audit_log WHERE action = 'version.rollback'
+    """)).all()
+    assert len(rows) == 1
+    kind, target, where, after = rows[0]
+    assert (kind, target, where) == ("boundary_version", str(body["version_id"]), street["code"])
+    assert after["rolled_back"] == vid and after["communities"] == [state.communities[c1]]
+    assert after["grids"]["changed"] or after["grids"]["created"]
+    # the merged-away grid is back under its old id
+    assert db_session.execute(text("SELECT count(*) FROM grids_at(clock_timestamp()) WHERE id = :i"),
+                              {"i": int(b1[1:])}).scalar() == 1
 
 
 def test_migration_0012_downgrades_and_upgrades(migrated_engine, district):

@@ -271,18 +271,25 @@ def suggest(plan_id: int, principal: Planner, session: SessionDep, audit: AuditD
 @router.post("/v1/versions/{version_id}/rollback")
 def rollback(version_id: int, principal: Planner, session: SessionDep, audit: AuditDep, response: Response,
              background: BackgroundTasks, if_match: Annotated[str | None, Header()] = None) -> dict:
-    """Publish, as a new version, the boundaries in force before this version (per community it changed)."""
+    """Publish, as a new version, the boundaries in force before this version: one street version when a street
+    plan published it (needs the street in your jurisdiction; If-Match: the street's published ETag), else one
+    version per community it changed."""
     from geo.lookup import notify_boundaries_changed
-    from geo.publish import StalePublished, rollback as do_rollback
+    from geo.publish import StalePublished, rollback as do_rollback, version_scope
 
     conn = _conn(session)
-    codes = conn.execute(text("""
-        SELECT DISTINCT c.code FROM communities c JOIN grids g ON g.community_id = c.id
-        JOIN grid_boundaries b ON b.grid_id = g.id
-        WHERE b.version_id = :v OR b.valid_to = (SELECT valid_from FROM boundary_versions WHERE id = :v)
-    """), {"v": version_id}).scalars().all()
-    for code in codes:
-        ensure_covers(principal, code, f"community {code}")
+    scope = version_scope(conn, version_id)
+    street = scope["street"] if scope else None
+    if street is not None:
+        ensure_covers(principal, street["code"], f"street {street['code']} (version {version_id} is a street version)")
+    else:
+        codes = conn.execute(text("""
+            SELECT DISTINCT c.code FROM communities c JOIN grids g ON g.community_id = c.id
+            JOIN grid_boundaries b ON b.grid_id = g.id
+            WHERE b.version_id = :v OR b.valid_to = (SELECT valid_from FROM boundary_versions WHERE id = :v)
+        """), {"v": version_id}).scalars().all()
+        for code in codes:
+            ensure_covers(principal, code, f"community {code}")
     try:
         out = do_rollback(conn, version_id, principal.actor, if_match)
     except StalePublished as exc:
@@ -290,9 +297,17 @@ def rollback(version_id: int, principal: Planner, session: SessionDep, audit: Au
                       changes=exc.changes) from None
     except gp.PlanError as exc:
         raise Problem(404 if "no boundary version" in str(exc) else 409, str(exc), type="rollback") from None
-    for r in out["results"]:
-        audit("version.rollback", "boundary_version", r["version_id"], r["community"],
-              after={"rolled_back": version_id, "version_id": r["version_id"], "grids": r["grids"]})
-        response.headers["ETag"] = gp.version_etag(r["token"])
+    if out.get("scope") == "street":
+        audit("version.rollback", "boundary_version", out["version_id"], out["street"],
+              after={"rolled_back": version_id, "version_id": out["version_id"], "plan_id": out["plan_id"],
+                     "street": out["street"], "communities": out["communities"],
+                     "grids": out["results"][0]["grids"], "micro_grids": out["results"][0]["micro_grids"]})
+        out["etag"] = gp.version_etag(out["token"])
+        response.headers["ETag"] = out["etag"]
+    else:
+        for r in out["results"]:
+            audit("version.rollback", "boundary_version", r["version_id"], r["community"],
+                  after={"rolled_back": version_id, "version_id": r["version_id"], "grids": r["grids"]})
+            response.headers["ETag"] = gp.version_etag(r["token"])
     background.add_task(notify_boundaries_changed)
     return out
