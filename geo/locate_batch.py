@@ -238,8 +238,8 @@ class CsvReader:
 
 def _nth_newline(buf: bytearray, n: int) -> int:
     """Index of the n-th newline in buf (n >= 1; the caller knows there are at least n)."""
-    pos = -1
-    # Jump by whole blocks using count(), then find the exact one: O(len) with C-speed scans.
+    # Scan only as far as needed, a block at a time, with numpy (a C-speed scan, no per-line Python call). The
+    # array views the bytearray; it is released before returning, so the caller may resize the buffer.
     step = 1 << 20
     start = 0
     remaining = n
@@ -250,10 +250,11 @@ def _nth_newline(buf: bytearray, n: int) -> int:
             break
         remaining -= c
         start = end
-    pos = start - 1
-    for _ in range(remaining):
-        pos = buf.index(b"\n", pos + 1)
-    return pos
+    view = np.frombuffer(buf, dtype=np.uint8, count=end - start, offset=start)
+    try:
+        return start + int(np.flatnonzero(view == 10)[remaining - 1])
+    finally:
+        del view
 
 
 # ------------------------------------------------------------------------------------------ GeoJSON in
@@ -520,6 +521,8 @@ _CSV_FIELDS = {
     "micro_grid": ("code", "name"), "compound": ("id", "name"), "building": ("id", "code", "name"),
 }
 _STAFF_TARGET = {"grid": "grid", "micro_grid": "micro_grid", "building": "building"}
+#: (position in LEVEL_KEYS, level) of the levels whose staff are listed, in answer order.
+_STAFF_LEVELS = tuple((LEVEL_KEYS.index(k), k) for k in ("grid", "micro_grid", "building"))
 
 
 def _csv_field(value) -> str:
@@ -544,6 +547,43 @@ def _json(value) -> str:
     return orjson.dumps(value).decode()
 
 
+def _json_bytes(value) -> bytes:
+    return orjson.dumps(value)
+
+
+_POWERS_OF_10 = 10 ** np.arange(1, 19, dtype=np.int64)
+
+
+def number_texts(values: np.ndarray) -> list[bytes]:
+    """Decimal texts (ASCII bytes) of integers, made with numpy digit arithmetic rather than one str() each."""
+    v = np.asarray(values, dtype=np.int64)
+    if len(v) == 0:
+        return []
+    if int(v.min()) < 0:
+        return [b"%d" % x for x in v.tolist()]
+    width = np.searchsorted(_POWERS_OF_10, v, side="right") + 1
+    lo, hi = int(width.min()), int(width.max())
+    out = None if lo == hi else np.empty(len(v), dtype=object)
+    for w in range(lo, hi + 1):
+        idx = np.flatnonzero(width == w) if out is not None else slice(None)
+        part = v[idx]
+        if len(part) == 0:
+            continue
+        text = np.empty((len(part), w + 1), dtype=np.uint8)
+        d = part.astype(np.uint64)
+        for j in range(w - 1, -1, -1):  # division by a scalar: numpy's fast constant-divisor path
+            q = d // 10
+            text[:, j] = d - q * 10 + 48
+            d = q
+        text[:, w] = 10
+        texts = text.tobytes().split(b"\n")
+        texts.pop()
+        if out is None:
+            return texts
+        out[idx] = texts
+    return out.tolist()
+
+
 class BatchFormatter:
     """Renders located chunks as CSV or JSON lines; unit and staff fragments are built once per unit."""
 
@@ -558,7 +598,7 @@ class BatchFormatter:
         self.staff = staff
         self.staff_day = staff_day
         self.covers = covers or (lambda code: False)
-        self._frag: dict[str, np.ndarray] = {}
+        self._frag: dict[str, list[str]] = {}
         self._staff_frag: dict[tuple[str, bool], dict[int, str]] = {}
         self._combos: dict[tuple, tuple[str, str]] = {}
         self._tails: dict[str, dict[tuple, str]] = {}  # by the text before the units: whole line tails per combo
@@ -568,6 +608,10 @@ class BatchFormatter:
         self.grid_covered = np.array([bool(self.covers(c)) for c in codes] + [False], dtype=bool)
         for key in LEVEL_KEYS:
             self._frag[key] = self._level_fragments(key)
+        # Radixes of the combination key (unit positions + 1 per level, then match * 2 + phone visibility), when
+        # their product fits in an int64 (it does up to some thousands of buildings times the other levels).
+        radix = [len(index.levels[k]) + 1 for k in LEVEL_KEYS] + [8]
+        self._radix = radix if math.prod(radix) < 2**62 else None
 
     def header(self) -> str:
         """The CSV header line ('' for JSON lines)."""
@@ -583,13 +627,15 @@ class BatchFormatter:
             # id, code and name: the level's other attributes are one GET /v1/locate away.
             items = [f'"{key}":{_json({"id": r["id"], "code": r["code"], "name": r["name"]})}' for r in records]
             items.append(f'"{key}":null')
-        return np.array(items, dtype=object)
+        return items  # position -1 (no unit) picks the trailing empty fragment
 
     def _staff_text(self, key: str, pos: int, full: bool) -> str:
         """Staff of one unit as CSV text or JSON array items (cached per unit and phone visibility)."""
         if self.staff is None or pos < 0:
             return ""
-        cache = self._staff_frag.setdefault((key, full), {})
+        cache = self._staff_frag.get((key, full))
+        if cache is None:
+            cache = self._staff_frag[(key, full)] = {}
         text = cache.get(pos)
         if text is None:
             people = self.staff.staff([(key, self.index.levels[key].records[pos]["id"])], self.staff_day, full)
@@ -602,10 +648,11 @@ class BatchFormatter:
             cache[pos] = text
         return text
 
-    def _combination(self, pos: dict[str, int], match: int, full: bool) -> tuple[str, str]:
-        """The text before and after the distance for one combination of units, match and phone visibility."""
-        frags = [self._frag[k][pos[k]] for k in LEVEL_KEYS]
-        staff = [self._staff_text(k, pos[k], full) for k in ("grid", "micro_grid", "building")]
+    def _combination(self, pos: Sequence[int], match: int, full: bool) -> tuple[str, str]:
+        """The text before and after the distance for one combination of units (positions in LEVEL_KEYS order),
+        match and phone visibility."""
+        frags = [self._frag[k][p] for k, p in zip(LEVEL_KEYS, pos)]
+        staff = [self._staff_text(k, pos[i], full) for i, k in _STAFF_LEVELS]
         name = MATCH_NAMES[match]
         if self.fmt == "csv":
             people = "; ".join(s for s in staff if s)
@@ -614,15 +661,39 @@ class BatchFormatter:
         return (",".join(frags) + f',"match":{_json(name)},"distance_m":',
                 f',"version_id":{self.version_text or "null"},"staff":[{people}]}}')
 
-    def render(self, chunk: PointChunk, batch: LocateBatch | None, valid: np.ndarray) -> str:
-        """Output text for a chunk: every row in input order, errors in place."""
+    def render(self, chunk: PointChunk, batch: LocateBatch | None, valid: np.ndarray) -> bytes:
+        """Output for a chunk (UTF-8 bytes): every row in input order, errors in place."""
         with no_gc():
             return self._render(chunk, batch, valid)
 
-    def _render(self, chunk: PointChunk, batch: LocateBatch | None, valid: np.ndarray) -> str:
+    def _combo_keys(self, values: list[np.ndarray]) -> tuple[np.ndarray, list, np.ndarray]:
+        """Number the rows' combinations of (unit positions, match and phone visibility): (code per row, a key per
+        code that is stable across chunks, a row holding each code)."""
+        n = len(values[0])
+        if self._radix is not None:
+            # One mixed-radix integer per row identifies the combination exactly: one hash factorisation.
+            key = np.zeros(n, dtype=np.int64)
+            for v, r in zip(values, self._radix):
+                key *= r
+                key += v + 1
+            codes, uniques = pd.factorize(key, sort=False)
+            keys = uniques.tolist()
+        else:
+            codes = np.zeros(n, dtype=np.int64)
+            for v in values:
+                codes, _ = pd.factorize(codes * (int(v.max()) + 2) + (v + 1), sort=False)
+                codes = codes.astype(np.int64)
+            keys = None
+        rep = np.empty(int(codes.max()) + 1 if n else 0, dtype=np.int64)
+        rep[codes] = np.arange(n)  # any row of a combination will do: they all hold the same values
+        if keys is None:
+            keys = list(map(tuple, np.column_stack([v[rep] for v in values]).tolist()))
+        return codes, keys, rep
+
+    def _render(self, chunk: PointChunk, batch: LocateBatch | None, valid: np.ndarray) -> bytes:
         n = len(chunk)
         if n == 0:
-            return ""
+            return b""
         pos = {k: np.full(n, NONE, dtype=np.int64) for k in LEVEL_KEYS}
         match = np.zeros(n, dtype=np.int64)
         dist = np.full(n, np.nan)
@@ -632,66 +703,62 @@ class BatchFormatter:
             match[valid] = batch.match
             dist[valid] = batch.distance_m
         full = self.grid_covered[pos["grid"]].astype(np.int64)  # index -1 picks the trailing False
-        # A million rows share a few thousand (units, match, phone visibility) combinations: number them with
-        # hash factorisation, render each combination once, then each row is four strings joined.
-        combo = np.zeros(n, dtype=np.int64)
-        for values in (*(pos[k] for k in LEVEL_KEYS), match * 2 + full):
-            codes, _ = pd.factorize(combo * (int(values.max()) + 2) + (values + 1), sort=False)
-            combo = codes.astype(np.int64)
-        _, first = np.unique(combo, return_index=True)
-        keys = np.column_stack([*(pos[k][first] for k in LEVEL_KEYS), match[first], full[first]]).tolist()
+        # A million rows share a few thousand (units, match, phone visibility) combinations: render each once
+        # (cached across chunks), then each row is its row number and one cached byte string.
+        codes, keys, rep = self._combo_keys([*(pos[k] for k in LEVEL_KEYS), match * 2 + full])
         csv_out = self.fmt == "csv"
         ids = chunk.ids
         if csv_out:
-            lead = ","
             tail_pre = ",," if ids is None else ","
         else:
-            lead = '{"row":'
             tail_pre = ',"id":null,' if ids is None else ","
         # Inside, boundary and no match have a fixed distance text, so most rows are head + one cached string.
-        fixed = ("" if csv_out else "null", "0", "0", None)
-        cache = self._combos
+        fixed = ("" if csv_out else "null", "0", "0", "")
         tail_cache = self._tails.setdefault(tail_pre, {})
-        parts = []
-        texts = []
-        for key in map(tuple, keys):
-            part = cache.get(key)
-            if part is None:
-                part = cache[key] = self._combination(dict(zip(LEVEL_KEYS, key[:6])), key[6], bool(key[7]))
-            parts.append(part)
-            text = tail_cache.get(key)
-            if text is None:
-                text = tail_cache[key] = tail_pre + part[0] + (fixed[key[6]] or "") + part[1] + "\n"
-            texts.append(text)
-        # Each line is laid out as a few slots of one flat list joined once: the row number, then (with ids) the
-        # separator and id, then the combination text ending in the newline. Slot lists are filled by slice
-        # assignment, so no per-row string is built except the row number (and the id when there is one).
-        rows = chunk.rows.tolist()
-        whole = np.array(texts, dtype=object)
-        tails = whole[combo]
+        texts = [tail_cache.get(k) for k in keys]
+        if None in texts:
+            miss = [j for j, t in enumerate(texts) if t is None]
+            rows_of = rep[miss]
+            values = np.column_stack([*(pos[k][rows_of] for k in LEVEL_KEYS), match[rows_of], full[rows_of]])
+            for j, v in zip(miss, values.tolist()):
+                part = self._part(keys[j], v[:6], v[6], bool(v[7]))
+                texts[j] = tail_cache[keys[j]] = (tail_pre + part[0] + fixed[v[6]] + part[1] + "\n").encode()
+        # Each line is a few slots of one flat list joined once: (the JSON lead,) the row number, (the id,) and the
+        # combination's bytes ending in the newline; row numbers are made by numpy digit arithmetic.
+        whole = np.empty(len(texts), dtype=object)
+        whole[:] = texts
+        tails = whole[codes].tolist()
         for i in np.flatnonzero(match == MATCH_NEAREST).tolist():
-            b, a = parts[combo[i]]
-            tails[i] = tail_pre + b + repr(round(float(dist[i]), 3)) + a + "\n"
+            b, a = self._combos[keys[codes[i]]]
+            tails[i] = (tail_pre + b + repr(round(float(dist[i]), 3)) + a + "\n").encode()
+        rows = chunk.rows
+        numbers = number_texts(rows)
         if ids is None:
-            width = 1 if csv_out else 2
-            heads = [list(map(str, rows))] if csv_out else [[lead] * n, list(map(str, rows))]
+            heads = [numbers] if csv_out else [[b'{"row":'] * n, numbers]
         elif csv_out:
-            width = 3
-            heads = [list(map(str, rows)), [lead] * n, _csv_texts(ids)]
+            heads = [numbers, [b","] * n, [t.encode() for t in _csv_texts(ids)]]
         else:
-            width = 4
-            heads = [[lead] * n, list(map(str, rows)), [',"id":'] * n, list(map(_json, ids))]
-        out = [""] * ((width + 1) * n)
+            heads = [[b'{"row":'] * n, numbers, [b',"id":'] * n, list(map(_json_bytes, ids))]
+        width = len(heads)
+        out = [b""] * ((width + 1) * n)
         for j, column in enumerate(heads):
             out[j::width + 1] = column
-        out[width::width + 1] = tails.tolist()
-        for i, msg in chunk.errors.items():
-            idv = ids[i] if ids is not None else None
-            k = (width + 1) * i
-            out[k:k + width + 1] = [""] * (width + 1)
-            out[k] = (f"{rows[i]},{_csv_field(idv)}{',' * (len(CSV_COLUMNS) - 2)}{_csv_field(msg)}\n" if csv_out
-                      else _json({"row": rows[i], "id": idv, "error": msg}) + "\n")
-        return "".join(out)
+        out[width::width + 1] = tails
+        if chunk.errors:
+            row_list = rows.tolist()
+            for i, msg in chunk.errors.items():
+                idv = ids[i] if ids is not None else None
+                k = (width + 1) * i
+                out[k:k + width + 1] = [b""] * (width + 1)
+                out[k] = (f"{row_list[i]},{_csv_field(idv)}{',' * (len(CSV_COLUMNS) - 2)}{_csv_field(msg)}\n"
+                          if csv_out else _json({"row": row_list[i], "id": idv, "error": msg}) + "\n").encode()
+        return b"".join(out)
+
+    def _part(self, key, pos: Sequence[int], match: int, full: bool) -> tuple[str, str]:
+        part = self._combos.get(key)
+        if part is None:
+            part = self._combos[key] = self._combination(pos, match, full)
+        return part
 
     def error_line(self, row: int, msg: str) -> str:
         """A line reporting an error at `row` (no unit columns)."""

@@ -3,10 +3,12 @@
 Two implementations that must agree exactly:
 
 - `LocateIndex`: an in-memory index of one boundary set (the boundaries in force over one interval of time),
-  built from PostGIS. Each level has a shapely 2 STRtree over prepared polygons for exact answers, and in front of
-  it a cell raster: every cell of a regular lattice that no boundary touches is "pure" and stores its owner, so
-  most points are answered by numpy arithmetic alone; points in cells that a boundary touches ("mixed") go to
-  the exact STRtree + ``covers`` path. `locate_many` is vectorised end to end.
+  built from PostGIS. Each level has a shapely 2 STRtree over prepared polygons, and in front of it a cell
+  raster: every cell of a regular lattice that no boundary touches is "pure" and stores its owner, so most points
+  are answered by numpy arithmetic alone. Each cell that a boundary touches ("mixed") lists the few units whose
+  boundary touches it (and the first unit holding the whole cell, if any); a point there is tested exactly
+  against those candidates in tie-break order with ``shapely.intersects_xy`` (``covers`` for a polygon and a
+  point), without creating Point objects. `locate_many` is vectorised end to end.
 - `locate_sql` / `locate_sql_many`: the PostGIS reference (``ST_Covers`` with the GiST indexes) the tests and the
   benchmark compare against.
 
@@ -28,7 +30,9 @@ new index in with one reference assignment, so a reader never sees a half-built 
 from __future__ import annotations
 
 import bisect
+import ctypes
 import datetime as dt
+import gc
 import logging
 import math
 import threading
@@ -36,7 +40,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -67,6 +71,8 @@ DEFAULT_MAX_CELLS = 4_000_000
 CELLS_PER_UNIT = 48
 MIN_CELL_M = 2.0
 MAX_CELL_M = 60.0
+#: Cells per level at least (unless that makes them smaller than MIN_CELL_M).
+MIN_CELLS = 1_000_000
 #: Cell-space tolerance when marking boundary cells: covers floating-point error of the cell arithmetic.
 _CELL_EPS = 1e-6
 
@@ -103,6 +109,47 @@ BOUNDARY_TABLES = {
 
 # ------------------------------------------------------------------------------------------- cell raster
 
+@contextmanager
+def _no_gc():
+    """Pause the cyclic garbage collector while creating many shapely objects (none cyclic): the collections the
+    allocations trigger would otherwise walk every live object again and again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+#: Points created at once while building (bounds the memory of the temporary shapely objects).
+_POINT_BATCH = 32_768
+
+
+def _points(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """shapely points, with the cyclic garbage collector paused while they are created."""
+    with _no_gc():
+        return shapely.points(x, y)
+
+
+def _release_free_memory() -> None:
+    """Hand the heap freed by a build's temporaries back to the OS (glibc `malloc_trim`; a no-op elsewhere).
+
+    The build's large numpy temporaries raise glibc's dynamic mmap threshold, so later ones come from the heap
+    and stay in the resident set after they are freed: some 100 MB at scale 1, for an index of about 50 MB."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Distinct values, ascending (a sort and a mask: faster than np.unique's hashing on these int64 keys)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
+
+
 def _metres_per_degree(lat: float) -> tuple[float, float]:
     return 111_320.0 * math.cos(math.radians(lat)), 110_574.0
 
@@ -135,14 +182,11 @@ class CellRaster:
             out[inside] = self.cells[fy[inside].astype(np.int64) * self.nx + fx[inside].astype(np.int64)]
         return out
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.cells.nbytes)
-
     @classmethod
     def build(cls, geoms: np.ndarray, owners: Callable[[np.ndarray], np.ndarray], cell_m: float,
-              max_cells: int = DEFAULT_MAX_CELLS) -> CellRaster:
-        """Mark every cell a boundary touches as MIXED; give each run of untouched cells its owner (one exact query)."""
+              max_cells: int = DEFAULT_MAX_CELLS, tree: shapely.STRtree | None = None) -> CellRaster:
+        """Mark every cell a boundary touches as MIXED; give each run of untouched cells its owner (one exact query);
+        list for each MIXED cell the units that can cover a point of it."""
         minx, miny, maxx, maxy = shapely.total_bounds(geoms)
         mx, my = _metres_per_degree((miny + maxy) / 2.0)
         while True:
@@ -155,8 +199,9 @@ class CellRaster:
                 break
             cell_m *= 1.25
         raster = cls(x0, y0, 1.0 / sx, 1.0 / sy, nx, ny, cell_m, np.empty(0, np.int8))
+        keys, unit = raster._boundary_cells(geoms)
         mixed = np.zeros(nx * ny, dtype=bool)
-        mixed[raster._boundary_cells(geoms)] = True
+        mixed[keys] = True
 
         # Runs of untouched cells along a row have one owner: adjacent untouched cells share an edge no boundary
         # touches, so the set of covering units cannot change between them.
@@ -166,30 +211,70 @@ class CellRaster:
         first = np.flatnonzero(start)
         cx = x0 + (first % nx + 0.5) * sx
         cy = y0 + (first // nx + 0.5) * sy
-        run_owner = owners(shapely.points(cx, cy)) if len(first) else np.empty(0, np.int32)
+        run_owner = np.concatenate([owners(_points(cx[i:i + _POINT_BATCH], cy[i:i + _POINT_BATCH]))
+                                    for i in range(0, len(first), _POINT_BATCH)] or [np.empty(0, np.int32)])
         dtype = np.int16 if len(geoms) < np.iinfo(np.int16).max else np.int32
         run = np.cumsum(start) - 1
         cells = np.where(mixed, MIXED, run_owner[np.maximum(run, 0)] if len(first) else MIXED).astype(dtype)
         raster.cells = cells
+        raster._candidates(geoms, keys, unit, tree if tree is not None else shapely.STRtree(geoms))
         return raster
 
-    def _boundary_cells(self, geoms: np.ndarray) -> np.ndarray:
-        """Flat indices of every cell whose closure a polygon boundary touches (a conservative supercover)."""
-        rings = shapely.get_rings(shapely.get_parts(geoms))
+    def _candidates(self, geoms: np.ndarray, keys: np.ndarray, unit: np.ndarray, tree: shapely.STRtree) -> None:
+        """Per MIXED cell: the units whose boundary touches it (to test, ascending) and the first unit holding the
+        whole cell in its interior (`sure`, answered without a test).
+
+        A unit covering some point of a cell either has its boundary in the cell (then the conservative supercover
+        listed it) or holds the whole closed cell in its interior (then it covers the cell's centre). Units to test
+        that come after `sure` in tie-break order can never win, so they are dropped.
+        """
+        n_units = len(geoms)
+        pair = _sorted_unique(keys * n_units + unit)
+        cell_of_pair = pair // n_units
+        unit_of_pair = (pair % n_units).astype(np.int32)
+        first = np.flatnonzero(np.r_[True, cell_of_pair[1:] != cell_of_pair[:-1]])
+        self.mixed_cells = cell_of_pair[first]
+        m = len(self.mixed_cells)
+        # Units covering each mixed cell's centre whose boundary does not touch the cell hold it whole.
+        cx = self.x0 + (self.mixed_cells % self.nx + 0.5) / self.isx
+        cy = self.y0 + (self.mixed_cells // self.nx + 0.5) / self.isy
+        found = [tree.query(_points(cx[i:i + _POINT_BATCH], cy[i:i + _POINT_BATCH]), predicate="intersects")
+                 + np.array([[i], [0]]) for i in range(0, m, _POINT_BATCH)]
+        inp, idx = np.concatenate(found, axis=1) if found else np.empty((2, 0), np.int64)
+        q = self.mixed_cells[inp] * n_units + idx
+        at = np.minimum(np.searchsorted(pair, q), len(pair) - 1)
+        whole = pair[at] != q
+        big = np.iinfo(np.int32).max
+        sure = np.full(m, big, dtype=np.int64)
+        np.minimum.at(sure, inp[whole], idx[whole])
+        pair_cell = np.repeat(np.arange(m), np.diff(np.r_[first, len(pair)]))
+        keep = unit_of_pair < sure[pair_cell]
+        counts = np.bincount(pair_cell[keep], minlength=m)
+        self.cand_ptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        self.cand = unit_of_pair[keep]  # grouped by cell, ascending within a cell (pairs were sorted)
+        self.sure = np.where(sure == big, NONE, sure).astype(np.int32)
+
+    def _boundary_cells(self, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flat indices, unit positions) of every cell whose closure a polygon boundary touches, with the unit
+        whose boundary it is (a conservative supercover; a cell may be listed many times)."""
+        parts, part_unit = shapely.get_parts(geoms, return_index=True)
+        rings, ring_part = shapely.get_rings(parts, return_index=True)
         coords, ring = shapely.get_coordinates(rings, return_index=True)
         same = ring[1:] == ring[:-1]
+        seg_unit = part_unit[ring_part[ring[:-1][same]]]
         u, v = self.cell_coords(coords[:, 0], coords[:, 1])
         u0, v0, u1, v1 = u[:-1][same], v[:-1][same], u[1:][same], v[1:][same]
-        keys = []
+        keys, units = [], []
 
-        def add(ix, iy):
+        def add(ix, iy, who):
             ix = np.clip(ix, 0, self.nx - 1).astype(np.int64)
             iy = np.clip(iy, 0, self.ny - 1).astype(np.int64)
             keys.append(iy * self.nx + ix)
+            units.append(who)
 
         for du in (-_CELL_EPS, _CELL_EPS):
             for dv in (-_CELL_EPS, _CELL_EPS):
-                add(np.floor(u0 + du), np.floor(v0 + dv))
+                add(np.floor(u0 + du), np.floor(v0 + dv), seg_unit)
         # Crossings of vertical lattice lines u = k mark the cells on both sides, likewise for horizontal ones;
         # every cell a segment passes through is either its first cell or entered through such a crossing.
         for a0, b0, a1, b1, swap in ((u0, v0, u1, v1, False), (v0, u0, v1, u1, True)):
@@ -203,11 +288,50 @@ class CellRaster:
             offset = np.repeat(np.cumsum(count) - count, count)
             k = lo[seg] + (np.arange(total) - offset)
             b = b0[seg] + (k - a0[seg]) * (b1[seg] - b0[seg]) / (a1[seg] - a0[seg])
+            who = seg_unit[seg]
             for side in (k - 1, k):
                 for db in (-_CELL_EPS, _CELL_EPS):
                     other = np.floor(b + db)
-                    add(other, side) if swap else add(side, other)
-        return np.concatenate(keys)
+                    add(other, side, who) if swap else add(side, other, who)
+        return np.concatenate(keys), np.concatenate(units).astype(np.int64)
+
+    def refine(self, geoms: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact owners of points in MIXED cells: (owner per point, whether a boundary-touching unit was tested and
+        won). Each point is tested against its cell's candidates in tie-break order, stopping at the first that
+        covers it, with `intersects_xy` (for a polygon and a point that is ``covers``: boundary included) and no
+        Point objects."""
+        fx, fy = self.cell_coords(x, y)
+        m = np.searchsorted(self.mixed_cells, fy.astype(np.int64) * self.nx + fx.astype(np.int64))
+        start = self.cand_ptr[m]
+        count = self.cand_ptr[m + 1] - start
+        owner = self.sure[m]
+        tested = np.zeros(len(x), dtype=bool)
+        active = np.flatnonzero(count)
+        rank = 0
+        while active.size:
+            c = self.cand[start[active] + rank]
+            ok = shapely.intersects_xy(geoms[c], x[active], y[active])
+            won = active[ok]
+            owner[won] = c[ok]
+            tested[won] = True
+            rank += 1
+            active = active[~ok]
+            active = active[count[active] > rank]
+        return owner, tested
+
+    def refine_one(self, geoms: np.ndarray, x: float, y: float) -> tuple[int, bool]:
+        """`refine` for one point."""
+        fx, fy = (x - self.x0) * self.isx, (y - self.y0) * self.isy
+        m = int(np.searchsorted(self.mixed_cells, int(fy) * self.nx + int(fx)))
+        for g in self.cand[self.cand_ptr[m]:self.cand_ptr[m + 1]].tolist():
+            if shapely.intersects_xy(geoms[g], x, y):
+                return g, True
+        return int(self.sure[m]), False
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.cells.nbytes + self.mixed_cells.nbytes + self.cand_ptr.nbytes + self.cand.nbytes
+                   + self.sure.nbytes)
 
 
 # ------------------------------------------------------------------------------------------------ levels
@@ -234,7 +358,7 @@ class LevelIndex:
         self.raster: CellRaster | None = None
         if len(self.geoms):
             cell_m = self._cell_size()
-            self.raster = CellRaster.build(self.geoms, self.exact, cell_m, max_cells)
+            self.raster = CellRaster.build(self.geoms, self.exact, cell_m, max_cells, self.tree)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -243,7 +367,11 @@ class LevelIndex:
         minx, miny, maxx, maxy = shapely.bounds(self.geoms).T
         mx, my = _metres_per_degree(float(np.nanmean((miny + maxy) / 2.0)))
         size = float(np.median(np.sqrt((maxx - minx) * mx * (maxy - miny) * my)))
-        return min(max(size / CELLS_PER_UNIT, MIN_CELL_M), MAX_CELL_M)
+        cell_m = min(max(size / CELLS_PER_UNIT, MIN_CELL_M), MAX_CELL_M)
+        # Levels of few large units (streets, communities) would get few coarse cells, and their long, detailed
+        # boundaries make the exact test dear: give them at least MIN_CELLS cells (a couple of MB).
+        area = (np.nanmax(maxx) - np.nanmin(minx)) * mx * (np.nanmax(maxy) - np.nanmin(miny)) * my
+        return max(min(cell_m, math.sqrt(area / MIN_CELLS)), MIN_CELL_M)
 
     def positions(self, ids) -> np.ndarray:
         """Positions of unit ids in this level (NONE for unknown or missing ids)."""
@@ -266,13 +394,16 @@ class LevelIndex:
         return owner
 
     def owners(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(owner positions, indices of the points that needed the exact path)."""
+        """(owner positions, indices of the points whose owner was decided by an exact test: only these can lie on
+        their owner's boundary)."""
         if self.raster is None:
             return np.full(x.shape, NONE, dtype=np.int32), np.empty(0, np.int64)
         out = self.raster.lookup(x, y)
         mixed = np.flatnonzero(out == MIXED)
         if mixed.size:
-            out[mixed] = self.exact(shapely.points(x[mixed], y[mixed]))
+            owner, tested = self.raster.refine(self.geoms, x[mixed], y[mixed])
+            out[mixed] = owner
+            return out, mixed[tested]
         return out, mixed
 
     def _make_record(self, row: dict) -> dict:
@@ -289,7 +420,7 @@ class LevelIndex:
         return dict(self.records[int(pos)])
 
     def owner_one(self, x: float, y: float) -> tuple[int, bool]:
-        """Scalar fast path of `owners` for one point: (owner position, whether the exact path was needed)."""
+        """Scalar fast path of `owners` for one point: (owner position, whether an exact test decided it)."""
         r = self.raster
         if r is None:
             return NONE, False
@@ -300,12 +431,7 @@ class LevelIndex:
         value = int(r.cells[int(fy) * r.nx + int(fx)])
         if value != MIXED:
             return value, False
-        pt = shapely.Point(x, y)
-        idx = self.tree.query(pt)
-        if len(idx) == 0:
-            return NONE, True
-        hit = idx[shapely.covers(self.geoms[idx], pt)]
-        return (int(hit.min()) if len(hit) else NONE), True
+        return r.refine_one(self.geoms, x, y)
 
     @property
     def nbytes(self) -> int:
@@ -375,6 +501,7 @@ class LocateIndex:
         self.street_of_community = self._parents("community", "street_id", "street")
         self.compound_of_building = self._parents("building", "compound_id", "compound")
         self._warm_up()
+        _release_free_memory()
         self.build_seconds = time.perf_counter() - t0
 
     # -- construction helpers
@@ -397,6 +524,9 @@ class LocateIndex:
                 xy = shapely.get_coordinates(pts)
                 level.exact(pts)
                 shapely.contains(level.geoms, pts)
+                # The per-cell candidate tests and the boundary test use the xy predicates: warm them on every unit.
+                shapely.intersects_xy(level.geoms, xy[:, 0], xy[:, 1])
+                shapely.contains_xy(level.geoms, xy[:, 0], xy[:, 1])
                 level.owners(xy[:, 0], xy[:, 1])
         if self.grid_metric_tree is not None:
             pts = shapely.point_on_surface(self.grid_metric[:1])
@@ -465,12 +595,10 @@ class LocateIndex:
         match = np.where(grid >= 0, MATCH_INSIDE, MATCH_NONE).astype(np.int8)
         distance = np.where(grid >= 0, 0.0, np.nan)
         if boundary and mixed_grid.size:
-            # Only points in cells a boundary touches can lie on one; covered but not contained = on the edge.
-            cand = mixed_grid[grid[mixed_grid] >= 0]
-            if cand.size:
-                pts = shapely.points(x[cand], y[cand])
-                on_edge = ~shapely.contains(self.levels["grid"].geoms[grid[cand]], pts)
-                match[cand[on_edge]] = MATCH_BOUNDARY
+            # Only points whose owner a boundary-touching unit won can lie on its edge: covered, not contained.
+            cand = mixed_grid
+            on_edge = ~shapely.contains_xy(self.levels["grid"].geoms[grid[cand]], x[cand], y[cand])
+            match[cand[on_edge]] = MATCH_BOUNDARY
         missing = np.flatnonzero((grid < 0) & np.isfinite(x) & np.isfinite(y))
         nearest_pos = np.full(len(x), NONE, dtype=np.int32) if nearest_beyond else None
         nearest_m = np.full(len(x), np.nan) if nearest_beyond else None
@@ -521,7 +649,7 @@ class LocateIndex:
         match, distance = MATCH_INSIDE, 0.0
         nearest = None
         if g >= 0:
-            if grid_mixed and not shapely.contains(self.levels["grid"].geoms[g], shapely.Point(x, y)):
+            if grid_mixed and not shapely.contains_xy(self.levels["grid"].geoms[g], x, y):
                 match = MATCH_BOUNDARY
         else:
             match, distance = MATCH_NONE, math.nan

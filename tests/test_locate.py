@@ -560,3 +560,99 @@ def test_locate_a_known_building_over_http(client, engine):
     assert body["street"]["id"] == ref["street"] and body["community"]["id"] == ref["community"]
     assert any(s["role"] == "grid_chief" for s in body["staff"])
     assert all(s["phone"] is None or s["phone_public"] for s in body["staff"])
+
+
+# ------------------------------------------------------------------------------ cell candidates, batch output
+
+def _exact_owner(level, x, y) -> np.ndarray:
+    """The owner by the STRtree + covers path, for comparison with the raster's per-cell candidates."""
+    import shapely
+
+    return level.exact(shapely.points(x, y))
+
+
+def test_cell_candidates_agree_with_the_exact_path_on_every_level(engine):
+    # The raster answers points in boundary cells from the cell's few candidates (intersects_xy, no Point
+    # objects); it must give the very owner the STRtree + covers path gives, on vertices and edges too.
+    import shapely
+
+    with engine.connect() as conn:
+        index = LocateIndex.from_db(conn)
+    base_lon, base_lat = agreement_points(index, 40_000, seed=17)
+    rng = np.random.default_rng(17)
+    for key, level in index.levels.items():
+        # Plus points on this level's own vertices and edge midpoints (the sample's are on the grid levels).
+        xy = shapely.get_coordinates(shapely.get_rings(shapely.get_parts(level.geoms)))
+        k = rng.integers(0, len(xy) - 1, 10_000)
+        lon = np.r_[base_lon, xy[k[:5000], 0], (xy[k[5000:], 0] + xy[k[5000:] + 1, 0]) / 2]
+        lat = np.r_[base_lat, xy[k[:5000], 1], (xy[k[5000:], 1] + xy[k[5000:] + 1, 1]) / 2]
+        got, tested = level.owners(lon, lat)
+        assert (got == _exact_owner(level, lon, lat)).all(), key
+        some = np.r_[0:2000, len(lon) - 2000:len(lon)]
+        single = [level.owner_one(a, b) for a, b in zip(lon[some].tolist(), lat[some].tolist())]
+        assert [p for p, _ in single] == got[some].tolist(), key
+        assert {int(some[i]) for i, (_, t) in enumerate(single) if t} == set(np.intersect1d(tested, some).tolist()), key
+        assert len(tested) > 1000, key  # the sample reaches boundary cells on every level
+
+
+def test_cell_candidates_with_nested_units_keep_the_smallest_code():
+    # A large unit "2" holds two small ones, "1" and "3": cells inside "2" that only "3"'s boundary touches have
+    # "2" as their sure owner (3 can never win there); "1" wins over "2" inside and on its own edge.
+    import geopandas as gpd
+    import shapely
+
+    from geo.lookup import LEVEL_SPECS, LevelIndex
+
+    big = shapely.box(0, 0, 0.01, 0.01)
+    one = shapely.box(0.002, 0.002, 0.004, 0.004)
+    three = shapely.box(0.006, 0.006, 0.008, 0.008)
+    frame = gpd.GeoDataFrame({"id": [10, 11, 12], "code": ["3", "2", "1"], "name": ["c", "b", "a"],
+                              "kind": None, "dedicated_type": None, "community_id": None},
+                             geometry=[three, big, one], crs=4326)
+    level = LevelIndex(next(s for s in LEVEL_SPECS if s.key == "grid"), frame, max_cells=10_000)
+    assert (level.raster.sure >= 0).any()  # some mixed cell is wholly inside "2" while "3"'s edge touches it
+    rng = np.random.default_rng(1)
+    x = np.r_[rng.uniform(-0.001, 0.011, 20_000), 0.002, 0.003, 0.006, 0.007, 0.0, 0.01]
+    y = np.r_[rng.uniform(-0.001, 0.011, 20_000), 0.003, 0.002, 0.007, 0.006, 0.005, 0.01]
+    got, _ = level.owners(x, y)
+    assert (got == _exact_owner(level, x, y)).all()
+    codes = np.array([r["code"] for r in level.records] + [None], dtype=object)[got]
+    assert list(codes[-6:]) == ["1", "1", "2", "2", "2", "2"]
+
+
+def test_number_texts_are_the_decimal_texts():
+    from geo.locate_batch import number_texts
+
+    values = np.r_[np.arange(0, 1200), [9, 10, 99_999, 100_000, 999_999, 1_000_000, 10**17],
+                   np.arange(998_000, 1_002_000)]
+    assert number_texts(values) == [str(v).encode() for v in values.tolist()]
+    assert number_texts(np.array([3, -4, 5])) == [b"3", b"-4", b"5"]
+    assert number_texts(np.array([], dtype=np.int64)) == []
+
+
+def test_batch_output_does_not_depend_on_the_combination_key(hand_client, hand_engine):
+    # Rows are rendered per combination of units; the mixed-radix key and the stepwise factorisation used when
+    # that key would overflow must give the same bytes, in CSV and JSON lines, with ids and bad rows.
+    from geo.locate_batch import BatchFormatter, PointChunk
+
+    with hand_engine.connect() as conn:
+        index = LocateIndex.from_db(conn)
+    rng = np.random.default_rng(9)
+    n = 5000
+    lon, lat = X(rng.uniform(-0.5, 4.5, n)), Y(rng.uniform(-0.5, 2.5, n))
+    lon[::97] = np.nan
+    valid = np.flatnonzero(np.isfinite(lon))
+    batch = index.locate_many(lon[valid], lat[valid], 30)
+    errors = {i: "lon is missing" for i in np.flatnonzero(~np.isfinite(lon)).tolist()}
+    for fmt in ("csv", "jsonl"):
+        for ids in (None, [f"id,{i}" for i in range(n)]):
+            outs = []
+            for radix in (True, False):
+                f = BatchFormatter(index, fmt, version={"id": 1}, staff=None, staff_day=None)
+                if not radix:
+                    f._radix = None
+                chunk = PointChunk(np.arange(1, n + 1), lon, lat, ids, dict(errors))
+                outs.append(f.render(chunk, batch, valid))
+            assert outs[0] == outs[1], (fmt, ids is None)
+            lines = outs[0].decode().splitlines()
+            assert len(lines) == n and "nearest" in outs[0].decode() and "lon is missing" in lines[0]

@@ -9,11 +9,12 @@ publishes boundaries calls `geo.lookup.notify_boundaries_changed()` to have it r
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
-import tempfile
 import threading
 import time
+from collections import deque
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -38,10 +39,10 @@ router = APIRouter(tags=["locate"])
 
 #: The most points one batch request may carry.
 BATCH_MAX_POINTS = 1_000_000
-#: Body bytes gathered before handing them to the parser (fewer worker-thread hops), and the read size out.
+#: Body bytes gathered before handing them to the parser (fewer worker-thread hops).
 FEED_BYTES = 1 << 20
-#: Answers kept in memory up to this size, then on disk.
-SPOOL_MEMORY_BYTES = 64 << 20
+#: Chunks located ahead of the one being rendered (the two overlap on two cores).
+LOCATE_AHEAD = 1
 _holder_lock = threading.Lock()
 
 
@@ -158,8 +159,6 @@ def _to_wgs84(lon: float, lat: float, coordsys: str, bounds) -> tuple[float, flo
 @router.get("/v1/locate")
 async def locate(
     request: Request,
-    holder: IndexDep,
-    principal: OptionalCaller,
     lon: Annotated[float, Query(description="longitude (in `coordsys`)")],
     lat: Annotated[float, Query(description="latitude (in `coordsys`)")],
     coordsys: Annotated[str, Query(description="wgs84 | cgcs2000 | gcj02 (AMap, Tencent) | bd09 (Baidu)")] = "wgs84",
@@ -168,6 +167,10 @@ async def locate(
 ):
     """Which street, community, grid, micro-grid, compound and building a point lies in, and who is responsible."""
     t0 = time.perf_counter()
+    # Called here rather than declared as dependencies: the same answers, without the dependency machinery's
+    # per-request cost on the hottest route (a lookup must cost well under a millisecond of server time).
+    holder = await get_index(request)
+    principal = await optional_caller(request)
     system = _coordsys(coordsys)
     ts = _at(at)
     index = await _index(holder, ts)
@@ -248,22 +251,11 @@ async def locate_batch(
         lambda: BatchFormatter(index, fmt, version=holder.version_at(ts), staff=directory,
                                staff_day=_staff_day(ts), covers=principal.covers))
     stream = request.stream()
-    # Read until the input's shape is known, so a body that cannot be read is refused with 422, not mid-stream.
-    first: list = []
-    try:
-        while not reader.started:
-            data = await stream.__anext__()
-            first.extend(await run_in_threadpool(reader.feed, data))
-    except StopAsyncIteration:
-        first.extend(await run_in_threadpool(reader.close))
-        stream = None
-    except BatchInputError as exc:
-        raise Problem(422, str(exc), type="bad-batch-input", title="Unreadable batch input")
-
     state = {"done": 0, "stopped": False}
+    # Rows parsed (PointChunk) and lines already final (bytes: an unreadable rest, the row limit), in input order.
+    items: deque = deque()
 
-    def process(chunks) -> str:
-        parts = []
+    def keep(chunks) -> None:
         for chunk in chunks:
             if state["stopped"]:
                 break
@@ -272,62 +264,80 @@ async def locate_batch(
                 chunk = truncate(chunk, room)
                 state["stopped"] = True
             if len(chunk):
-                parts.append(_locate_chunk(index, formatter, chunk, system, accuracy))
+                items.append(chunk)
                 state["done"] += len(chunk)
             if state["stopped"]:
-                parts.append(formatter.limit_line(state["done"] + 1, BATCH_MAX_POINTS))
-        return "".join(parts)
-
-    # Answers go to a spool (memory, then disk) while the body is still arriving, and are sent once it has
-    # ended: an HTTP/1.1 client sends its whole body before it reads the response, so writing answers while it
-    # is still sending would fill both socket buffers and stall the exchange.
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
+                items.append(formatter.limit_line(state["done"] + 1, BATCH_MAX_POINTS).encode())
 
     def take(data: bytes | None) -> None:
         try:
             chunks = reader.feed(data) if data is not None else reader.close()
         except BatchInputError as exc:
-            spool.write(formatter.error_line(reader.next_row, f"the rest of the input cannot be read: {exc}")
-                        .encode())
+            items.append(formatter.error_line(reader.next_row, f"the rest of the input cannot be read: {exc}")
+                         .encode())
             state["stopped"] = True
             return
-        spool.write(process(chunks).encode())
+        keep(chunks)
 
+    # Read until the input's shape is known, so a body that cannot be read is refused with 422, not mid-stream.
     try:
-        spool.write((formatter.header() + await run_in_threadpool(process, first)).encode())
-        if stream is not None:
-            pending = bytearray()
-            async for data in stream:
-                if state["stopped"]:
-                    continue  # drain the rest of the upload
-                pending += data
-                if len(pending) >= FEED_BYTES:
-                    await run_in_threadpool(take, bytes(pending))
-                    pending.clear()
-            if not state["stopped"]:
-                if pending:
-                    await run_in_threadpool(take, bytes(pending))
-                await run_in_threadpool(take, None)
-        size = spool.tell()
-        spool.seek(0)
-    except BaseException:
-        spool.close()
-        raise
+        while not reader.started:
+            data = await stream.__anext__()
+            keep(await run_in_threadpool(reader.feed, data))
+    except StopAsyncIteration:
+        keep(await run_in_threadpool(reader.close))
+        stream = None
+    except BatchInputError as exc:
+        raise Problem(422, str(exc), type="bad-batch-input", title="Unreadable batch input")
+
+    # The body is parsed as it arrives (a few bytes per point kept), and answers are sent once it has ended: an
+    # HTTP/1.1 client sends its whole body before it reads the response, so writing answers while it is still
+    # sending would fill both socket buffers and stall the exchange. Locating and rendering then run while the
+    # answers stream out, so the client's reading overlaps the work, and no answer is held whole in memory.
+    if stream is not None:
+        pending = bytearray()
+        async for data in stream:
+            if state["stopped"]:
+                continue  # drain the rest of the upload
+            pending += data
+            if len(pending) >= FEED_BYTES:
+                await run_in_threadpool(take, bytes(pending))
+                pending.clear()
+        if not state["stopped"]:
+            if pending:
+                await run_in_threadpool(take, bytes(pending))
+            await run_in_threadpool(take, None)
+
+    def start(item):
+        if isinstance(item, bytes):
+            return item
+        return asyncio.ensure_future(run_in_threadpool(_locate, index, item, system, accuracy))
 
     async def answers():
+        # One chunk is located ahead (numpy and GEOS release the GIL) while the previous one is rendered.
+        window: deque = deque()
         try:
-            while piece := await run_in_threadpool(spool.read, FEED_BYTES):
-                yield piece
+            yield formatter.header().encode()
+            while items or window:
+                while items and len(window) < LOCATE_AHEAD + 1:
+                    window.append(start(items.popleft()))
+                head = window.popleft()
+                if isinstance(head, bytes):
+                    yield head
+                    continue
+                located = await head
+                yield await run_in_threadpool(formatter.render, *located)
         finally:
-            spool.close()
+            for task in window:
+                if not isinstance(task, bytes):
+                    task.cancel()
 
     media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
-    return StreamingResponse(answers(), media_type=media,
-                             headers={"Content-Length": str(size), "X-Locate-Points": str(state["done"])})
+    return StreamingResponse(answers(), media_type=media, headers={"X-Locate-Points": str(state["done"])})
 
 
-def _locate_chunk(index: LocateIndex, formatter: BatchFormatter, chunk, system: str, accuracy: float) -> str:
-    """Convert, check, locate and render one chunk of rows."""
+def _locate(index: LocateIndex, chunk, system: str, accuracy: float):
+    """Convert, check and locate one chunk of rows: (chunk, LocateBatch or None, positions of the valid rows)."""
     lon, lat = chunk.lon, chunk.lat
     ok = np.isfinite(lon) & np.isfinite(lat)
     if system not in ("wgs84", "cgcs2000"):
@@ -341,4 +351,9 @@ def _locate_chunk(index: LocateIndex, formatter: BatchFormatter, chunk, system: 
         ok[list(chunk.errors)] = False
     valid = np.flatnonzero(ok)
     batch = index.locate_many(lon[valid], lat[valid], accuracy) if len(valid) else None
-    return formatter.render(chunk, batch, valid)
+    return chunk, batch, valid
+
+
+def _locate_chunk(index: LocateIndex, formatter: BatchFormatter, chunk, system: str, accuracy: float) -> bytes:
+    """Convert, check, locate and render one chunk of rows (UTF-8 bytes)."""
+    return formatter.render(*_locate(index, chunk, system, accuracy))
