@@ -23,8 +23,11 @@ Rules shared by both (and by `geo.attribution`):
   the building, so a worker standing on the road beside a grid still sees the whole chain.
 
 `IndexHolder` keeps the index of the current boundaries (and a few past ones for ``at=`` dates), rebuilds in a
-background thread when boundaries change (`notify_boundaries_changed`, or a cheap fingerprint poll) and swaps the
-new index in with one reference assignment, so a reader never sees a half-built index.
+background thread when boundaries change and swaps the new index in with one reference assignment, so a reader
+never sees a half-built index. It hears of changes from the database itself (`ChangeListener`: ``LISTEN`` on the
+notifications the triggers of migration 0013 send at commit, whoever wrote), from `notify_boundaries_changed` in
+this process, and, as a last resort, from a cheap fingerprint poll. From the moment it hears until the new index
+is in, lookups wait for the rebuild instead of answering from boundaries that are no longer in force.
 """
 
 from __future__ import annotations
@@ -851,6 +854,7 @@ class _State:
     change_points: list[dt.datetime]
     versions: list[dict]
     fingerprint: str
+    generation: int = 0
     cache: OrderedDict = field(default_factory=OrderedDict)
 
 
@@ -864,8 +868,13 @@ class IndexHolder:
     """Owns the current LocateIndex (and a few for past dates); rebuilds in the background and swaps atomically."""
 
     def __init__(self, connect: Connector, *, cache_size: int = 4, poll_seconds: float | None = 30.0,
-                 staff_ttl_seconds: float = 60.0, max_cells: int = DEFAULT_MAX_CELLS):
+                 staff_ttl_seconds: float = 60.0, max_cells: int = DEFAULT_MAX_CELLS,
+                 listen: Callable[[], object] | None = None):
         self._connect = connect
+        self._listen = listen
+        self._listener: ChangeListener | None = None
+        # Bumped by every change notification; a snapshot built from an older generation may be out of date.
+        self._generation = 0
         self.cache_size = cache_size
         self.poll_seconds = poll_seconds
         self.staff_ttl_seconds = staff_ttl_seconds
@@ -887,12 +896,19 @@ class IndexHolder:
 
     @classmethod
     def for_engine(cls, engine: Engine, **kw) -> IndexHolder:
-        """A holder reading through `engine`, each build inside one REPEATABLE READ snapshot."""
+        """A holder reading through `engine`, each build inside one REPEATABLE READ snapshot, listening for the
+        database's change notifications (migration 0013) on a connection of its own."""
+        if engine.dialect.name == "postgresql" and "listen" not in kw:
+            import psycopg
+
+            plain = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            kw["listen"] = lambda: psycopg.connect(plain, autocommit=True, connect_timeout=5)
         return cls(lambda: engine.connect().execution_options(isolation_level="REPEATABLE READ"), **kw)
 
     # -- building
 
     def _build_state(self) -> _State:
+        generation = self._generation  # read before the snapshot: a change committed after it bumps it again
         with self._connect() as conn:
             fp = fingerprint(conn)
             points = change_points(conn)
@@ -902,13 +918,14 @@ class IndexHolder:
             index = LocateIndex.from_db(conn, key or now, valid_from=key, valid_until=until,
                                         max_cells=self.max_cells)
         log.info("locate index built in %.2f s: %s", index.build_seconds, index.summary()["units"])
-        return _State(index, key, points, versions, fp)
+        return _State(index, key, points, versions, fp, generation)
 
     def _state_now(self) -> _State:
         state = self._state
         if state is None:
             with self._build_lock:
                 if self._state is None:
+                    self._start_listening()  # before the first snapshot, so no commit after it goes unheard
                     self._state = self._build_state()
                     self.swaps += 1
                 state = self._state
@@ -922,7 +939,7 @@ class IndexHolder:
     def peek(self) -> LocateIndex | None:
         """The current index when it is built and still in force (no waiting, no database), else None."""
         state = self._state
-        if state is None:
+        if state is None or state.generation != self._generation:
             return None
         until = state.index.valid_until
         if until is not None and dt.datetime.now(dt.timezone.utc) >= until:
@@ -937,6 +954,11 @@ class IndexHolder:
     def index_for(self, ts: dt.datetime | None = None) -> LocateIndex:
         """The index for the boundaries in force at `ts` (now when None); built on first use, cached."""
         state = self._state_now()
+        if state.generation != self._generation:
+            # Boundaries changed since this snapshot: answering from it could name a grid that no longer owns the
+            # place, so wait for the rebuild already under way (a failed rebuild leaves the old one in service).
+            self.refresh(wait=True)
+            state = self._state_now()
         self._maybe_poll()
         now = dt.datetime.now(dt.timezone.utc)
         key, _ = _key_for(state.change_points, ts or now)
@@ -1060,11 +1082,112 @@ class IndexHolder:
         """Forget the staff directory (it is read again on next use)."""
         self._staff = None
 
+    # -- change notifications
 
-def notify_boundaries_changed() -> None:
-    """Tell every live index holder in this process that boundaries changed: each rebuilds in the background."""
+    def boundaries_changed(self) -> None:
+        """Boundaries (or compounds, buildings) changed and are committed: stop answering from the old snapshot."""
+        with self._cond:
+            self._generation += 1
+        self.refresh()
+
+    def _start_listening(self) -> None:
+        if self._listen is not None and self._listener is None:
+            self._listener = ChangeListener(self, self._listen)
+            self._listener.start()
+
+    def close(self) -> None:
+        """Stop listening for change notifications (the index stays usable)."""
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+
+
+def notify_boundaries_changed(since: float | None = None) -> None:
+    """Tell every index holder in this process that boundaries changed (call after the commit): each rebuilds in the
+    background and, until it has, answers only after waiting for the rebuild.
+
+    `since` is a `time.monotonic()` taken before the commit: a holder whose listener has heard the database's
+    notification since then already knows (so no second rebuild); one that has not within a moment is told here.
+    """
     for holder in list(_HOLDERS):
-        holder.refresh()
+        listener = holder._listener
+        if since is not None and listener is not None and listener.heard_since(since, timeout=2.0):
+            continue
+        holder.boundaries_changed()
+
+
+CHANGE_CHANNEL = "gridatlas_changes"  # sent by the triggers of migration 0013
+
+
+class ChangeListener:
+    """A daemon thread LISTENing for the database's change notifications on behalf of one IndexHolder.
+
+    Other processes (a second uvicorn worker, an import from the command line) write boundaries too; the triggers
+    of migration 0013 notify on commit, and this thread turns `boundaries` into `IndexHolder.boundaries_changed`
+    and `staff` into `invalidate_staff`. After a lost connection it reconnects and assumes it missed a change.
+    """
+
+    def __init__(self, holder: IndexHolder, connect: Callable[[], object], *, wait_seconds: float = 5.0):
+        self._holder = weakref.ref(holder)
+        self._connect = connect
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._wait = wait_seconds
+        self._heard = threading.Condition()
+        self._last_heard = -math.inf
+        self._thread = threading.Thread(target=self._run, name="locate-change-listener", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread and wait (bounded) until it is listening."""
+        self._thread.start()
+        if not self._listening.wait(self._wait):
+            log.warning("not listening for change notifications yet; the fingerprint poll still applies")
+
+    def stop(self) -> None:
+        """Ask the thread to end (within about a second)."""
+        self._stop.set()
+
+    @property
+    def listening(self) -> bool:
+        """Whether the LISTEN is established."""
+        return self._listening.is_set()
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set() and self._holder() is not None:
+            try:
+                with self._connect() as conn:
+                    conn.execute(f"LISTEN {CHANGE_CHANNEL}")
+                    self._listening.set()
+                    if not first:
+                        self._deliver("boundaries")
+                        self._deliver("staff")
+                    first = False
+                    while not self._stop.is_set() and self._holder() is not None:
+                        for note in conn.notifies(timeout=1.0):
+                            self._deliver(note.payload)
+            except Exception:
+                self._listening.clear()
+                if self._stop.wait(2.0):
+                    return
+                log.warning("change listener lost its connection; reconnecting", exc_info=True)
+
+    def heard_since(self, since: float, timeout: float) -> bool:
+        """Whether a boundary notification arrived after monotonic time `since` (waiting up to `timeout` s)."""
+        with self._heard:
+            return self._heard.wait_for(lambda: self._last_heard >= since, timeout if self.listening else 0)
+
+    def _deliver(self, payload: str) -> None:
+        holder = self._holder()
+        if holder is None:
+            return
+        if payload == "staff":
+            holder.invalidate_staff()
+            return
+        holder.boundaries_changed()
+        with self._heard:
+            self._last_heard = time.monotonic()
+            self._heard.notify_all()
 
 
 def notify_staff_changed() -> None:

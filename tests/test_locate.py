@@ -527,10 +527,42 @@ def test_notify_rebuilds_in_the_background(hand_conn):
     _redraw(hand_conn)
     assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A2  # not rebuilt yet
     notify_boundaries_changed()
-    deadline = time.monotonic() + 30
-    while holder.swaps < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert holder.peek() is None  # the old snapshot is no longer offered without waiting
+    # the very next lookup waits for the rebuild rather than answer from the old boundaries
     assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A1
+    assert holder.swaps == 2
+
+
+def _undo_redraw(conn) -> None:
+    conn.execute(text("DELETE FROM grid_boundaries WHERE id IN (5, 6)"))
+    conn.execute(text("UPDATE grid_boundaries SET valid_to = NULL WHERE grid_id IN (1, 2)"))
+    conn.execute(text("DELETE FROM boundary_versions WHERE id = 2"))
+
+
+def test_a_commit_by_another_process_reaches_the_index_through_the_database(hand_engine):
+    """A write committed on another connection (another worker, the CLI, psql) is heard through LISTEN/NOTIFY
+    (migration 0013's triggers): the holder stops answering from the old snapshot without any in-process call."""
+    holder = IndexHolder.for_engine(hand_engine, poll_seconds=None)
+    try:
+        assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A2
+        assert holder._listener is not None and holder._listener.listening
+        with hand_engine.begin() as conn:
+            _redraw(conn)
+        try:
+            deadline = time.monotonic() + 10
+            while holder._generation == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert holder._generation >= 1, "no change notification arrived"
+            assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A1
+        finally:
+            with hand_engine.begin() as conn:
+                _undo_redraw(conn)
+        deadline = time.monotonic() + 10
+        while holder._generation < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A2
+    finally:
+        holder.close()
 
 
 # ---------------------------------------------------------------------------------------- synthetic district

@@ -3,8 +3,10 @@
 `GET /v1/locate` answers one point (public: phones only where on the public notice board, all phones for callers
 whose jurisdiction covers the grid); `POST /v1/locate/batch` takes up to a million points streamed in as CSV or
 GeoJSON (signed-in callers) and answers in input order; `GET /v1/locate/outlines` gives the unit outlines near a
-point as GeoJSON for the mobile page. The index lives on `app.state.locate_index` (`get_index`); code that
-publishes boundaries calls `geo.lookup.notify_boundaries_changed()` to have it rebuilt in the background.
+point as GeoJSON for the mobile page. The index lives on `app.state.locate_index` (`get_index`). It learns of
+committed boundary changes from the database's notifications (any writer, any process; migration 0013), and code
+in this process that publishes calls `geo.lookup.notify_boundaries_changed(since)` as well; until the rebuilt index
+is swapped in, lookups wait for it rather than answer from the old boundaries.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ async def get_index(request: Request) -> IndexHolder:
             if holder is None:
                 holder = IndexHolder.for_engine(state.engine)
                 state.locate_index = holder
+                getattr(state, "shutdown_hooks", []).append(lambda app: holder.close())
     return holder
 
 

@@ -11,6 +11,8 @@ when it names the published version's ETag), so two planners never overwrite eac
 
 from __future__ import annotations
 
+import time
+
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Response
@@ -212,6 +214,8 @@ def publish(plan_id: int, principal: Planner, session: SessionDep, audit: AuditD
             if_match: Annotated[str | None, Header()] = None) -> dict:
     """Publish the plan as a new boundary version (If-Match: the plan's or the published version's ETag)."""
     from geo.lookup import notify_boundaries_changed
+
+    before_commit = time.monotonic()
     from geo.publish import StalePublished, publish as do_publish
 
     body = body or PublishIn()
@@ -234,7 +238,7 @@ def publish(plan_id: int, principal: Planner, session: SessionDep, audit: AuditD
         raise Problem(409, str(exc), type="plan-not-publishable") from None
     audit("plan.publish", "boundary_version", out["version_id"], info["scope_code"],
           after={"plan_id": plan_id, **{k: out[k] for k in ("version_id", "valid_from", "grids", "micro_grids")}})
-    background.add_task(notify_boundaries_changed)
+    background.add_task(notify_boundaries_changed, before_commit)
     out["etag"] = gp.version_etag(out["token"])
     response.headers["ETag"] = out["etag"]
     return out
@@ -277,6 +281,8 @@ def rollback(version_id: int, principal: Planner, session: SessionDep, audit: Au
     from geo.lookup import notify_boundaries_changed
     from geo.publish import StalePublished, rollback as do_rollback, version_scope
 
+    before_commit = time.monotonic()
+
     conn = _conn(session)
     scope = version_scope(conn, version_id)
     street = scope["street"] if scope else None
@@ -309,5 +315,5 @@ def rollback(version_id: int, principal: Planner, session: SessionDep, audit: Au
             audit("version.rollback", "boundary_version", r["version_id"], r["community"],
                   after={"rolled_back": version_id, "version_id": r["version_id"], "grids": r["grids"]})
             response.headers["ETag"] = gp.version_etag(r["token"])
-    background.add_task(notify_boundaries_changed)
+    background.add_task(notify_boundaries_changed, before_commit)
     return out
