@@ -8,6 +8,10 @@ the table holds `--million` rows:
   incidents per grid; Getis-Ord Gi* with its permutations is timed separately;
 - KPI queries (target: under 500 ms) for one month and for the whole year, by district, street, community,
   grid, department and month (median of `--repeat`);
+- both through the rollups of migration 0011 (whole months from incident_rollup / incident_heat_rollup, kept by
+  triggers; the default) and from the incidents alone ("raw"), in the same run, with a check that both give the
+  same numbers; the first rollup request of a hexagon size registers and builds it (timed on its own), and the
+  rollups' full rebuild is timed once;
 - the heatmap page: bytes and seconds to build and render;
 - the naive approach in the same run: every incident as a point in folium's HeatMap plugin (HTML bytes, seconds).
 """
@@ -114,8 +118,21 @@ def add_incidents(engine, target: int, seed: int = 2) -> dict:
         copy_rows(conn, "incidents", columns, rows())
     copy_s = time.perf_counter() - t0
     with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE incidents"))
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+            text("VACUUM ANALYZE incidents, incident_rollup, incident_heat_rollup"))
     return {"added": need, "generate_s": round(gen_s, 2), "copy_s": round(copy_s, 2)}
+
+
+def rebuild_rollups(engine) -> float:
+    """Seconds to rebuild every rollup from the incidents (incident_rollup_refresh(), one transaction)."""
+    t0 = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(text("SELECT incident_rollup_refresh()"))
+    seconds = time.perf_counter() - t0
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+            text("VACUUM ANALYZE incident_rollup, incident_heat_rollup"))
+    return seconds
 
 
 def naive_heatmap(engine) -> dict:
@@ -142,18 +159,41 @@ def measure(engine, label: str, repeat: int, permutations: int) -> list[dict]:
         start, end, last_month = period(conn)
         console.print(f"[{label}] {n:,} incidents, {start:%Y-%m-%d} … {end:%Y-%m-%d}")
 
-        # heatmap aggregation: SQL hexagons per month, cells, grids (no Gi*), then Gi* alone
-        q = lambda: hm.HeatmapQuery(start=start, end=end, cell_m=150.0, permutations=permutations)  # noqa: E731
-        med, runs, h = timed(lambda: hm.build_heatmap(conn, q(), with_grids=True, with_hotspots=False), repeat)
-        parts = {k: round(v, 3) for k, v in h.timings.items()}
-        rows.append({"set": label, "incidents": n, "measure": "heatmap aggregation (hex per month + grids)",
-                     "median_s": med, "max_s": max(runs), "target_s": HEATMAP_TARGET_S,
-                     "meets": max(runs) < HEATMAP_TARGET_S, "detail": parts | {"cells": len(h.cells),
-                                                                               "months": len(h.months)}})
-        med, runs, hq = timed(lambda: hm.build_heatmap(conn, q(), with_grids=False, with_hotspots=False), repeat)
-        rows.append({"set": label, "incidents": n, "measure": "heatmap hexagons per month only", "median_s": med,
-                     "max_s": max(runs), "target_s": HEATMAP_TARGET_S, "meets": max(runs) < HEATMAP_TARGET_S,
-                     "detail": {k: round(v, 3) for k, v in hq.timings.items()}})
+        # heatmap aggregation: SQL hexagons per month, cells, grids (no Gi*), then Gi* alone; the rollup path
+        # (default) and the incidents alone, in the same run
+        def q(use_rollup: bool = True):
+            return hm.HeatmapQuery(start=start, end=end, cell_m=150.0, permutations=permutations,
+                                   use_rollup=use_rollup)
+
+        conn.execute(text("DELETE FROM incident_heat_sizes"))  # the first request below registers its size
+        conn.commit()
+        t0 = time.perf_counter()
+        first = hm.build_heatmap(conn, q(), with_grids=True, with_hotspots=False)
+        conn.commit()
+        rows.append({"set": label, "incidents": n, "measure": "heatmap, first request of a hexagon size "
+                     "(registers and builds its rollup)", "median_s": time.perf_counter() - t0, "max_s": None,
+                     "target_s": None, "meets": None,
+                     "detail": {k: round(v, 3) for k, v in first.timings.items()} | {"cell_m": first.cell_m}})
+        results = {}
+        for path, use in (("raw", False), ("rollup", True)):
+            med, runs, h = timed(lambda: hm.build_heatmap(conn, q(use), with_grids=True, with_hotspots=False),
+                                 repeat)
+            results[path] = h
+            parts = {k: round(v, 3) for k, v in h.timings.items()}
+            rows.append({"set": label, "incidents": n, "measure": f"heatmap aggregation (hex per month + grids), "
+                         f"{path}", "median_s": med, "max_s": max(runs), "target_s": HEATMAP_TARGET_S,
+                         "meets": max(runs) < HEATMAP_TARGET_S,
+                         "detail": parts | {"cells": len(h.cells), "months": len(h.months)}})
+            med, runs, hq = timed(lambda: hm.build_heatmap(conn, q(use), with_grids=False, with_hotspots=False),
+                                  repeat)
+            rows.append({"set": label, "incidents": n, "measure": f"heatmap hexagons per month only, {path}",
+                         "median_s": med, "max_s": max(runs), "target_s": HEATMAP_TARGET_S,
+                         "meets": max(runs) < HEATMAP_TARGET_S,
+                         "detail": {k: round(v, 3) for k, v in hq.timings.items()}})
+        raw, h = results["raw"], results["rollup"]
+        if not (np.array_equal(raw.monthly, h.monthly) and raw.cells[["q", "r"]].equals(h.cells[["q", "r"]])
+                and raw.grids["incidents"].equals(h.grids["incidents"])):
+            raise AssertionError(f"[{label}] the heatmap rollup path differs from the raw path")
         t0 = time.perf_counter()
         z, p, cls = hm.getis_ord(h.cells["total"].to_numpy(), h.cells["q"].to_numpy(), h.cells["r"].to_numpy(),
                                  permutations, seed=1)
@@ -173,16 +213,25 @@ def measure(engine, label: str, repeat: int, permutations: int) -> list[dict]:
                      "detail": {"bytes": size, "cells": len(full.cells), "grids": len(full.grids),
                                 "months": len(full.months), "cell_m": round(full.cell_m, 1)}})
 
-        # KPIs: one month and the whole period, every grouping
+        # KPIs: one month and the whole period, every grouping; raw and rollup paths in the same run
         for span, (s, e) in (("last month", (last_month, end)), ("whole period", (start, end))):
             for by in GROUPS:
-                med, runs, out = timed(lambda: compute_kpis(conn, KpiQuery(start=s, end=e, by=by)), repeat)
-                t = out["total"]
-                rows.append({"set": label, "incidents": n, "measure": f"KPI by {by}, {span}", "median_s": med,
-                             "max_s": max(runs), "target_s": KPI_TARGET_S, "meets": max(runs) < KPI_TARGET_S,
-                             "detail": {"groups": len(out["groups"]), "due": t["due"],
-                                        "closure_rate_pct": t["closure_rate_pct"],
-                                        "on_time_rate_pct": t["on_time_rate_pct"]}})
+                outs = {}
+                for path, use in (("raw", False), ("rollup", True)):
+                    med, runs, out = timed(lambda: compute_kpis(conn, KpiQuery(start=s, end=e, by=by),
+                                                                use_rollup=use), repeat)
+                    outs[path] = out
+                    t = out["total"]
+                    rows.append({"set": label, "incidents": n, "measure": f"KPI by {by}, {span}, {path}",
+                                 "median_s": med, "max_s": max(runs), "target_s": KPI_TARGET_S,
+                                 "meets": max(runs) < KPI_TARGET_S,
+                                 "detail": {"groups": len(out["groups"]), "due": t["due"],
+                                            "closure_rate_pct": t["closure_rate_pct"],
+                                            "on_time_rate_pct": t["on_time_rate_pct"]}})
+                if outs["raw"]["groups"] != outs["rollup"]["groups"] or \
+                        {k: v for k, v in outs["raw"]["total"].items() if not k.startswith("open_")} != \
+                        {k: v for k, v in outs["rollup"]["total"].items() if not k.startswith("open_")}:
+                    raise AssertionError(f"[{label}] KPI by {by}, {span}: the rollup path differs from the raw path")
     naive = naive_heatmap(engine)
     rows.append({"set": label, "incidents": n, "measure": "naive: every point in folium HeatMap",
                  "median_s": naive["s"], "max_s": naive["s"], "target_s": None,
@@ -208,13 +257,21 @@ def main() -> None:
         loaded = generate_and_load(engine, args.scale, args.seed)
         console.print(f"scale {args.scale}: {loaded['counts']} in "
                       f"{ {k: round(v, 1) for k, v in loaded['timings'].items()} }")
+        with engine.connect() as conn:  # the loader vacuums the incidents; the rollups its writes kept likewise
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("VACUUM ANALYZE incident_rollup, incident_heat_rollup"))
         rows += measure(engine, f"scale {args.scale:g}", args.repeat, args.permutations)
         report("incidents", rows, "Incidents: heatmap, KPIs, page size, naive HeatMap (so far)")
         added = add_incidents(engine, args.million)
         console.print(f"added {added}")
         rows.append({"set": f"{args.million:,} incidents", "incidents": args.million,
-                     "measure": "generate + COPY the extra incidents", "median_s": added.get("copy_s"),
-                     "max_s": None, "target_s": None, "meets": None, "detail": added})
+                     "measure": "COPY the extra incidents (rollups kept by the statement triggers)",
+                     "median_s": added.get("copy_s"), "max_s": None, "target_s": None, "meets": None,
+                     "detail": added})
+        rebuild_s = rebuild_rollups(engine)
+        rows.append({"set": f"{args.million:,} incidents", "incidents": args.million,
+                     "measure": "rebuild the rollups from the incidents (incident_rollup_refresh)",
+                     "median_s": rebuild_s, "max_s": None, "target_s": None, "meets": None, "detail": {}})
         rows += measure(engine, f"{args.million:,} incidents", args.repeat, args.permutations)
     report("incidents", rows, "Incidents: heatmap, KPIs, page size, naive HeatMap")
 

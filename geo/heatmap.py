@@ -11,6 +11,12 @@
   (by a point on each building's surface, the shared-edge rule: smallest code).
 - Hot and cold spots (冷热点): Getis-Ord Gi* (esda.G_Local, star=True, binary hexagon contiguity) of the period's
   counts over every cell of the study area (zeros included), with conditional permutation pseudo p-values.
+
+Rollups (migration 0011, kept by triggers in every write's transaction): a request without class or unit filters
+reads the whole months of its period from `incident_heat_rollup` (counts per hexagon size, month and cell, for the
+sizes registered in `incident_heat_sizes` with the frame they were binned in; a size is registered and built on its
+first such request), and the grid choropleth's counts from `incident_rollup`; the partial months at the period's
+ends come from the incidents. Both paths give the same numbers (tests/test_incident_rollup.py).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import pandas as pd
 import shapely
 from sqlalchemy import Connection, text
 
-from geo.kpi import month_starts
+from geo.kpi import month_starts, rollup_level, rollup_timezone, whole_months
 from geo.incidents import IncidentError, unit_and_class_filters
 
 SQRT3 = math.sqrt(3.0)
@@ -39,6 +45,11 @@ HOTSPOT_LABELS = {3: "热点 (99%)", 2: "热点 (95%)", 1: "热点 (90%)", 0: "�
 
 MIN_CELL_M = 20.0
 MAX_CELL_M = 5000.0
+#: A size made coarser to bound the answer is rounded up to a multiple of this, so few sizes recur (and the
+#: hexagon rollup of each is reused).
+CELL_STEP_M = 10.0
+#: Hexagon sizes kept in incident_heat_rollup at most (every write to incidents maintains each one).
+MAX_ROLLUP_SIZES = 4
 
 
 WGS84_A = 6378137.0
@@ -106,6 +117,8 @@ class HeatmapQuery:
     seed: int = 20240601
     #: Upper bound on cells × (months + 2) kept in one answer; larger requests get coarser cells.
     max_values: int = 250_000
+    #: Read whole months from the rollups (registering the hexagon size when missing); False: incidents only.
+    use_rollup: bool = True
 
     def where(self, alias: str = "i") -> tuple[str, dict]:
         """Filters on incidents (period, class, units, jurisdiction)."""
@@ -118,6 +131,10 @@ class HeatmapQuery:
             parts.append(f"{alias}.reported_at < :end")
             params["end"] = self.end
         return " AND ".join(parts) or "TRUE", params
+
+    def unfiltered(self) -> bool:
+        """No class or unit filter and no jurisdiction: the hexagon rollup (which has no such keys) applies."""
+        return not (self.class_code or self.street or self.community or self.grid or self.scope)
 
     def area_code(self) -> str | None:
         """The most specific unit code bounding the study area (filters, else the jurisdiction)."""
@@ -255,23 +272,77 @@ def study_area(conn: Connection, q: HeatmapQuery, frame: LocalFrame):
     return frame.to_metric(shapely.from_wkb(bytes(wkb))) if wkb is not None else None
 
 
+def _frame_row(frame: LocalFrame, size: float) -> dict:
+    return {"cell_m": float(size), "lon0": frame.lon0, "lat0": frame.lat0, "kx": frame.kx, "ky": frame.ky,
+            "k": SQRT3 * float(size)}
+
+
+def ensure_heat_rollup(conn: Connection, frame: LocalFrame, size: float) -> bool:
+    """Make incident_heat_rollup hold hexagons of `size` binned in `frame` (registering the size, and building its
+    counts from the incidents in one statement, when missing); False when it cannot here and now."""
+    want = _frame_row(frame, size)
+    row = conn.execute(text("SELECT cell_m, lon0, lat0, kx, ky, k FROM incident_heat_sizes WHERE cell_m = :cell_m"),
+                       want).mappings().first()
+    if row is not None and dict(row) == want:
+        return True
+    try:
+        with conn.begin_nested():
+            # writers wait, so no incident is written between the build and the registration's commit
+            conn.execute(text("LOCK TABLE incidents IN SHARE MODE"))
+            conn.execute(text("DELETE FROM incident_heat_sizes WHERE cell_m = :cell_m"), want)
+            conn.execute(text(
+                "DELETE FROM incident_heat_sizes WHERE cell_m IN (SELECT cell_m FROM incident_heat_sizes "
+                "ORDER BY built_at DESC, cell_m OFFSET :keep)"), {"keep": MAX_ROLLUP_SIZES - 1})
+            inserted = conn.execute(text(
+                "INSERT INTO incident_heat_sizes (cell_m, lon0, lat0, kx, ky, k) "
+                "VALUES (:cell_m, :lon0, :lat0, :kx, :ky, :k) ON CONFLICT DO NOTHING RETURNING cell_m"),
+                want).first()
+            if inserted is None:
+                return False
+            conn.execute(text("SET LOCAL jit = off"))
+            conn.execute(text(f"""
+                INSERT INTO incident_heat_rollup (cell_m, month, q, r, n)
+                SELECT :cell_m, month, q, r, count(*) FROM (
+                    WITH pts AS (
+                        SELECT (i.lon - {frame.lon0!r}) * {frame.kx!r} AS x, (i.lat - {frame.lat0!r}) * {frame.ky!r} AS y,
+                               date_trunc('month', i.reported_at, incident_rollup_tz()) AS month
+                        FROM incidents i WHERE i.reported_at IS NOT NULL AND i.lon IS NOT NULL)
+                    {_round_sql('x', 'y', float(size))}) h
+                GROUP BY month, q, r"""), want)
+    except Exception:  # noqa: BLE001  (a concurrent registration, a read-only transaction: answer from incidents)
+        return False
+    return True
+
+
+def _empty_counts() -> pd.DataFrame:
+    return pd.DataFrame({"q": [], "r": [], "month": [], "n": []}).astype({"q": np.int64, "r": np.int64, "n": np.int64})
+
+
 def hex_counts(conn: Connection, q: HeatmapQuery, frame: LocalFrame, size: float,
                months: list[dt.datetime] | None = None) -> pd.DataFrame:
     """Incident counts per hexagon and local month: columns q, r, month ('YYYY-MM'), n.
 
     One aggregate per month, concatenated: each is small enough for the planner to aggregate inside its parallel
-    workers (over an index-only scan of ix_incidents_heat), and the month needs no per-row computation.
+    workers (over an index-only scan of ix_incidents_heat), and the month needs no per-row computation. Whole
+    months of an unfiltered query come from incident_heat_rollup instead (when `q.use_rollup`).
     """
     where, params = q.where("i")
     if months is None:
         lo, hi = conn.execute(text(f"SELECT min(i.reported_at), max(i.reported_at) FROM incidents i WHERE {where}"),
                               params).one()
         if lo is None:
-            return pd.DataFrame({"q": [], "r": [], "month": [], "n": []}).astype(
-                {"q": np.int64, "r": np.int64, "n": np.int64})
+            return _empty_counts()
         months = month_starts(lo, hi + dt.timedelta(microseconds=1), q.timezone)
+    whole = []
+    if q.use_rollup and q.unfiltered() and len(months) > 1 and rollup_timezone(conn) == q.timezone:
+        whole = [k for k in range(len(months) - 1)
+                 if (q.start is None or months[k] >= q.start) and (q.end is None or months[k + 1] <= q.end)]
+        if whole and not ensure_heat_rollup(conn, frame, size):
+            whole = []
     branches = []
     for k in range(len(months) - 1):
+        if k in whole:
+            continue
         window = f"i.reported_at >= :m{k} AND i.reported_at < :m{k + 1}"
         branches.append(f"""
             SELECT q, r, {k} AS month, count(*) AS n FROM (
@@ -280,15 +351,22 @@ def hex_counts(conn: Connection, q: HeatmapQuery, frame: LocalFrame, size: float
                            {k} AS month
                     FROM incidents i WHERE {where} AND {window})
                 {_round_sql('x', 'y', float(size))}) h GROUP BY q, r""")
+    if whole:  # consecutive whole months: one range of the rollup's primary key
+        branches.append(f"""
+            SELECT h.q, h.r, width_bucket(h.month, CAST(:months AS timestamptz[])) - 1 AS month, h.n
+            FROM incident_heat_rollup h
+            WHERE h.cell_m = :cell_m AND h.month >= :m{whole[0]} AND h.month < :m{whole[-1] + 1} AND h.n <> 0""")
     if not branches:
-        return pd.DataFrame({"q": [], "r": [], "month": [], "n": []}).astype(
-            {"q": np.int64, "r": np.int64, "n": np.int64})
+        return _empty_counts()
     # JIT compiling these expressions costs more than it saves
     conn.execute(text("SET LOCAL jit = off"))
-    rows = conn.execute(text(" UNION ALL ".join(branches)),
-                        {**params, **{f"m{k}": m for k, m in enumerate(months)}}).all()
+    # four arrays in one row: 100,000 result rows would cost more in the client than in the database
+    arrays = conn.execute(text(f"SELECT array_agg(q), array_agg(r), array_agg(month), array_agg(n) "
+                               f"FROM ({' UNION ALL '.join(branches)}) u"),
+                          {**params, **{f"m{k}": m for k, m in enumerate(months)}, "months": list(months),
+                           "cell_m": float(size)}).one()
     labels = np.array([m.strftime("%Y-%m") for m in months[:-1]], dtype=object)
-    df = pd.DataFrame(rows, columns=["q", "r", "k", "n"])
+    df = pd.DataFrame({c: np.asarray(a or [], dtype=np.int64) for c, a in zip(("q", "r", "k", "n"), arrays)})
     df["month"] = labels[df["k"].to_numpy(dtype=np.int64)] if len(df) else []
     return df[["q", "r", "month", "n"]].astype({"q": np.int64, "r": np.int64, "n": np.int64})
 
@@ -308,15 +386,43 @@ def _households_key(conn: Connection, at: dt.datetime) -> tuple:
                (SELECT count(*) || ':' || coalesce(max(id), 0) || ':' || coalesce(max(xmin::text::bigint), 0)
                   FROM buildings),
                (SELECT count(*) || ':' || coalesce(sum(households), 0) || ':' ||
-                       coalesce(max(xmin::text::bigint), 0) FROM units)
+                       coalesce(max(xmin::text::bigint), 0) FROM units),
+               (SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM grids),
+               (SELECT coalesce(max(xmin::text::bigint), 0) FROM grid_boundaries)
         """), {"at": at}).one()
     return tuple(row)
 
 
-def households_by_grid(conn: Connection, at: dt.datetime) -> dict[int, int]:
+#: Grid outlines (id, code, name, simplified geometry) by (_households_key, simplification, frame): they change
+#: only with the grids and their boundaries, and simplifying 10,000 outlines costs a quarter of a second.
+_OUTLINES_CACHE: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+
+
+def grid_outlines(conn: Connection, at: dt.datetime, simplify_m: float, key: tuple | None = None) -> pd.DataFrame:
+    """The grids in force at `at` in code order: id, code, name and the outline simplified to `simplify_m` metres
+    (WGS-84 shapely geometries). Cached."""
+    frame = district_frame(conn)
+    full_key = (key or _households_key(conn, at), float(simplify_m), frame)
+    if full_key in _OUTLINES_CACHE:
+        _OUTLINES_CACHE.move_to_end(full_key)
+        return _OUTLINES_CACHE[full_key]
+    rows = conn.execute(text("SELECT id, code, name, ST_AsBinary(geom) FROM grids_at(:at) ORDER BY code"),
+                        {"at": at}).all()
+    df = pd.DataFrame.from_records([tuple(r) for r in rows], columns=["id", "code", "name", "wkb"])
+    geoms = shapely.from_wkb([bytes(w) for w in df["wkb"]]) if len(df) else np.empty(0, dtype=object)
+    df["geometry"] = frame.to_wgs84(shapely.simplify(frame.to_metric(geoms), simplify_m, preserve_topology=True)) \
+        if len(df) else geoms
+    df = df.drop(columns="wkb")
+    _OUTLINES_CACHE[full_key] = df
+    while len(_OUTLINES_CACHE) > _HOUSEHOLDS_CACHE_SIZE:
+        _OUTLINES_CACHE.popitem(last=False)
+    return df
+
+
+def households_by_grid(conn: Connection, at: dt.datetime, key: tuple | None = None) -> dict[int, int]:
     """Households per grid id: a building's units count in the grid whose boundary in force at `at` covers a point
     on the building's surface (smallest code on shared edges, as everywhere). Vectorised, cached."""
-    key = _households_key(conn, at)
+    key = key or _households_key(conn, at)
     if key in _HOUSEHOLDS_CACHE:
         _HOUSEHOLDS_CACHE.move_to_end(key)
         return _HOUSEHOLDS_CACHE[key]
@@ -344,6 +450,16 @@ def households_by_grid(conn: Connection, at: dt.datetime) -> dict[int, int]:
     return out
 
 
+def grid_rollup_span(conn: Connection, q: HeatmapQuery) -> tuple[dt.datetime, dt.datetime] | None:
+    """The whole months of the period whose incidents per grid incident_rollup can count (None: read incidents)."""
+    if not q.use_rollup or q.start is None or q.end is None:
+        return None
+    if any(c and len(c) not in (9, 12, 15) for c in (q.scope, q.street, q.community, q.grid)):
+        return None  # micro-grids are not a rollup key
+    tz = rollup_timezone(conn)
+    return whole_months(q.start, q.end, tz) if tz else None
+
+
 def grid_rates(conn: Connection, q: HeatmapQuery, at: dt.datetime, simplify_m: float = 2.0) -> pd.DataFrame:
     """Per grid in force at `at` (inside the filters): incidents, households, incidents per 1,000 households and
     the outline simplified to `simplify_m` metres (WGS-84 shapely geometries)."""
@@ -351,22 +467,31 @@ def grid_rates(conn: Connection, q: HeatmapQuery, at: dt.datetime, simplify_m: f
     code = q.area_code()
     if code and len(code) > 15:  # a micro-grid: its grid
         code = code[:15]
-    unit_filter = "TRUE" if not code else "starts_with(g.code, :area_code)"
-    rows = conn.execute(text(
-        f"""
-        WITH n AS (SELECT i.grid_id, count(*) AS incidents FROM incidents i WHERE {where} GROUP BY i.grid_id)
-        SELECT g.id, g.code, g.name, coalesce(n.incidents, 0) AS incidents, ST_AsBinary(g.geom) AS wkb
-        FROM grids_at(:at) g LEFT JOIN n ON n.grid_id = g.id WHERE {unit_filter} ORDER BY g.code
-        """), {**params, "at": at, "area_code": code}).all()
-    df = pd.DataFrame(rows, columns=["id", "code", "name", "incidents", "wkb"])
-    households = households_by_grid(conn, at)
-    df["incidents"] = df["incidents"].astype(np.int64)
-    df["households"] = df["id"].map(households).fillna(0).astype(np.int64)
-    frame = district_frame(conn)
-    geoms = shapely.from_wkb([bytes(w) for w in df["wkb"]]) if len(df) else np.empty(0, dtype=object)
-    df["geometry"] = frame.to_wgs84(shapely.simplify(frame.to_metric(geoms), simplify_m, preserve_topology=True)) \
-        if len(df) else geoms
-    df = df.drop(columns="wkb")
+    counts = f"SELECT i.grid_id, count(*) AS incidents FROM incidents i WHERE {where} GROUP BY i.grid_id"
+    span = grid_rollup_span(conn, q)
+    if span:  # whole months from incident_rollup (received = reported in the period), the ends from incidents
+        params.update(m1=span[0], m2=span[1], level=rollup_level("grid", q.class_code, None))
+        units, _ = HeatmapQuery(class_code=q.class_code, street=q.street, community=q.community, grid=q.grid,
+                                scope=q.scope).where("r")
+        counts = f"""
+            SELECT grid_id, sum(n)::bigint AS incidents FROM (
+                SELECT i.grid_id, count(*) AS n FROM incidents i
+                WHERE {where} AND (i.reported_at < :m1 OR i.reported_at >= :m2) GROUP BY i.grid_id
+                UNION ALL
+                SELECT r.grid_id, sum(r.received) FROM incident_rollup r
+                WHERE r.level = :level AND r.month >= :m1 AND r.month < :m2 AND {units}
+                GROUP BY r.grid_id) u
+            GROUP BY grid_id"""
+    counts_by_grid = dict(conn.execute(text(f"SELECT grid_id, incidents FROM ({counts}) n WHERE grid_id IS NOT NULL"),
+                                       params).all())
+    key = _households_key(conn, at)
+    df = grid_outlines(conn, at, simplify_m, key)
+    if code:
+        df = df[df["code"].str.startswith(code)]
+    df = df.reset_index(drop=True).copy()
+    df["incidents"] = df["id"].map(counts_by_grid).fillna(0).astype(np.int64)
+    df["households"] = df["id"].map(households_by_grid(conn, at, key)).fillna(0).astype(np.int64)
+    df = df[["id", "code", "name", "incidents", "households", "geometry"]]
     with np.errstate(divide="ignore", invalid="ignore"):
         df["per_1000"] = np.where(df["households"] > 0, 1000.0 * df["incidents"] / df["households"].clip(lower=1),
                                   np.nan)
@@ -479,7 +604,8 @@ def choose_cell_size(area, requested: float, months: int, max_values: int) -> fl
     cells = area.area / cell_area
     budget = max_values / (months + 2)
     if cells > budget:
-        size = min(MAX_CELL_M, size * math.sqrt(cells / budget) * 1.05)
+        size = size * math.sqrt(cells / budget) * 1.05
+        size = min(MAX_CELL_M, math.ceil(size / CELL_STEP_M) * CELL_STEP_M)
     return size
 
 
