@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     Computed,
     Date,
     DateTime,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -407,7 +409,64 @@ class Incident(Base):
               postgresql_where=text("state IN ('dispatched','handled','reported','suspended')")),
         Index("ix_incidents_heat", "reported_at",
               postgresql_include=["lon", "lat", "class_code", "street_id", "community_id", "grid_id"]),
+        # Late closures and handlings in a period's last partial month, and the open cases' deadline lights
+        # (geo/kpi.py, migration 0011).
+        Index("ix_incidents_late_closed", "closed_at", postgresql_where=text("closed_at > due_at")),
+        Index("ix_incidents_late_handled", "handled_at",
+              postgresql_where=text("handled_at > LEAST(due_at, closed_at)")),
+        Index("ix_incidents_open_light", "due_at",
+              postgresql_include=["state", "suspended_at", "time_limit_hours", "extended_hours", "street_id",
+                                  "community_id", "grid_id", "micro_grid_id", "class_code", "department"],
+              postgresql_where=text("state IN ('dispatched','handled','reported','suspended')")),
     )
+
+
+#: 事件月度汇总: incident counts per local month and key, kept by statement triggers on ``incidents`` (migration
+#: 0011) and read by geo/kpi.py for whole months. ``level`` is the grouping set (0 every key; 3 street, community,
+#: grid; 12 street, class, department); one partition per level (``incident_rollup_l<level>``, not modelled).
+incident_rollup = Table(
+    "incident_rollup", Base.metadata,
+    Column("level", SmallInteger, nullable=False),
+    Column("month", DateTime(timezone=True), nullable=False),
+    Column("closed_month", DateTime(timezone=True)),
+    Column("handled_month", DateTime(timezone=True)),
+    Column("street_id", Integer),
+    Column("community_id", Integer),
+    Column("grid_id", Integer),
+    Column("class_code", String(16)),
+    Column("department", String(100)),
+    *(Column(name, Integer, nullable=False, server_default="0")
+      for name in ("received", "rejected", "registered", "due", "on_time", "reworked", "extended")),
+    UniqueConstraint("level", "month", "closed_month", "handled_month", "street_id", "community_id", "grid_id",
+                     "class_code", "department", name="incident_rollup_key", postgresql_nulls_not_distinct=True),
+    CheckConstraint("level IN (0, 3, 12)", name="incident_rollup_level_check"),
+    postgresql_partition_by="LIST (level)",
+)
+
+
+class IncidentHeatSize(Base):
+    """A hexagon size whose monthly counts are kept in ``incident_heat_rollup`` (its lattice's origin and scale)."""
+
+    __tablename__ = "incident_heat_sizes"
+    cell_m: Mapped[float] = mapped_column(Double, primary_key=True)
+    lon0: Mapped[float] = mapped_column(Double)
+    lat0: Mapped[float] = mapped_column(Double)
+    kx: Mapped[float] = mapped_column(Double)
+    ky: Mapped[float] = mapped_column(Double)
+    k: Mapped[float] = mapped_column(Double)
+    built_at: Mapped[dt.datetime] = _ts(server_default=func.now())
+
+
+class IncidentHeatCount(Base):
+    """Incidents reported in one local month in one hexagon (axial q, r) of one size."""
+
+    __tablename__ = "incident_heat_rollup"
+    cell_m: Mapped[float] = mapped_column(ForeignKey("incident_heat_sizes.cell_m", ondelete="CASCADE"),
+                                          primary_key=True)
+    month: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    q: Mapped[int] = mapped_column(Integer, primary_key=True)
+    r: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
 
 
 class IncidentEvent(Base):

@@ -162,8 +162,8 @@ def test_parse_at_rejects_garbage():
         parse_at("yesterday")
 
 
-#: The newest migration geo/models.py declares; move it on once a later migration's tables are modelled.
-MODELLED_REVISION = "0012"
+#: The migrations geo/models.py declares ("heads": all of them; name one while a new migration awaits its model).
+MODELLED_REVISION = "heads"
 
 
 def test_models_match_the_migrated_schema(empty_database_url):
@@ -181,14 +181,23 @@ def test_models_match_the_migrated_schema(empty_database_url):
     engine = db.make_engine(empty_database_url)
     try:
         with engine.connect() as conn:
+            # Partitions (incident_rollup_l0 …) are their parent's storage, declared by the parent alone.
+            partitions = set(conn.execute(text(
+                "SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r'")).scalars())
+
+            def include(obj, name, type_, reflected, compare_to):
+                if type_ == "table" and name in partitions:
+                    return False
+                return alembic_helpers.include_object(obj, name, type_, reflected, compare_to)
+
             context = MigrationContext.configure(conn, opts={
-                "include_object": alembic_helpers.include_object, "compare_type": True,
-                "compare_server_default": True})
+                "include_object": include, "compare_type": True, "compare_server_default": True})
             diff = compare_metadata(context, Base.metadata)
             # Autogenerate does not compare CHECK and EXCLUDE constraints: their names must match too.
             in_db = set(conn.execute(text(
-                "SELECT conrelid::regclass::text || '.' || conname FROM pg_constraint "
-                "WHERE contype IN ('c', 'x') AND connamespace = 'public'::regnamespace "
+                "SELECT conrelid::regclass::text || '.' || conname FROM pg_constraint c "
+                "JOIN pg_class r ON r.oid = c.conrelid "
+                "WHERE contype IN ('c', 'x') AND connamespace = 'public'::regnamespace AND NOT r.relispartition "
                 "AND conrelid <> 'spatial_ref_sys'::regclass")).scalars())  # PostGIS's own table
     finally:
         engine.dispose()
