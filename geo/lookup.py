@@ -957,7 +957,9 @@ class IndexHolder:
         if state.generation != self._generation:
             # Boundaries changed since this snapshot: answering from it could name a grid that no longer owns the
             # place, so wait for the rebuild already under way (a failed rebuild leaves the old one in service).
-            self.refresh(wait=True)
+            with self._cond:
+                generation = self._generation
+                self._cond.wait_for(lambda: self._state.generation >= generation or self._refresh_thread is None)
             state = self._state_now()
         self._maybe_poll()
         now = dt.datetime.now(dt.timezone.utc)
@@ -1008,14 +1010,17 @@ class IndexHolder:
     def refresh(self, wait: bool = False) -> None:
         """Rebuild the current index in a background thread and swap it in when complete; `wait` blocks until then."""
         with self._cond:
-            self._requested += 1
-            ticket = self._requested
-            if self._refresh_thread is None:
-                self._refresh_thread = threading.Thread(target=self._refresh_loop, name="locate-index-refresh",
-                                                        daemon=True)
-                self._refresh_thread.start()
+            ticket = self._request_locked()
             if wait:
                 self._cond.wait_for(lambda: self._completed >= ticket)
+
+    def _request_locked(self) -> int:
+        self._requested += 1
+        if self._refresh_thread is None:
+            self._refresh_thread = threading.Thread(target=self._refresh_loop, name="locate-index-refresh",
+                                                    daemon=True)
+            self._refresh_thread.start()
+        return self._requested
 
     def _refresh_loop(self) -> None:
         while True:
@@ -1086,9 +1091,9 @@ class IndexHolder:
 
     def boundaries_changed(self) -> None:
         """Boundaries (or compounds, buildings) changed and are committed: stop answering from the old snapshot."""
-        with self._cond:
+        with self._cond:  # one step, so a reader never sees the new generation with no rebuild under way
             self._generation += 1
-        self.refresh()
+            self._request_locked()
 
     def _start_listening(self) -> None:
         if self._listen is not None and self._listener is None:
