@@ -18,6 +18,9 @@ advisory locks, and new codes are given per community (community code + 3 digits
 Rollback of version V publishes, as a new version, the community boundaries in force just before V; when a street
 plan published V, one street version restores every community V changed (ids and codes of the old units back, the
 units V created ended), refused when those boundaries changed after V unless If-Match is the street's current ETag.
+Any other version is rolled back community by community (one new version each) under the same rule: refused when a
+community it would restore changed after V, unless If-Match carries that community's current ETag (an If-Match
+list, one ETag per such community, when V changed several, as imports do); ``*`` counts as no If-Match.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ SAME_DEG2 = 1e-12
 class StalePublished(PlanError):
     """The community's published boundaries changed since the plan (or the caller's If-Match) was taken."""
 
-    def __init__(self, message: str, current: str, changes: list[dict]):
+    def __init__(self, message: str, current: str, changes: list[dict], etags: dict[str, str] | None = None):
         super().__init__(message)
         self.current = current
         self.changes = changes
+        #: community code → current token of every community whose ETag the caller must send (community rollback)
+        self.etags = etags
 
 
 def _reading_order(geoms: list) -> list[int]:
@@ -357,45 +362,86 @@ def rollback_street(conn: Connection, scope: dict, actor: str | None = None, if_
             "version_id": out["version_id"], "plan_id": pid, "token": out["token"], "results": [entry]}
 
 
+def _if_match_tokens(if_match: str | None) -> list[str]:
+    """The entity tags of an If-Match header (a comma-separated list, RFC 9110), unquoted; none for absent or `*`."""
+    if if_match is None or if_match.strip() in ("", "*"):
+        return []
+    return [t.strip().removeprefix("W/").strip('"') for t in if_match.split(",") if t.strip()]
+
+
+def _etag_list(tokens: list[str]) -> str:
+    return ", ".join(f'"{t}"' for t in tokens)
+
+
 def rollback(conn: Connection, version_id: int, actor: str | None = None, if_match: str | None = None,
              community_code: str | None = None) -> dict:
     """Publish, as a new version, the boundaries in force just before version `version_id`: one street version
-    when a street plan published it (see `rollback_street`), else per community it changed (or only
-    `community_code`)."""
-    if community_code is None:
-        scope = version_scope(conn, version_id)
-        if scope is not None and scope["street"] is not None:
-            return rollback_street(conn, scope, actor, if_match)
-    v = conn.execute(text("SELECT id, valid_from, label FROM boundary_versions WHERE id = :v"),
-                     {"v": version_id}).mappings().first()
-    if v is None:
+    when a street plan published it (see `rollback_street`), else one version per community it changed (or only
+    `community_code`).
+
+    A community version is refused (`StalePublished`, naming the later versions and the ETags needed) when a
+    community it would restore changed after it, unless `if_match` carries that community's current ETag (a list
+    when several changed); an `if_match` naming no current ETag of those communities is refused as well."""
+    from geo.plans import _published_rows, _write_rows
+
+    scope = version_scope(conn, version_id)
+    if scope is None:
         raise PlanError(f"no boundary version {version_id}")
-    communities = conn.execute(text("""
-        SELECT DISTINCT c.code FROM communities c JOIN grids g ON g.community_id = c.id
-        LEFT JOIN micro_grids m ON m.grid_id = g.id
-        WHERE EXISTS (SELECT 1 FROM grid_boundaries b WHERE b.grid_id = g.id AND b.version_id = :v)
-           OR EXISTS (SELECT 1 FROM micro_grid_boundaries b WHERE b.micro_grid_id = m.id AND b.version_id = :v)
-           OR EXISTS (SELECT 1 FROM grid_boundaries b WHERE b.grid_id = g.id AND b.valid_to = :t)
-        ORDER BY c.code
-    """), {"v": version_id, "t": v["valid_from"]}).scalars().all()
-    if community_code:
-        communities = [c for c in communities if c == community_code]
+    if community_code is None and scope["street"] is not None:
+        return rollback_street(conn, scope, actor, if_match)
+    communities = {cid: code for cid, code in scope["communities"].items()
+                   if community_code is None or code == community_code}
     if not communities:
         raise PlanError(f"version {version_id} changed no grid boundaries to roll back")
-    before = v["valid_from"] - dt.timedelta(microseconds=1)
+    ids = sorted(communities)
+    # the same locks as a publish of these communities (id order): the checks below are race-free
+    for cid in ids:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('gridatlas.publish'), :c)"), {"c": cid})
+    since = scope["valid_from"]
+    before = since - dt.timedelta(microseconds=1)
+    empty = conn.execute(text("""
+        SELECT c.code FROM communities c WHERE c.id = ANY(:c)
+          AND NOT EXISTS (SELECT 1 FROM grids_at(CAST(:t AS timestamptz)) g WHERE g.community_id = c.id)
+        ORDER BY c.code
+    """), {"c": ids, "t": before}).scalars().all()
+    if empty:
+        raise PlanError(f"no grids were in force in community {', '.join(empty)} before version {version_id} "
+                        "to restore")
+    current = {cid: community_token(conn, cid) for cid in ids}
+    wanted = _if_match_tokens(if_match)
+    stale = [cid for cid in ids if _fingerprint(conn, [cid], since) != _fingerprint(conn, [cid])]
+    needed = stale or ids
+    etags = {communities[c]: current[c] for c in needed}
+    unknown = [t for t in wanted if t not in set(current.values())]
+    if unknown:
+        raise StalePublished(
+            f"If-Match {_etag_list(unknown)} is not the current published version of "
+            f"{'community' if len(ids) == 1 else 'any of the communities'} {', '.join(communities[c] for c in ids)} "
+            f"changed by version {version_id}; the current ETag{'s are' if len(needed) > 1 else ' is'} "
+            f"{_etag_list(list(etags.values()))}",
+            current[needed[0]], [c for c in changes_since(conn, ids, since) if c["version_id"] != version_id], etags)
+    missing = [cid for cid in stale if current[cid] not in wanted]
+    if missing:
+        later = [c for c in changes_since(conn, missing, since) if c["version_id"] != version_id]
+        names = ", ".join(f"{c['version_id']} ({c['label']})" for c in later) or "unknown"
+        codes = ", ".join(communities[c] for c in missing)
+        etags = {communities[c]: current[c] for c in missing}
+        raise StalePublished(
+            f"the boundaries version {version_id} changed in community {codes} were changed again since (versions "
+            f"{names}); to roll back over them send If-Match: {_etag_list([current[c] for c in missing])} (the "
+            f"current ETag{'s' if len(missing) > 1 else ''} of community {codes})",
+            current[missing[0]], later, etags)
     results = []
-    for code in communities:
+    for cid in sorted(ids, key=lambda c: communities[c]):
+        code = communities[cid]
         pid = create_plan(conn, code, actor, f"回滚版本 {version_id}", at=before)
-        # the plan copies the old boundaries; units the version created are not in it and must end
-        from geo.plans import community_of, _published_rows, _write_rows
-
-        cid = community_of(conn, code)["id"]
+        # the plan copies the old boundaries; units the version (or a later one) created are not in it and must end
         state = load_state(conn, pid)
         extra = [dict(r, retired=True) for r in _published_rows(conn, cid) if r["key"] not in state.rows]
         _write_rows(conn, pid, extra)
-        conn.execute(text("UPDATE plans SET base_token = :t WHERE id = :p"),
-                     {"t": community_token(conn, cid), "p": pid})
+        conn.execute(text("UPDATE plans SET base_token = :t WHERE id = :p"), {"t": current[cid], "p": pid})
+        # If-Match was checked above for every community; publish re-checks only the base token
         results.append({"community": code, "plan_id": pid,
-                        **publish(conn, pid, actor, if_match, label=f"回滚版本 {version_id} ({v['label']})",
+                        **publish(conn, pid, actor, None, label=f"回滚版本 {version_id} ({scope['label']})",
                                   allow_errors=True)})
     return {"rolled_back": version_id, "results": results}

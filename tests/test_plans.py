@@ -699,3 +699,181 @@ def test_http_publish_then_locate_and_classification_answer_by_the_new_version(m
         assert then["grid"]["code"] == grid_code[a] and then["version"]["id"] != new_version
         assert classification() == new_version
         assert classification(at=before_ts.isoformat()) == old_version != new_version
+
+
+# ------------------------------------------------------------------------------- rollback over later changes
+
+def _merge_and_publish(conn, code, who="tester"):
+    """Publish a community plan that merges two neighbouring grids; the publish summary."""
+    from geo.publish import publish
+
+    pid = plans.create_plan(conn, code, who)
+    a, b = _neighbours(plans.load_state(conn, pid))
+    plans.apply_operation(conn, pid, {"type": "merge", "keys": [a, b]})
+    return publish(conn, pid, who, allow_errors=True)
+
+
+def _community_units(conn, community_id, at=None):
+    """The community's grids and micro-grids in force at `at` (default now): {(level, id): (code, parent, geom)}."""
+    rows = conn.execute(text("""
+        SELECT 'grid', g.id, g.code, g.community_id, ST_AsBinary(g.geom)
+        FROM grids_at(coalesce(CAST(:t AS timestamptz), clock_timestamp())) g WHERE g.community_id = :c
+        UNION ALL
+        SELECT 'micro_grid', m.id, m.code, m.grid_id, ST_AsBinary(m.geom)
+        FROM micro_grids_at(coalesce(CAST(:t AS timestamptz), clock_timestamp())) m
+        JOIN grids g ON g.id = m.grid_id WHERE g.community_id = :c
+    """), {"t": at, "c": community_id}).all()
+    return {(r[0], r[1]): (r[2], r[3], shapely.from_wkb(bytes(r[4]))) for r in rows}
+
+
+def _assert_same_units(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k][:2] == b[k][:2], k
+        assert shapely.equals_exact(shapely.normalize(a[k][2]), shapely.normalize(b[k][2]), tolerance=1e-9), k
+
+
+def _written(conn, community_id):
+    """What a refused rollback must not change: the boundary rows in force now and the number of versions."""
+    rows = conn.execute(text("""
+        SELECT 'g' || boundary_id FROM grids_at(clock_timestamp()) WHERE community_id = :c
+        UNION ALL
+        SELECT 'm' || m.boundary_id FROM micro_grids_at(clock_timestamp()) m JOIN grids g ON g.id = m.grid_id
+        WHERE g.community_id = :c
+    """), {"c": community_id}).scalars().all()
+    return sorted(rows), conn.execute(text("SELECT count(*) FROM boundary_versions")).scalar()
+
+
+def _now(conn):
+    return conn.execute(text("SELECT clock_timestamp()")).scalar()
+
+
+def test_community_rollback_refused_over_later_changes_unless_if_match_is_current(db_session, community):
+    from geo.publish import StalePublished, rollback
+
+    conn = _conn(db_session)
+    before_v1 = _community_units(conn, community["id"])
+    v1 = _merge_and_publish(conn, community["code"])
+    after_v1 = _community_units(conn, community["id"])
+    v2 = _merge_and_publish(conn, community["code"], "someone else")
+    written = _written(conn, community["id"])
+    # rolling back v1 would overwrite v2: refused, naming v2, with or without `*`, and nothing is written
+    for if_match in (None, "*", ""):
+        with pytest.raises(StalePublished) as exc:
+            rollback(conn, v1["version_id"], "tester", if_match=if_match)
+        assert [c["version_id"] for c in exc.value.changes] == [v2["version_id"]]
+        assert str(v2["version_id"]) in str(exc.value) and community["code"] in str(exc.value)
+        assert exc.value.current == plans.community_token(conn, community["id"]) == v2["token"]
+        assert exc.value.etags == {community["code"]: v2["token"]}
+        assert _written(conn, community["id"]) == written
+    # v1's own ETag is stale as well
+    with pytest.raises(StalePublished) as exc:
+        rollback(conn, v1["version_id"], "tester", if_match=plans.version_etag(v1["token"]))
+    assert exc.value.current == v2["token"] and [c["version_id"] for c in exc.value.changes] == [v2["version_id"]]
+    assert _written(conn, community["id"]) == written
+    # the newest version rolls back without If-Match: v1's boundaries are in force again
+    back2 = rollback(conn, v2["version_id"], "tester")
+    assert [r["community"] for r in back2["results"]] == [community["code"]]
+    _assert_same_units(_community_units(conn, community["id"]), after_v1)
+    # v1 was changed since by v2 and by that rollback: both named; with the current ETag it goes through on purpose
+    with pytest.raises(StalePublished) as exc:
+        rollback(conn, v1["version_id"], "tester")
+    assert [c["version_id"] for c in exc.value.changes] == [v2["version_id"], back2["results"][0]["version_id"]]
+    n = _written(conn, community["id"])[1]
+    back1 = rollback(conn, v1["version_id"], "tester", if_match=f'W/"{exc.value.current}"')
+    assert len(back1["results"]) == 1 and back1["results"][0]["version_id"] > back2["results"][0]["version_id"]
+    assert _written(conn, community["id"])[1] == n + 1
+    _assert_same_units(_community_units(conn, community["id"]), before_v1)
+
+
+def test_multi_community_version_rollback_needs_each_changed_communitys_etag(db_session):
+    """A version that changed several communities (as an import does) needs the current ETag of every community
+    changed since, as an If-Match list; communities not changed since need none."""
+    from geo.publish import StalePublished, publish_state, rollback
+    from geo.store import create_version
+
+    conn = _conn(db_session)
+    rows = db_session.execute(text("""
+        SELECT c.code, c.id FROM communities c JOIN grids g ON g.community_id = c.id
+        WHERE g.kind = 'comprehensive' GROUP BY c.id ORDER BY count(*) DESC, c.code LIMIT 2
+    """)).all()
+    (code_a, id_a), (code_b, id_b) = rows
+    before = {id_a: _community_units(conn, id_a), id_b: _community_units(conn, id_b)}
+    # one version over two communities, written the way an import writes it (no plan behind it)
+    ts = _now(conn)
+    vid = create_version(conn, ts, "导入 两个社区", "importer")
+    for code in (code_a, code_b):
+        pid = plans.create_plan(conn, code, "importer")
+        a, b = _neighbours(plans.load_state(conn, pid))
+        plans.apply_operation(conn, pid, {"type": "merge", "keys": [a, b]})
+        publish_state(conn, plans.load_state(conn, pid), ts, "导入 两个社区", "importer", vid)
+    later_a = _merge_and_publish(conn, code_a, "someone else")
+    n_versions = _written(conn, id_a)[1]
+    with pytest.raises(StalePublished) as exc:
+        rollback(conn, vid, "tester")
+    # only community a changed since: its ETag alone is asked for
+    assert exc.value.etags == {code_a: plans.community_token(conn, id_a)}
+    assert [c["version_id"] for c in exc.value.changes] == [later_a["version_id"]]
+    assert code_a in str(exc.value) and code_b not in str(exc.value).split("send If-Match")[1]
+    later_b = _merge_and_publish(conn, code_b, "someone else")
+    tok_a, tok_b = plans.community_token(conn, id_a), plans.community_token(conn, id_b)
+    # now both changed: a's ETag alone is not enough, the refusal names b's
+    with pytest.raises(StalePublished) as exc:
+        rollback(conn, vid, "tester", if_match=plans.version_etag(tok_a))
+    assert exc.value.etags == {code_b: tok_b}
+    assert [c["version_id"] for c in exc.value.changes] == [later_b["version_id"]]
+    assert tok_b in str(exc.value)
+    # an ETag of neither community is refused as well
+    with pytest.raises(StalePublished):
+        rollback(conn, vid, "tester", if_match=f"{plans.version_etag(tok_a)}, \"c{id_a}-stale\"")
+    assert _written(conn, id_a)[1] == n_versions + 1  # only later_b was written meanwhile
+    back = rollback(conn, vid, "tester", if_match=f"{plans.version_etag(tok_b)}, {plans.version_etag(tok_a)}")
+    assert sorted(r["community"] for r in back["results"]) == sorted([code_a, code_b])
+    for cid in (id_a, id_b):
+        _assert_same_units(_community_units(conn, cid), before[cid])
+
+
+def test_http_community_rollback_412_over_later_changes_then_current_etag(client, make_user, community, db_session):
+    planner = make_user("planner", community["code"])["headers"]
+    conn = db_session.connection()
+    before_v1 = _community_units(conn, community["id"])
+
+    def publish_merge():
+        p = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner).json()
+        a, b = _neighbours(plans.load_state(db_session.connection(), p["id"]))
+        r = client.post(f"/v1/plans/{p['id']}/operations", json={"type": "merge", "keys": [a, b]}, headers=planner)
+        assert r.status_code == 200, r.text
+        pub = client.post(f"/v1/plans/{p['id']}/publish", json={"allow_errors": True},
+                          headers={**planner, "If-Match": p["published_etag"]})
+        assert pub.status_code == 200, pub.text
+        return pub
+
+    v1, v2 = publish_merge(), publish_merge()
+    written = _written(conn, community["id"])
+    n_audit = db_session.execute(text("SELECT count(*) FROM audit_log WHERE action = 'version.rollback'")).scalar()
+    url = f"/v1/versions/{v1.json()['version_id']}/rollback"
+    for headers in (planner, {**planner, "If-Match": "*"}, {**planner, "If-Match": v1.headers["ETag"]}):
+        r = client.post(url, headers=headers)
+        assert r.status_code == 412, r.text
+        body = r.json()
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert body["type"].endswith("stale-version")
+        assert [c["version_id"] for c in body["changes"]] == [v2.json()["version_id"]]
+        assert body["current_etag"] == v2.headers["ETag"]
+        assert body["current_etags"] == {community["code"]: v2.headers["ETag"]}
+        assert _written(conn, community["id"]) == written
+    assert db_session.execute(text("SELECT count(*) FROM audit_log WHERE action = 'version.rollback'"
+                                   )).scalar() == n_audit
+    ok = client.post(url, headers={**planner, "If-Match": v2.headers["ETag"]})
+    assert ok.status_code == 200, ok.text
+    assert ok.headers["ETag"] == plans.version_etag(ok.json()["results"][0]["token"]) != v2.headers["ETag"]
+    assert _written(conn, community["id"])[1] == written[1] + 1
+    _assert_same_units(_community_units(conn, community["id"]), before_v1)
+    # the rollback is now the newest version: rolling it back needs no If-Match
+    newest = client.post(f"/v1/versions/{ok.json()['results'][0]['version_id']}/rollback", headers=planner)
+    assert newest.status_code == 200, newest.text
+
+
+def test_rollback_route_documents_the_if_match_rule(client):
+    doc = client.app.openapi()["paths"]["/v1/versions/{version_id}/rollback"]["post"]["description"]
+    assert "412" in doc and "If-Match" in doc and "current_etag" in doc

@@ -384,7 +384,7 @@ def test_http_street_rollback_jurisdiction_412_audit_and_locate_refresh(client, 
     import geo.lookup
 
     refreshed = []
-    monkeypatch.setattr(geo.lookup, "notify_boundaries_changed", lambda: refreshed.append(1))
+    monkeypatch.setattr(geo.lookup, "notify_boundaries_changed", lambda since=None: refreshed.append(1))
     street_planner, community_planner = _street_users(make_user, street)
     created = client.post("/v1/plans", json={"street_code": street["code"]}, headers=street_planner).json()
     pid = created["id"]

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Response
 from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import text
 
 from api.auth import AuditDep, CurrentUser, Planner, ensure_covers
 from api.deps import SessionDep
@@ -272,12 +271,33 @@ def suggest(plan_id: int, principal: Planner, session: SessionDep, audit: AuditD
     return out
 
 
+def _stale_version(exc) -> Problem:
+    """412 problem+json for a stale published version; a community rollback also names the ETag of every community
+    the caller must send (``current_etags``; ``current_etag`` is then the whole If-Match value to send)."""
+    if exc.etags:
+        etags = {code: gp.version_etag(t) for code, t in exc.etags.items()}
+        return Problem(412, str(exc), type="stale-version", current_etag=", ".join(etags.values()),
+                       current_etags=etags, changes=exc.changes)
+    return Problem(412, str(exc), type="stale-version", current_etag=gp.version_etag(exc.current),
+                   changes=exc.changes)
+
+
 @router.post("/v1/versions/{version_id}/rollback")
 def rollback(version_id: int, principal: Planner, session: SessionDep, audit: AuditDep, response: Response,
              background: BackgroundTasks, if_match: Annotated[str | None, Header()] = None) -> dict:
-    """Publish, as a new version, the boundaries in force before this version: one street version when a street
-    plan published it (needs the street in your jurisdiction; If-Match: the street's published ETag), else one
-    version per community it changed."""
+    """Publish, as a new version, the boundaries in force before this version (回滚).
+
+    A version a street plan published is rolled back as one street version (needs the street in your jurisdiction);
+    any other version as one new version per community it changed (needs each of them in your jurisdiction).
+
+    Rolling back never silently overwrites later work: when the boundaries it would restore were changed again by a
+    later version, the rollback is refused with 412 (type ``stale-version``; ``changes`` lists the later versions,
+    ``current_etag`` the ETag to send) and nothing is written. To roll back over the later changes on purpose,
+    send ``If-Match`` with the current published ETag: the street's ETag for a street version; for a community
+    version, the ETag of each community that changed since (a comma-separated If-Match list when the version, e.g.
+    an import, changed several; ``current_etags`` names them per community). An If-Match that is not current is
+    refused with 412 as well; ``If-Match: *`` counts as none. Rolling back the newest version needs no If-Match.
+    """
     from geo.lookup import notify_boundaries_changed
     from geo.publish import StalePublished, rollback as do_rollback, version_scope
 
@@ -288,19 +308,13 @@ def rollback(version_id: int, principal: Planner, session: SessionDep, audit: Au
     street = scope["street"] if scope else None
     if street is not None:
         ensure_covers(principal, street["code"], f"street {street['code']} (version {version_id} is a street version)")
-    else:
-        codes = conn.execute(text("""
-            SELECT DISTINCT c.code FROM communities c JOIN grids g ON g.community_id = c.id
-            JOIN grid_boundaries b ON b.grid_id = g.id
-            WHERE b.version_id = :v OR b.valid_to = (SELECT valid_from FROM boundary_versions WHERE id = :v)
-        """), {"v": version_id}).scalars().all()
-        for code in codes:
+    elif scope is not None:
+        for code in scope["communities"].values():
             ensure_covers(principal, code, f"community {code}")
     try:
         out = do_rollback(conn, version_id, principal.actor, if_match)
     except StalePublished as exc:
-        raise Problem(412, str(exc), type="stale-version", current_etag=gp.version_etag(exc.current),
-                      changes=exc.changes) from None
+        raise _stale_version(exc) from None
     except gp.PlanError as exc:
         raise Problem(404 if "no boundary version" in str(exc) else 409, str(exc), type="rollback") from None
     if out.get("scope") == "street":
