@@ -12,12 +12,10 @@ counted from 1 in document order.
 from __future__ import annotations
 
 import csv
-import gc
 import io
 import math
 import re
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +24,7 @@ import pandas as pd
 
 from geo.lookup import (LEVEL_KEYS, MATCH_NAMES, MATCH_NEAREST, MATCH_NONE, NONE, LocateBatch, LocateIndex,
                         StaffDirectory)
+from geo.runtime import paused_gc
 
 #: Rows parsed and located together (bounded memory, amortised per-call overheads).
 CHUNK_ROWS = 65_536
@@ -33,19 +32,6 @@ CHUNK_ROWS = 65_536
 LON_NAMES = ("lon", "lng", "long", "longitude", "x", "经度")
 LAT_NAMES = ("lat", "latitude", "y", "纬度")
 ID_NAMES = ("id", "ref", "key", "编号", "序号")
-
-
-@contextmanager
-def no_gc():
-    """Pause the cyclic garbage collector: parsing a chunk allocates ~10^5 short-lived containers, none cyclic,
-    and the collections that allocation triggers would otherwise cost more than the parse."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class BatchInputError(ValueError):
@@ -421,7 +407,7 @@ class GeoJsonReader:
             self.base += keep_from
 
     def _parse(self, texts: Sequence[bytes]) -> PointChunk:
-        with no_gc():
+        with paused_gc():
             return self._parse_texts(texts)
 
     def _parse_texts(self, texts: Sequence[bytes]) -> PointChunk:
@@ -663,7 +649,7 @@ class BatchFormatter:
 
     def render(self, chunk: PointChunk, batch: LocateBatch | None, valid: np.ndarray) -> bytes:
         """Output for a chunk (UTF-8 bytes): every row in input order, errors in place."""
-        with no_gc():
+        with paused_gc():
             return self._render(chunk, batch, valid)
 
     def _combo_keys(self, values: list[np.ndarray]) -> tuple[np.ndarray, list, np.ndarray]:

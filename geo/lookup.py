@@ -35,7 +35,6 @@ from __future__ import annotations
 import bisect
 import ctypes
 import datetime as dt
-import gc
 import logging
 import math
 import threading
@@ -43,7 +42,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -55,6 +54,7 @@ from pyproj import Transformer
 from sqlalchemy import Connection, Engine, text
 
 from geo.crs import STORAGE_SRID, utm_epsg
+from geo.runtime import paused_gc
 
 log = logging.getLogger("gridatlas.lookup")
 
@@ -112,26 +112,13 @@ BOUNDARY_TABLES = {
 
 # ------------------------------------------------------------------------------------------- cell raster
 
-@contextmanager
-def _no_gc():
-    """Pause the cyclic garbage collector while creating many shapely objects (none cyclic): the collections the
-    allocations trigger would otherwise walk every live object again and again."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 #: Points created at once while building (bounds the memory of the temporary shapely objects).
 _POINT_BATCH = 32_768
 
 
 def _points(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """shapely points, with the cyclic garbage collector paused while they are created."""
-    with _no_gc():
+    with paused_gc():
         return shapely.points(x, y)
 
 
