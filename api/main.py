@@ -64,6 +64,13 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     except ImportError:  # maps not installed in a minimal deployment
         log.warning("maps static assets not mounted")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        # Browsers ask for it on every page that names no icon (the login page, API answers opened in a tab).
+        from fastapi.responses import RedirectResponse
+
+        return RedirectResponse("/static/favicon.svg", status_code=308)
+
     @app.get("/docs", include_in_schema=False)
     def swagger_ui():
         return get_swagger_ui_html(
