@@ -209,7 +209,7 @@ def test_models_match_the_migrated_schema(empty_database_url):
 
 def test_favicon_is_served_for_pages_that_name_none(client):
     """Browsers ask every origin for /favicon.ico; answering it keeps page consoles free of 404s."""
-    r = client.get("/favicon.ico")
+    r = client.get("/favicon.ico", follow_redirects=False)
     assert r.status_code == 308 and r.headers["location"] == "/static/favicon.svg"
     icon = client.get("/favicon.ico", follow_redirects=True)
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
