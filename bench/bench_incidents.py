@@ -13,7 +13,16 @@ the table holds `--million` rows:
   same numbers; the first rollup request of a hexagon size registers and builds it (timed on its own), and the
   rollups' full rebuild is timed once;
 - the heatmap page: bytes and seconds to build and render;
-- the naive approach in the same run: every incident as a point in folium's HeatMap plugin (HTML bytes, seconds).
+- the naive approach in the same run: every incident as a point in folium's HeatMap plugin (HTML bytes, seconds);
+- filtered heatmap aggregation (target: under 2 s), the way a leader looks at part of the district: by the busiest
+  major class, the busiest street, the busiest community, and that street and class together, over the whole
+  period (about a year) and over one whole month, through the default path and from the incidents alone, checked
+  equal; with the hexagon rollup's storage (rows and bytes per size) at each set.
+
+`--only filtered` measures just the filtered heatmaps (and an unfiltered reference) and writes
+bench/results/incidents_filtered.json. `--db NAME` keeps the data in database NAME on the configured server instead
+of a throw-away one: a later run with the same NAME migrates it to the newest schema and reuses what it holds
+(no district generated when it has incidents; no scale-set measurements when it already holds the large set).
 """
 
 from __future__ import annotations
@@ -21,13 +30,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
+import psycopg
 import shapely
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from bench.common import console, fresh_database, report, timed
+from geo import db
 from geo import heatmap as hm
 from geo.demo import generate_and_load
 from geo.kpi import GROUPS, KpiQuery, compute_kpis
@@ -150,6 +163,107 @@ def naive_heatmap(engine) -> dict:
     return {"points": len(xy), "bytes": len(page.encode()), "s": time.perf_counter() - t0}
 
 
+@contextmanager
+def kept_database(name: str):
+    """Database `name` on the configured server, created when missing, migrated to heads, kept afterwards."""
+    base = make_url(db.database_url(start_local=True))
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.set(database=name).render_as_string(hide_password=False)
+    db.migrate(url)
+    engine = db.make_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        console.print(f"kept database {name!r} (reuse with --db {name}; drop it with DROP DATABASE)")
+
+
+def heat_rollup_storage(conn) -> dict:
+    """The hexagon rollup's cost: rows per registered size, all rows, and the table's bytes with its indexes."""
+    per_size = conn.execute(text("SELECT cell_m, count(*) FROM incident_heat_rollup GROUP BY 1 ORDER BY 1")).all()
+    return {"rows_per_size": {f"{c:g}": int(k) for c, k in per_size},
+            "rows": int(sum(k for _, k in per_size)),
+            "bytes": int(conn.execute(text("SELECT pg_total_relation_size('incident_heat_rollup')")).scalar_one())}
+
+
+def filtered_cases(conn) -> list[tuple[str, dict]]:
+    """The filters a leader uses, each at its heaviest: the busiest major class, street and community, and the
+    busiest street with the busiest major class."""
+    major = conn.execute(text(
+        "SELECT coalesce(c.major_code, c.code), count(*) FROM incidents i JOIN incident_classes c "
+        "ON c.code = i.class_code GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1")).scalar_one()
+    street, community = (conn.execute(text(
+        f"SELECT u.code FROM incidents i JOIN {table} u ON u.id = i.{fk} GROUP BY u.code ORDER BY count(*) DESC, "
+        f"u.code LIMIT 1")).scalar_one() for table, fk in (("streets", "street_id"), ("communities", "community_id")))
+    return [(f"class {major}", {"class_code": major}), (f"street {street}", {"street": street}),
+            (f"community {community}", {"community": community}),
+            (f"street {street} + class {major}", {"street": street, "class_code": major})]
+
+
+def measure_filtered(engine, label: str, repeat: int) -> list[dict]:
+    """Filtered heatmap aggregation (hexagons per month + grids, no Gi*), the default path and the incidents alone
+    in the same run, each checked equal; an unfiltered reference first (it registers the hexagon size)."""
+    rows = []
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM incidents")).scalar_one()
+        start, end, last_month = period(conn)
+        # the last whole month of the data (the one before the month holding its end)
+        month = ((last_month - dt.timedelta(days=1)).replace(day=1), last_month)
+        spans = (("whole period", (start, end)), (f"one month {month[0]:%Y-%m}", month))
+
+        def build(flt: dict, span: tuple, use_rollup: bool) -> hm.Heatmap:
+            q = hm.HeatmapQuery(start=span[0], end=span[1], cell_m=150.0, use_rollup=use_rollup, **flt)
+            h = hm.build_heatmap(conn, q, with_grids=True, with_hotspots=False)
+            conn.commit()  # a first request may register a hexagon size
+            return h
+
+        def first(flt: dict, span: tuple, use_rollup: bool) -> float:
+            """Seconds of a first request (it may register and build a hexagon size), kept apart from the runs."""
+            t0 = time.perf_counter()
+            build(flt, span, use_rollup)
+            return round(time.perf_counter() - t0, 3)
+
+        for span_label, span in spans:
+            first_s = first({}, span, True)
+            med, runs, h = timed(lambda: build({}, span, True), repeat)
+            rows.append({"set": label, "incidents": n, "measure": f"heatmap aggregation, unfiltered, {span_label} "
+                         "(reference)", "median_s": med, "max_s": max(runs), "target_s": HEATMAP_TARGET_S,
+                         "meets": max(runs) < HEATMAP_TARGET_S,
+                         "detail": {k: round(v, 3) for k, v in h.timings.items()}
+                         | {"counted": h.incident_count, "cells": len(h.cells), "cell_m": h.cell_m,
+                            "first_request_s": first_s}})
+        cases = filtered_cases(conn)
+        console.print(f"[{label}] filtered cases: {[c for c, _ in cases]}")
+        for case, flt in cases:
+            for span_label, span in spans:
+                results = {}
+                for path, use in (("default path", True), ("raw", False)):
+                    first_s = first(flt, span, use)
+                    med, runs, h = timed(lambda: build(flt, span, use), repeat)
+                    results[path] = h
+                    rows.append({"set": label, "incidents": n,
+                                 "measure": f"heatmap aggregation, {case}, {span_label}, {path}",
+                                 "median_s": med, "max_s": max(runs), "target_s": HEATMAP_TARGET_S,
+                                 "meets": max(runs) < HEATMAP_TARGET_S,
+                                 "detail": {k: round(v, 3) for k, v in h.timings.items()}
+                                 | {"counted": h.incident_count, "cells": len(h.cells), "grids": len(h.grids),
+                                    "months": len(h.months), "cell_m": h.cell_m, "first_request_s": first_s}})
+                a, b = results["default path"], results["raw"]
+                if not (a.months == b.months and np.array_equal(a.monthly, b.monthly)
+                        and a.cells[["q", "r", "in_area"]].equals(b.cells[["q", "r", "in_area"]])
+                        and a.grids[["code", "incidents"]].equals(b.grids[["code", "incidents"]])
+                        and a.incident_count > 0):
+                    raise AssertionError(f"[{label}] {case}, {span_label}: the default path differs from the raw path")
+        storage = heat_rollup_storage(conn)
+        rows.append({"set": label, "incidents": n, "measure": "hexagon rollup storage (incident_heat_rollup)",
+                     "median_s": None, "max_s": None, "target_s": None, "meets": None, "detail": storage})
+        console.print(f"[{label}] incident_heat_rollup: {storage}")
+    return rows
+
+
 def measure(engine, label: str, repeat: int, permutations: int) -> list[dict]:
     from maps.heatmap import heatmap_page
 
@@ -240,40 +354,73 @@ def measure(engine, label: str, repeat: int, permutations: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--million", type=int, default=1_000_000, help="incident count of the large set")
+    parser.add_argument("--million", type=int, default=1_000_000,
+                        help="incident count of the large set (0: the scale set alone)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--permutations", type=int, default=999)
+    parser.add_argument("--only", choices=("all", "filtered"), default="all",
+                        help="all: every measurement (bench/results/incidents.json); filtered: the filtered "
+                             "heatmaps only (bench/results/incidents_filtered.json)")
+    parser.add_argument("--db", metavar="NAME",
+                        help="keep the data in database NAME (created when missing, migrated to heads, reused by "
+                             "the next run) instead of a throw-away database")
+    parser.add_argument("--results", metavar="NAME", help="write bench/results/NAME.json (default: incidents, "
+                        "or incidents_filtered with --only filtered)")
     args = parser.parse_args()
+    everything = args.only == "all"
+    name = args.results or ("incidents" if everything else "incidents_filtered")
     rows: list[dict] = []
-    t0 = time.perf_counter()
-    import esda  # noqa: F401  (imported lazily by geo.heatmap: the first hot-spot request of a process pays this)
+    if everything:
+        t0 = time.perf_counter()
+        import esda  # noqa: F401  (imported lazily by geo.heatmap: the first hot-spot request of a process pays this)
 
-    rows.append({"set": "-", "incidents": None, "measure": "import esda (once per process)",
-                 "median_s": time.perf_counter() - t0, "max_s": None, "target_s": None, "meets": None, "detail": {}})
-    with fresh_database("gridatlas_bench_incidents") as engine:
-        loaded = generate_and_load(engine, args.scale, args.seed)
-        console.print(f"scale {args.scale}: {loaded['counts']} in "
-                      f"{ {k: round(v, 1) for k, v in loaded['timings'].items()} }")
-        with engine.connect() as conn:  # the loader vacuums the incidents; the rollups its writes kept likewise
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-                text("VACUUM ANALYZE incident_rollup, incident_heat_rollup"))
-        rows += measure(engine, f"scale {args.scale:g}", args.repeat, args.permutations)
-        report("incidents", rows, "Incidents: heatmap, KPIs, page size, naive HeatMap (so far)")
+        rows.append({"set": "-", "incidents": None, "measure": "import esda (once per process)",
+                     "median_s": time.perf_counter() - t0, "max_s": None, "target_s": None, "meets": None,
+                     "detail": {}})
+    big = f"{args.million:,} incidents"
+    with (kept_database(args.db) if args.db else fresh_database("gridatlas_bench_incidents")) as engine:
+        with engine.connect() as conn:
+            have = conn.execute(text("SELECT count(*) FROM incidents")).scalar_one()
+        if not have:
+            loaded = generate_and_load(engine, args.scale, args.seed)
+            console.print(f"scale {args.scale}: {loaded['counts']} in "
+                          f"{ {k: round(v, 1) for k, v in loaded['timings'].items()} }")
+            with engine.connect() as conn:  # the loader vacuums the incidents; the rollups its writes kept likewise
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                    text("VACUUM ANALYZE incident_rollup, incident_heat_rollup"))
+        else:
+            console.print(f"reusing database {args.db!r}: {have:,} incidents")
+        if have < args.million or not args.million:
+            if everything:
+                rows += measure(engine, f"scale {args.scale:g}", args.repeat, args.permutations)
+            rows += measure_filtered(engine, f"scale {args.scale:g}", args.repeat)
+            if args.million:
+                report(name, rows, "Incidents: heatmap, KPIs, page size, naive HeatMap (so far)")
+        else:
+            console.print(f"the database already holds the large set: scale {args.scale:g} not measured")
+        if not args.million:
+            report(name, rows, "Incidents: filtered heatmap aggregation" if not everything else
+                   "Incidents: heatmap, KPIs, page size, naive HeatMap")
+            return
         added = add_incidents(engine, args.million)
         console.print(f"added {added}")
-        rows.append({"set": f"{args.million:,} incidents", "incidents": args.million,
-                     "measure": "COPY the extra incidents (rollups kept by the statement triggers)",
-                     "median_s": added.get("copy_s"), "max_s": None, "target_s": None, "meets": None,
-                     "detail": added})
-        rebuild_s = rebuild_rollups(engine)
-        rows.append({"set": f"{args.million:,} incidents", "incidents": args.million,
-                     "measure": "rebuild the rollups from the incidents (incident_rollup_refresh)",
-                     "median_s": rebuild_s, "max_s": None, "target_s": None, "meets": None, "detail": {}})
-        rows += measure(engine, f"{args.million:,} incidents", args.repeat, args.permutations)
-    report("incidents", rows, "Incidents: heatmap, KPIs, page size, naive HeatMap")
+        if added["added"]:
+            rows.append({"set": big, "incidents": args.million,
+                         "measure": "COPY the extra incidents (rollups kept by the statement triggers)",
+                         "median_s": added.get("copy_s"), "max_s": None, "target_s": None, "meets": None,
+                         "detail": added})
+        if everything:
+            rebuild_s = rebuild_rollups(engine)
+            rows.append({"set": big, "incidents": args.million,
+                         "measure": "rebuild the rollups from the incidents (incident_rollup_refresh)",
+                         "median_s": rebuild_s, "max_s": None, "target_s": None, "meets": None, "detail": {}})
+            rows += measure(engine, big, args.repeat, args.permutations)
+        rows += measure_filtered(engine, big, args.repeat)
+    report(name, rows, "Incidents: heatmap, KPIs, page size, naive HeatMap" if everything
+           else "Incidents: filtered heatmap aggregation")
 
 
 if __name__ == "__main__":
