@@ -7,6 +7,7 @@ the same district and never each other's changes. Tests that need an empty datab
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,32 @@ OSM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "osm-lujiazu
 def _admin_url() -> str:
     """A URL on the server tests may create databases on (DATABASE_URL, else the local cluster)."""
     return db.database_url(start_local=True)
+
+
+_SCRATCH_DB = re.compile(r"^gridatlas_[a-z0-9_]+_(\d+)_[0-9a-f]{6}$")
+
+
+def _drop_abandoned_databases() -> None:
+    """Drop scratch databases (tests', benchmarks') left by runs that were killed: their process no longer exists.
+    Only on the project's own cluster: on a shared server another machine's process ids mean nothing here."""
+    from geo.settings import get_settings
+
+    if get_settings().database_url:
+        return
+    base = make_url(_admin_url()).set(drivername="postgresql", database="postgres")
+    with psycopg.connect(base.render_as_string(hide_password=False), autocommit=True) as conn:
+        for (name,) in conn.execute("SELECT datname FROM pg_database").fetchall():
+            m = _SCRATCH_DB.match(name)
+            if m and not Path(f"/proc/{m.group(1)}").exists():
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pytest_sessionstart(session) -> None:
+    """Reclaim the space of scratch databases abandoned by killed runs."""
+    try:
+        _drop_abandoned_databases()
+    except psycopg.Error:
+        pass  # no server yet: the fixtures that need one report it
 
 
 def _create_database(prefix: str) -> str:
