@@ -14,7 +14,10 @@ band, else buildings; their Delaunay adjacency; the current grids): ours (geo.su
 spopt's MaxPHeuristic (floor = the band's minimum; max-p has no ceiling). Each runs in a forked child stopped
 after `--timeout` seconds; a community where a method times out, fails or finds no solution is counted and named.
 Per method: time (median, p95), largest deviation from the band's middle, grids out of band, compounds split,
-households moved (regions matched to the current grids by most households). Writes bench/results/plans.json.
+households moved (regions matched to the current grids by most households). Where ReCom leaves grids out of band,
+geo.suggest's exact CP-SAT step runs within the same method and time limit: the communities it repaired, and those
+where it proved the band infeasible, are named. Writes bench/results/plans.json; `--codes` runs only the named
+communities (into bench/results/plans_selected.json).
 """
 
 from __future__ import annotations
@@ -113,10 +116,12 @@ def _quality(bb, a, owner, cur, atom_labels, lo, hi):
             "households_moved": int(bb["households"][bassign != owner].sum())}
 
 
-def _recom(state, ctx, lo, hi, seed, budget):
-    """Our suggestion (geo.suggest, ReCom with networkx) on the community; (seconds, quality or infeasibility)."""
+def _recom(state, ctx, lo, hi, seed, budget, repair_budget=None):
+    """Our suggestion (geo.suggest, ReCom with networkx, then CP-SAT where ReCom leaves grids out of band) on the
+    community; (seconds, quality or infeasibility)."""
     t0 = time.perf_counter()
-    s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=seed, time_budget_s=budget)
+    s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=seed, time_budget_s=budget,
+                      repair_budget=repair_budget)
     elapsed = time.perf_counter() - t0
     if not s["feasible"]:
         return elapsed, {"status": "infeasible", "reasons": s["reasons"]}
@@ -129,6 +134,14 @@ def _recom(state, ctx, lo, hi, seed, budget):
     q = _quality(bb, a, owner, cur, atom_labels, lo, hi)
     # the suggestion's own count of moved households is the reference (building level, same matching)
     q["households_moved"] = s["households_moved"]
+    repair = s["search"].get("repair")
+    if repair is not None:  # ReCom left grids out of band: what the exact (CP-SAT) step decided
+        q["repair"] = {"repaired": s["method"] != "recom", "band_infeasible": repair["band_infeasible"],
+                       "packable_k": [c["k"] for c in repair["band_checks"] if c["status"] != "infeasible"],
+                       "contiguous": [{k: c[k] for k in ("k", "status", "deterministic_time", "wall_s")}
+                                      for c in repair["contiguous"]]}
+        if s.get("band_reasons"):
+            q["band_reasons"] = s["band_reasons"]
     return elapsed, {"status": "ok", **q}
 
 
@@ -271,6 +284,8 @@ def _summary(sug, key):
         "grids": int(sum(m["grids"] for _, m in ok)),
         "grids_out_of_band": int(sum(m["out_of_band"] for _, m in ok)),
         "communities_all_in_band": int(sum(m["out_of_band"] == 0 for _, m in ok)),
+        "repaired_by_cp_sat": [c for c, m in ok if m.get("repair", {}).get("repaired")],
+        "band_proven_infeasible": [c for c, m in ok if m.get("repair", {}).get("band_infeasible")],
         "compounds_split": int(sum(m["compounds_split"] for _, m in ok)),
         "fitting_compounds_split": int(sum(m["fitting_compounds_split"] for _, m in ok)),
         "households_moved": int(sum(m["households_moved"] for _, m in ok)),
@@ -283,7 +298,13 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--communities", type=int, default=0, help="0 = all")
-    parser.add_argument("--suggest-budget", type=float, default=1.0, help="seconds of ReCom search per community")
+    parser.add_argument("--codes", nargs="+", default=None, metavar="CODE",
+                        help="only these communities (12-digit codes); results go to bench/results/"
+                             "plans_selected.json, leaving plans.json as the full run wrote it")
+    parser.add_argument("--suggest-budget", type=float, default=1.0, help="seconds of ReCom search per community; where ReCom leaves grids out "
+                        "of band, the CP-SAT step (geo/suggest_band.py) gets as many deterministic work units")
+    parser.add_argument("--repair-budget", type=float, default=None,
+                        help="CP-SAT deterministic work units for the exact step (default: --suggest-budget)")
     parser.add_argument("--no-maxp", action="store_true")
     parser.add_argument("--streets", type=int, default=0, help="street plans over this many streets (0 = all)")
     parser.add_argument("--no-streets", action="store_true")
@@ -296,6 +317,8 @@ def main() -> None:
                              "bench/results/plans_street.json, leaving plans.json as the full run wrote it")
     args = parser.parse_args()
     result_name = "plans" if args.only == "all" else "plans_street"
+    if args.codes and args.only == "all":
+        result_name = "plans_selected"
     rules = get_settings().rules
     lo, hi = rules.grid_households_min, rules.grid_households_max
     rows = []
@@ -306,6 +329,11 @@ def main() -> None:
         with engine.connect() as conn:
             trans = conn.begin()
             codes = conn.exec_driver_sql("SELECT code, id FROM communities ORDER BY code").all()
+            if args.codes:
+                missing = sorted(set(args.codes) - {c for c, _ in codes})
+                if missing:
+                    raise SystemExit(f"no such community: {', '.join(missing)}")
+                codes = [(c, i) for c, i in codes if c in set(args.codes)]
             if args.communities:
                 codes = codes[: args.communities]
             if args.only == "street":
@@ -331,8 +359,8 @@ def main() -> None:
                 state = plans.load_state(conn, spid)
                 ctx = context_for(conn, cid)
                 rec = {"community": code, "households": int(ctx.buildings["households"].sum()),
-                       "recom": _run_method(_recom, (state, ctx, lo, hi, args.seed, args.suggest_budget),
-                                            args.timeout)}
+                       "recom": _run_method(_recom, (state, ctx, lo, hi, args.seed, args.suggest_budget,
+                                                     args.repair_budget), args.timeout)}
                 rec["maxp"] = ({"status": "skipped"} if args.no_maxp else
                                _run_method(_maxp, (state, ctx, lo, hi, args.seed), args.timeout))
                 sug.append(rec)
@@ -383,7 +411,8 @@ def main() -> None:
 
     data = json.loads((RESULTS / f"{result_name}.json").read_text())
     data.update({"scale": args.scale, "seed": args.seed, "band": [lo, hi], "per_community_limit_s": args.timeout,
-                 "recom_budget_s": args.suggest_budget, "methods": methods, "suggestions": sug,
+                 "recom_budget_s": args.suggest_budget, "repair_budget": args.repair_budget,
+                 "codes": args.codes, "methods": methods, "suggestions": sug,
                  "streets": street_rows, "wall_s": round(time.perf_counter() - t_start, 1)})
     (RESULTS / f"{result_name}.json").write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 

@@ -17,6 +17,13 @@ gets its own partition, explanation and numbers, and the feasible ones apply tog
 
 Infeasibility is explained in numbers: the households need between ceil(H/max) and floor(H/min) grids, and an
 atom that cannot be split (one building) above the maximum is named.
+
+When ReCom ends with grids outside the band, an exact step follows (geo/suggest_band.py, OR-Tools CP-SAT on the same
+atoms and adjacency): for every grid count the band allows it decides whether the atoms can be packed into grids of
+the band at all (contiguity ignored); if none can, the explanation says why in numbers (which compounds need grids
+of their own, how many households are left to fill the rest). Otherwise it searches a contiguous partition in the
+band, fewest households moved first, ReCom's partition as the hint, with a deterministic budget so the seed still
+reproduces the answer.
 """
 
 from __future__ import annotations
@@ -219,9 +226,72 @@ def recom(g: nx.Graph, hh: np.ndarray, x: np.ndarray, y: np.ndarray, current: np
                     "elapsed_s": round(time.perf_counter() - t0, 3)}
 
 
+def atom_names(a: dict, b: dict) -> list[str]:
+    """A readable name per atom: the compound's name, else "楼栋 <id>" (a loose building or a split compound's)."""
+    first = np.empty(len(a["label"]), dtype=np.int64)
+    first[a["of_building"][::-1]] = b["id"][::-1]  # the first building of each atom
+    return [str(a["names"].get(int(lab), f"小区 {int(lab)}")) if lab >= 0 else f"楼栋 {int(fb)}"
+            for lab, fb in zip(a["label"], first)]
+
+
+def _repair(g: nx.Graph, a: dict, b: dict, cur: np.ndarray, n_now: int, best: tuple, lo: int, hi: int, seed: int,
+            budget: float) -> dict:
+    """When ReCom leaves grids out of band: for every grid count the band allows, whether the atoms can be packed
+    at all (counting, then CP-SAT; contiguity ignored); then, for the packable counts nearest today's, a contiguous
+    band-respecting partition by CP-SAT (fewest households moved, ReCom's partition as the hint). Budgets are
+    deterministic (CP-SAT work units): a quarter for the packing checks, the rest for the contiguous search."""
+    from geo.suggest_band import check_band, contiguous_partition, why_not_contiguous
+
+    hh = a["households"]
+    names = atom_names(a, b)
+    total = int(hh.sum())
+    checks = check_band(hh, names, lo, hi, seed, budget * 0.25)
+    reasons = [f"{c.k} 个网格: {c.reason}" for c in checks if c.status == "infeasible"]
+    out = {"assign": None, "k": None, "band_checks": [{"k": c.k, "status": c.status, "reason": c.reason}
+                                                      for c in checks],
+           "contiguous": [], "reasons": reasons, "band_infeasible": False}
+    packable = sorted((c.k for c in checks if c.status != "infeasible"), key=lambda k: (abs(k - n_now), k))
+    ks_all = [c.k for c in checks]
+    if not packable:
+        out["band_infeasible"] = True
+        span = f"{ks_all[0]}" if len(ks_all) == 1 else f"{ks_all[0]}–{ks_all[-1]}"
+        out["why"] = (f"户数区间无法满足 (与形状无关): 不拆分能放下的小区时, {total:,} 户只能分成 {span} 个网格, "
+                      + "; ".join(reasons))
+        return out
+    left = budget * 0.75
+    hint_k = best[2]["k"]
+    for i, k in enumerate(packable):
+        share = left / (len(packable) - i)
+        status, assign, stats = contiguous_partition(g, hh, cur, k, lo, hi, best[1] if k == hint_k else None,
+                                                     seed, share)
+        left -= min(stats["deterministic_time"], share)
+        out["contiguous"].append(stats)
+        if assign is not None:
+            out.update(assign=assign, k=k)
+            return out
+    proven = all(s["status"] == "INFEASIBLE" for s in out["contiguous"])
+    if proven and len(out["contiguous"]) == len(packable):
+        # every count that packs fails only on contiguity: say, per count, which grids cannot be joined
+        out["band_infeasible"] = True
+        told = {c.k: c.reason for c in checks if c.status == "infeasible"}
+        for k in packable:
+            told[k] = why_not_contiguous(g, hh, names, k, lo, hi, seed, budget * 0.25) or (
+                f"CP-SAT 证明 {len(hh)} 个单元按相邻关系无法连片地分成 {k} 个 {lo}–{hi} 户的网格")
+        out["reasons"] = [f"{k} 个网格: {told[k]}" for k in sorted(told)]
+        span = f"{ks_all[0]}" if len(ks_all) == 1 else f"{ks_all[0]}–{ks_all[-1]}"
+        out["why"] = (f"户数区间在网格连片时无法满足: 不拆分能放下的小区时, {total:,} 户须分成 {span} 个网格, "
+                      + "; ".join(out["reasons"]))
+        return out
+    out["why"] = (f"不考虑连片时可分成 {'、'.join(str(k) for k in sorted(packable))} 个网格, "
+                  f"但在 {budget:.1f} 个时间单位内未找到连片且符合 {lo}–{hi} 户的划分")
+    out["reasons"] = reasons + [out["why"]]
+    return out
+
+
 def suggest_state(state: PlanState, buildings: dict, compounds: dict, community, proj, seed: int = 0,
-                  steps: int = 300, time_budget_s: float = 5.0) -> dict:
-    """Suggest comprehensive grids for a plan's community (in memory)."""
+                  steps: int = 300, time_budget_s: float = 5.0, repair_budget: float | None = None) -> dict:
+    """Suggest comprehensive grids for a plan's community (in memory); `repair_budget` (CP-SAT work units, default
+    `time_budget_s`) bounds the exact step that runs only when ReCom leaves grids out of band."""
     rules = get_settings().rules
     lo, hi = rules.grid_households_min, rules.grid_households_max
     comp = [r for r in state.live("grid") if (r.get("kind") or "comprehensive") == "comprehensive"]
@@ -269,7 +339,17 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
             best = (score, assign, {**stats, "k": k})
         if score == 0:
             break
+    repair = None
+    if best[0] > 0:
+        # ReCom ended outside the band: decide exactly (CP-SAT) whether the band can be met, and meet it if so
+        repair = _repair(g, a, b, cur, len(comp), best, lo, hi, seed,
+                         time_budget_s if repair_budget is None else repair_budget)
+        if repair["assign"] is not None:
+            best = (0.0, repair["assign"], {**best[2], "k": repair["k"]})
+            out["method"] = "recom+cp-sat"
     _, assign, stats = best
+    if repair is not None:
+        stats = {**stats, "repair": {k: v for k, v in repair.items() if k != "assign"}}
     bassign = assign[a["of_building"]]
     moved = int(b["households"][bassign != owner].sum())
     regions = []
@@ -285,6 +365,10 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
     if not in_band:
         out["explanation"] += (f"; 整个小区不拆分时找到的最好方案仍有 {int(((hh < lo) | (hh > hi)).sum())} 个网格"
                                f"超出 {lo}–{hi} 户 (最小 {int(hh.min())}, 最大 {int(hh.max())})")
+        if repair is not None:
+            out["explanation"] += "; " + repair["why"]
+            out["band_reasons"] = repair["reasons"]
+            out["band_infeasible"] = repair["band_infeasible"]
     return {**out, "feasible": True, "in_band": in_band, "grids": len(regions), "households_per_grid": hh.tolist(),
             "max_deviation_from_middle": float(np.abs(hh - mid).max()), "households_moved": moved,
             "compounds_split": len(a["split_compounds"]) + split_fitting, "fitting_compounds_split": split_fitting,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
+import networkx as nx
 import numpy as np
 import pytest
 import shapely
@@ -536,6 +540,122 @@ def test_suggestion_infeasible_is_explained_and_apply(client, make_user, communi
     comp = [g for g in v["grids"] if g["kind"] == "comprehensive"]
     assert sorted(g["households"] for g in comp) == sorted(s["households_per_grid"])
     assert not [p for p in v["problems"] if p["rule"] in ("overlap", "gap")]
+
+
+def _row_community(households, compound_ids, compound_names, spans):
+    """A hand-made community: buildings in a west→east row (households, compound id or -1), current comprehensive
+    grids as [start, end) spans of that row; (state, context)."""
+    from geo.plan_validation import Context
+    from geo.plans import PlanState
+
+    lon0, lat0, step, w = 113.1, 29.37, 0.0005, 0.0002
+    n = len(households)
+    geoms = shapely.box(lon0 + np.arange(n) * step, lat0, lon0 + np.arange(n) * step + w, lat0 + w)
+    hh = np.asarray(households, dtype=np.int64)
+    buildings = {"id": np.arange(1, n + 1, dtype=np.int64), "compound_id": np.asarray(compound_ids, dtype=np.int64),
+                 "households": hh, "population": hh * 3, "units": np.ones(n, dtype=np.int64),
+                 "geom": np.asarray(geoms, dtype=object)}
+    cids = sorted(compound_names)
+    cgeoms = [shapely.envelope(shapely.union_all(geoms[buildings["compound_id"] == c])) for c in cids]
+    compounds = {"id": np.asarray(cids, dtype=np.int64), "name": np.asarray([compound_names[c] for c in cids],
+                                                                           dtype=object),
+                 "geom": np.asarray(cgeoms, dtype=object)}
+    rows = {}
+    for j, (a, b) in enumerate(spans):
+        key = f"g{j}"
+        rows[key] = {"key": key, "level": "grid", "kind": "comprehensive", "retired": False, "parent_key": None,
+                     "community_id": 1, "geom": shapely.box(lon0 + a * step - 0.00015, lat0 - w,
+                                                            lon0 + b * step - 0.00015, lat0 + 2 * w)}
+    community = shapely.union_all([r["geom"] for r in rows.values()])
+    state = PlanState(0, 1, "430699001001", 0, "draft", rows, communities={1: "430699001001"})
+    ctx = Context(None, 1, (community, buildings, compounds))
+    # a planar projection keeps the row exactly collinear (UTM bends it by micrometres, and Delaunay then links
+    # buildings that are not next to each other): the adjacency is the row's path, as the test means it
+    ctx.proj = SimpleNamespace(metric=lambda geoms: shapely.transform(np.asarray(geoms, dtype=object),
+                                                                      lambda c: c * 1e5))
+    return state, ctx
+
+
+def _band(monkeypatch, lo=300, hi=500):
+    from geo.settings import get_settings
+
+    rules = get_settings().rules
+    monkeypatch.setattr(rules, "grid_households_min", lo)
+    monkeypatch.setattr(rules, "grid_households_max", hi)
+
+
+def test_band_infeasible_with_whole_compounds_is_explained_in_numbers(monkeypatch):
+    from geo.suggest import suggest_state
+
+    _band(monkeypatch)
+    # 甲 460 and 乙 455 households, 121 loose: 1,036 households allow exactly 3 grids, and two of them are full
+    state, ctx = _row_community([115] * 4 + [91] * 5 + [40, 40, 41], [1] * 4 + [2] * 5 + [-1] * 3,
+                                {1: "甲小区", 2: "乙小区"}, [(0, 4), (4, 9), (9, 12)])
+    s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=1, time_budget_s=0.5)
+    assert s["feasible"] and not s["in_band"] and s["band_infeasible"] is True
+    assert s["grids_needed"] == [3, 3]
+    assert s["fitting_compounds_split"] == 0
+    for part in ("甲小区 460 户", "乙小区 455 户", "须各占一个网格", "其余单元只有 121 户", "另 1 个网格各需 300 户"):
+        assert part in s["explanation"], s["explanation"]
+    assert s["band_reasons"] and s["band_reasons"][0].startswith("3 个网格: ")
+    json.dumps(s)  # the API returns it as is: plain Python values only
+    # the same numbers a second time (seeded, deterministic budgets)
+    again = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=1, time_budget_s=0.5)
+    assert again["explanation"] == s["explanation"]
+
+
+def test_counting_certificate_and_packing():
+    from geo.suggest_band import check_band, counting_certificate, pack
+
+    names = ["A", "B", "C", "D"]
+    # three atoms that pairwise exceed 500 cannot share 2 grids
+    assert "至少要 3 个网格" in counting_certificate(np.array([260, 270, 280, 10]), names, 2, 300, 500)
+    # sizes that count fine: counting cannot tell, CP-SAT packs them
+    hh = np.array([250, 250, 200, 100])
+    assert counting_certificate(hh, names, 2, 300, 500) is None
+    status, assign = pack(hh, 2, 300, 500)
+    assert status == "feasible" and all(300 <= v <= 500 for v in np.bincount(assign, weights=hh))
+    # five atoms of 160 in 2 grids of 300–400: the counts allow it (800 = 2 × 400), the sizes do not (320 or 480)
+    five = np.array([160] * 5)
+    assert counting_certificate(five, names + ["E"], 2, 300, 400) is None
+    checks = check_band(five, names + ["E"], 300, 400)
+    assert [c.k for c in checks] == [2] and checks[0].status == "infeasible"
+    assert "CP-SAT" in checks[0].reason and "160" in checks[0].reason
+
+
+def test_contiguity_alone_makes_the_band_infeasible(monkeypatch):
+    from geo.suggest import suggest_state
+    from geo.suggest_band import contiguous_partition, pack
+
+    g = nx.path_graph(3)
+    hh = np.array([250, 500, 250])
+    assert pack(hh, 2, 300, 500)[0] == "feasible"  # {250, 250} and {500}, but they are not neighbours
+    status, assign, _ = contiguous_partition(g, hh, np.array([0, 0, 1]), 2, 300, 500)
+    assert status == "infeasible" and assign is None
+    _band(monkeypatch)
+    state, ctx = _row_community([250, 500, 250], [-1, -1, -1], {}, [(0, 2), (2, 3)])
+    s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=2, time_budget_s=0.5)
+    assert not s["in_band"] and s["band_infeasible"] is True
+    assert "连片" in s["explanation"] and "2 个网格" in s["explanation"], s["explanation"]
+
+
+def test_cp_sat_repair_puts_grids_in_band_moving_fewest(monkeypatch):
+    from geo.suggest import suggest_state
+
+    _band(monkeypatch)
+    # 8 buildings of 100 in a row; today 600 + 200. ReCom gets no time (it returns today's grids), the exact step
+    # must move exactly one building, next to the boundary
+    state, ctx = _row_community([100] * 8, [-1] * 8, {}, [(0, 6), (6, 8)])
+    runs = [suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=5, time_budget_s=0.0,
+                          repair_budget=2.0) for _ in range(2)]
+    s = runs[0]
+    assert s["method"] == "recom+cp-sat" and s["in_band"]
+    assert sorted(s["households_per_grid"]) == [300, 500] and s["households_moved"] == 100
+    by_key = {r["key"]: sorted(r["building_ids"]) for r in s["regions"]}
+    assert by_key == {"g0": [1, 2, 3, 4, 5], "g1": [6, 7, 8]}
+    assert runs[1]["regions"] == s["regions"]
+    json.dumps(s)
+    assert s["search"]["repair"]["contiguous"][0]["status"] == "OPTIMAL"
 
 
 def test_real_race_two_connections_one_wins(engine, community):
