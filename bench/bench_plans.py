@@ -134,6 +134,7 @@ def _recom(state, ctx, lo, hi, seed, budget, repair_budget=None):
     q = _quality(bb, a, owner, cur, atom_labels, lo, hi)
     # the suggestion's own count of moved households is the reference (building level, same matching)
     q["households_moved"] = s["households_moved"]
+    q["reproducible"] = s.get("reproducible", True)
     repair = s["search"].get("repair")
     if repair is not None:  # ReCom left grids out of band: what the exact (CP-SAT) step decided
         q["repair"] = {"repaired": s["method"] != "recom", "band_infeasible": repair["band_infeasible"],
@@ -286,6 +287,7 @@ def _summary(sug, key):
         "communities_all_in_band": int(sum(m["out_of_band"] == 0 for _, m in ok)),
         "repaired_by_cp_sat": [c for c, m in ok if m.get("repair", {}).get("repaired")],
         "band_proven_infeasible": [c for c, m in ok if m.get("repair", {}).get("band_infeasible")],
+        "cut_by_time_guard": [c for c, m in ok if m.get("reproducible") is False],
         "compounds_split": int(sum(m["compounds_split"] for _, m in ok)),
         "fitting_compounds_split": int(sum(m["fitting_compounds_split"] for _, m in ok)),
         "households_moved": int(sum(m["households_moved"] for _, m in ok)),
@@ -301,10 +303,11 @@ def main() -> None:
     parser.add_argument("--codes", nargs="+", default=None, metavar="CODE",
                         help="only these communities (12-digit codes); results go to bench/results/"
                              "plans_selected.json, leaving plans.json as the full run wrote it")
-    parser.add_argument("--suggest-budget", type=float, default=1.0, help="seconds of ReCom search per community; where ReCom leaves grids out "
-                        "of band, the CP-SAT step (geo/suggest_band.py) gets as many deterministic work units")
+    parser.add_argument("--suggest-budget", type=float, default=30.0,
+                        help="wall-clock guard of ReCom's search per community (it normally ends by its step count, "
+                             "so the seed reproduces it; communities the guard cut are counted)")
     parser.add_argument("--repair-budget", type=float, default=None,
-                        help="CP-SAT deterministic work units for the exact step (default: --suggest-budget)")
+                        help="CP-SAT deterministic work units for the exact step (default: geo.suggest.REPAIR_BUDGET)")
     parser.add_argument("--no-maxp", action="store_true")
     parser.add_argument("--streets", type=int, default=0, help="street plans over this many streets (0 = all)")
     parser.add_argument("--no-streets", action="store_true")

@@ -15,6 +15,10 @@ cut is connected by construction. Reproducible: every random draw comes from ``n
 A street plan is suggested community by community (a grid never crosses a community boundary): each community
 gets its own partition, explanation and numbers, and the feasible ones apply together as one operation.
 
+Reproducible means reproducible: the search ends after a fixed number of ReCom steps (or when every grid is in
+the band with nothing moved), never by the clock; a wall-clock guard (``time_budget_s``, 30 s by default) only
+stops a runaway search, and an answer it cut says so (``reproducible: false`` and a sentence in the explanation).
+
 Infeasibility is explained in numbers: the households need between ceil(H/max) and floor(H/min) grids, and an
 atom that cannot be split (one building) above the maximum is named.
 
@@ -38,6 +42,9 @@ from sqlalchemy import Connection
 
 from geo.plans import PlanError, PlanState, load_state, owner_of_points
 from geo.settings import get_settings
+
+#: CP-SAT work units for the exact band step (deterministic: the same answer on a busy or a quiet machine).
+REPAIR_BUDGET = 5.0
 
 
 def atoms_for(buildings: dict, compounds: dict, hmax: int, metric) -> dict:
@@ -173,9 +180,10 @@ def _match_labels(parts: list[np.ndarray], obj: _Objective, labels: list[int]) -
 
 
 def recom(g: nx.Graph, hh: np.ndarray, x: np.ndarray, y: np.ndarray, current: np.ndarray, k: int, lo: int, hi: int,
-          seed: int = 0, steps: int = 300, time_budget_s: float = 5.0) -> tuple[np.ndarray, dict]:
+          seed: int = 0, steps: int = 300, time_budget_s: float = 30.0) -> tuple[np.ndarray, dict]:
     """Partition the graph's nodes into k connected districts in [lo, hi] households, fewest moved (labels =
-    current grid labels where matched)."""
+    current grid labels where matched); `steps` ends the search, `time_budget_s` only guards against a runaway one
+    (``stopped_by`` says which: a search the guard cut is not reproducible from its seed)."""
     rng = np.random.default_rng(seed)
     obj = _Objective(hh, x, y, current, lo, hi)
     labels_now = sorted(set(current[current >= 0].tolist()))
@@ -188,12 +196,15 @@ def recom(g: nx.Graph, hh: np.ndarray, x: np.ndarray, y: np.ndarray, current: np
             assign[p] = lab
     t0 = time.perf_counter()
     accepted = 0
+    stopped_by = "steps"
     for step in range(steps):
         if time.perf_counter() - t0 > time_budget_s:
+            stopped_by = "time"
             break
         labs = np.unique(assign)
         scores = {lab: obj.district(np.flatnonzero(assign == lab), lab) for lab in labs}
         if all(s[0] == 0 and s[1] == 0 for s in scores.values()):
+            stopped_by = "converged"
             break
         # pick a district to improve: out of band first, else one with moved households
         bad = [lab for lab in labs if scores[lab][0] > 0] or [lab for lab in labs if scores[lab][1] > 0]
@@ -222,7 +233,7 @@ def recom(g: nx.Graph, hh: np.ndarray, x: np.ndarray, y: np.ndarray, current: np
             assign[side], assign[other] = la, lb
             accepted += 1
     totals = {int(lab): int(hh[assign == lab].sum()) for lab in np.unique(assign)}
-    return assign, {"steps": step + 1, "accepted": accepted, "households": totals,
+    return assign, {"steps": step + 1, "accepted": accepted, "households": totals, "stopped_by": stopped_by,
                     "elapsed_s": round(time.perf_counter() - t0, 3)}
 
 
@@ -289,9 +300,10 @@ def _repair(g: nx.Graph, a: dict, b: dict, cur: np.ndarray, n_now: int, best: tu
 
 
 def suggest_state(state: PlanState, buildings: dict, compounds: dict, community, proj, seed: int = 0,
-                  steps: int = 300, time_budget_s: float = 5.0, repair_budget: float | None = None) -> dict:
-    """Suggest comprehensive grids for a plan's community (in memory); `repair_budget` (CP-SAT work units, default
-    `time_budget_s`) bounds the exact step that runs only when ReCom leaves grids out of band."""
+                  steps: int = 300, time_budget_s: float = 30.0, repair_budget: float | None = None) -> dict:
+    """Suggest comprehensive grids for a plan's community (in memory); `time_budget_s` guards ReCom's search (see
+    the module docstring), `repair_budget` (CP-SAT work units, default `REPAIR_BUDGET`) bounds the exact step that
+    runs only when ReCom leaves grids out of band."""
     rules = get_settings().rules
     lo, hi = rules.grid_households_min, rules.grid_households_max
     comp = [r for r in state.live("grid") if (r.get("kind") or "comprehensive") == "comprehensive"]
@@ -330,9 +342,11 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
         return {**out, "feasible": False,
                 "reasons": [f"{len(a['label'])} 个不可拆分的小区/楼栋不够分成 {kmin} 个网格"]}
     best = None
+    guard_hit = False
     for k in ks:
         assign, stats = recom(g, a["households"], a["x"], a["y"], cur, k, lo, hi, seed, steps,
                               time_budget_s / len(ks))
+        guard_hit |= stats["stopped_by"] == "time"
         totals = np.array(list(stats["households"].values()))
         score = float(np.maximum(lo - totals, 0).sum() + np.maximum(totals - hi, 0).sum())
         if best is None or score < best[0]:
@@ -343,7 +357,7 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
     if best[0] > 0:
         # ReCom ended outside the band: decide exactly (CP-SAT) whether the band can be met, and meet it if so
         repair = _repair(g, a, b, cur, len(comp), best, lo, hi, seed,
-                         time_budget_s if repair_budget is None else repair_budget)
+                         REPAIR_BUDGET if repair_budget is None else repair_budget)
         if repair["assign"] is not None:
             best = (0.0, repair["assign"], {**best[2], "k": repair["k"]})
             out["method"] = "recom+cp-sat"
@@ -362,6 +376,9 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
     split_fitting = sum(len(set(bassign[b["compound_id"] == c].tolist())) > 1
                         for c, v in a["compound_households"].items() if v <= hi)
     in_band = bool(((hh >= lo) & (hh <= hi)).all())
+    if guard_hit:
+        out["explanation"] += (f"; 搜索在 {time_budget_s:g} 秒的时间上限处截止 (而非 {steps} 步), "
+                               f"同一种子在负载不同的机器上可能给出不同结果")
     if not in_band:
         out["explanation"] += (f"; 整个小区不拆分时找到的最好方案仍有 {int(((hh < lo) | (hh > hi)).sum())} 个网格"
                                f"超出 {lo}–{hi} 户 (最小 {int(hh.min())}, 最大 {int(hh.max())})")
@@ -369,7 +386,8 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
             out["explanation"] += "; " + repair["why"]
             out["band_reasons"] = repair["reasons"]
             out["band_infeasible"] = repair["band_infeasible"]
-    return {**out, "feasible": True, "in_band": in_band, "grids": len(regions), "households_per_grid": hh.tolist(),
+    return {**out, "feasible": True, "in_band": in_band, "reproducible": not guard_hit,
+            "grids": len(regions), "households_per_grid": hh.tolist(),
             "max_deviation_from_middle": float(np.abs(hh - mid).max()), "households_moved": moved,
             "compounds_split": len(a["split_compounds"]) + split_fitting, "fitting_compounds_split": split_fitting,
             "regions": regions, "search": stats, "area_wkb": shapely.to_wkb(area, hex=True),
@@ -389,7 +407,7 @@ def as_operation(suggestion: dict) -> dict:
 
 
 def suggest_for_plan(conn: Connection, plan_id: int, seed: int = 0, steps: int = 300,
-                     time_budget_s: float = 5.0) -> dict:
+                     time_budget_s: float = 30.0) -> dict:
     """Suggest comprehensive grids for a stored plan: its community, or (a street plan) each community of the
     street on its own, since a grid never crosses a community boundary."""
     from geo.plan_validation import contexts_for

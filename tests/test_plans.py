@@ -495,6 +495,7 @@ def test_suggestion_respects_band_on_every_generated_community(db_session, monke
         s1 = suggest_for_plan(conn, pid, seed=3)
         s2 = suggest_for_plan(conn, pid, seed=3)
         assert s1["households_per_grid"] == s2["households_per_grid"]  # reproducible
+        assert s1.get("regions") == s2.get("regions") and s1.get("reproducible", True)
         if not s1["feasible"]:
             assert s1["reasons"]
             continue
@@ -515,6 +516,22 @@ def test_suggestion_respects_band_on_every_generated_community(db_session, monke
                 assert len(labs) == 1, (code, c)
         checked += 1
     assert checked >= 3
+
+
+def test_a_search_cut_by_the_time_guard_says_it_is_not_reproducible(db_session, community):
+    from geo.plan_validation import context_for
+    from geo.suggest import suggest_state
+
+    conn = _conn(db_session)
+    pid = plans.create_plan(conn, community["code"], "tester")
+    state = plans.load_state(conn, pid)
+    ctx = context_for(conn, state.community_id)
+    full = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=4)
+    assert full["reproducible"] and full["search"]["stopped_by"] in ("steps", "converged")
+    assert "时间上限" not in full["explanation"]
+    cut = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=4, time_budget_s=0.0)
+    if cut["search"]["stopped_by"] != "converged":  # a start already perfect needs no search to cut
+        assert cut["reproducible"] is False and "时间上限" in cut["explanation"]
 
 
 def test_suggestion_infeasible_is_explained_and_apply(client, make_user, community, monkeypatch, db_session):
