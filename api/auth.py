@@ -47,6 +47,7 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("GET", "/favicon.ico"),
         ("POST", "/v1/auth/token"),
         ("POST", "/v1/auth/refresh"),
         ("GET", "/login"),
