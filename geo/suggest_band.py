@@ -45,6 +45,24 @@ class BandCheck:
     assign: np.ndarray | None = field(default=None, repr=False)
 
 
+def _packing_model(hh, k: int, lo: int, hi: int):
+    """CP-SAT model putting each atom in exactly one of k grids of lo..hi households: (model, x[atom][grid])."""
+    n = len(hh)
+    m = cp_model.CpModel()
+    x = [[m.new_bool_var("") for _ in range(k)] for _ in range(n)]
+    for i in range(n):
+        m.add_exactly_one(x[i])
+    loads = []
+    for s in range(k):
+        load = m.new_int_var(lo, hi, "")
+        m.add(load == sum(int(hh[i]) * x[i][s] for i in range(n)))
+        loads.append(load)
+    # the grids are interchangeable: order them by households (fewer symmetric branches to refute)
+    for s in range(k - 1):
+        m.add(loads[s] <= loads[s + 1])
+    return m, x
+
+
 def _solver(seed: int, budget: float) -> cp_model.CpSolver:
     s = cp_model.CpSolver()
     s.parameters.num_workers = 1
@@ -101,18 +119,7 @@ def pack(hh: np.ndarray, k: int, lo: int, hi: int, seed: int = 0, budget: float 
     n = len(hh)
     if k <= 0 or n < k:
         return "infeasible", None
-    m = cp_model.CpModel()
-    x = [[m.new_bool_var("") for _ in range(k)] for _ in range(n)]
-    for i in range(n):
-        m.add_exactly_one(x[i])
-    loads = []
-    for s in range(k):
-        load = m.new_int_var(lo, hi, "")
-        m.add(load == sum(int(hh[i]) * x[i][s] for i in range(n)))
-        loads.append(load)
-    # the grids are interchangeable: order them by households (fewer symmetric branches to refute)
-    for s in range(k - 1):
-        m.add(loads[s] <= loads[s + 1])
+    m, x = _packing_model(hh, k, lo, hi)
     solver = _solver(seed, budget)
     st = solver.solve(m)
     if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -227,18 +234,7 @@ def why_not_contiguous(g: nx.Graph, hh: np.ndarray, names: list[str], k: int, lo
     """When every packing of the atoms into k grids of the band has a grid that is not connected and there are few
     packings (≤ cap): how many, and for each the grid whose parts do not touch; None when there are more (or the
     budget ran out before all were listed)."""
-    n = len(hh)
-    m = cp_model.CpModel()
-    x = [[m.new_bool_var("") for _ in range(k)] for _ in range(n)]
-    for i in range(n):
-        m.add_exactly_one(x[i])
-    loads = []
-    for s in range(k):
-        load = m.new_int_var(lo, hi, "")
-        m.add(load == sum(int(hh[i]) * x[i][s] for i in range(n)))
-        loads.append(load)
-    for s in range(k - 1):
-        m.add(loads[s] <= loads[s + 1])
+    m, x = _packing_model(hh, k, lo, hi)
     solver = _solver(seed, budget)
     solver.parameters.enumerate_all_solutions = True
     cb = _Collect(x, cap)
