@@ -2,7 +2,13 @@
 
 Used when no ``DATABASE_URL`` is set. ``initdb`` refuses to run as root, so as root the cluster belongs to an
 unprivileged system user (``gridatlas``). The cluster listens on loopback only, on a free port chosen at first
-start and remembered; the password is random and kept in ``var/pg/credentials`` (mode 0600).
+start and remembered; the passwords are random and kept in ``var/pg/credentials`` (mode 0600).
+
+Two database roles: ``gridatlas`` is the cluster's superuser and owns the schema (migrations, demo loads);
+the service connects as ``gridatlas_service``, a login role without superuser rights that is a member of the
+privilege group ``gridatlas_app`` (what that group may do is granted by ``geo.db.grant_app_privileges``). A
+non-superuser cannot switch triggers off (``session_replication_role``), so the audit log stays append-only.
+Commits are durable (``synchronous_commit = on``, ``fsync = on``): a write answered 201 survives a crash.
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ POSTGIS_CONTROL = Path(f"/usr/share/postgresql/{PG_VERSION}/extension/postgis.co
 SYSTEM_USER = "gridatlas"
 DB_NAME = "gridatlas"
 DB_ROLE = "gridatlas"
+#: The login role the service uses (no superuser, no CREATEDB/CREATEROLE), member of APP_GROUP.
+SERVICE_ROLE = "gridatlas_service"
+#: The privilege group the schema's grants name (also what an external deployment grants to its own login role).
+APP_GROUP = "gridatlas_app"
+#: Settings the cluster must run with whatever an older postgresql.conf says (ALTER SYSTEM overrides it).
+DURABILITY = {"synchronous_commit": "on", "fsync": "on", "full_page_writes": "on"}
 APT_PACKAGES = (f"postgresql-{PG_VERSION}", f"postgresql-{PG_VERSION}-postgis-3")
 INSTALL_HINT = "apt-get update && apt-get install -y " + " ".join(APT_PACKAGES)
 
@@ -56,19 +68,28 @@ class LocalCluster:
         return self.root / "credentials"
 
     def credentials(self) -> dict:
-        """Port and password, created on first use."""
+        """Port and passwords, created on first use (a service password is added to older files)."""
         if self.credentials_file.exists():
-            return json.loads(self.credentials_file.read_text())
-        creds = {"port": free_port(), "password": secrets.token_urlsafe(24)}
+            creds = json.loads(self.credentials_file.read_text())
+            if "service_password" in creds:
+                return creds
+        else:
+            creds = {"port": free_port(), "password": secrets.token_urlsafe(24)}
+        creds["service_password"] = secrets.token_urlsafe(24)
         self.root.mkdir(parents=True, exist_ok=True)
         self.credentials_file.write_text(json.dumps(creds))
         self.credentials_file.chmod(0o600)
         return creds
 
     def url(self, database: str = DB_NAME) -> str:
-        """SQLAlchemy URL of a database in this cluster."""
+        """SQLAlchemy URL of a database in this cluster, as the superuser that owns the schema."""
         c = self.credentials()
         return f"postgresql+psycopg://{DB_ROLE}:{c['password']}@127.0.0.1:{c['port']}/{database}"
+
+    def service_url(self, database: str = DB_NAME) -> str:
+        """SQLAlchemy URL of a database in this cluster, as the service's unprivileged login role."""
+        c = self.credentials()
+        return f"postgresql+psycopg://{SERVICE_ROLE}:{c['service_password']}@127.0.0.1:{c['port']}/{database}"
 
 
 def free_port() -> int:
@@ -145,10 +166,24 @@ def cluster_root(var_dir: Path) -> Path:
     return Path("/var/lib/gridatlas") / f"pg-{digest}"
 
 
+def _is_zombie(pid: int) -> bool:
+    """Whether `pid` has died but not been reaped (where PID 1 reaps nothing, a killed postmaster stays so)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def is_running(cluster: LocalCluster) -> bool:
-    """Whether the cluster's postmaster is alive (a stale pid file counts as not running)."""
+    """Whether the cluster's postmaster is alive (a stale pid file, or one naming a zombie, counts as not)."""
     if not (cluster.data / "PG_VERSION").exists():
         return False
+    pidfile = cluster.data / "postmaster.pid"
+    try:
+        if _is_zombie(int(pidfile.read_text().split()[0])):
+            return False
+    except (OSError, IndexError, ValueError):
+        pass
     r = _as_owner([str(PG_BIN / "pg_ctl"), "status", "-D", str(cluster.data)])
     return r.returncode == 0
 
@@ -158,6 +193,9 @@ def _clear_stale_pid(cluster: LocalCluster) -> None:
     pidfile = cluster.data / "postmaster.pid"
     if pidfile.exists() and not is_running(cluster):
         pidfile.unlink()
+        # the socket's lock file names the dead postmaster too, and postgres refuses to start while its pid exists
+        for lock in cluster.socket_dir.glob(".s.PGSQL.*.lock"):
+            lock.unlink(missing_ok=True)
 
 
 def init(cluster: LocalCluster) -> None:
@@ -189,12 +227,12 @@ def init(cluster: LocalCluster) -> None:
     if r.returncode != 0:
         raise LocalDBError(f"initdb failed:\n{r.stdout}\n{r.stderr}")
     with (cluster.data / "postgresql.conf").open("a") as f:
-        # Tuned for a small machine; fsync stays on: this is a real store, not a throwaway.
+        # Tuned for a small machine; commits stay durable (see DURABILITY): this is a real store, not a throwaway.
         f.write(
             "\nlisten_addresses = '127.0.0.1'\n"
             f"unix_socket_directories = '{cluster.socket_dir}'\n"
             "shared_buffers = 512MB\nwork_mem = 64MB\nmaintenance_work_mem = 256MB\n"
-            "max_connections = 100\nsynchronous_commit = off\n"
+            "max_connections = 100\n"
         )
 
 
@@ -219,6 +257,8 @@ def up(cluster: LocalCluster) -> str:
         if r.returncode != 0:
             tail = cluster.log.read_text()[-2000:] if cluster.log.exists() else ""
             raise LocalDBError(f"PostgreSQL did not start:\n{r.stdout}{r.stderr}\n{tail}")
+    ensure_durable(cluster.url("postgres"))
+    ensure_service_role(cluster.url("postgres"), cluster.credentials()["service_password"])
     ensure_database(cluster.url(), create_from=cluster.url("postgres"))
     return cluster.url()
 
@@ -234,23 +274,56 @@ def down(cluster: LocalCluster) -> bool:
     return True
 
 
-def ensure_database(url: str, create_from: str) -> None:
-    """Create the database named in `url` if missing (connecting through `create_from`)."""
+def connect(url: str, timeout_s: float = 30):
+    """A psycopg autocommit connection to `url`, retried while the server is starting."""
     import psycopg
     from sqlalchemy.engine import make_url
 
-    target = make_url(url)
-    admin = make_url(create_from).set(drivername="postgresql")
-    deadline = time.monotonic() + 30
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
-            conn = psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True)
-            break
+            return psycopg.connect(dsn, autocommit=True)
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
-    with conn:
+
+
+def ensure_durable(superuser_url: str) -> None:
+    """Turn on every setting in DURABILITY that is off (clusters made before it was the default ran with
+    synchronous_commit = off and lost acknowledged writes in a crash)."""
+    with connect(superuser_url) as conn:
+        changed = False
+        for name, value in DURABILITY.items():
+            if conn.execute(f"SHOW {name}").fetchone()[0] != value:
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+                changed = True
+        if changed:
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def ensure_service_role(superuser_url: str, password: str) -> None:
+    """Create (or re-password) the privilege group and the service's login role; neither is a superuser."""
+    from psycopg import sql
+
+    with connect(superuser_url) as conn:
+        roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                                            ([APP_GROUP, SERVICE_ROLE],)).fetchall()}
+        if APP_GROUP not in roles:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(APP_GROUP)))
+        verb = "ALTER" if SERVICE_ROLE in roles else "CREATE"
+        conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                             "NOBYPASSRLS PASSWORD {}").format(sql.Identifier(SERVICE_ROLE), sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(APP_GROUP), sql.Identifier(SERVICE_ROLE)))
+
+
+def ensure_database(url: str, create_from: str) -> None:
+    """Create the database named in `url` if missing (connecting through `create_from`)."""
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    with connect(create_from) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{target.database}"')
