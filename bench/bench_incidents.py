@@ -166,7 +166,7 @@ def naive_heatmap(engine) -> dict:
 @contextmanager
 def kept_database(name: str):
     """Database `name` on the configured server, created when missing, migrated to heads, kept afterwards."""
-    base = make_url(db.database_url(start_local=True))
+    base = make_url(db.admin_database_url(start_local=True))
     admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:

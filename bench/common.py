@@ -26,7 +26,7 @@ console = Console(width=200)  # tables stay readable when piped to a file
 @contextmanager
 def fresh_database(prefix: str = "gridatlas_bench"):
     """A new migrated database on the configured server, dropped afterwards; yields its engine."""
-    base = make_url(db.database_url(start_local=True))
+    base = make_url(db.admin_database_url(start_local=True))
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:

@@ -19,6 +19,13 @@ def engine(start_local: bool = True):
     return db.make_engine(db.database_url(start_local=start_local))
 
 
+def admin_engine():
+    """An engine as the schema owner (demo loads, maintenance), starting the local cluster when needed."""
+    from geo import db
+
+    return db.make_engine(db.admin_database_url(start_local=True))
+
+
 @contextmanager
 def friendly_errors():
     """Print a domain error as one clear line and exit 1, instead of a traceback."""

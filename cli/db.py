@@ -18,8 +18,9 @@ def up() -> None:
     from geo import db
 
     with friendly_errors():
-        url = db.database_url(start_local=True)
+        url = db.admin_database_url(start_local=True)
         db.migrate(url)
+        url = db.database_url()
     console.print(db.make_engine(url).url.render_as_string(hide_password=True))
 
 
@@ -63,7 +64,7 @@ def migrate(revision: str = typer.Argument("heads", help="target revision")) -> 
     from geo import db
 
     with friendly_errors():
-        db.migrate(db.database_url(start_local=True), revision)
+        db.migrate(db.admin_database_url(start_local=True), revision)
     console.print(f"migrated to {revision}")
 
 
@@ -73,5 +74,5 @@ def downgrade(revision: str = typer.Argument(..., help="target revision, e.g. ba
     from geo import db
 
     with friendly_errors():
-        db.downgrade(db.database_url(start_local=True), revision)
+        db.downgrade(db.admin_database_url(start_local=True), revision)
     console.print(f"downgraded to {revision}")

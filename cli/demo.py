@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cli.common import console, engine, friendly_errors
+from cli.common import admin_engine, console, friendly_errors
 
 NAME = "demo"
 app = typer.Typer(help="Synthetic demo district.", no_args_is_help=True)
@@ -25,7 +25,7 @@ def generate(
     from geo.demo import generate_and_load
 
     with friendly_errors():
-        result = generate_and_load(engine() if db else None, scale, seed, gpkg, replace)
+        result = generate_and_load(admin_engine() if db else None, scale, seed, gpkg, replace)
     table = Table("layer", "rows", title=f"district scale={scale} seed={seed}")
     for layer, n in result["counts"].items():
         table.add_row(layer, f"{n:,}")

@@ -29,13 +29,16 @@ def serve(
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
     with friendly_errors():
-        url = db.database_url(start_local=True)
-        console.print(f"database: {db.make_engine(url).url.render_as_string(hide_password=True)}")
-        db.migrate(url)
+        admin_url = db.admin_database_url(start_local=True)
+        db.migrate(admin_url)
         engine = db.get_engine()
+        console.print(f"database: {engine.url.render_as_string(hide_password=True)}")
         if demo:
             with console.status(f"loading the demo district (scale {demo_scale}) into the empty database…"):
-                loaded = load_demo_if_empty(engine, scale=demo_scale)
+                # as the schema owner: replacing a district restarts the tables' sequences, which only it may do
+                admin = db.make_engine(admin_url)
+                loaded = load_demo_if_empty(admin, scale=demo_scale)
+                admin.dispose()
             if loaded:
                 console.print(f"demo district loaded: {loaded['counts']}")
         created = ensure_first_admin(engine)

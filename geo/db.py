@@ -34,12 +34,37 @@ def normalise_url(url: str) -> str:
 
 
 def database_url(settings: Settings | None = None, start_local: bool = False) -> str:
-    """`DATABASE_URL` when set; otherwise the local cluster's URL (started first when `start_local`)."""
+    """The service's URL: `DATABASE_URL` when set; otherwise the local cluster's unprivileged service role
+    (the cluster started first when `start_local`)."""
     settings = settings or get_settings()
     if settings.database_url:
         return normalise_url(settings.database_url)
     cluster = local_cluster(settings)
+    if start_local:
+        localdb.up(cluster)
+    return cluster.service_url()
+
+
+def admin_database_url(settings: Settings | None = None, start_local: bool = False) -> str:
+    """The schema owner's URL (migrations, demo loads, creating databases): `GRIDATLAS_ADMIN_DATABASE_URL`,
+    else `DATABASE_URL`, else the local cluster's superuser (the cluster started first when `start_local`)."""
+    settings = settings or get_settings()
+    if settings.admin_database_url or settings.database_url:
+        return normalise_url(settings.admin_database_url or settings.database_url or "")
+    cluster = local_cluster(settings)
     return localdb.up(cluster) if start_local else cluster.url()
+
+
+def service_url_for(admin_url: str, settings: Settings | None = None) -> str:
+    """The service's URL for the database that `admin_url` names (a scratch database in tests and benchmarks)."""
+    from sqlalchemy.engine import make_url
+
+    settings = settings or get_settings()
+    database = make_url(admin_url).database or localdb.DB_NAME
+    if settings.database_url:
+        return make_url(normalise_url(settings.database_url)).set(database=database).render_as_string(
+            hide_password=False)
+    return local_cluster(settings).service_url(database)
 
 
 def make_engine(url: str) -> Engine:
@@ -83,10 +108,38 @@ def alembic_config(url: str):
 
 
 def migrate(url: str, revision: str = "heads") -> None:
-    """Upgrade the schema to `revision` (all heads by default)."""
+    """Upgrade the schema to `revision` (all heads by default), then grant the service's rights."""
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)
+    grant_app_privileges(url)
+
+
+def grant_app_privileges(url: str, role: str | None = None) -> None:
+    """Grant the privilege group what the service needs and no more: read and write the data, run the functions,
+    use the sequences; on the audit log only SELECT and INSERT. Idempotent, run after every migration (as the
+    schema owner) so tables added later are covered. The group is created (NOLOGIN) when missing and allowed."""
+    from psycopg import sql
+
+    role = role or get_settings().app_role
+    with localdb.connect(url) as raw:
+        exists = raw.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        if not exists:
+            can = raw.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+                              ).fetchone()
+            if not (can and can[0]):
+                return  # an external deployment without the group: its operator grants rights by hand
+            raw.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        r = sql.Identifier(role)
+        for stmt in (
+            "GRANT USAGE ON SCHEMA public TO {r}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO {r}",
+            "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {r}",
+            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {r}",
+        ):
+            raw.execute(sql.SQL(stmt).format(r=r))
+        if raw.execute("SELECT to_regclass('public.audit_log')").fetchone()[0]:
+            raw.execute(sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {r}").format(r=r))
 
 
 def downgrade(url: str, revision: str = "base") -> None:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "GRIDATLAS_DATABASE_URL")
     )
+    #: The schema owner's URL, for migrations and demo loads (``GRIDATLAS_ADMIN_DATABASE_URL``); `database_url`
+    #: when unset. The service itself should connect as a role that is not a superuser (see `app_role`).
+    admin_database_url: str | None = None
+    #: The privilege group that migrations grant the service's rights to (data read/write, audit log insert-only).
+    app_role: str = "gridatlas_app"
     var_dir: Path = PROJECT_ROOT / "var"
     host: str = "127.0.0.1"
     port: int = 8000

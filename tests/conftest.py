@@ -31,7 +31,7 @@ OSM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "osm-lujiazu
 
 def _admin_url() -> str:
     """A URL on the server tests may create databases on (DATABASE_URL, else the local cluster)."""
-    return db.database_url(start_local=True)
+    return db.admin_database_url(start_local=True)
 
 
 _SCRATCH_DB = re.compile(r"^gridatlas_[a-z0-9_]+_(\d+)_[0-9a-f]{6}$")
@@ -108,7 +108,8 @@ def engine(district) -> Iterator[Engine]:
 
     url = _create_database("gridatlas_test")
     db.migrate(url)
-    eng = db.make_engine(url)
+    # the service's own unprivileged role, as in production: the suite proves it needs no superuser
+    eng = db.make_engine(db.service_url_for(url))
     load_district(eng, district)
     yield eng
     eng.dispose()
