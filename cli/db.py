@@ -18,9 +18,10 @@ def up() -> None:
     from geo import db
 
     with friendly_errors():
-        url = db.admin_database_url(start_local=True)
-        db.migrate(url)
+        admin_url = db.admin_database_url(start_local=True)
+        db.migrate(admin_url)
         url = db.database_url()
+        db.ensure_service_login(admin_url, url)
     console.print(db.make_engine(url).url.render_as_string(hide_password=True))
 
 

@@ -31,6 +31,7 @@ def serve(
     with friendly_errors():
         admin_url = db.admin_database_url(start_local=True)
         db.migrate(admin_url)
+        db.ensure_service_login(admin_url, db.database_url())
         engine = db.get_engine()
         console.print(f"database: {engine.url.render_as_string(hide_password=True)}")
         if demo:

@@ -55,6 +55,18 @@ def admin_database_url(settings: Settings | None = None, start_local: bool = Fal
     return localdb.up(cluster) if start_local else cluster.url()
 
 
+def ensure_service_login(admin_url: str, service_url: str, settings: Settings | None = None) -> None:
+    """When the service connects as another role than the schema owner, make sure that login role exists with
+    its URL's password and belongs to the privilege group (skipped where the owner may not create roles)."""
+    from sqlalchemy.engine import make_url
+
+    admin, service = make_url(normalise_url(admin_url)), make_url(normalise_url(service_url))
+    if admin.username == service.username or not service.username or service.password is None:
+        return
+    localdb.ensure_service_role(admin_url, str(service.password), role=service.username,
+                                group=(settings or get_settings()).app_role)
+
+
 def service_url_for(admin_url: str, settings: Settings | None = None) -> str:
     """The service's URL for the database that `admin_url` names (a scratch database in tests and benchmarks)."""
     from sqlalchemy.engine import make_url

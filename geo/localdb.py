@@ -303,19 +303,24 @@ def ensure_durable(superuser_url: str) -> None:
             conn.execute("SELECT pg_reload_conf()")
 
 
-def ensure_service_role(superuser_url: str, password: str) -> None:
-    """Create (or re-password) the privilege group and the service's login role; neither is a superuser."""
+def ensure_service_role(admin_url: str, password: str, role: str = SERVICE_ROLE, group: str = APP_GROUP) -> bool:
+    """Create (or re-password) the privilege group and the service's login role, neither a superuser; False
+    when the admin connection may not create roles (its operator then manages them)."""
     from psycopg import sql
 
-    with connect(superuser_url) as conn:
+    with connect(admin_url) as conn:
+        can = conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
+        if not (can and can[0]):
+            return False
         roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                                            ([APP_GROUP, SERVICE_ROLE],)).fetchall()}
-        if APP_GROUP not in roles:
-            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(APP_GROUP)))
-        verb = "ALTER" if SERVICE_ROLE in roles else "CREATE"
+                                            ([group, role],)).fetchall()}
+        if group not in roles:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(group)))
+        verb = "ALTER" if role in roles else "CREATE"
         conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-                             "NOBYPASSRLS PASSWORD {}").format(sql.Identifier(SERVICE_ROLE), sql.Literal(password)))
-        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(APP_GROUP), sql.Identifier(SERVICE_ROLE)))
+                             "NOBYPASSRLS PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
+    return True
 
 
 def ensure_database(url: str, create_from: str) -> None:
