@@ -7,6 +7,12 @@ assignment sets ``valid_to``; the row stays, so the history of who was responsib
 
 A building's jurisdiction code is that of the grid in force whose boundary covers the building (a point on its
 surface; on a shared edge the grid with the smallest code), else its community's code.
+
+Who may write is decided on the jurisdiction of what is written, never on the caller's own: the writes on people
+and assignments (`update_person`, `create_assignment`, `end_assignment`, `import_staff`) take ``allowed(code)``
+(the caller's ``Principal.covers``; None = no restriction, the local CLI) and check the target of an assignment AND
+every person touched with `covers_person`, the same rule that decides whether a caller sees a person at all. A
+refusal is `OutOfJurisdiction`.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ TARGET_ALIASES: dict[str, str] = {
 
 #: Import columns: canonical name -> accepted headers (Chinese or English; compared after `_norm`).
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "person_id": ("person_id", "personid", "人员id", "人员编号"),
     "name": ("name", "姓名", "名字", "person", "personname"),
     "phone": ("phone", "电话", "手机", "手机号", "联系电话", "mobile", "tel"),
     "phone_public": ("phone_public", "phonepublic", "电话公示", "公示", "公示电话", "public"),
@@ -115,6 +122,21 @@ class NotFound(StaffError):
     """The person, assignment or target does not exist."""
 
 
+class OutOfJurisdiction(StaffError):
+    """A write on a target or person outside the caller's jurisdiction. `required` is a code the caller would need
+    to cover (None: the whole district), `codes` the units the person is tied to (for a person)."""
+
+    def __init__(self, message: str, required: str | None = None, codes: Iterable[str] = ()):
+        super().__init__(message)
+        self.required = required
+        self.codes = list(codes)
+
+
+#: ``allowed(code)``: whether the caller's jurisdiction covers a unit code (None = the whole district), as
+#: `geo.users.Principal.covers`.
+Allowed = Callable[[str | None], bool]
+
+
 @dataclass
 class ImportProblem:
     """One refused row of an import file: spreadsheet row number (header = row 1), column, reason."""
@@ -147,6 +169,8 @@ class ImportResult:
     assignments_created: int
     person_ids: list[int] = field(default_factory=list)
     assignment_ids: list[int] = field(default_factory=list)
+    #: the units the registered people matched by the import were tied to before it (for auditing), when vetted
+    person_codes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "people_created": self.people_created, "people_matched": self.people_matched,
@@ -242,35 +266,72 @@ def target_code(session: Session, target_type: str, target_id: int, at: dt.date 
 
 def person_codes(session: Session, person_id: int, at: dt.date | None = None) -> list[str]:
     """The jurisdiction codes a person is tied to on `at`: their home building's and their active targets'."""
-    d = at or today()
-    person = session.get(Person, person_id)
-    if person is None:
+    rows, _ = list_people(session.connection(), "", at, person_ids=[person_id], limit=1)
+    if not rows:
         raise NotFound(f"no person with id {person_id}")
-    codes: set[str] = set()
-    buildings: set[int] = set()
-    if person.home_building_id:
-        buildings.add(person.home_building_id)
-    rows = session.execute(
-        text(f"""
-            SELECT a.target_type, g.code AS grid_code, m.code AS micro_code,
-                   coalesce(a.building_id, u.building_id) AS building_id
-            FROM staff_assignments a
-            LEFT JOIN grids g ON g.id = a.grid_id
-            LEFT JOIN micro_grids m ON m.id = a.micro_grid_id
-            LEFT JOIN units u ON u.id = a.unit_id
-            WHERE a.person_id = :p AND {ACTIVE_SQL}
-        """),
-        {"p": person_id, "d": d},
-    ).all()
-    for r in rows:
-        if r.grid_code:
-            codes.add(r.grid_code)
-        if r.micro_code:
-            codes.add(r.micro_code)
-        if r.building_id:
-            buildings.add(r.building_id)
-    codes.update(c for c in building_codes(session.connection(), buildings, d).values() if c)
-    return sorted(codes)
+    return sorted(rows[0]["codes"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# who may see and change a person
+
+
+def covers_person(codes: Iterable[str | None], allowed: Allowed) -> bool:
+    """THE rule for people, for reads and writes alike: a caller reaches a person (sees a phone not on the public
+    board, changes them, gives them or ends their assignments, names them in an import or a steward plan) when
+    their jurisdiction covers a unit the person is tied to — the home building's code or the target of an
+    assignment in force (`list_people`'s codes).
+
+    A person tied to no unit (registered without a home building, or whose assignments have all ended) belongs to
+    no community, so only district-wide callers (``allowed(None)``: admins, the CLI) reach them. Planners cannot
+    register such a person (``POST /v1/people`` needs a home building in their jurisdiction, an import row a target
+    or home there), so this refuses no planner a person they just registered; someone left untied is placed again
+    by an admin.
+    """
+    codes = [c for c in codes if c]
+    return any(allowed(c) for c in codes) if codes else allowed(None)
+
+
+def people_in_reach(conn: Connection, person_ids: Iterable[int], allowed: Allowed | None = None,
+                    at: dt.date | None = None) -> dict[int, dict]:
+    """The register rows (as `list_people`: codes, roles) of those `person_ids` that exist and that `allowed`
+    reaches by `covers_person` on `at` (today); every existing one when `allowed` is None. A person outside is
+    left out exactly like a person that does not exist, so callers can answer both the same way."""
+    ids = sorted({int(i) for i in person_ids})
+    if not ids:
+        return {}
+    rows, _ = list_people(conn, "", at, person_ids=ids, limit=len(ids))
+    return {int(r["id"]): r for r in rows if allowed is None or covers_person(r["codes"], allowed)}
+
+
+def person_in_reach(conn: Connection, person_id: int, allowed: Allowed | None, at: dt.date | None = None) -> dict:
+    """One person's register row when `allowed` reaches them (`covers_person`); NotFound when there is no such
+    person, OutOfJurisdiction (naming the units they are tied to) when they are someone else's."""
+    rows, _ = list_people(conn, "", at, person_ids=[int(person_id)], limit=1)
+    if not rows:
+        raise NotFound(f"no person with id {person_id}")
+    row = rows[0]
+    if allowed is not None and not covers_person(row["codes"], allowed):
+        codes = list(row["codes"])
+        raise OutOfJurisdiction(f"person {person_id} is tied to {', '.join(codes) or 'no unit'}, outside your "
+                                "jurisdiction", required=codes[0] if codes else None, codes=codes)
+    return row
+
+
+def ensure_target_allowed(code: str | None, allowed: Allowed | None, what: str) -> None:
+    """OutOfJurisdiction unless `allowed` covers the target's jurisdiction `code`."""
+    if allowed is not None and not allowed(code):
+        raise OutOfJurisdiction(f"{what} lies in {code or 'the whole district (admin)'}, outside your jurisdiction",
+                                required=code)
+
+
+def audit_codes(codes: Iterable[str | None]) -> list[str | None]:
+    """The jurisdiction codes a staff write is audited under, so that every unit it concerns sees the entry (a
+    planner reads the entries whose code starts with theirs): the distinct codes given, in order, less those that
+    another given code lies inside (that one's entry is already visible there); [None] when none is given."""
+    given = list(dict.fromkeys(c for c in codes if c))
+    out = [c for c in given if not any(o != c and o.startswith(c) for o in given)]
+    return out or [None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -295,8 +356,12 @@ def create_person(session: Session, name: str, phone: str | None = None, phone_p
 PERSON_FIELDS = ("name", "phone", "phone_public", "party_member", "home_building_id")
 
 
-def update_person(session: Session, person_id: int, **changes) -> Person:
-    """Change a person's name, phone, public-board flag, party membership or home building."""
+def update_person(session: Session, person_id: int, *, allowed: Allowed | None = None, **changes) -> Person:
+    """Change a person's name, phone, public-board flag, party membership or home building.
+
+    With `allowed`, the person must be one the caller reaches (`covers_person`) and a new home building must lie
+    in the caller's jurisdiction; OutOfJurisdiction otherwise.
+    """
     person = session.get(Person, person_id)
     if person is None:
         raise NotFound(f"no person with id {person_id}")
@@ -305,8 +370,14 @@ def update_person(session: Session, person_id: int, **changes) -> Person:
         raise StaffError(f"cannot change {', '.join(sorted(unknown))}")
     if "name" in changes and not (changes["name"] or "").strip():
         raise StaffError("a person needs a name")
-    if changes.get("home_building_id") is not None and session.get(Building, changes["home_building_id"]) is None:
-        raise NotFound(f"no building with id {changes['home_building_id']} (home building)")
+    if allowed is not None:
+        person_in_reach(session.connection(), person_id, allowed)
+    if changes.get("home_building_id") is not None:
+        home = changes["home_building_id"]
+        codes = building_codes(session.connection(), [home])
+        if home not in codes:
+            raise NotFound(f"no building with id {home} (home building)")
+        ensure_target_allowed(codes[home], allowed, f"the new home building {home}")
     for k, v in changes.items():
         setattr(person, k, v.strip() if k == "name" else v)
     session.flush()
@@ -343,8 +414,13 @@ def _check_role_target(role: str, target_type: str) -> None:
 
 def create_assignment(session: Session, person_id: int, role: str, target_type: str, target_id: int,
                       households: int | None = None, valid_from: dt.date | str | None = None,
-                      valid_to: dt.date | str | None = None) -> StaffAssignment:
-    """Give a person a role over a target from `valid_from` (today by default) until `valid_to` (open)."""
+                      valid_to: dt.date | str | None = None, allowed: Allowed | None = None) -> StaffAssignment:
+    """Give a person a role over a target from `valid_from` (today by default) until `valid_to` (open).
+
+    With `allowed`, both the target (its jurisdiction on `valid_from`) and the person (tied today to a unit the
+    caller covers: `covers_person`) must be the caller's; OutOfJurisdiction otherwise. So no one can pull a person
+    of another community into their own grid and then read or change them.
+    """
     role = normalise_role(role)
     target_type = normalise_target_type(target_type)
     _check_role_target(role, target_type)
@@ -358,6 +434,10 @@ def create_assignment(session: Session, person_id: int, role: str, target_type: 
     target = session.get(model, target_id)
     if target is None:
         raise NotFound(f"no {target_type} with id {target_id}")
+    if allowed is not None:
+        ensure_target_allowed(target_code(session, target_type, target_id, start), allowed,
+                              f"{target_type.replace('_', '-')} {target_id}")
+        person_in_reach(session.connection(), person_id, allowed)
     if households is not None:
         if role != "steward":
             raise StaffError("only a steward's assignment counts households")
@@ -375,11 +455,22 @@ def create_assignment(session: Session, person_id: int, role: str, target_type: 
     return a
 
 
-def end_assignment(session: Session, assignment_id: int, valid_to: dt.date | str | None = None) -> StaffAssignment:
-    """End an assignment on `valid_to` (today by default; it is no longer in force from that day); never deletes."""
+def end_assignment(session: Session, assignment_id: int, valid_to: dt.date | str | None = None,
+                   allowed: Allowed | None = None) -> StaffAssignment:
+    """End an assignment on `valid_to` (today by default; it is no longer in force from that day); never deletes.
+
+    With `allowed`, the assignment's target (its jurisdiction on `valid_from`) must be the caller's and its person
+    one the caller reaches today (`covers_person`; an assignment in force ties its person to its target, so this
+    refuses only ending a not-yet-started or past assignment of someone who is otherwise another community's).
+    """
     a = session.get(StaffAssignment, assignment_id)
     if a is None:
         raise NotFound(f"no assignment with id {assignment_id}")
+    if allowed is not None:
+        ttype = a.target_type.value if isinstance(a.target_type, TargetType) else a.target_type
+        ensure_target_allowed(target_code(session, ttype, _target_id(a), a.valid_from), allowed,
+                              f"assignment {assignment_id}")
+        person_in_reach(session.connection(), a.person_id, allowed)
     end = as_date(valid_to, today())
     if a.valid_to is not None and a.valid_to <= end:
         raise StaffError(f"assignment {assignment_id} already ended on {a.valid_to}")
@@ -474,12 +565,18 @@ def _lookup(conn: Connection, sql: str, **params) -> pd.DataFrame:
 def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, filename: str | None = None,
                  default_valid_from: dt.date | None = None,
                  allowed: Callable[[str | None], bool] | None = None) -> ImportResult:
-    """Import people and their assignments from a sheet, all or nothing; `allowed(code)` vets each target's code.
+    """Import people and their assignments from a sheet, all or nothing; `allowed(code)` vets every row.
 
     One row per assignment (a person repeats on several rows); a row with a role but no target only registers the
-    person. People are matched to the register by name and phone. Targets: ``target_code`` (grid or micro-grid
-    code), or a building by ``community_code`` + ``building_code`` (or ``building_id``), plus ``unit_number`` for a
-    unit. Raises StaffImportError listing every problem by spreadsheet row when anything is wrong.
+    person. A row names a registered person by ``person_id`` (人员ID), else people are matched to the register by
+    name and phone. Targets: ``target_code`` (grid or micro-grid code), or a building by ``community_code`` +
+    ``building_code`` (or ``building_id``), plus ``unit_number`` for a unit. Raises StaffImportError listing every
+    problem by spreadsheet row when anything is wrong.
+
+    With `allowed` (an HTTP caller), each row's target and a new person's home building must lie in the caller's
+    jurisdiction, a ``person_id`` must be a person the caller reaches (`covers_person`; "no person N in your
+    jurisdiction" whether they are someone else's or do not exist), and name-and-phone matching only considers
+    the people the caller reaches (a namesake elsewhere gets a new register entry, never this caller's role).
     """
     df = canonical_columns(source) if isinstance(source, pd.DataFrame) else read_staff_table(source, filename)
     for col in COLUMN_ALIASES:
@@ -607,6 +704,24 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
         if valid_to[i] is not None and valid_from[i] is not None and valid_to[i] < valid_from[i]:
             problems.append(ImportProblem(i + 2, "valid_to", "ends before it starts"))
 
+    # People named by register id: they must exist and be the caller's; one answer for both, so an import cannot
+    # probe for people elsewhere.
+    named_ids: dict[int, int] = {}  # row -> person id
+    for i, raw in enumerate(df["person_id"]):
+        if raw:
+            if not raw.isdigit():
+                problems.append(ImportProblem(i + 2, "person_id", f"{raw!r} is not a person id"))
+            else:
+                named_ids[i] = int(raw)
+    reach = people_in_reach(conn, named_ids.values(), allowed)
+    where = "in your jurisdiction" if allowed is not None else "on the register"
+    for i, pid in named_ids.items():
+        if pid not in reach:
+            problems.append(ImportProblem(i + 2, "person_id", f"no person {pid} {where}"))
+        elif reach[pid]["name"] != df["name"].iloc[i]:
+            problems.append(ImportProblem(i + 2, "name", f"person {pid} is {reach[pid]['name']!r} on the register, "
+                                                         f"not {df['name'].iloc[i]!r}"))
+
     if allowed is not None:
         codes = building_codes(conn, [t[1] for t in targets if t and t[0] == "building"] +
                                [b for b in home if b is not None], start_default)
@@ -616,7 +731,7 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
         unit_codes = building_codes(conn, [unit_building[t[1]] for t in targets if t and t[0] == "unit"], start_default)
         for i, t in enumerate(targets):
             if t is None:
-                code = codes.get(home[i]) if home[i] is not None else None
+                code = None
             elif t[0] == "grid":
                 code = grid_code[t[1]]
             elif t[0] == "micro_grid":
@@ -625,22 +740,39 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
                 code = codes.get(t[1])
             else:
                 code = unit_codes.get(unit_building[t[1]])
-            if not allowed(code):
+            if (t is not None or (home[i] is None and i not in named_ids)) and not allowed(code):
                 problems.append(ImportProblem(i + 2, None, f"the target ({code or 'no jurisdiction'}) lies outside "
                                                            "your jurisdiction"))
+            if home[i] is not None and i not in named_ids and not allowed(codes.get(home[i])):
+                problems.append(ImportProblem(i + 2, "home_building_code",
+                                              f"the home building ({codes.get(home[i]) or 'no jurisdiction'}) lies "
+                                              "outside your jurisdiction"))
     if problems:
         raise StaffImportError(sorted(problems, key=lambda p: p.row))
 
-    # People: one per distinct (name, phone) in the file, matched to the register by name and phone.
-    keys = list(zip(df["name"], df["phone"]))
+    # People: by register id where the sheet gives one, else one per distinct (name, phone) in the file, matched
+    # to the register by name and phone among the people the caller reaches (`covers_person`): someone of another
+    # community with the same name is a different person to this caller, never silently taken over.
+    keys = [("#id", str(named_ids[i])) if i in named_ids else (name, phone)
+            for i, (name, phone) in enumerate(zip(df["name"], df["phone"]))]
     existing = {}
-    named = sorted({k[0] for k in keys})
-    for r in session.execute(select(Person.id, Person.name, Person.phone).where(Person.name.in_(named))).all():
+    named = sorted({k[0] for k in keys if k[0] != "#id"})
+    candidates = session.execute(select(Person.id, Person.name, Person.phone).where(Person.name.in_(named))
+                                 .order_by(Person.id)).all()
+    if allowed is not None:
+        visible = people_in_reach(conn, [r.id for r in candidates], allowed)
+        reach.update(visible)
+        candidates = [r for r in candidates if r.id in visible]
+    for r in candidates:
         existing.setdefault((r.name, r.phone or ""), r.id)
     person_of: dict[tuple[str, str], int] = {}
     created = matched = 0
     for i, key in enumerate(keys):
         if key in person_of:
+            continue
+        if key[0] == "#id":
+            person_of[key] = int(key[1])
+            matched += 1
             continue
         if key in existing:
             person_of[key] = existing[key]
@@ -649,6 +781,7 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
         p = create_person(session, key[0], key[1] or None, bool(phone_public.iloc[i]), bool(party.iloc[i]), home[i])
         person_of[key] = p.id
         created += 1
+    touched = sorted({c for pid in person_of.values() if pid in reach for c in reach[pid]["codes"] if c})
     rows = []
     for i, t in enumerate(targets):
         if t is None:
@@ -665,7 +798,7 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
         ids = list(session.scalars(insert(StaffAssignment).returning(StaffAssignment.id), rows))
     session.flush()
     return ImportResult(rows=n, people_created=created, people_matched=matched, assignments_created=len(rows),
-                        person_ids=sorted(set(person_of.values())), assignment_ids=ids)
+                        person_ids=sorted(set(person_of.values())), assignment_ids=ids, person_codes=touched)
 
 
 # ---------------------------------------------------------------------------------------------------------------

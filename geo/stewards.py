@@ -43,7 +43,14 @@ from sqlalchemy import Connection, text
 
 from geo.crs import STORAGE_SRID, utm_epsg
 from geo.settings import Rules, get_settings
-from geo.staff import ACTIVE_SQL, BUILDING_LOCATION_SQL, end_of_day, today
+from geo.staff import (
+    ACTIVE_SQL,
+    BUILDING_LOCATION_SQL,
+    Allowed,
+    end_of_day,
+    people_in_reach,
+    today,
+)
 
 #: Costs are integers for the flow solver: centimetres per household.
 COST_SCALE = 100
@@ -547,7 +554,14 @@ def explain(name: str, code: str, reason: str, numbers: dict, lo: int, hi: int, 
     return f"{where}: {reason}"
 
 
-def _load(conn: Connection, prefix: str, d: dt.date, extra_stewards: list[int]) -> dict[str, pd.DataFrame]:
+def _load(conn: Connection, prefix: str, d: dt.date, extra_stewards: list[int],
+          allowed: Allowed | None = None) -> dict[str, pd.DataFrame]:
+    # Extra stewards must be people the caller reaches (geo.staff.covers_person); one answer whether someone is
+    # another community's or does not exist, so the request cannot probe the register.
+    missing = sorted(set(extra_stewards) - set(people_in_reach(conn, extra_stewards, allowed)))
+    if missing:
+        where = "in your jurisdiction" if allowed is not None else "on the register"
+        raise PlanError(f"no person {', '.join(map(str, missing))} {where}")
     params = {"ts": end_of_day(d), "d": d, "prefix": prefix}
     loc = pd.DataFrame(conn.execute(text(f"""
         SELECT b.id AS building_id, bc.id AS community_id, bc.code AS community_code, bc.name AS community_name,
@@ -572,9 +586,6 @@ def _load(conn: Connection, prefix: str, d: dt.date, extra_stewards: list[int]) 
     people = pd.DataFrame(conn.execute(text("SELECT id AS person_id, name, home_building_id FROM people "
                                             "WHERE id = ANY(:ids)"), {"ids": ids}).mappings().all(),
                           columns=["person_id", "name", "home_building_id"])
-    missing = sorted(set(extra_stewards) - set(people["person_id"].tolist()))
-    if missing:
-        raise PlanError(f"no person with id {', '.join(map(str, missing))}")
     return {"loc": loc, "units": units, "assignments": assignments, "people": people}
 
 
@@ -604,12 +615,14 @@ def _building_pools_to_units(pools: pd.DataFrame, units: pd.DataFrame, unit_clai
 def plan_stewards(conn: Connection, prefix: str = "", at: str | dt.date | None = None, allow_move: bool = False,
                   release_over_capacity: bool = True, extra_stewards: list[int] | None = None,
                   rules: Rules | None = None, time_limit_s: float = DEFAULT_SPLIT_SECONDS, workers: int = 1,
-                  processes: int = 1) -> Plan:
+                  processes: int = 1, allowed: Allowed | None = None) -> Plan:
     """Plan stewards for every community whose code starts with `prefix` (a street or community code, '' = all).
 
     `allow_move=False` keeps every steward assignment in force; with `release_over_capacity` the assignments of a
     steward already over the maximum, and of a unit claimed beyond its households, may still be moved (they cannot
-    stay). `extra_stewards` adds people with no steward assignment yet. `time_limit_s` bounds the search for fewest
+    stay). `extra_stewards` adds people with no steward assignment yet; with `allowed` (the caller's
+    ``Principal.covers``) each must be a person the caller reaches, else PlanError "no person N in your
+    jurisdiction" (the same for one who does not exist). `time_limit_s` bounds the search for fewest
     unit splits per community (the distance is exact regardless); `processes` > 1 solves communities in parallel.
     Nothing is written: see `apply_plan`.
     """
@@ -624,7 +637,7 @@ def plan_stewards(conn: Connection, prefix: str = "", at: str | dt.date | None =
     from geo.coverage import ensure_statistics
 
     ensure_statistics(conn)
-    data = _load(conn, prefix, d, list(extra_stewards or []))
+    data = _load(conn, prefix, d, list(extra_stewards or []), allowed)
     loc, units, assignments, people = data["loc"], data["units"], data["assignments"], data["people"]
     load_s = time.perf_counter() - t0
 

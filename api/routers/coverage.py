@@ -175,7 +175,7 @@ def plan(body: PlanIn, principal: Planner, session: SessionDep, audit: AuditDep,
     conn = session.connection()
     try:
         p = stewards.plan_stewards(conn, prefix, body.at, body.allow_move, body.release_over_capacity,
-                                   body.extra_stewards, time_limit_s=body.time_limit_s)
+                                   body.extra_stewards, time_limit_s=body.time_limit_s, allowed=principal.covers)
     except stewards.PlanError as exc:
         raise Problem(422, str(exc), type="plan-invalid", title="Invalid plan request")
     summary = p.summary()

@@ -2,7 +2,10 @@
 
 Reads need a signed-in caller and list only people and assignments tied to their jurisdiction; a phone number
 not on the public notice board is shown only to callers whose jurisdiction covers the person. Writes need the
-planner or admin role and the target inside the caller's jurisdiction, and are audited.
+planner or admin role and are decided on what they write, never on the caller's own jurisdiction: the target of an
+assignment AND every person touched must be the caller's (`geo.staff.covers_person`, the rule that also decides
+who sees a person). The domain functions check it; this module maps their refusals to problems. Writes are audited
+under the target's code and every unit the person is tied to, so the owning community sees them.
 """
 
 from __future__ import annotations
@@ -63,10 +66,20 @@ class AssignmentEnd(BaseModel):
     valid_to: dt.date | None = None
 
 
-def _problem(exc: staff.StaffError) -> Problem:
+def _problem(exc: staff.StaffError, principal: Principal | None = None) -> Problem:
+    if isinstance(exc, staff.OutOfJurisdiction):
+        mine = principal.jurisdiction_code if principal is not None else None
+        return Problem(403, f"{exc} ({mine})", type="out-of-jurisdiction", required_jurisdiction=exc.required,
+                       your_jurisdiction=mine)
     if isinstance(exc, staff.NotFound):
         return Problem(404, str(exc), type="not-found")
     return Problem(422, str(exc), type="staff-invalid", title="Invalid staff change")
+
+
+def _audit_all(audit, codes, action: str, target_type: str, target_id, **change) -> None:
+    """One audit entry under each code of `staff.audit_codes(codes)` (the target's first)."""
+    for code in staff.audit_codes(codes):
+        audit(action, target_type, target_id, code, **change)
 
 
 def _scope(principal: Principal) -> str:
@@ -76,7 +89,7 @@ def _scope(principal: Principal) -> str:
 def person_out(row: dict, principal: Principal) -> dict:
     """A person as the caller may see them: the phone only when public or the caller's jurisdiction covers them."""
     codes = list(row.get("codes") or [])
-    visible = bool(row.get("phone_public")) or principal.covers(None) or any(principal.covers(c) for c in codes)
+    visible = bool(row.get("phone_public")) or staff.covers_person(codes, principal.covers)
     return {
         "id": row["id"], "name": row["name"], "phone": row.get("phone") if visible else None,
         "phone_hidden": bool(row.get("phone")) and not visible, "phone_public": bool(row.get("phone_public")),
@@ -86,17 +99,13 @@ def person_out(row: dict, principal: Principal) -> dict:
 
 
 def _person_row(session, principal: Principal, person_id: int, at: dt.date | None = None) -> dict:
-    rows, _ = staff.list_people(session.connection(), _scope(principal), at, person_ids=[person_id], limit=1)
-    if not rows:
-        if session.get(Person, person_id) is None:
-            raise Problem(404, f"there is no person {person_id}", type="not-found")
-        everywhere, _ = staff.list_people(session.connection(), "", at, person_ids=[person_id], limit=1)
-        codes = everywhere[0]["codes"] if everywhere else []
-        raise Problem(403, f"person {person_id} is tied to {', '.join(codes) or 'no unit'}, outside your "
-                           f"jurisdiction ({principal.jurisdiction_code})",
-                      type="out-of-jurisdiction", required_jurisdiction=codes[0] if codes else None,
-                      your_jurisdiction=principal.jurisdiction_code)
-    return rows[0]
+    """The person's register row if the caller reaches them (`staff.covers_person`), else a 404/403 problem."""
+    try:
+        return staff.person_in_reach(session.connection(), person_id, principal.covers, at)
+    except staff.NotFound:
+        raise Problem(404, f"there is no person {person_id}", type="not-found")
+    except staff.StaffError as exc:
+        raise _problem(exc, principal)
 
 
 @router.get("/v1/people")
@@ -153,20 +162,15 @@ def change_person(person_id: int, body: PersonChange, principal: Planner, sessio
     """Change a person tied to your jurisdiction; a new home building must lie in it too."""
     row = _person_row(session, principal, person_id)
     changes = body.model_dump(exclude_unset=True)
-    if changes.get("home_building_id") is not None:
-        b = changes["home_building_id"]
-        codes = staff.building_codes(session.connection(), [b])
-        if b not in codes:
-            raise Problem(404, f"there is no building {b}", type="not-found")
-        ensure_covers(principal, codes[b], "the new home building")
     person = session.get(Person, person_id)
     before = staff.person_dict(person)
     try:
-        staff.update_person(session, person_id, **changes)
+        staff.update_person(session, person_id, allowed=principal.covers, **changes)
+        after_codes = staff.person_codes(session, person_id)
     except staff.StaffError as exc:
-        raise _problem(exc)
-    audit("staff.person.update", "person", person_id, (row["codes"] or [None])[0], before=before,
-          after=staff.person_dict(person))
+        raise _problem(exc, principal)
+    _audit_all(audit, [*row["codes"], *after_codes], "staff.person.update", "person", person_id, before=before,
+               after=staff.person_dict(person))
     return person_out(_person_row(session, principal, person_id), principal)
 
 
@@ -204,12 +208,14 @@ def create_assignment(body: AssignmentIn, principal: Planner, session: SessionDe
                 raise staff.NotFound(f"no {ttype.replace('_', '-')} with code {body.target_code}")
         code = staff.target_code(session, ttype, target_id, body.valid_from)
         ensure_covers(principal, code, f"{ttype.replace('_', '-')} {target_id}")
+        # the domain checks the target and the person against the caller's jurisdiction (covers_person)
         a = staff.create_assignment(session, body.person_id, body.role, ttype, target_id, body.households,
-                                    body.valid_from, body.valid_to)
+                                    body.valid_from, body.valid_to, allowed=principal.covers)
+        person_codes = staff.person_codes(session, body.person_id)
     except staff.StaffError as exc:
-        raise _problem(exc)
+        raise _problem(exc, principal)
     out = staff.assignment_dict(a)
-    audit("staff.assignment.create", "assignment", a.id, code, after=out)
+    _audit_all(audit, [code, *person_codes], "staff.assignment.create", "assignment", a.id, after=out)
     return {**out, "code": code}
 
 
@@ -240,11 +246,14 @@ def end_assignment(assignment_id: int, body: AssignmentEnd, principal: Planner, 
     ensure_covers(principal, code, f"assignment {assignment_id}")
     before = staff.assignment_dict(a)
     try:
-        staff.end_assignment(session, assignment_id, body.valid_to)
+        person_codes = staff.person_codes(session, a.person_id)
+        # the domain checks the target and the person against the caller's jurisdiction (covers_person)
+        staff.end_assignment(session, assignment_id, body.valid_to, allowed=principal.covers)
     except staff.StaffError as exc:
-        raise _problem(exc)
+        raise _problem(exc, principal)
     out = staff.assignment_dict(a)
-    audit("staff.assignment.end", "assignment", assignment_id, code, before=before, after=out)
+    _audit_all(audit, [code, *person_codes], "staff.assignment.end", "assignment", assignment_id, before=before,
+               after=out)
     return {**out, "code": code}
 
 
@@ -268,7 +277,12 @@ async def import_staff(principal: Planner, session: SessionDep, settings: Settin
         raise Problem(422, str(exc), type="import-refused", title="Import refused",
                       problems=[{"row": p.row, "column": p.column, "message": p.message} for p in exc.problems])
     except staff.StaffError as exc:
-        raise _problem(exc)
+        raise _problem(exc, principal)
+    after = {**result.as_dict(), "assignment_ids": result.assignment_ids[:1000]}
     audit("staff.import", "staff", file.filename, None if principal.covers(None) else principal.jurisdiction_code,
-          after={**result.as_dict(), "assignment_ids": result.assignment_ids[:1000]})
+          after=after)
+    # registered people it gave roles to who are also tied elsewhere: that community sees the import too
+    elsewhere = [c for c in result.person_codes if not principal.covers(c)]
+    if elsewhere:
+        _audit_all(audit, elsewhere, "staff.import", "staff", file.filename, after=after)
     return result.as_dict()
