@@ -11,7 +11,9 @@ of the new version is recomputed, and the whole publish is audited. The locate i
 boundaries.
 
 Optimistic locking: the plan remembers the community's published token when it was created; publishing after
-someone else published in the same community raises `StalePublished` naming the versions in between.
+someone else published (or imported boundaries) in the same community raises `StalePublished` naming the versions
+in between. The check and the write run under the per-community lock of `geo.locks.lock_communities`, which
+rollbacks and boundary imports take too, so nothing can commit between them.
 A street plan publishes all its communities in the same transaction as one version: the token is the street's
 (every community of it), publishes of each of its communities are serialised with community plans by the same
 advisory locks, and new codes are given per community (community code + 3 digits, reading order).
@@ -31,6 +33,7 @@ import numpy as np
 import shapely
 from sqlalchemy import Connection, text
 
+from geo.locks import lock_communities
 from geo.plans import PlanError, PlanState, community_token, create_plan, load_state, scope_token
 
 #: Area (square degrees, ≈0.01 m²) under which a changed boundary counts as unchanged.
@@ -282,9 +285,10 @@ def publish(conn: Connection, plan_id: int, actor: str | None = None, if_match: 
     if state.status != "draft":
         raise PlanError(f"plan {plan_id} is {state.status}; only drafts can be published")
     # serialise publishes per community (a street plan takes each of its communities' locks, in id order, so it
-    # also excludes community plans of its communities): the token check below is then race-free
-    for cid in sorted(state.communities):
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('gridatlas.publish'), :c)"), {"c": cid})
+    # also excludes community plans of its communities); rollbacks and boundary imports take the same locks
+    # (geo.locks). Nothing about the boundaries was read before this point: under READ COMMITTED the token check
+    # below sees whatever a previous holder (an import, another publish) committed, and is race-free
+    lock_communities(conn, state.communities)
     base, created = conn.execute(text("SELECT base_token, created_at FROM plans WHERE id = :p"),
                                  {"p": plan_id}).one()
     current = scope_token(conn, state)
@@ -328,8 +332,7 @@ def rollback_street(conn: Connection, scope: dict, actor: str | None = None, if_
     if not ids:
         raise PlanError(f"version {version_id} changed no grid boundaries to roll back")
     # the same locks as a street publish (every community of the street, id order): the checks below are race-free
-    for cid in street_ids:
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('gridatlas.publish'), :c)"), {"c": cid})
+    lock_communities(conn, street_ids)
     current = street_token(conn, street["id"])
     wanted = _if_match_token(if_match)
     since = scope["valid_from"]
@@ -395,8 +398,7 @@ def rollback(conn: Connection, version_id: int, actor: str | None = None, if_mat
         raise PlanError(f"version {version_id} changed no grid boundaries to roll back")
     ids = sorted(communities)
     # the same locks as a publish of these communities (id order): the checks below are race-free
-    for cid in ids:
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('gridatlas.publish'), :c)"), {"c": cid})
+    lock_communities(conn, ids)
     since = scope["valid_from"]
     before = since - dt.timedelta(microseconds=1)
     empty = conn.execute(text("""

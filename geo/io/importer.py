@@ -8,7 +8,9 @@ problem, or ``dry_run``, leaves the database exactly as it was.
 
 Boundaries are never overwritten: an import of streets, communities, grids or micro-grids creates a boundary
 version (or joins an existing one), ends the boundary rows in force for the same codes at its start, and adds new
-rows from then on.
+rows from then on. It first takes the per-community lock publish and rollback take (`geo.locks`) for every
+existing community it touches, in id order, so a plan drafted before the import can no longer be published over it
+(the publish waits, then finds the community's token changed: 412).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from geo.io.readers import SourceData, read_source
 from geo.io.reproject import source_crs, to_storage
 from geo.io.validate import Issue, check_geometries, coverage_gaps, household_band, issues_geojson, \
     merge_and_deduplicate, outside_parent, overlaps
+from geo.locks import lock_communities
 from geo.settings import get_settings
 from geo.store import BOUNDARY_TABLES, LEVELS, copy_rows
 
@@ -465,6 +468,29 @@ def _communities_exist(conn: Connection) -> bool:
 
 # --- writers per kind of layer -------------------------------------------------------------------------------------
 
+#: The communities whose boundaries (or whose grids' and micro-grids' boundaries) an import of a level writes,
+#: by the staged rows' codes: those that exist (a community created by the import is locked by no one else).
+_TOUCHED = {
+    # a street's boundary frames its communities (and a street plan covers them all): lock every one of them
+    "streets": f"""SELECT c.id FROM communities c JOIN streets t ON t.id = c.street_id
+                   JOIN {STAGE} s ON s.code = t.code""",
+    # the communities imported, and their streets' other communities (new ones are checked against them)
+    "communities": f"""SELECT c.id FROM communities c JOIN {STAGE} s ON s.code = c.code
+                       UNION SELECT c.id FROM communities c JOIN streets t ON t.id = c.street_id
+                       JOIN {STAGE} s ON s.street_code = t.code""",
+    "grids": f"""SELECT c.id FROM communities c JOIN {STAGE} s ON s.community_code = c.code
+                 UNION SELECT g.community_id FROM grids g JOIN {STAGE} s ON s.code = g.code""",
+    "micro_grids": f"""SELECT g.community_id FROM grids g JOIN {STAGE} s ON s.grid_code = g.code
+                       UNION SELECT g.community_id FROM micro_grids m JOIN grids g ON g.id = m.grid_id
+                       JOIN {STAGE} s ON s.code = m.code""",
+}
+
+
+def _communities_touched(conn: Connection, level: str) -> list[int]:
+    """Ids of the existing communities an import of `level` (staged) writes boundaries in or around."""
+    return conn.execute(text(_TOUCHED[level])).scalars().all()
+
+
 def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> None:
     spec, report = prep.spec, prep.report
     level = spec.name
@@ -472,6 +498,10 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
     parent = PARENTS.get(level)
     extra = {"unit_id": "integer", "parent_id": "integer", "parent_code": "text"}
     _stage(conn, prep, extra, options)
+    # serialised with publish and rollback per community (geo.locks) before reading the boundaries it checks and
+    # ends, and before taking its time: an import that waited for a publish starts after it and ends its rows, and a
+    # publish that waited for this import finds its community's token changed (412)
+    lock_communities(conn, _communities_touched(conn, level))
     at, version_id = _effective_time(conn, options)
     report.valid_from = at
     if parent:
