@@ -5,6 +5,8 @@ COPY geo ./geo
 COPY api ./api
 COPY cli ./cli
 COPY maps ./maps
+COPY demo ./demo
+COPY data ./data
 RUN pip install --no-cache-dir .
 ENV GRIDATLAS_VAR_DIR=/app/var
 EXPOSE 8000

@@ -35,10 +35,10 @@ from sqlalchemy.orm import Session
 
 from api.deps import SessionDep
 from api.problems import Problem
-from geo import audit
-from geo.models import User
+from geo.access import audit
+from geo.store.models import User
 from geo.settings import Settings, get_settings
-from geo.users import Principal, principal_of
+from geo.access.users import Principal, principal_of
 
 log = logging.getLogger("gridatlas.auth")
 
@@ -256,7 +256,7 @@ def ensure_covers(principal: Principal, code: str | None, what: str = "this unit
 def authenticate_request(request: Request, session: Session, bearer: str | None, api_key: str | None) -> Principal | None:
     """The caller named by an API key or bearer token (None without credentials); 401 problem when invalid."""
     if api_key:
-        from geo.apikeys import principal_for_key  # API keys live in the domain layer
+        from geo.access.apikeys import principal_for_key  # API keys live in the domain layer
 
         principal = principal_for_key(session, api_key)
         if principal is None:

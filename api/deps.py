@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from geo.db import session_scope
+from geo.store.db import session_scope
 from geo.settings import Settings, get_settings
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 import api.routers
 from api.limits import BodyLimitMiddleware
 from api.problems import install_problem_handlers
-from geo import db
+from geo.store import db
 
 log = logging.getLogger("gridatlas")
 DOCS_ASSETS = Path(__file__).resolve().parent / "static" / "docs"

@@ -14,8 +14,8 @@ import statistics
 import time
 
 from bench.common import console, fresh_database, report, timed
-from geo import classify as gc
-from geo.demo import generate_and_load
+from geo.classify import classification as gc
+from demo.load import generate_and_load
 
 TARGET_S = {1.0: 2.0, 10.0: 20.0}
 

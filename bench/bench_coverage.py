@@ -10,9 +10,9 @@ import argparse
 import time
 
 from bench.common import console, fresh_database, report, timed
-from geo.coverage import coverage_report
-from geo.demo import generate_and_load
-from geo.stewards import plan_stewards
+from geo.staff.coverage import coverage_report
+from demo.load import generate_and_load
+from geo.staff.stewards import plan_stewards
 
 REPORT_TARGET_S = {1.0: 2.0}
 PLAN_TARGET_S = {1.0: 60.0, 10.0: 600.0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bench.common import fresh_database, report
-from geo.demo import generate_and_load
+from demo.load import generate_and_load
 
 TARGET_S = {1.0: 60.0, 10.0: 600.0}
 

@@ -40,11 +40,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench.common import console, fresh_database, report, timed
-from geo import db
-from geo import heatmap as hm
-from geo.demo import generate_and_load
-from geo.kpi import GROUPS, KpiQuery, compute_kpis
-from geo.store import copy_rows
+from geo.store import db
+from geo.incidents import heatmap as hm
+from demo.load import generate_and_load
+from geo.incidents.kpi import GROUPS, KpiQuery, compute_kpis
+from geo.store.load import copy_rows
 
 HEATMAP_TARGET_S = 2.0
 KPI_TARGET_S = 0.5
@@ -70,7 +70,7 @@ def period(conn) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
 
 def add_incidents(engine, target: int, seed: int = 2) -> dict:
     """Top the incidents table up to `target` rows by resampling its own rows (vectorised), attributed with an
-    STRtree over the current boundaries (smallest code on shared edges, as geo.attribution), loaded by COPY."""
+    STRtree over the current boundaries (smallest code on shared edges, as geo.incidents.attribution), loaded by COPY."""
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     with engine.connect() as conn:
@@ -375,7 +375,7 @@ def main() -> None:
     rows: list[dict] = []
     if everything:
         t0 = time.perf_counter()
-        import esda  # noqa: F401  (imported lazily by geo.heatmap: the first hot-spot request of a process pays this)
+        import esda  # noqa: F401  (imported lazily by geo.incidents.heatmap: the first hot-spot request of a process pays this)
 
         rows.append({"set": "-", "incidents": None, "measure": "import esda (once per process)",
                      "median_s": time.perf_counter() - t0, "max_s": None, "target_s": None, "meets": None,

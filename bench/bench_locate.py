@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import console, fresh_database, report, timed
-from geo import db
+from geo.store import db
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"p50_ms": 2.0, "requests_per_s": 1500, "batch_points_per_s": 500_000, "batch_vs_postgis": 20}
@@ -212,7 +212,7 @@ def batch_over_http(base: str, headers: dict, lon: np.ndarray, lat: np.ndarray) 
 def batch_in_process(index, lon: np.ndarray, lat: np.ndarray) -> dict:
     """The batch pipeline without HTTP (CSV parse, locate, render), for where the time goes."""
     from api.routers.locate import _locate_chunk
-    from geo.locate_batch import BatchFormatter, CsvReader
+    from geo.locate.batch import BatchFormatter, CsvReader
 
     body = ("lon,lat\n" + "".join(f"{a:.7f},{b:.7f}\n" for a, b in zip(lon.tolist(), lat.tolist()))).encode()
     formatter = BatchFormatter(index, "csv", version=None, staff=None, staff_day=None)
@@ -233,7 +233,7 @@ def make_token(engine) -> dict:
     import uuid
 
     from api.auth import issue_token
-    from geo.users import create_user
+    from geo.access.users import create_user
 
     with db.session_scope(engine) as session:
         user = create_user(session, f"bench-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, "admin")
@@ -242,7 +242,7 @@ def make_token(engine) -> dict:
 
 
 def bench_scale(engine, url: str, scale: float, args) -> list[dict]:
-    from geo.lookup import (LocateIndex, agreement_points, compare_with_reference, locate_sql, locate_sql_many,
+    from geo.locate.lookup import (LocateIndex, agreement_points, compare_with_reference, locate_sql, locate_sql_many,
                             reference_epsg)
 
     rows = []
@@ -360,7 +360,7 @@ def main() -> None:
         with ctx as engine:
             url = args.url or engine.url.render_as_string(hide_password=False)
             if not args.url:
-                from geo.demo import generate_and_load
+                from demo.load import generate_and_load
 
                 loaded = generate_and_load(engine, scale, args.seed)
                 console.print(f"scale {scale}: {loaded['counts']} loaded in {sum(loaded['timings'].values()):.1f} s")

@@ -10,12 +10,12 @@ results) is timed too, first with the street's community contexts not cached, th
 bench/results/plans_street.json.
 
 Then for every community both suggestion methods run on the same input (atoms = whole compounds that fit the
-band, else buildings; their Delaunay adjacency; the current grids): ours (geo.suggest, ReCom with networkx) and
+band, else buildings; their Delaunay adjacency; the current grids): ours (geo.plans.suggest, ReCom with networkx) and
 spopt's MaxPHeuristic (floor = the band's minimum; max-p has no ceiling). Each runs in a forked child stopped
 after `--timeout` seconds; a community where a method times out, fails or finds no solution is counted and named.
 Per method: time (median, p95), largest deviation from the band's middle, grids out of band, compounds split,
 households moved (regions matched to the current grids by most households). Where ReCom leaves grids out of band,
-geo.suggest's exact CP-SAT step runs within the same method and time limit: the communities it repaired, and those
+geo.plans.suggest's exact CP-SAT step runs within the same method and time limit: the communities it repaired, and those
 where it proved the band infeasible, are named. Writes bench/results/plans.json; `--codes` runs only the named
 communities (into bench/results/plans_selected.json).
 """
@@ -31,11 +31,11 @@ import shapely
 from shapely.geometry import mapping
 
 from bench.common import console, fresh_database, report
-from geo import plans
-from geo.demo import generate_and_load
-from geo.plan_validation import context_for, validate
+from geo.plans import drafts as plans
+from demo.load import generate_and_load
+from geo.plans.validation import context_for, validate
 from geo.settings import get_settings
-from geo.suggest import _match_labels, _Objective, adjacency, atoms_for, suggest_state
+from geo.plans.suggest import _match_labels, _Objective, adjacency, atoms_for, suggest_state
 
 
 def _p95(xs):
@@ -80,7 +80,7 @@ def _script(conn, pid, cid):
 
 def _inputs(state, ctx, hi):
     """The suggestion's input for both methods: atoms (whole compounds that fit, else buildings), their Delaunay
-    adjacency, each atom's current grid, and per building the current grid (as geo.suggest.suggest_state)."""
+    adjacency, each atom's current grid, and per building the current grid (as geo.plans.suggest.suggest_state)."""
     comp = [r for r in state.live("grid") if (r.get("kind") or "comprehensive") == "comprehensive"]
     area = shapely.union_all([r["geom"] for r in comp])
     b = ctx.buildings
@@ -117,7 +117,7 @@ def _quality(bb, a, owner, cur, atom_labels, lo, hi):
 
 
 def _recom(state, ctx, lo, hi, seed, budget, repair_budget=None):
-    """Our suggestion (geo.suggest, ReCom with networkx, then CP-SAT where ReCom leaves grids out of band) on the
+    """Our suggestion (geo.plans.suggest, ReCom with networkx, then CP-SAT where ReCom leaves grids out of band) on the
     community; (seconds, quality or infeasibility)."""
     t0 = time.perf_counter()
     s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=seed, time_budget_s=budget,
@@ -214,8 +214,8 @@ def _street_bench(conn, times_street, full_street, street_rows, limit=0, cold_st
     communities; after each operation the live validation (re-validates the touched community only) is timed, and
     once per street a full validation with no reuse of results: first with the communities' contexts (boundary,
     buildings, compounds) not cached (`cold_street`), then with them cached (`full_street`)."""
-    from geo import plan_validation
-    from geo.plan_validation import contexts_for, validate_plan_state
+    from geo.plans import validation as plan_validation
+    from geo.plans.validation import contexts_for, validate_plan_state
 
     streets = conn.exec_driver_sql("SELECT code, id FROM streets ORDER BY code").all()
     if limit:
@@ -307,7 +307,7 @@ def main() -> None:
                         help="wall-clock guard of ReCom's search per community (it normally ends by its step count, "
                              "so the seed reproduces it; communities the guard cut are counted)")
     parser.add_argument("--repair-budget", type=float, default=None,
-                        help="CP-SAT deterministic work units for the exact step (default: geo.suggest.REPAIR_BUDGET)")
+                        help="CP-SAT deterministic work units for the exact step (default: geo.plans.suggest.REPAIR_BUDGET)")
     parser.add_argument("--no-maxp", action="store_true")
     parser.add_argument("--streets", type=int, default=0, help="street plans over this many streets (0 = all)")
     parser.add_argument("--no-streets", action="store_true")

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from geo import db
+from geo.store import db
 
 RESULTS = Path(__file__).resolve().parent / "results"
 console = Console(width=200)  # tables stay readable when piped to a file

@@ -16,7 +16,7 @@ LEVEL_CHOICES = ("grid", "micro_grid", "both")
 
 
 def _write(path: Path, fmt: str, items: list[dict], head: dict) -> None:
-    from geo.classify import to_csv
+    from geo.classify.classification import to_csv
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
@@ -35,7 +35,7 @@ def _head(run: dict, level: str) -> dict:
 
 
 def _summary_table(level: str, summary: dict, run: dict) -> Table:
-    from geo.classify import CLASS_ZH, CLASS_ZH_MICRO, CLASSES
+    from geo.classify.classification import CLASS_ZH, CLASS_ZH_MICRO, CLASSES
     from geo.settings import get_settings
 
     labels = CLASS_ZH if level == "grid" else CLASS_ZH_MICRO
@@ -80,8 +80,8 @@ def classify(
     recompute: bool = typer.Option(False, help="recompute even when stored results are up to date"),
 ) -> None:
     """Classify compounds against grids and micro-grids; print the summary and write the full table."""
-    from geo import classify as gc
-    from geo.store import parse_at
+    from geo.classify import classification as gc
+    from geo.store.load import parse_at
 
     if level not in LEVEL_CHOICES:
         raise fail(f"--level must be one of {', '.join(LEVEL_CHOICES)}")

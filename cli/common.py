@@ -14,14 +14,14 @@ err = Console(stderr=True)
 
 def engine(start_local: bool = True):
     """An engine on the configured database, starting the local cluster when no DATABASE_URL is set."""
-    from geo import db
+    from geo.store import db
 
     return db.make_engine(db.database_url(start_local=start_local))
 
 
 def admin_engine():
     """An engine as the schema owner (demo loads, maintenance), starting the local cluster when needed."""
-    from geo import db
+    from geo.store import db
 
     return db.make_engine(db.admin_database_url(start_local=True))
 

@@ -15,7 +15,7 @@ app = typer.Typer(help="Database: local PostGIS cluster and migrations.", no_arg
 @app.command()
 def up() -> None:
     """Start the local PostGIS cluster (or check DATABASE_URL), migrate, and print the URL."""
-    from geo import db
+    from geo.store import db
 
     with friendly_errors():
         admin_url = db.admin_database_url(start_local=True)
@@ -28,7 +28,8 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop the local cluster (does nothing with DATABASE_URL)."""
-    from geo import db, localdb
+    from geo.store import db
+    from geo.store import localdb
     from geo.settings import get_settings
 
     if get_settings().database_url:
@@ -42,7 +43,8 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Print whether the local cluster runs, its URL (password hidden) and the schema revision."""
-    from geo import db, localdb
+    from geo.store import db
+    from geo.store import localdb
     from geo.settings import get_settings
 
     settings = get_settings()
@@ -62,7 +64,7 @@ def status() -> None:
 @app.command()
 def migrate(revision: str = typer.Argument("heads", help="target revision")) -> None:
     """Upgrade the schema (to all heads by default)."""
-    from geo import db
+    from geo.store import db
 
     with friendly_errors():
         db.migrate(db.admin_database_url(start_local=True), revision)
@@ -72,7 +74,7 @@ def migrate(revision: str = typer.Argument("heads", help="target revision")) -> 
 @app.command()
 def downgrade(revision: str = typer.Argument(..., help="target revision, e.g. base or -1")) -> None:
     """Downgrade the schema."""
-    from geo import db
+    from geo.store import db
 
     with friendly_errors():
         db.downgrade(db.admin_database_url(start_local=True), revision)

@@ -22,7 +22,7 @@ def generate(
     replace: bool = typer.Option(False, help="delete the district already in the database first"),
 ) -> None:
     """Generate a district and write it into the database and a GeoPackage."""
-    from geo.demo import generate_and_load
+    from demo.load import generate_and_load
 
     with friendly_errors():
         result = generate_and_load(admin_engine() if db else None, scale, seed, gpkg, replace)

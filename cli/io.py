@@ -116,7 +116,7 @@ def export_command(
 ) -> None:
     """Export one layer at the current or a dated boundary version."""
     from geo.io import export_layer
-    from geo.store import parse_at
+    from geo.store.load import parse_at
 
     with common.friendly_errors():
         result = export_layer(common.engine(), layer, file, format_, parse_at(at), encoding)

@@ -19,9 +19,10 @@ def create(
     user: str = typer.Option(..., "--user", "-u", help="the user the key acts as (role and jurisdiction)"),
 ) -> None:
     """Create a key; the full key is printed once (only its hash is stored)."""
-    from geo import apikeys, audit
-    from geo.db import session_scope
-    from geo.users import get_user
+    from geo.access import apikeys
+    from geo.access import audit
+    from geo.store.db import session_scope
+    from geo.access.users import get_user
 
     with friendly_errors(), session_scope(common.engine()) as session:
         owner = get_user(session, user)
@@ -38,9 +39,10 @@ def create(
 @app.command()
 def revoke(key: str = typer.Argument(..., help="the key's id, prefix or full value")) -> None:
     """Revoke a key at once (the row stays on record)."""
-    from geo import apikeys, audit
-    from geo.db import session_scope
-    from geo.models import User
+    from geo.access import apikeys
+    from geo.access import audit
+    from geo.store.db import session_scope
+    from geo.store.models import User
 
     with friendly_errors(), session_scope(common.engine()) as session:
         row = apikeys.find_key(session, key)
@@ -57,8 +59,8 @@ def revoke(key: str = typer.Argument(..., help="the key's id, prefix or full val
 @app.command("list")
 def list_(user: str | None = typer.Option(None, "--user", "-u", help="only this user's keys")) -> None:
     """List keys: id, prefix, owner, state, last use (never the key itself)."""
-    from geo import apikeys
-    from geo.db import session_scope
+    from geo.access import apikeys
+    from geo.store.db import session_scope
 
     with friendly_errors(), session_scope(common.engine()) as session:
         rows = [apikeys.key_summary(row, name) for row, name in apikeys.list_keys(session, user)]

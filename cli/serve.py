@@ -21,10 +21,10 @@ def serve(
     """Run the service: PostGIS up, migrations, demo data if empty, first admin, API and maps."""
     import uvicorn
 
-    from geo import db
-    from geo.demo import load_demo_if_empty
+    from geo.store import db
+    from demo.load import load_demo_if_empty
     from geo.settings import get_settings
-    from geo.users import ensure_first_admin
+    from geo.access.users import ensure_first_admin
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port

@@ -37,7 +37,8 @@ def import_(
     """Import people and their assignments from a sheet: all rows or none."""
     from sqlalchemy.orm import Session
 
-    from geo import audit, staff
+    from geo.access import audit
+    from geo.staff import register as staff
 
     with friendly_errors():
         eng = engine()
@@ -74,7 +75,7 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="print the totals as JSON"),
 ) -> None:
     """Coverage totals and status counts; optionally the gap list as CSV/XLSX for the community office."""
-    from geo import coverage as cov
+    from geo.staff import coverage as cov
 
     with friendly_errors():
         prefix = cov.scope_prefix(street, community, grid)
@@ -125,8 +126,9 @@ def plan(
     """Plan stewards community by community (5–15 households each, minimal walking distance); dry run by default."""
     from sqlalchemy.orm import Session
 
-    from geo import audit, stewards
-    from geo.coverage import scope_prefix
+    from geo.access import audit
+    from geo.staff import stewards
+    from geo.staff.coverage import scope_prefix
 
     with friendly_errors():
         prefix = scope_prefix(street, community)

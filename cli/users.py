@@ -24,7 +24,7 @@ def cli_actor() -> str:
 
 def _read_password(ask: bool) -> tuple[str, bool]:
     """(password, generated?): typed twice when `ask`, else random."""
-    from geo.users import generate_password
+    from geo.access.users import generate_password
 
     if ask:
         return typer.prompt("password", hide_input=True, confirmation_prompt=True), False
@@ -40,9 +40,9 @@ def add(
     ask_password: bool = typer.Option(False, "--ask-password", help="type the password instead of generating one"),
 ) -> None:
     """Create a user; a random password is printed once unless --ask-password."""
-    from geo import audit
-    from geo.db import session_scope
-    from geo.users import check_jurisdiction, check_password_policy, create_user, user_summary
+    from geo.access import audit
+    from geo.store.db import session_scope
+    from geo.access.users import check_jurisdiction, check_password_policy, create_user, user_summary
 
     password, generated = _read_password(ask_password)
     with friendly_errors(), session_scope(common.engine()) as session:
@@ -59,8 +59,8 @@ def add(
 @app.command("list")
 def list_(within: str | None = typer.Option(None, help="only users whose jurisdiction lies in this code")) -> None:
     """List users with role, jurisdiction and state."""
-    from geo.db import session_scope
-    from geo.users import list_users, user_summary
+    from geo.store.db import session_scope
+    from geo.access.users import list_users, user_summary
 
     with friendly_errors(), session_scope(common.engine()) as session:
         rows = [user_summary(u) for u in list_users(session, within)]
@@ -72,9 +72,9 @@ def list_(within: str | None = typer.Option(None, help="only users whose jurisdi
 
 
 def _set_disabled(username: str, disabled: bool) -> None:
-    from geo import audit
-    from geo.db import session_scope
-    from geo.users import get_user, set_disabled, user_summary
+    from geo.access import audit
+    from geo.store.db import session_scope
+    from geo.access.users import get_user, set_disabled, user_summary
 
     with friendly_errors(), session_scope(common.engine()) as session:
         user = get_user(session, username)
@@ -104,9 +104,9 @@ def reset_password(
     ask_password: bool = typer.Option(False, "--ask-password", help="type the password instead of generating one"),
 ) -> None:
     """Give a user a new password (random, printed once, unless --ask-password); their tokens stop working."""
-    from geo import audit
-    from geo.db import session_scope
-    from geo.users import get_user, set_password
+    from geo.access import audit
+    from geo.store.db import session_scope
+    from geo.access.users import get_user, set_password
 
     password, generated = _read_password(ask_password)
     with friendly_errors(), session_scope(common.engine()) as session:

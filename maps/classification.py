@@ -1,6 +1,6 @@
 """The classification map (小区分类图): compounds coloured by class over grid outlines, with legend and popups.
 
-Page rendering only: the router hands over the rows (geo.classify.read_results with geometry) and the unit
+Page rendering only: the router hands over the rows (geo.classify.classification.read_results with geometry) and the unit
 outlines. Popups and tooltips are built here from escaped text, so a name containing markup shows as text.
 """
 
@@ -17,7 +17,7 @@ import shapely
 from branca.element import Element, MacroElement
 from folium.template import Template
 
-from geo.classify import CLASS_ZH, CLASS_ZH_MICRO, CLASSES, LEVEL_ZH, THRESHOLD_ZH
+from geo.classify.classification import CLASS_ZH, CLASS_ZH_MICRO, CLASSES, LEVEL_ZH, THRESHOLD_ZH
 from maps.assets import legend_html, offline_map, render_page
 
 #: Class colours (ColorBrewer Dark2, readable for the colour-blind), legend order.

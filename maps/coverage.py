@@ -1,6 +1,6 @@
 """The coverage map (人员覆盖图): grids and buildings coloured by staff status, legend, popups, role filter.
 
-Page rendering only: the router hands over a `geo.coverage.CoverageReport` read with geometry. Every name in a
+Page rendering only: the router hands over a `geo.staff.coverage.CoverageReport` read with geometry. Every name in a
 popup is escaped here, so a name containing markup shows as text. Works offline (vendored Leaflet, no tiles).
 """
 
@@ -13,8 +13,8 @@ import pandas as pd
 from branca.element import Element, MacroElement
 from folium.template import Template
 
-from geo.coverage import STATUS_LABELS, CoverageReport, grid_problems
-from geo.staff import ROLE_LABELS
+from geo.staff.coverage import STATUS_LABELS, CoverageReport, grid_problems
+from geo.staff.register import ROLE_LABELS
 from maps.assets import Panel, fitted_map, js_literal, legend_html, render_page
 
 #: Status colours, worst first (legend order).

@@ -1,8 +1,8 @@
 """The incident heatmap page (事件热力图): hexagon counts with a monthly time slider, a choropleth of incidents per
 1,000 households by grid, and Getis-Ord Gi* hot and cold spots, in Chinese and offline.
 
-Page rendering only: the router hands over `geo.heatmap.compact(...)`. The page carries aggregates, never
-incidents, so its size depends on the number of cells and months (bounded by geo.heatmap), not on the incident
+Page rendering only: the router hands over `geo.incidents.heatmap.compact(...)`. The page carries aggregates, never
+incidents, so its size depends on the number of cells and months (bounded by geo.incidents.heatmap), not on the incident
 count. Hexagons are drawn in the browser from their centres and six shared vertex offsets.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 from branca.element import Element, MacroElement
 from folium.template import Template
 
-from geo.heatmap import GRID_QUANTUM_DEG, HOTSPOT_LABELS, decode_rings
+from geo.incidents.heatmap import GRID_QUANTUM_DEG, HOTSPOT_LABELS, decode_rings
 from maps.assets import Panel, fitted_map, js_literal, legend_html, render_page
 
 #: Sequential colours for counts and rates (light → dark), ColorBrewer YlOrRd.
@@ -196,7 +196,7 @@ def _range_label(meta: dict) -> str:
 
 
 def heatmap_page(data: dict, filters: dict[str, str | None] | None = None) -> str:
-    """The full offline HTML page for heatmap aggregates (`geo.heatmap.compact` output)."""
+    """The full offline HTML page for heatmap aggregates (`geo.incidents.heatmap.compact` output)."""
     meta = data["meta"]
     bounds = _bounds(data)
     m = fitted_map(bounds, prefer_canvas=True)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import text
 
-#: Whether the access tests run on the synthetic district (conftest's `engine`); without geo.synth, or with
+#: Whether the access tests run on the synthetic district (conftest's `engine`); without demo.synth, or with
 #: GRIDATLAS_TEST_MINI_DISTRICT=1 (a fast run), they use the hand-made mini district below instead.
-HAVE_SYNTH = importlib.util.find_spec("geo.synth") is not None and not os.environ.get("GRIDATLAS_TEST_MINI_DISTRICT")
+HAVE_SYNTH = importlib.util.find_spec("demo.synth") is not None and not os.environ.get("GRIDATLAS_TEST_MINI_DISTRICT")
 
 #: A district of 2 streets, 3 communities, 4 grids, 1 micro-grid, a compound, a building with a unit, a person
 #: assigned to the building, and one incident in the first grid. Boxes in lon/lat near Suzhou.
@@ -80,7 +80,7 @@ __all__ = ["HAVE_SYNTH", "audit_guard", "world"] + ([] if HAVE_SYNTH else ["engi
 
 def mini_engine():
     """A migrated test database holding the mini district (generator: yields the engine, then drops it)."""
-    from geo import db
+    from geo.store import db
     from tests.conftest import _create_database, _drop_database
 
     url = _create_database("gridatlas_access")

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from geo import db
+from geo.store import db
 
 #: Playwright fixtures, and the check that every successful write through the test client leaves an audit entry.
 pytest_plugins = ["tests.browser", "tests.access_helpers"]
@@ -96,7 +96,7 @@ def migrated_engine(empty_database_url) -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def district():
     """The scale-0.05 synthetic district used across the suite (generated once)."""
-    from geo.synth import generate_district
+    from demo.synth import generate_district
 
     return generate_district(scale=TEST_SCALE, seed=TEST_SEED)
 
@@ -104,7 +104,7 @@ def district():
 @pytest.fixture(scope="session")
 def engine(district) -> Iterator[Engine]:
     """A session-wide migrated database holding the scale-0.05 district."""
-    from geo.store import load_district
+    from geo.store.load import load_district
 
     url = _create_database("gridatlas_test")
     db.migrate(url)
@@ -157,7 +157,7 @@ def client(app) -> Iterator[TestClient]:
 def make_user(db_session) -> Callable[..., dict]:
     """Create a user in the test transaction; returns {'username', 'password', 'headers'} with a bearer token."""
     from api.auth import issue_token
-    from geo.users import create_user
+    from geo.access.users import create_user
 
     def _make(role: str = "admin", jurisdiction: str | None = None, username: str | None = None) -> dict:
         username = username or f"{role}-{uuid.uuid4().hex[:6]}"

@@ -117,7 +117,7 @@ def staff_assignments() -> pd.DataFrame:
 
 def source_code(chinese: str) -> str:
     """The incident source code the incidents module uses for a Chinese source name."""
-    from geo.incidents import SOURCES
+    from geo.incidents.closed_loop import SOURCES
 
     return next(code for code, name in SOURCES.items() if name == chinese)
 

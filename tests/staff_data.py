@@ -136,7 +136,7 @@ def build_staffed(engine: Engine) -> dict:
 def bearer_headers(engine: Engine, users: dict[str, tuple[str, str | None]]) -> dict[str, dict]:
     """Create users {name: (role, jurisdiction code)}; returns bearer headers by name."""
     from api.auth import issue_token
-    from geo.users import create_user
+    from geo.access.users import create_user
 
     headers = {}
     with Session(engine) as session:

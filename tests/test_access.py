@@ -33,9 +33,10 @@ from api.auth import (
     route_access,
 )
 from api.problems import PROBLEM_MEDIA_TYPE
-from geo import apikeys, throttle
-from geo.models import ApiKey, User
-from geo.users import AuthSettings, Principal, create_user, ensure_first_admin, get_auth_settings
+from geo.access import apikeys
+from geo.access import throttle
+from geo.store.models import ApiKey, User
+from geo.access.users import AuthSettings, Principal, create_user, ensure_first_admin, get_auth_settings
 from tests.access_helpers import *  # noqa: F403 (the shared fixtures: audit_guard, world, engine)
 from tests.access_helpers import client_with
 
@@ -670,8 +671,8 @@ def test_the_last_admin_cannot_be_disabled(client, db_session):
 
 
 def test_ensure_first_admin_once_with_a_random_password(migrated_engine):
-    from geo.db import session_scope
-    from geo.users import authenticate
+    from geo.store.db import session_scope
+    from geo.access.users import authenticate
 
     first = ensure_first_admin(migrated_engine)
     assert first is not None and first[0] == "admin" and len(first[1]) >= 16
@@ -686,7 +687,7 @@ def test_browser_login_flow_offline(migrated_engine, live_server, page_offline):
     """Headless Chromium, internet cut off: a protected page sends to /login, the form logs in, the cookie is
     HttpOnly and the page then opens."""
     from api.main import create_app
-    from geo.db import session_scope
+    from geo.store.db import session_scope
     from tests.access_helpers import load_mini_district
     from tests.browser import screenshot
 

@@ -24,9 +24,9 @@ from api.auth import (
     iter_routes,
     _calls,
 )
-from geo import audit
-from geo.models import AuditEntry, User
-from geo.users import Principal, create_user
+from geo.access import audit
+from geo.store.models import AuditEntry, User
+from geo.access.users import Principal, create_user
 from tests.access_helpers import *  # noqa: F403 (the shared fixtures: audit_guard, world, engine)
 from tests.access_helpers import client_with, load_mini_district
 
@@ -243,8 +243,8 @@ def cli_db(migrated_engine, monkeypatch):
 
 def test_cli_users_and_keys_are_audited(cli_db):
     from cli import app
-    from geo.db import session_scope
-    from geo.users import authenticate
+    from geo.store.db import session_scope
+    from geo.access.users import authenticate
 
     runner = CliRunner()
     r = runner.invoke(app, ["users", "add", "chen", "--role", "planner", "--jurisdiction", "320505001"])
@@ -259,7 +259,7 @@ def test_cli_users_and_keys_are_audited(cli_db):
     assert r.exit_code == 0, r.output
     key = next(w for w in r.output.split() if w.startswith("ga_"))
     with session_scope(cli_db) as session:
-        from geo.apikeys import principal_for_key
+        from geo.access.apikeys import principal_for_key
 
         assert principal_for_key(session, key).username == "chen"
     assert "active" in runner.invoke(app, ["keys", "list", "--user", "chen"]).output
@@ -270,7 +270,7 @@ def test_cli_users_and_keys_are_audited(cli_db):
     assert r.exit_code == 1 and "no user" in r.output
 
     with session_scope(cli_db) as session:
-        from geo.apikeys import principal_for_key
+        from geo.access.apikeys import principal_for_key
 
         assert principal_for_key(session, key) is None
         assert session.get(User, session.scalar(text("SELECT id FROM users WHERE username = 'chen'"))).disabled

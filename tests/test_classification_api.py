@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from geo import classify as gc
+from geo.classify import classification as gc
 
 
 @pytest.fixture

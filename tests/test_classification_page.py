@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from geo.classify import CLASS_ZH
+from geo.classify.classification import CLASS_ZH
 from maps.classification import COLOURS
 from tests.browser import screenshot
 

@@ -14,9 +14,9 @@ import shapely
 from shapely.geometry import Polygon, box
 from sqlalchemy import text
 
-from geo import classify as gc
-from geo import db
-from geo.geometry import as_multipolygons, ewkb_hex
+from geo.classify import classification as gc
+from geo.store import db
+from geo.spatial.geometry import as_multipolygons, ewkb_hex
 from tests.conftest import _create_database, _drop_database
 
 EPSG = 32649  # UTM 49N: Yueyang

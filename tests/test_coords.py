@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pyproj import Geod
 
-from geo import coords
+from geo.spatial import coords
 
 GEOD = Geod(ellps="WGS84")
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from geo import staff
-from geo.coverage import CoverageError, coverage_report, gaps, gaps_csv, gaps_xlsx, scope_prefix
+from geo.staff import register as staff
+from geo.staff.coverage import CoverageError, coverage_report, gaps, gaps_csv, gaps_xlsx, scope_prefix
 from tests import staff_data as sd
 
 RULES = sd.RULES
@@ -298,7 +298,7 @@ def test_people_and_assignments_api(small_api):
 
 def test_phone_visible_only_when_public_or_covered():
     from api.routers.staff import person_out
-    from geo.users import Principal
+    from geo.access.users import Principal
 
     row = {"id": 1, "name": "甲", "phone": "13600000000", "phone_public": False, "codes": [sd.GRID_W], "roles": []}
     east = Principal("e", "worker", sd.GRID_E)

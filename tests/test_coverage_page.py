@@ -113,7 +113,7 @@ def test_coverage_map_in_a_browser(small_app, live_server, browser):
 
 
 def test_district_map_draws_every_grid_and_building_of_the_community(client, make_user, db_session):
-    from geo.coverage import coverage_report
+    from geo.staff.coverage import coverage_report
 
     community = db_session.execute(text("SELECT code FROM communities ORDER BY code LIMIT 1")).scalar()
     leader = make_user("leader", community)

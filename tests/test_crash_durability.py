@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from geo import db, localdb
-from geo.audit import record
-from geo.db import session_scope
+from geo.store import db
+from geo.store import localdb
+from geo.access.audit import record
+from geo.store.db import session_scope
 
 pytestmark = pytest.mark.skipif(
     not (localdb.PG_BIN / "initdb").exists(), reason="needs the PostgreSQL server binaries to make its own cluster"

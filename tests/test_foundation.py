@@ -9,9 +9,9 @@ import shapely
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError, InternalError
 
-from geo import db
-from geo.geometry import GeometryError, as_multipolygons, require_valid
-from geo.store import StoreError, load_district, parse_at, read_level
+from geo.store import db
+from geo.spatial.geometry import GeometryError, as_multipolygons, require_valid
+from geo.store.load import StoreError, load_district, parse_at, read_level
 
 BOWTIE = "MULTIPOLYGON(((113.1 29.37, 113.101 29.371, 113.101 29.37, 113.1 29.371, 113.1 29.37)))"
 
@@ -174,8 +174,8 @@ def test_models_match_the_migrated_schema(empty_database_url):
     from sqlalchemy import CheckConstraint
     from sqlalchemy.dialects.postgresql import ExcludeConstraint
 
-    import geo.throttle  # noqa: F401  (its table is part of the metadata)
-    from geo.models import Base
+    import geo.access.throttle  # noqa: F401  (its table is part of the metadata)
+    from geo.store.models import Base
 
     db.migrate(empty_database_url, MODELLED_REVISION)
     engine = db.make_engine(empty_database_url)

@@ -16,8 +16,8 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo import db
-from geo.store import copy_rows
+from geo.store import db
+from geo.store.load import copy_rows
 from tests.browser import screenshot
 from tests.conftest import _create_database, _drop_database
 from tests.incident_data import CST, GRID_SW, build_tiny_district, lonlat
@@ -49,7 +49,7 @@ def page_engine():
         build_tiny_district(conn)
         copy_rows(conn, "incidents", ["geom", "reported_at", "class_code", "source", "state"],
                   zip(geoms.tolist(), reported, classes.tolist(), ["patrol"] * n, ["collected"] * n))
-        from geo.attribution import attribute_incidents
+        from geo.incidents.attribution import attribute_incidents
 
         attribute_incidents(conn)
     yield engine
@@ -62,8 +62,8 @@ def served(page_engine, live_server):
     """(base URL, cookie for a worker of grid SW, cookie for an admin) on a live server over the page database."""
     from api.auth import COOKIE_NAME, issue_token
     from api.main import create_app
-    from geo.db import session_scope
-    from geo.users import create_user
+    from geo.store.db import session_scope
+    from geo.access.users import create_user
 
     with session_scope(page_engine) as s:
         worker = create_user(s, f"worker-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, "worker", GRID_SW)

@@ -1,4 +1,4 @@
-"""Boundary imports and publishes serialised per community (geo.locks): a publish of a plan drafted before an import
+"""Boundary imports and publishes serialised per community (geo.store.locks): a publish of a plan drafted before an import
 never overwrites the import, whatever the interleaving; it is refused (412) or runs first and the import ends it.
 
 Every test runs on its own committed database (the sample street of tests/io_samples.py: two communities, three
@@ -15,10 +15,10 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo import plans
+from geo.plans import drafts as plans
 from geo.io import ImportOptions, import_layer
-from geo.locks import lock_communities
-from geo.publish import StalePublished, publish
+from geo.store.locks import lock_communities
+from geo.plans.publish import StalePublished, publish
 from tests import io_samples as S
 
 TIMEOUT = 120  # seconds; only a hung test ever gets near it
@@ -262,10 +262,10 @@ def test_each_side_paused_inside_the_others_window(street, tmp_path, monkeypatch
       then end what it published), and
     - an import paused between its checks and its write while the publish runs (the publish must wait, then 412).
     Each run pauses one side until the other is blocked on the lock or done, so no timing decides the outcome."""
-    import geo.plan_validation
+    import geo.plans.validation
 
     engine, _ = street
-    real_validate = geo.plan_validation.validate
+    real_validate = geo.plans.validation.validate
     for run in range(5):
         pid = _draft_merge(engine)
         path, shapes = _write_import(tmp_path, 0.1 + 0.15 * run, f"import{run}")
@@ -281,12 +281,12 @@ def test_each_side_paused_inside_the_others_window(street, tmp_path, monkeypatch
                 pause()
                 return real_validate(conn, plan_id, *args, **kwargs)
 
-            monkeypatch.setattr(geo.plan_validation, "validate", validate)
+            monkeypatch.setattr(geo.plans.validation, "validate", validate)
             first = _run(_publish_committed, results, "publish", engine, pid)
             assert paused.wait(TIMEOUT)
             second = _run(import_layer, results, "import", engine, "grids", path, ImportOptions(actor="importer"))
         else:  # the import has read and checked the boundaries it will end, and not written yet
-            monkeypatch.setattr(geo.plan_validation, "validate", real_validate)
+            monkeypatch.setattr(geo.plans.validation, "validate", real_validate)
             options = ImportOptions(actor="importer",
                                     progress=lambda stage, *_, pause=pause: stage == "check" and pause())
             first = _run(import_layer, results, "import", engine, "grids", path, options)

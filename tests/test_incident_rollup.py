@@ -15,10 +15,10 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo import heatmap as hm
-from geo import incidents as inc
-from geo.kpi import GROUPS, KpiQuery, compute_kpis, rollup_applies, rollup_timezone
-from geo.store import copy_rows
+from geo.incidents import heatmap as hm
+from geo.incidents import closed_loop as inc
+from geo.incidents.kpi import GROUPS, KpiQuery, compute_kpis, rollup_applies, rollup_timezone
+from geo.store.load import copy_rows
 from tests.incident_data import COMM_E, COMM_W, CST, GRID_E, GRID_NW, STREET, lonlat
 from tests.test_incidents import _load_month, tiny, tiny_engine  # noqa: F401  (fixtures)
 
@@ -129,7 +129,7 @@ def test_triggers_keep_the_rollups_equal_to_a_rebuild(year):
         text("SELECT count(*) FROM incidents")).scalar_one()
     year.execute(text("SELECT incident_rollup_refresh()"))
     assert (year.execute(text(kpi)).all(), year.execute(text(heat)).all()) == kept
-    # the hexagons the triggers kept equal those binned afresh by geo.heatmap's own SQL, and the raw path
+    # the hexagons the triggers kept equal those binned afresh by geo.incidents.heatmap's own SQL, and the raw path
     year.execute(text("DELETE FROM incident_heat_sizes"))
     assert hm.ensure_heat_rollup(year, hm.district_frame(year), 100.0)
     assert year.execute(text(heat)).all() == kept[1]

@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from geo import db
-from geo import heatmap as hm
-from geo import incidents as inc
-from geo.kpi import KpiQuery, compute_kpis
-from geo.store import copy_rows
+from geo.store import db
+from geo.incidents import heatmap as hm
+from geo.incidents import closed_loop as inc
+from geo.incidents.kpi import KpiQuery, compute_kpis
+from geo.store.load import copy_rows
 from tests.conftest import _create_database, _drop_database
 
 from tests.incident_data import (
@@ -83,7 +83,7 @@ def tiny_client(tiny_engine, tiny_session):
 def tiny_user(tiny_session):
     """Create a user in the test transaction; returns its bearer headers and the User."""
     from api.auth import issue_token
-    from geo.users import create_user
+    from geo.access.users import create_user
 
     def _make(role: str = "admin", jurisdiction: str | None = None) -> dict:
         user = create_user(tiny_session, f"{role}-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, role, jurisdiction)
@@ -247,7 +247,7 @@ def test_deadline_light(tiny, used, light):
 
 
 def test_report_in_other_coordinate_systems_lands_in_the_same_grid(tiny):
-    from geo.coords import wgs84_to_bd09, wgs84_to_gcj02
+    from geo.spatial.coords import wgs84_to_bd09, wgs84_to_gcj02
 
     lon, lat = lonlat(250, 250)
     ids = [inc.create_incident(tiny, lon=x, lat=y, coordsys=cs, class_code="A01", source="public", actor="t")
@@ -677,7 +677,7 @@ def test_api_kpi_and_heatmap(tiny_client, tiny_user, tiny):
 
 @pytest.fixture
 def api_key(tiny_session, tiny_user):
-    from geo.apikeys import create_key
+    from geo.access.apikeys import create_key
 
     user = tiny_user("worker", STREET)["user"]
     _, key = create_key(tiny_session, user, "citizen app")

@@ -20,11 +20,11 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo import db
-from geo.coords import wgs84_to_bd09, wgs84_to_gcj02
+from geo.store import db
+from geo.spatial.coords import wgs84_to_bd09, wgs84_to_gcj02
 from geo.io import (CoordinateError, ImportFailed, ImportOptions, ImportRefused, MappingError, ReadError,
                     export_layer, import_layer)
-from geo.store import parse_at, read_level
+from geo.store.load import parse_at, read_level
 from tests import io_samples as S
 from tests.conftest import _create_database, _drop_database
 
@@ -114,7 +114,7 @@ def assert_same_export(a, b, fmt):
 
 def same_shapes(a, b, tolerance: float) -> bool:
     """Whether two arrays of (multi)polygons have the same shapes, vertex by vertex, within `tolerance` degrees."""
-    from geo.geometry import as_multipolygons
+    from geo.spatial.geometry import as_multipolygons
 
     na = shapely.normalize(as_multipolygons(np.asarray(a, dtype=object)))
     nb = shapely.normalize(as_multipolygons(np.asarray(b, dtype=object)))
@@ -631,8 +631,8 @@ def api(migrated_engine):
 
 def bearer(engine, role, jurisdiction=None) -> dict:
     from api.auth import issue_token
-    from geo.db import session_scope
-    from geo.users import create_user
+    from geo.store.db import session_scope
+    from geo.access.users import create_user
 
     with session_scope(engine) as session:
         user = create_user(session, f"{role}-{jurisdiction or 'all'}", "pw-" + role * 3, role, jurisdiction)

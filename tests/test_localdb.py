@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from geo import localdb
+from geo.store import localdb
 
 pytestmark = pytest.mark.skipif(os.environ.get("DATABASE_URL") is not None,
                                 reason="DATABASE_URL is set: the local cluster is not used")

@@ -23,9 +23,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from geo import db
-from geo.coords import wgs84_to_bd09, wgs84_to_gcj02
-from geo.lookup import (IndexHolder, LocateIndex, agreement_points, compare_with_reference, locate_sql,
+from geo.store import db
+from geo.spatial.coords import wgs84_to_bd09, wgs84_to_gcj02
+from geo.locate.lookup import (IndexHolder, LocateIndex, agreement_points, compare_with_reference, locate_sql,
                         locate_sql_many, read_frames)
 
 # ----------------------------------------------------------------------------------------- hand-drawn district
@@ -147,7 +147,7 @@ def hand_client(hand_engine, hand_conn):
 
 def _token_headers(engine, role: str, jurisdiction: str | None) -> dict:
     from api.auth import issue_token
-    from geo.users import create_user
+    from geo.access.users import create_user
 
     with db.session_scope(engine) as session:
         user = create_user(session, f"{role}-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, role, jurisdiction)
@@ -520,7 +520,7 @@ def test_swap_under_concurrent_lookups(hand_conn, hand_engine):
 
 
 def test_notify_rebuilds_in_the_background(hand_conn):
-    from geo.lookup import notify_boundaries_changed
+    from geo.locate.lookup import notify_boundaries_changed
 
     holder = holder_on(hand_conn)
     assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A2
@@ -633,7 +633,7 @@ def test_cell_candidates_with_nested_units_keep_the_smallest_code():
     import geopandas as gpd
     import shapely
 
-    from geo.lookup import LEVEL_SPECS, LevelIndex
+    from geo.locate.lookup import LEVEL_SPECS, LevelIndex
 
     big = shapely.box(0, 0, 0.01, 0.01)
     one = shapely.box(0.002, 0.002, 0.004, 0.004)
@@ -653,7 +653,7 @@ def test_cell_candidates_with_nested_units_keep_the_smallest_code():
 
 
 def test_number_texts_are_the_decimal_texts():
-    from geo.locate_batch import number_texts
+    from geo.locate.batch import number_texts
 
     values = np.r_[np.arange(0, 1200), [9, 10, 99_999, 100_000, 999_999, 1_000_000, 10**17],
                    np.arange(998_000, 1_002_000)]
@@ -665,7 +665,7 @@ def test_number_texts_are_the_decimal_texts():
 def test_batch_output_does_not_depend_on_the_combination_key(hand_client, hand_engine):
     # Rows are rendered per combination of units; the mixed-radix key and the stepwise factorisation used when
     # that key would overflow must give the same bytes, in CSV and JSON lines, with ids and bad rows.
-    from geo.locate_batch import BatchFormatter, PointChunk
+    from geo.locate.batch import BatchFormatter, PointChunk
 
     with hand_engine.connect() as conn:
         index = LocateIndex.from_db(conn)

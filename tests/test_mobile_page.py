@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import text
 
-from geo.lookup import locate_sql
+from geo.locate.lookup import locate_sql
 
 pytestmark = pytest.mark.browser
 

@@ -12,8 +12,8 @@ import shapely
 from shapely.geometry import mapping
 from sqlalchemy import text
 
-from geo import plans
-from geo.plan_validation import validate
+from geo.plans import drafts as plans
+from geo.plans.validation import validate
 
 
 def _conn(db_session):
@@ -106,7 +106,7 @@ def test_outside_community_and_not_contiguous(db_session, plan_id):
 def test_problems_just_over_the_tolerances_are_still_reported(db_session, community, plan_id):
     """The validator's area bounds (a clean layer skips the pairwise overlays) never hide a small problem: a few m²
     of grid overlap, a hole of some 40 m² in a micro-grid."""
-    from geo.plan_validation import ValidationRules, context_for, validate_state
+    from geo.plans.validation import ValidationRules, context_for, validate_state
 
     conn = _conn(db_session)
     state = plans.load_state(conn, plan_id)
@@ -256,7 +256,7 @@ def test_household_band(db_session, plan_id, monkeypatch):
     band = _rules(v, "households_band")
     assert {p["households"] for p in band} >= {hh[0], hh[-1]}
     assert all(p["severity"] == "warning" for p in band)
-    from geo.plan_validation import ValidationRules
+    from geo.plans.validation import ValidationRules
 
     strict = validate(conn, plan_id, ValidationRules(band_severity="error"))
     assert not strict["ok"] and all(p["severity"] == "error" for p in _rules(strict, "households_band"))
@@ -276,7 +276,7 @@ def _move_one(conn, community, plan_id):
 
 
 def test_diff_lists_moves_staff_and_units(db_session, community, plan_id):
-    from geo.plan_diff import diff
+    from geo.plans.diff import diff
 
     conn = _conn(db_session)
     empty = diff(conn, plan_id)
@@ -302,9 +302,9 @@ def test_diff_lists_moves_staff_and_units(db_session, community, plan_id):
 
 
 def test_publish_then_locate_and_classification_follow_the_new_version(db_session, community, plan_id):
-    from geo import classify
-    from geo.lookup import locate_sql
-    from geo.publish import publish
+    from geo.classify import classification as classify
+    from geo.locate.lookup import locate_sql
+    from geo.plans.publish import publish
 
     conn = _conn(db_session)
     a, b, moved, bf = _move_one(conn, community, plan_id)
@@ -335,8 +335,8 @@ def test_publish_then_locate_and_classification_follow_the_new_version(db_sessio
 
 
 def test_new_grids_get_codes_in_reading_order_and_rollback(db_session, community, plan_id):
-    from geo.lookup import locate_sql
-    from geo.publish import publish, rollback
+    from geo.locate.lookup import locate_sql
+    from geo.plans.publish import publish, rollback
 
     conn = _conn(db_session)
     state = plans.load_state(conn, plan_id)
@@ -374,7 +374,7 @@ def test_new_grids_get_codes_in_reading_order_and_rollback(db_session, community
 
 
 def test_stale_plan_revision_and_stale_publish(db_session, community, plan_id):
-    from geo.publish import StalePublished, publish
+    from geo.plans.publish import StalePublished, publish
 
     conn = _conn(db_session)
     state = plans.load_state(conn, plan_id)
@@ -469,9 +469,9 @@ def test_http_jurisdiction(client, make_user, community, db_session):
 # ------------------------------------------------------------------------------------------------ suggest
 
 def test_suggestion_respects_band_on_every_generated_community(db_session, monkeypatch):
-    from geo.plan_validation import context_for
+    from geo.plans.validation import context_for
     from geo.settings import get_settings
-    from geo.suggest import suggest_for_plan
+    from geo.plans.suggest import suggest_for_plan
 
     conn = _conn(db_session)
     codes = db_session.execute(text("SELECT code FROM communities ORDER BY code")).scalars().all()
@@ -519,8 +519,8 @@ def test_suggestion_respects_band_on_every_generated_community(db_session, monke
 
 
 def test_a_search_cut_by_the_time_guard_says_it_is_not_reproducible(db_session, community):
-    from geo.plan_validation import context_for
-    from geo.suggest import suggest_state
+    from geo.plans.validation import context_for
+    from geo.plans.suggest import suggest_state
 
     conn = _conn(db_session)
     pid = plans.create_plan(conn, community["code"], "tester")
@@ -562,8 +562,8 @@ def test_suggestion_infeasible_is_explained_and_apply(client, make_user, communi
 def _row_community(households, compound_ids, compound_names, spans):
     """A hand-made community: buildings in a west→east row (households, compound id or -1), current comprehensive
     grids as [start, end) spans of that row; (state, context)."""
-    from geo.plan_validation import Context
-    from geo.plans import PlanState
+    from geo.plans.validation import Context
+    from geo.plans.drafts import PlanState
 
     lon0, lat0, step, w = 113.1, 29.37, 0.0005, 0.0002
     n = len(households)
@@ -602,7 +602,7 @@ def _band(monkeypatch, lo=300, hi=500):
 
 
 def test_band_infeasible_with_whole_compounds_is_explained_in_numbers(monkeypatch):
-    from geo.suggest import suggest_state
+    from geo.plans.suggest import suggest_state
 
     _band(monkeypatch)
     # 甲 460 and 乙 455 households, 121 loose: 1,036 households allow exactly 3 grids, and two of them are full
@@ -622,7 +622,7 @@ def test_band_infeasible_with_whole_compounds_is_explained_in_numbers(monkeypatc
 
 
 def test_counting_certificate_and_packing():
-    from geo.suggest_band import check_band, counting_certificate, pack
+    from geo.plans.suggest_band import check_band, counting_certificate, pack
 
     names = ["A", "B", "C", "D"]
     # three atoms that pairwise exceed 500 cannot share 2 grids
@@ -641,8 +641,8 @@ def test_counting_certificate_and_packing():
 
 
 def test_contiguity_alone_makes_the_band_infeasible(monkeypatch):
-    from geo.suggest import suggest_state
-    from geo.suggest_band import contiguous_partition, pack
+    from geo.plans.suggest import suggest_state
+    from geo.plans.suggest_band import contiguous_partition, pack
 
     g = nx.path_graph(3)
     hh = np.array([250, 500, 250])
@@ -657,7 +657,7 @@ def test_contiguity_alone_makes_the_band_infeasible(monkeypatch):
 
 
 def test_cp_sat_repair_puts_grids_in_band_moving_fewest(monkeypatch):
-    from geo.suggest import suggest_state
+    from geo.plans.suggest import suggest_state
 
     _band(monkeypatch)
     # 8 buildings of 100 in a row; today 600 + 200. ReCom gets no time (it returns today's grids), the exact step
@@ -774,8 +774,8 @@ def test_http_publish_then_locate_and_classification_answer_by_the_new_version(m
 
     from api.auth import issue_token
     from api.main import create_app
-    from geo.store import load_district
-    from geo.users import create_user
+    from geo.store.load import load_district
+    from geo.access.users import create_user
 
     load_district(migrated_engine, district)
     with Session(migrated_engine) as s:
@@ -842,7 +842,7 @@ def test_http_publish_then_locate_and_classification_answer_by_the_new_version(m
 
 def _merge_and_publish(conn, code, who="tester"):
     """Publish a community plan that merges two neighbouring grids; the publish summary."""
-    from geo.publish import publish
+    from geo.plans.publish import publish
 
     pid = plans.create_plan(conn, code, who)
     a, b = _neighbours(plans.load_state(conn, pid))
@@ -886,7 +886,7 @@ def _now(conn):
 
 
 def test_community_rollback_refused_over_later_changes_unless_if_match_is_current(db_session, community):
-    from geo.publish import StalePublished, rollback
+    from geo.plans.publish import StalePublished, rollback
 
     conn = _conn(db_session)
     before_v1 = _community_units(conn, community["id"])
@@ -926,8 +926,8 @@ def test_community_rollback_refused_over_later_changes_unless_if_match_is_curren
 def test_multi_community_version_rollback_needs_each_changed_communitys_etag(db_session):
     """A version that changed several communities (as an import does) needs the current ETag of every community
     changed since, as an If-Match list; communities not changed since need none."""
-    from geo.publish import StalePublished, publish_state, rollback
-    from geo.store import create_version
+    from geo.plans.publish import StalePublished, publish_state, rollback
+    from geo.store.load import create_version
 
     conn = _conn(db_session)
     rows = db_session.execute(text("""

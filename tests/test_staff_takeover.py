@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from api.problems import PROBLEM_MEDIA_TYPE
-from geo import staff
+from geo.staff import register as staff
 
 PHONE_B = "13911112222"
 

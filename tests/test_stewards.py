@@ -10,8 +10,8 @@ import pytest
 from pyproj import Geod
 from sqlalchemy import text
 
-from geo import stewards as st
-from geo.coverage import coverage_report
+from geo.staff import stewards as st
+from geo.staff.coverage import coverage_report
 from geo.settings import Rules
 from tests import staff_data as sd
 

@@ -9,10 +9,10 @@ import shapely
 from shapely.geometry import mapping
 from sqlalchemy import text
 
-from geo import plans
-from geo.plan_diff import diff
-from geo.plan_validation import validate
-from geo.publish import StalePublished, publish, rollback
+from geo.plans import drafts as plans
+from geo.plans.diff import diff
+from geo.plans.validation import validate
+from geo.plans.publish import StalePublished, publish, rollback
 
 
 def _conn(db_session):
@@ -381,10 +381,10 @@ def test_street_rollback_refused_over_later_changes_unless_if_match_is_current(d
 
 def test_http_street_rollback_jurisdiction_412_audit_and_locate_refresh(client, make_user, street, db_session,
                                                                          monkeypatch):
-    import geo.lookup
+    import geo.locate.lookup
 
     refreshed = []
-    monkeypatch.setattr(geo.lookup, "notify_boundaries_changed", lambda since=None: refreshed.append(1))
+    monkeypatch.setattr(geo.locate.lookup, "notify_boundaries_changed", lambda since=None: refreshed.append(1))
     street_planner, community_planner = _street_users(make_user, street)
     created = client.post("/v1/plans", json={"street_code": street["code"]}, headers=street_planner).json()
     pid = created["id"]
@@ -428,8 +428,8 @@ def test_http_street_rollback_jurisdiction_412_audit_and_locate_refresh(client, 
 def test_migration_0012_downgrades_and_upgrades(migrated_engine, district):
     """The street-plan migration: down drops street plans (not expressible without it) and keeps community plans;
     up again backfills each community plan's units with the plan's community."""
-    from geo import db
-    from geo.store import load_district
+    from geo.store import db
+    from geo.store.load import load_district
 
     load_district(migrated_engine, district)
     url = migrated_engine.url.render_as_string(hide_password=False)

@@ -11,7 +11,7 @@ import pyogrio
 import pytest
 import shapely
 
-from geo.synth import (
+from demo.synth import (
     DISTRICT_CODE,
     INCIDENT_CLASSES,
     INCIDENT_PERIOD_END,
@@ -271,8 +271,8 @@ def test_planted_micro_types_match_overlap_check(m):
 def test_a_compound_alone_in_its_micro_grid_keeps_its_wall_off_the_line(m):
     """Planted smaller than a micro-grid it has to itself, a compound's wall stays farther from the micro-grid's
     line than the classifier's 'same' tolerance (at its upper sensitivity step), so it is never taken for 'same'."""
-    from geo.classify import get_rules
-    from geo.synth import _min_distinct_setback
+    from geo.classify.classification import get_rules
+    from demo.synth import _min_distinct_setback
 
     rules = get_rules()
     setback = _min_distinct_setback()

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from api.auth import Planner, ensure_covers
 from api.deps import SessionDep
-from geo import audit
+from geo.access import audit
 
 router = APIRouter(tags=["audit"])
 

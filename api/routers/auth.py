@@ -25,8 +25,9 @@ from api.auth import (
 )
 from api.deps import SessionDep
 from api.problems import Problem, problem_response
-from geo import audit, throttle
-from geo.users import (
+from geo.access import audit
+from geo.access import throttle
+from geo.access.users import (
     UserError,
     authenticate,
     check_password_policy,
@@ -202,7 +203,7 @@ def logout(request: Request, principal: CurrentUser, session: SessionDep, audit_
            everywhere: Annotated[bool, Query(description="revoke every token issued to you so far")] = False):
     """End the browser session (clears the cookie); with `everywhere`, every token of yours stops working."""
     if everywhere:
-        from geo.users import revoke_tokens
+        from geo.access.users import revoke_tokens
 
         revoke_tokens(get_user(session, principal.username))
         session.flush()

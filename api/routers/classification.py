@@ -1,7 +1,7 @@
 """Compound-versus-grid classification (小区与网格对应关系): the table, the summary, one verdict explained.
 
 Results are read from the store (computed first when missing or stale for the boundary version in force, see
-geo.classify.ensure_classification) and filtered to the caller's jurisdiction: a compound is visible when its
+geo.classify.classification.ensure_classification) and filtered to the caller's jurisdiction: a compound is visible when its
 main grid's or its community's code lies in the jurisdiction.
 """
 
@@ -19,9 +19,9 @@ from sqlalchemy import text
 from api.auth import CurrentUser, ensure_covers
 from api.deps import SessionDep
 from api.problems import Problem
-from geo import classify as gc
-from geo.store import parse_at
-from geo.users import Principal
+from geo.classify import classification as gc
+from geo.store.load import parse_at
+from geo.access.users import Principal
 
 router = APIRouter(tags=["classification"])
 

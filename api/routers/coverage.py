@@ -20,9 +20,9 @@ from sqlalchemy import text
 from api.auth import AuditDep, CurrentUser, Planner, ensure_covers
 from api.deps import SessionDep
 from api.problems import Problem
-from geo import coverage as cov
-from geo import stewards
-from geo.users import Principal
+from geo.staff import coverage as cov
+from geo.staff import stewards
+from geo.access.users import Principal
 
 router = APIRouter(tags=["coverage"])
 

@@ -7,7 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import EngineDep
 from api.problems import Problem
-from geo.db import DatabaseNotReady, readiness
+from geo.store.db import DatabaseNotReady, readiness
 
 router = APIRouter(tags=["health"])
 

@@ -135,7 +135,7 @@ def export(
     encoding: Annotated[str, Query(description="utf-8 or gbk (Shapefile and CSV)")] = "utf-8",
 ) -> FileResponse:
     """The layer at `at`, inside your jurisdiction, as a file download."""
-    from geo.store import parse_at
+    from geo.store.load import parse_at
 
     try:
         spec = layer_spec(layer)

@@ -17,10 +17,10 @@ from pydantic import BaseModel, Field
 from api.auth import AuditDep, CurrentUser, ensure_covers, scoped
 from api.deps import SessionDep, SettingsDep
 from api.problems import Problem
-from geo import heatmap as hm
-from geo import incidents as inc
-from geo.kpi import GROUPS, KpiQuery, compute_kpis
-from geo.users import Principal
+from geo.incidents import heatmap as hm
+from geo.incidents import closed_loop as inc
+from geo.incidents.kpi import GROUPS, KpiQuery, compute_kpis
+from geo.access.users import Principal
 
 router = APIRouter(tags=["incidents"])
 

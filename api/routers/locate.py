@@ -5,7 +5,7 @@ whose jurisdiction covers the grid); `POST /v1/locate/batch` takes up to a milli
 GeoJSON (signed-in callers) and answers in input order; `GET /v1/locate/outlines` gives the unit outlines near a
 point as GeoJSON for the mobile page. The index lives on `app.state.locate_index` (`get_index`). It learns of
 committed boundary changes from the database's notifications (any writer, any process; migration 0013), and code
-in this process that publishes calls `geo.lookup.notify_boundaries_changed(since)` as well; until the rebuilt index
+in this process that publishes calls `geo.locate.lookup.notify_boundaries_changed(since)` as well; until the rebuilt index
 is swapped in, lookups wait for it rather than answer from the old boundaries.
 """
 
@@ -29,13 +29,13 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import COOKIE_NAME, CurrentUser, authenticate_request
 from api.deps import session_dep
 from api.problems import Problem
-from geo.coords import COORDSYS, to_wgs84
-from geo.locate_batch import (BatchFormatter, BatchInputError, coordinate_problem, make_reader, range_errors,
+from geo.spatial.coords import COORDSYS, to_wgs84
+from geo.locate.batch import (BatchFormatter, BatchInputError, coordinate_problem, make_reader, range_errors,
                                truncate)
-from geo.lookup import IndexHolder, LocateIndex
+from geo.locate.lookup import IndexHolder, LocateIndex
 from geo.settings import get_settings
-from geo.store import parse_at
-from geo.users import Principal
+from geo.store.load import parse_at
+from geo.access.users import Principal
 
 router = APIRouter(tags=["locate"])
 

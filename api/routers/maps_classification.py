@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from api.auth import CurrentUser
 from api.deps import SessionDep
 from api.routers.classification import Scope, ScopeDep
-from geo.store import parse_at, read_level
+from geo.store.load import parse_at, read_level
 from maps.classification import classification_page
 
 router = APIRouter(tags=["maps"])

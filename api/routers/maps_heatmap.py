@@ -11,8 +11,8 @@ from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.problems import Problem
 from api.routers.incidents import heatmap_query
-from geo import heatmap as hm
-from geo.incidents import IncidentError
+from geo.incidents import heatmap as hm
+from geo.incidents.closed_loop import IncidentError
 from maps.heatmap import heatmap_page
 
 router = APIRouter(tags=["maps"])

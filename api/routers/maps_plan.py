@@ -15,9 +15,9 @@ router = APIRouter(tags=["maps"])
 @router.get("/maps/plan/{plan_id}", response_class=HTMLResponse)
 def plan_map(plan_id: int, principal: CurrentUser, session: SessionDep) -> HTMLResponse:
     """Published and draft boundaries overlaid, households against the band, moved buildings, problems."""
-    from geo.plan_diff import diff
-    from geo.plan_validation import contexts_for, validate
-    from geo.plans import _published_rows, load_state
+    from geo.plans.diff import diff
+    from geo.plans.validation import contexts_for, validate
+    from geo.plans.drafts import _published_rows, load_state
     from maps.plan import plan_page
 
     info = _plan_for(session, plan_id, principal, write=False)

@@ -18,8 +18,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from api.auth import CurrentUser
 from api.deps import SessionDep
 from api.problems import Problem
-from geo import incidents as inc
-from geo.coords import COORDSYS
+from geo.incidents import closed_loop as inc
+from geo.spatial.coords import COORDSYS
 
 router = APIRouter(tags=["maps"])
 

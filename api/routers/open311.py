@@ -23,7 +23,7 @@ from api.auth import AuditDep, CurrentUser
 from api.deps import SessionDep
 from api.problems import Problem
 from api.routers.incidents import report_incident, scope_of
-from geo import incidents as inc
+from geo.incidents import closed_loop as inc
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 

@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field, model_validator
 from api.auth import AuditDep, CurrentUser, Planner, ensure_covers
 from api.deps import SessionDep
 from api.problems import Problem
-from geo import plans as gp
-from geo.users import Principal
+from geo.plans import drafts as gp
+from geo.access.users import Principal
 
 router = APIRouter(tags=["plans"])
 
@@ -147,7 +147,7 @@ def get_plan(plan_id: int, principal: CurrentUser, session: SessionDep, response
 def operate(plan_id: int, body: OperationIn, principal: Planner, session: SessionDep, audit: AuditDep,
             response: Response, if_match: Annotated[str | None, Header()] = None) -> dict:
     """Apply one operation; answers the new revision (ETag) and the live validation."""
-    from geo.plan_validation import validate
+    from geo.plans.validation import validate
 
     info = _plan_for(session, plan_id, principal, write=True)
     op = body.model_dump(exclude_none=True)
@@ -171,7 +171,7 @@ def operate(plan_id: int, body: OperationIn, principal: Planner, session: Sessio
 def undo(plan_id: int, principal: Planner, session: SessionDep, audit: AuditDep, response: Response,
          if_match: Annotated[str | None, Header()] = None) -> dict:
     """Undo the latest operation not yet undone."""
-    from geo.plan_validation import validate
+    from geo.plans.validation import validate
 
     info = _plan_for(session, plan_id, principal, write=True)
     try:
@@ -190,7 +190,7 @@ def undo(plan_id: int, principal: Planner, session: SessionDep, audit: AuditDep,
 @router.get("/v1/plans/{plan_id}/validation")
 def validation(plan_id: int, principal: CurrentUser, session: SessionDep, response: Response) -> dict:
     """Live validation: every problem with its location as GeoJSON, and households per grid."""
-    from geo.plan_validation import validate
+    from geo.plans.validation import validate
 
     _plan_for(session, plan_id, principal, write=False)
     out = validate(_conn(session), plan_id)
@@ -201,7 +201,7 @@ def validation(plan_id: int, principal: CurrentUser, session: SessionDep, respon
 @router.get("/v1/plans/{plan_id}/diff")
 def plan_diff(plan_id: int, principal: CurrentUser, session: SessionDep, geometry: bool = False) -> dict:
     """What publishing would change against the boundaries in force now."""
-    from geo.plan_diff import diff
+    from geo.plans.diff import diff
 
     _plan_for(session, plan_id, principal, write=False)
     return diff(_conn(session), plan_id, geometry)
@@ -212,10 +212,10 @@ def publish(plan_id: int, principal: Planner, session: SessionDep, audit: AuditD
             background: BackgroundTasks, body: PublishIn | None = None,
             if_match: Annotated[str | None, Header()] = None) -> dict:
     """Publish the plan as a new boundary version (If-Match: the plan's or the published version's ETag)."""
-    from geo.lookup import notify_boundaries_changed
+    from geo.locate.lookup import notify_boundaries_changed
 
     before_commit = time.monotonic()
-    from geo.publish import StalePublished, publish as do_publish
+    from geo.plans.publish import StalePublished, publish as do_publish
 
     body = body or PublishIn()
     info = _plan_for(session, plan_id, principal, write=True)
@@ -247,7 +247,7 @@ def publish(plan_id: int, principal: Planner, session: SessionDep, audit: AuditD
 def suggest(plan_id: int, principal: Planner, session: SessionDep, audit: AuditDep, response: Response,
             body: SuggestIn | None = None, if_match: Annotated[str | None, Header()] = None) -> dict:
     """Suggest comprehensive grids within the household band (see geo/suggest.py); optionally apply it."""
-    from geo import suggest as gs
+    from geo.plans import suggest as gs
 
     body = body or SuggestIn()
     info = _plan_for(session, plan_id, principal, write=True)
@@ -298,8 +298,8 @@ def rollback(version_id: int, principal: Planner, session: SessionDep, audit: Au
     an import, changed several; ``current_etags`` names them per community). An If-Match that is not current is
     refused with 412 as well; ``If-Match: *`` counts as none. Rolling back the newest version needs no If-Match.
     """
-    from geo.lookup import notify_boundaries_changed
-    from geo.publish import StalePublished, rollback as do_rollback, version_scope
+    from geo.locate.lookup import notify_boundaries_changed
+    from geo.plans.publish import StalePublished, rollback as do_rollback, version_scope
 
     before_commit = time.monotonic()
 

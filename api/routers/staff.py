@@ -3,7 +3,7 @@
 Reads need a signed-in caller and list only people and assignments tied to their jurisdiction; a phone number
 not on the public notice board is shown only to callers whose jurisdiction covers the person. Writes need the
 planner or admin role and are decided on what they write, never on the caller's own jurisdiction: the target of an
-assignment AND every person touched must be the caller's (`geo.staff.covers_person`, the rule that also decides
+assignment AND every person touched must be the caller's (`geo.staff.register.covers_person`, the rule that also decides
 who sees a person). The domain functions check it; this module maps their refusals to problems. Writes are audited
 under the target's code and every unit the person is tied to, so the owning community sees them.
 """
@@ -20,9 +20,9 @@ from sqlalchemy import text
 from api.auth import AuditDep, CurrentUser, Planner, ensure_covers
 from api.deps import SessionDep, SettingsDep
 from api.problems import Problem
-from geo import staff
-from geo.models import Person, StaffAssignment
-from geo.users import Principal
+from geo.staff import register as staff
+from geo.store.models import Person, StaffAssignment
+from geo.access.users import Principal
 
 router = APIRouter(tags=["staff"])
 

@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field
 from api.auth import Admin, AuditDep
 from api.deps import SessionDep
 from api.problems import Problem
-from geo import apikeys
-from geo.models import User
-from geo.users import (
+from geo.access import apikeys
+from geo.store.models import User
+from geo.access.users import (
     ROLES,
     UNCHANGED,
     UnknownUser,

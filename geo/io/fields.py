@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from geo.models import CompoundKind, GridKind, StaffRole, TargetType
+from geo.store.models import CompoundKind, GridKind, StaffRole, TargetType
 
 
 class MappingError(ValueError):
@@ -104,17 +104,19 @@ TARGET_TYPE = _choices({
 })
 
 def _incident_choices() -> tuple[dict[str, str], dict[str, str]]:
-    """Incident states (geo/data/incident_states.csv) and sources (geo.incidents.SOURCES): code or Chinese name."""
+    """Incident states (data/incident_states.csv) and sources (geo.incidents.closed_loop.SOURCES): code or Chinese name."""
     import csv
     from pathlib import Path
 
     states: dict[str, tuple[str, ...]] = {}
-    path = Path(__file__).resolve().parents[1] / "data" / "incident_states.csv"
+    from data import DATA_DIR
+
+    path = DATA_DIR / "incident_states.csv"
     if path.exists():
         with path.open(encoding="utf-8") as f:
             states = {r["code"]: (r["name"],) for r in csv.DictReader(f)}
     try:
-        from geo.incidents import SOURCES
+        from geo.incidents.closed_loop import SOURCES
     except ImportError:  # the incidents module is optional for imports
         SOURCES = {}
     return _choices(states), _choices({k: (v,) for k, v in SOURCES.items()})

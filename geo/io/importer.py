@@ -8,7 +8,7 @@ problem, or ``dry_run``, leaves the database exactly as it was.
 
 Boundaries are never overwritten: an import of streets, communities, grids or micro-grids creates a boundary
 version (or joins an existing one), ends the boundary rows in force for the same codes at its start, and adds new
-rows from then on. It first takes the per-community lock publish and rollback take (`geo.locks`) for every
+rows from then on. It first takes the per-community lock publish and rollback take (`geo.store.locks`) for every
 existing community it touches, in id order, so a plan drafted before the import can no longer be published over it
 (the publish waits, then finds the community's token changed: 412).
 """
@@ -27,16 +27,16 @@ import pandas as pd
 import shapely
 from sqlalchemy import Connection, Engine, text
 
-from geo.geometry import ewkb_hex
+from geo.spatial.geometry import ewkb_hex
 from geo.io.fields import LayerSpec, MappingError, convert_column, layer_spec, match_fields, parse_mapping, \
     required_missing
 from geo.io.readers import SourceData, read_source
 from geo.io.reproject import source_crs, to_storage
 from geo.io.validate import Issue, check_geometries, coverage_gaps, household_band, issues_geojson, \
     merge_and_deduplicate, outside_parent, overlaps
-from geo.locks import lock_communities
+from geo.store.locks import lock_communities
 from geo.settings import get_settings
-from geo.store import BOUNDARY_TABLES, LEVELS, copy_rows
+from geo.store.load import BOUNDARY_TABLES, LEVELS, copy_rows
 
 #: Parent level, the column naming it in the file, the foreign key and the parent code length.
 PARENTS = {
@@ -92,7 +92,7 @@ class ImportOptions:
     authorize: Callable[[str, list[str | None]], None] | None = None
     #: progress(stage, done, total) during long imports.
     progress: Callable[[str, int, int], None] | None = None
-    #: audit(action, target_type, target_id, jurisdiction_code, after) records the import (default: geo.audit
+    #: audit(action, target_type, target_id, jurisdiction_code, after) records the import (default: geo.access.audit
     #: with the actor above, from "local"); runs inside the import's transaction.
     audit: Callable[..., object] | None = None
 
@@ -426,7 +426,7 @@ def _now(conn: Connection) -> dt.datetime:
 
 def _effective_time(conn: Connection, options: ImportOptions) -> tuple[dt.datetime, int | None]:
     """(valid_from of the new boundaries, existing version id or None)."""
-    from geo.store import parse_at
+    from geo.store.load import parse_at
 
     if options.version_id is not None:
         row = conn.execute(text("SELECT valid_from FROM boundary_versions WHERE id = :v"),
@@ -498,7 +498,7 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
     parent = PARENTS.get(level)
     extra = {"unit_id": "integer", "parent_id": "integer", "parent_code": "text"}
     _stage(conn, prep, extra, options)
-    # serialised with publish and rollback per community (geo.locks) before reading the boundaries it checks and
+    # serialised with publish and rollback per community (geo.store.locks) before reading the boundaries it checks and
     # ends, and before taking its time: an import that waited for a publish starts after it and ends its rows, and a
     # publish that waited for this import finds its community's token changed (412)
     lock_communities(conn, _communities_touched(conn, level))
@@ -547,7 +547,7 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
     if version_id is None:
         version_id = _existing_version_at(conn, at)
     if version_id is None:
-        from geo.store import create_version
+        from geo.store.load import create_version
 
         label = options.label or f"导入 {spec.label} {report.source}"
         version_id = create_version(conn, at, label[:200], options.actor)
@@ -778,7 +778,7 @@ def _write_assignments(conn: Connection, prep: Prepared, options: ImportOptions)
 
 
 def _write_incidents(conn: Connection, prep: Prepared, options: ImportOptions) -> None:
-    from geo.attribution import attribute_incidents
+    from geo.incidents.attribution import attribute_incidents
 
     _stage(conn, prep, {}, options)
     prep.issues += _refuse(conn, prep, "NOT EXISTS (SELECT 1 FROM incident_classes c WHERE c.code = s.class_code)",
@@ -828,7 +828,7 @@ def _jurisdiction_of(codes: list[str | None]) -> str | None:
 
 
 def _audit(conn: Connection, report: ImportReport, options: ImportOptions, codes: list[str | None]) -> bool:
-    """Record the import in the audit log (geo.audit), in the import's transaction; False when unavailable."""
+    """Record the import in the audit log (geo.access.audit), in the import's transaction; False when unavailable."""
     summary = {k: v for k, v in report.to_json().items() if k != "problems"}
     juris = _jurisdiction_of(codes)
     if options.audit is not None:
@@ -837,7 +837,7 @@ def _audit(conn: Connection, report: ImportReport, options: ImportOptions, codes
     try:
         from sqlalchemy.orm import Session
 
-        from geo import audit
+        from geo.access import audit
     except ImportError:
         return False
     with Session(bind=conn) as session:
@@ -860,7 +860,7 @@ def import_layer(target: Engine | Connection, layer: str, path: str | Path,
             WRITERS[spec.name](conn, prep, options)
             _finish(prep)
             if not options.dry_run and not _audit(conn, report, options, prep.codes):
-                report.notes.append("not audited: geo.audit is not available")
+                report.notes.append("not audited: geo.access.audit is not available")
             _progress(options, "write", report.imported, report.imported)
     except (ImportRefused, LookupError, ValueError, PermissionError):
         raise

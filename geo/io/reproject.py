@@ -3,7 +3,7 @@ are plausible for China, and reprojection to the storage CRS (EPSG:4326).
 
 `--crs` accepts an EPSG code (``4547``, ``EPSG:4490``), a PROJ string (a city's local Gauss-Krüger grid:
 ``+proj=tmerc +lon_0=121.2 +x_0=350000 +y_0=-3400000 +ellps=GRS80 +units=m``), WKT, or ``gcj02`` / ``bd09``
-for coordinates copied from Chinese web maps (converted with the published formulas in `geo.coords`).
+for coordinates copied from Chinese web maps (converted with the published formulas in `geo.spatial.coords`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import shapely
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
-from geo import coords
-from geo.crs import GEOGRAPHIC_EQUIVALENT_SRIDS, STORAGE_SRID
+from geo.spatial import coords
+from geo.spatial.crs import GEOGRAPHIC_EQUIVALENT_SRIDS, STORAGE_SRID
 
 #: Named coordinate systems that are not in EPSG/PROJ (or are treated as storage-equivalent).
 NAMED = {"gcj02": "gcj02", "gcj": "gcj02", "火星坐标": "gcj02", "bd09": "bd09", "bd": "bd09", "百度坐标": "bd09",

@@ -409,7 +409,7 @@ def household_band(conn: Connection, stage: str, low: int, high: int, labels: Se
 
 def metric_area(geoms: np.ndarray) -> np.ndarray:
     """Areas in m² of EPSG:4326 geometries (projected to their UTM zone)."""
-    from geo.crs import to_metric
+    from geo.spatial.crs import to_metric
 
     s = gpd.GeoSeries(geoms, crs=4326)
     return to_metric(s).area.to_numpy()

@@ -1,0 +1,449 @@
+"""Publishing a plan as a new boundary version (发布), and rolling a version back.
+
+One transaction (the caller's): a `boundary_versions` row; for every grid and micro-grid of the plan whose
+boundary changed, the open boundary row is ended (``valid_to`` = the version's ``valid_from``) and a new one
+started; retired units are ended; unchanged units keep their boundary row and their code; new grids get codes
+community + 3 digits after the highest used, in reading order (north→south rows, west→east within a row), new
+micro-grids their grid's code + 2 digits the same way. A micro-grid moved to another grid cannot keep its code (a
+code starts with its parent's), so it is retired and a new one started under its new grid. The classification
+of the new version is recomputed, and the whole publish is audited. The locate index is told after commit
+(`geo.locate.lookup.notify_boundaries_changed`) by the caller, since an index rebuilt before commit would read the old
+boundaries.
+
+Optimistic locking: the plan remembers the community's published token when it was created; publishing after
+someone else published (or imported boundaries) in the same community raises `StalePublished` naming the versions
+in between. The check and the write run under the per-community lock of `geo.store.locks.lock_communities`, which
+rollbacks and boundary imports take too, so nothing can commit between them.
+A street plan publishes all its communities in the same transaction as one version: the token is the street's
+(every community of it), publishes of each of its communities are serialised with community plans by the same
+advisory locks, and new codes are given per community (community code + 3 digits, reading order).
+Rollback of version V publishes, as a new version, the community boundaries in force just before V; when a street
+plan published V, one street version restores every community V changed (ids and codes of the old units back, the
+units V created ended), refused when those boundaries changed after V unless If-Match is the street's current ETag.
+Any other version is rolled back community by community (one new version each) under the same rule: refused when a
+community it would restore changed after V, unless If-Match carries that community's current ETag (an If-Match
+list, one ETag per such community, when V changed several, as imports do); ``*`` counts as no If-Match.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import shapely
+from sqlalchemy import Connection, text
+
+from geo.store.locks import lock_communities
+from geo.plans.drafts import PlanError, PlanState, community_token, create_plan, load_state, scope_token
+
+#: Area (square degrees, ≈0.01 m²) under which a changed boundary counts as unchanged.
+SAME_DEG2 = 1e-12
+
+
+class StalePublished(PlanError):
+    """The community's published boundaries changed since the plan (or the caller's If-Match) was taken."""
+
+    def __init__(self, message: str, current: str, changes: list[dict], etags: dict[str, str] | None = None):
+        super().__init__(message)
+        self.current = current
+        self.changes = changes
+        #: community code → current token of every community whose ETag the caller must send (community rollback)
+        self.etags = etags
+
+
+def _reading_order(geoms: list) -> list[int]:
+    """Indices in reading order: rows north→south (row height = median unit height), west→east within a row."""
+    if not geoms:
+        return []
+    pts = shapely.point_on_surface(np.asarray(geoms, dtype=object))
+    x, y = shapely.get_x(pts), shapely.get_y(pts)
+    b = shapely.bounds(np.asarray(geoms, dtype=object))
+    h = float(np.median(b[:, 3] - b[:, 1])) or 1e-6
+    row = np.floor((y.max() - y) / h)
+    return list(np.lexsort((x, row)))
+
+
+def _next_codes(conn: Connection, table: str, prefix: str, width: int, n: int) -> list[str]:
+    used = conn.execute(text(f"SELECT code FROM {table} WHERE code LIKE :p AND length(code) = :l"),
+                        {"p": prefix + "%", "l": len(prefix) + width}).scalars().all()
+    start = max((int(c[len(prefix):]) for c in used if c[len(prefix):].isdigit()), default=0) + 1
+    if start + n - 1 >= 10 ** width:
+        raise PlanError(f"no free {width}-digit codes left under {prefix}")
+    return [f"{prefix}{i:0{width}d}" for i in range(start, start + n)]
+
+
+def changes_since(conn: Connection, community_id: int | list[int], since: dt.datetime) -> list[dict]:
+    """Boundary versions that changed the communities' grids or micro-grids after `since` (a boundary ended counts
+    for the version that ended it, the one starting at its ``valid_to``)."""
+    ids = [community_id] if isinstance(community_id, int) else list(community_id)
+    rows = conn.execute(text("""
+        WITH touched AS (
+            SELECT 'g' || b.grid_id AS unit, b.version_id, b.valid_from, b.valid_to
+            FROM grid_boundaries b JOIN grids g ON g.id = b.grid_id
+            WHERE g.community_id = ANY(:c) AND (b.valid_from > :s OR b.valid_to > :s)
+            UNION ALL
+            SELECT 'm' || b.micro_grid_id, b.version_id, b.valid_from, b.valid_to
+            FROM micro_grid_boundaries b JOIN micro_grids m ON m.id = b.micro_grid_id JOIN grids g ON g.id = m.grid_id
+            WHERE g.community_id = ANY(:c) AND (b.valid_from > :s OR b.valid_to > :s)),
+        events AS (
+            SELECT unit, version_id FROM touched WHERE valid_from > :s
+            UNION ALL
+            SELECT t.unit, v.id FROM touched t JOIN boundary_versions v ON v.valid_from = t.valid_to
+            WHERE t.valid_to > :s)
+        SELECT v.id AS version_id, v.label, v.created_by, v.valid_from, count(DISTINCT e.unit) AS boundaries
+        FROM boundary_versions v JOIN events e ON e.version_id = v.id
+        GROUP BY v.id ORDER BY v.valid_from
+    """), {"c": ids, "s": since}).mappings().all()
+    return [{**dict(r), "valid_from": r["valid_from"].isoformat()} for r in rows]
+
+
+def _fingerprint(conn: Connection, community_ids: list[int], at: dt.datetime | None = None) -> str:
+    """A digest of the grid and micro-grid boundary rows of the communities in force at `at` (default: now)."""
+    return conn.execute(text("""
+        SELECT md5(coalesce(string_agg(k, ',' ORDER BY k), ''))
+        FROM (SELECT 'g' || boundary_id AS k FROM grids_at(coalesce(CAST(:at AS timestamptz), clock_timestamp()))
+              WHERE community_id = ANY(:c)
+              UNION ALL
+              SELECT 'm' || m.boundary_id FROM micro_grids_at(coalesce(CAST(:at AS timestamptz), clock_timestamp())) m
+              JOIN grids g ON g.id = m.grid_id WHERE g.community_id = ANY(:c)) t
+    """), {"c": [int(i) for i in community_ids], "at": at}).scalar_one()
+
+
+def version_scope(conn: Connection, version_id: int) -> dict | None:
+    """What a boundary version changed: ``communities`` (id → code, every community whose grids or micro-grids it
+    started or ended) and, when a street plan published it, ``street`` (id, code); None for an unknown version."""
+    v = conn.execute(text("SELECT id, valid_from, label FROM boundary_versions WHERE id = :v"),
+                     {"v": version_id}).mappings().first()
+    if v is None:
+        return None
+    communities = dict(conn.execute(text("""
+        SELECT DISTINCT c.id, c.code FROM communities c JOIN grids g ON g.community_id = c.id
+        JOIN (SELECT b.grid_id FROM grid_boundaries b WHERE b.version_id = :v OR b.valid_to = :t
+              UNION
+              SELECT m.grid_id FROM micro_grid_boundaries b JOIN micro_grids m ON m.id = b.micro_grid_id
+              WHERE b.version_id = :v OR b.valid_to = :t) t ON t.grid_id = g.id
+    """), {"v": version_id, "t": v["valid_from"]}).all())
+    street = conn.execute(text("""
+        SELECT s.id, s.code FROM plans p JOIN streets s ON s.id = p.street_id
+        WHERE p.published_version_id = :v ORDER BY p.id LIMIT 1
+    """), {"v": version_id}).mappings().first()
+    return {"version_id": v["id"], "valid_from": v["valid_from"], "label": v["label"],
+            "communities": dict(sorted(communities.items(), key=lambda kv: kv[1])),
+            "street": None if street is None else dict(street)}
+
+
+def _open_boundary(conn: Connection, level: str, unit_id: int):
+    table, fk = ("grid_boundaries", "grid_id") if level == "grid" else ("micro_grid_boundaries", "micro_grid_id")
+    row = conn.execute(text(f"SELECT id, ST_AsBinary(geom) FROM {table} WHERE {fk} = :u AND valid_to IS NULL"),
+                       {"u": unit_id}).first()
+    return None if row is None else (row[0], shapely.from_wkb(bytes(row[1])))
+
+
+def _end(conn: Connection, level: str, unit_id: int, ts: dt.datetime) -> None:
+    table, fk = ("grid_boundaries", "grid_id") if level == "grid" else ("micro_grid_boundaries", "micro_grid_id")
+    conn.execute(text(f"UPDATE {table} SET valid_to = :t WHERE {fk} = :u AND valid_to IS NULL"),
+                 {"t": ts, "u": unit_id})
+
+
+def _start(conn: Connection, level: str, unit_id: int, version_id: int, ts: dt.datetime, geom) -> None:
+    table, fk = ("grid_boundaries", "grid_id") if level == "grid" else ("micro_grid_boundaries", "micro_grid_id")
+    conn.execute(text(f"""
+        INSERT INTO {table} ({fk}, version_id, valid_from, geom)
+        VALUES (:u, :v, :t, ST_Multi(ST_GeomFromWKB(:g, 4326)))
+    """), {"u": unit_id, "v": version_id, "t": ts, "g": shapely.to_wkb(geom)})
+
+
+def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: str,
+                  actor: str | None = None, version_id: int | None = None) -> dict:
+    """Write a plan state as a new boundary version at `ts` (a street plan: community by community, one version);
+    returns the version and what was written."""
+    from geo.store.load import create_version
+
+    if version_id is None:
+        version_id = create_version(conn, ts, label, actor)
+    if state.is_street:
+        summary = {"version_id": version_id, "valid_from": ts.isoformat(), "communities": {}}
+        for level in ("grids", "micro_grids"):
+            summary[level] = {"created": [], "ended": [], "changed": [], "unchanged": 0}
+        for cid, code in state.communities.items():
+            sub = state.sub(cid)
+            if not sub.rows:
+                continue
+            part = publish_state(conn, sub, ts, label, actor, version_id)
+            for level in ("grids", "micro_grids"):
+                for what in ("created", "ended", "changed"):
+                    summary[level][what] += part[level][what]
+                summary[level]["unchanged"] += part[level]["unchanged"]
+            summary["communities"][code] = {level: part[level] for level in ("grids", "micro_grids")}
+        return summary
+    community_code = state.community_code
+    summary = {"version_id": version_id, "valid_from": ts.isoformat(), "grids": {"created": [], "ended": [],
+               "changed": [], "unchanged": 0}, "micro_grids": {"created": [], "ended": [], "changed": [],
+                                                                "unchanged": 0}}
+    grid_id_of: dict[str, int] = {}
+    grid_code_of: dict[str, str] = {}
+    grids = [r for _, r in sorted(state.rows.items()) if r["level"] == "grid"]
+    # existing grids: end, change or keep
+    for r in grids:
+        if r["unit_id"] is None:
+            continue
+        uid = r["unit_id"]
+        grid_id_of[r["key"]] = uid
+        grid_code_of[r["key"]] = conn.execute(text("SELECT code FROM grids WHERE id = :i"), {"i": uid}).scalar_one()
+        current = _open_boundary(conn, "grid", uid)
+        if r["retired"] or r["geom"] is None:
+            if current is not None:
+                _end(conn, "grid", uid, ts)
+                summary["grids"]["ended"].append(grid_code_of[r["key"]])
+            continue
+        if current is not None and shapely.area(shapely.symmetric_difference(current[1], r["geom"])) <= SAME_DEG2:
+            summary["grids"]["unchanged"] += 1
+            continue
+        if current is not None:
+            _end(conn, "grid", uid, ts)
+        _start(conn, "grid", uid, version_id, ts, r["geom"])
+        summary["grids"]["changed"].append(grid_code_of[r["key"]])
+    # new grids: codes in reading order
+    new = [r for r in grids if r["unit_id"] is None and not r["retired"] and r["geom"] is not None]
+    order = _reading_order([r["geom"] for r in new])
+    codes = _next_codes(conn, "grids", community_code, 3, len(new))
+    for code, i in zip(codes, order):
+        r = new[i]
+        uid = conn.execute(text("""
+            INSERT INTO grids (code, name, kind, dedicated_type, community_id)
+            VALUES (:code, :name, :kind, :dt, :c) RETURNING id
+        """), {"code": code, "name": r["name"], "kind": r["kind"] or "comprehensive", "dt": r["dedicated_type"],
+               "c": state.community_id}).scalar_one()
+        _start(conn, "grid", uid, version_id, ts, r["geom"])
+        grid_id_of[r["key"]], grid_code_of[r["key"]] = uid, code
+        summary["grids"]["created"].append(code)
+
+    micros = [r for _, r in sorted(state.rows.items()) if r["level"] == "micro_grid"]
+    pending: dict[str, list[dict]] = {}
+    for r in micros:
+        live = not r["retired"] and r["geom"] is not None
+        if r["unit_id"] is not None:
+            uid = r["unit_id"]
+            old_grid, code = conn.execute(text("SELECT grid_id, code FROM micro_grids WHERE id = :i"),
+                                          {"i": uid}).one()
+            current = _open_boundary(conn, "micro_grid", uid)
+            same_parent = live and grid_id_of.get(r["parent_key"]) == old_grid
+            if not live or not same_parent:
+                if current is not None:
+                    _end(conn, "micro_grid", uid, ts)
+                    summary["micro_grids"]["ended"].append(code)
+                if not live:
+                    continue
+            else:
+                if current is not None and shapely.area(
+                        shapely.symmetric_difference(current[1], r["geom"])) <= SAME_DEG2:
+                    summary["micro_grids"]["unchanged"] += 1
+                    continue
+                if current is not None:
+                    _end(conn, "micro_grid", uid, ts)
+                _start(conn, "micro_grid", uid, version_id, ts, r["geom"])
+                summary["micro_grids"]["changed"].append(code)
+                continue
+        if live:
+            if r["parent_key"] not in grid_id_of:
+                raise PlanError(f"micro-grid {r['key']} belongs to {r['parent_key']}, which is not published")
+            pending.setdefault(r["parent_key"], []).append(r)
+    for parent, rows in sorted(pending.items()):
+        pcode = grid_code_of[parent]
+        width = 2
+        codes = _next_codes(conn, "micro_grids", pcode, width, len(rows))
+        for code, i in zip(codes, _reading_order([r["geom"] for r in rows])):
+            r = rows[i]
+            uid = conn.execute(text("INSERT INTO micro_grids (code, name, grid_id) VALUES (:c, :n, :g) RETURNING id"),
+                               {"c": code, "n": r["name"], "g": grid_id_of[parent]}).scalar_one()
+            _start(conn, "micro_grid", uid, version_id, ts, r["geom"])
+            summary["micro_grids"]["created"].append(code)
+    return summary
+
+
+def _now(conn: Connection) -> dt.datetime:
+    # clock_timestamp, not now(): two publishes in one test transaction must get distinct instants
+    return conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+
+
+def refresh_classification(conn: Connection, ts: dt.datetime) -> dict:
+    """Recompute the stored classification for the version in force at `ts` (both levels)."""
+    from geo.classify import classification as classify
+
+    try:
+        return {"refreshed": classify.refresh(conn, ts)}
+    except Exception as exc:  # classification is finished by another engineer: never lose a publish to it
+        return {"refreshed": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def publish(conn: Connection, plan_id: int, actor: str | None = None, if_match: str | None = None,
+            label: str | None = None, allow_errors: bool = False, classify: bool = True) -> dict:
+    """Publish a draft plan as a new boundary version (one transaction: the caller's)."""
+    from geo.plans.validation import validate
+
+    state = load_state(conn, plan_id, lock=True)
+    if state.status != "draft":
+        raise PlanError(f"plan {plan_id} is {state.status}; only drafts can be published")
+    # serialise publishes per community (a street plan takes each of its communities' locks, in id order, so it
+    # also excludes community plans of its communities); rollbacks and boundary imports take the same locks
+    # (geo.store.locks). Nothing about the boundaries was read before this point: under READ COMMITTED the token check
+    # below sees whatever a previous holder (an import, another publish) committed, and is race-free
+    lock_communities(conn, state.communities)
+    base, created = conn.execute(text("SELECT base_token, created_at FROM plans WHERE id = :p"),
+                                 {"p": plan_id}).one()
+    current = scope_token(conn, state)
+    what = f"street {state.street_code}" if state.is_street else f"community {state.community_code}"
+    wanted = None if if_match in (None, "", "*") else if_match.strip().removeprefix("W/").strip('"')
+    if current != base or (wanted is not None and wanted != current):
+        raise StalePublished(
+            f"the published boundaries of {what} changed since this plan was drafted"
+            if current != base else f"If-Match {if_match} is not the current published version",
+            current, changes_since(conn, list(state.communities), created))
+    check = validate(conn, plan_id)
+    if check["errors"] and not allow_errors:
+        raise PlanError(f"the plan has {check['errors']} validation errors; fix them or publish with allow_errors",
+                        ) from None
+    ts = _now(conn)
+    summary = publish_state(conn, state, ts, label or f"方案 {plan_id} 发布", actor)
+    conn.execute(text("UPDATE plans SET status = 'published', published_version_id = :v, updated_at = now() "
+                      "WHERE id = :p"), {"v": summary["version_id"], "p": plan_id})
+    summary["classification"] = refresh_classification(conn, ts) if classify else {"refreshed": False}
+    summary["token"] = scope_token(conn, state)
+    summary["validation"] = {"errors": check["errors"], "warnings": check["warnings"]}
+    return summary
+
+
+def _if_match_token(if_match: str | None) -> str | None:
+    return None if if_match in (None, "", "*") else if_match.strip().removeprefix("W/").strip('"')
+
+
+def rollback_street(conn: Connection, scope: dict, actor: str | None = None, if_match: str | None = None) -> dict:
+    """Roll back a version a street plan published as ONE new version: every community it changed gets the grids
+    and micro-grids in force just before it (old ids and codes; units it created are ended).
+
+    Refused (`StalePublished`, with the versions since) when the boundaries of those communities changed after
+    the version, unless `if_match` is the street's current ETag; a stale `if_match` is refused as well."""
+    from geo.plans.drafts import _published_rows, _write_rows, street_token
+
+    version_id, street = scope["version_id"], scope["street"]
+    street_ids = conn.execute(text("SELECT id FROM communities WHERE street_id = :s ORDER BY id"),
+                              {"s": street["id"]}).scalars().all()
+    ids = sorted(c for c in scope["communities"] if c in set(street_ids))
+    if not ids:
+        raise PlanError(f"version {version_id} changed no grid boundaries to roll back")
+    # the same locks as a street publish (every community of the street, id order): the checks below are race-free
+    lock_communities(conn, street_ids)
+    current = street_token(conn, street["id"])
+    wanted = _if_match_token(if_match)
+    since = scope["valid_from"]
+    if wanted is not None and wanted != current:
+        later = [c for c in changes_since(conn, street_ids, since) if c["version_id"] != version_id]
+        raise StalePublished(f"If-Match {if_match} is not the current published version of street {street['code']}",
+                             current, later)
+    if wanted is None and _fingerprint(conn, ids, since) != _fingerprint(conn, ids):
+        later = [c for c in changes_since(conn, ids, since) if c["version_id"] != version_id]
+        names = ", ".join(f"{c['version_id']} ({c['label']})" for c in later) or "unknown"
+        raise StalePublished(f"the boundaries version {version_id} changed in street {street['code']} were changed "
+                             f"again since (versions {names}); send If-Match with the current ETag to roll back "
+                             "over them", current, later)
+    before = since - dt.timedelta(microseconds=1)
+    rows = _published_rows(conn, ids, before)
+    if not rows:
+        raise PlanError(f"no grids were in force before version {version_id} to restore")
+    kept = {r["key"] for r in rows}
+    # units the version (or a later one) created are not in the old state: the plan retires them
+    rows += [dict(r, retired=True) for r in _published_rows(conn, ids) if r["key"] not in kept]
+    label = f"回滚版本 {version_id}"
+    pid = conn.execute(text("""
+        INSERT INTO plans (street_id, label, base_token, created_by) VALUES (:s, :l, :t, :a) RETURNING id
+    """), {"s": street["id"], "l": label, "t": current, "a": actor}).scalar_one()
+    _write_rows(conn, pid, rows)
+    out = publish(conn, pid, actor, None, label=f"{label} ({scope['label']})", allow_errors=True)
+    codes = [scope["communities"][c] for c in sorted(ids, key=lambda c: scope["communities"][c])]
+    entry = {"street": street["code"], "communities": codes, "plan_id": pid, **out}
+    return {"rolled_back": version_id, "scope": "street", "street": street["code"], "communities": codes,
+            "version_id": out["version_id"], "plan_id": pid, "token": out["token"], "results": [entry]}
+
+
+def _if_match_tokens(if_match: str | None) -> list[str]:
+    """The entity tags of an If-Match header (a comma-separated list, RFC 9110), unquoted; none for absent or `*`."""
+    if if_match is None or if_match.strip() in ("", "*"):
+        return []
+    return [t.strip().removeprefix("W/").strip('"') for t in if_match.split(",") if t.strip()]
+
+
+def _etag_list(tokens: list[str]) -> str:
+    return ", ".join(f'"{t}"' for t in tokens)
+
+
+def rollback(conn: Connection, version_id: int, actor: str | None = None, if_match: str | None = None,
+             community_code: str | None = None) -> dict:
+    """Publish, as a new version, the boundaries in force just before version `version_id`: one street version
+    when a street plan published it (see `rollback_street`), else one version per community it changed (or only
+    `community_code`).
+
+    A community version is refused (`StalePublished`, naming the later versions and the ETags needed) when a
+    community it would restore changed after it, unless `if_match` carries that community's current ETag (a list
+    when several changed); an `if_match` naming no current ETag of those communities is refused as well."""
+    from geo.plans.drafts import _published_rows, _write_rows
+
+    scope = version_scope(conn, version_id)
+    if scope is None:
+        raise PlanError(f"no boundary version {version_id}")
+    if community_code is None and scope["street"] is not None:
+        return rollback_street(conn, scope, actor, if_match)
+    communities = {cid: code for cid, code in scope["communities"].items()
+                   if community_code is None or code == community_code}
+    if not communities:
+        raise PlanError(f"version {version_id} changed no grid boundaries to roll back")
+    ids = sorted(communities)
+    # the same locks as a publish of these communities (id order): the checks below are race-free
+    lock_communities(conn, ids)
+    since = scope["valid_from"]
+    before = since - dt.timedelta(microseconds=1)
+    empty = conn.execute(text("""
+        SELECT c.code FROM communities c WHERE c.id = ANY(:c)
+          AND NOT EXISTS (SELECT 1 FROM grids_at(CAST(:t AS timestamptz)) g WHERE g.community_id = c.id)
+        ORDER BY c.code
+    """), {"c": ids, "t": before}).scalars().all()
+    if empty:
+        raise PlanError(f"no grids were in force in community {', '.join(empty)} before version {version_id} "
+                        "to restore")
+    current = {cid: community_token(conn, cid) for cid in ids}
+    wanted = _if_match_tokens(if_match)
+    stale = [cid for cid in ids if _fingerprint(conn, [cid], since) != _fingerprint(conn, [cid])]
+    needed = stale or ids
+    etags = {communities[c]: current[c] for c in needed}
+    unknown = [t for t in wanted if t not in set(current.values())]
+    if unknown:
+        raise StalePublished(
+            f"If-Match {_etag_list(unknown)} is not the current published version of "
+            f"{'community' if len(ids) == 1 else 'any of the communities'} {', '.join(communities[c] for c in ids)} "
+            f"changed by version {version_id}; the current ETag{'s are' if len(needed) > 1 else ' is'} "
+            f"{_etag_list(list(etags.values()))}",
+            current[needed[0]], [c for c in changes_since(conn, ids, since) if c["version_id"] != version_id], etags)
+    missing = [cid for cid in stale if current[cid] not in wanted]
+    if missing:
+        later = [c for c in changes_since(conn, missing, since) if c["version_id"] != version_id]
+        names = ", ".join(f"{c['version_id']} ({c['label']})" for c in later) or "unknown"
+        codes = ", ".join(communities[c] for c in missing)
+        etags = {communities[c]: current[c] for c in missing}
+        raise StalePublished(
+            f"the boundaries version {version_id} changed in community {codes} were changed again since (versions "
+            f"{names}); to roll back over them send If-Match: {_etag_list([current[c] for c in missing])} (the "
+            f"current ETag{'s' if len(missing) > 1 else ''} of community {codes})",
+            current[missing[0]], later, etags)
+    results = []
+    for cid in sorted(ids, key=lambda c: communities[c]):
+        code = communities[cid]
+        pid = create_plan(conn, code, actor, f"回滚版本 {version_id}", at=before)
+        # the plan copies the old boundaries; units the version (or a later one) created are not in it and must end
+        state = load_state(conn, pid)
+        extra = [dict(r, retired=True) for r in _published_rows(conn, cid) if r["key"] not in state.rows]
+        _write_rows(conn, pid, extra)
+        conn.execute(text("UPDATE plans SET base_token = :t WHERE id = :p"), {"t": current[cid], "p": pid})
+        # If-Match was checked above for every community; publish re-checks only the base token
+        results.append({"community": code, "plan_id": pid,
+                        **publish(conn, pid, actor, None, label=f"回滚版本 {version_id} ({scope['label']})",
+                                  allow_errors=True)})
+    return {"rolled_back": version_id, "results": results}

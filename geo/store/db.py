@@ -1,0 +1,191 @@
+"""Database access: the engine, sessions, Alembic migrations and the readiness check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from geo.store import localdb
+from geo.settings import Settings, get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+class DatabaseNotReady(RuntimeError):
+    """The database is unreachable, lacks PostGIS, or is not migrated; the message says which."""
+
+
+def local_cluster(settings: Settings | None = None) -> localdb.LocalCluster:
+    """The project-managed cluster under the settings' var directory (or under /var/lib when that is unreachable)."""
+    return localdb.LocalCluster(localdb.cluster_root((settings or get_settings()).var_dir))
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for plain ``postgresql://`` URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def database_url(settings: Settings | None = None, start_local: bool = False) -> str:
+    """The service's URL: `DATABASE_URL` when set; otherwise the local cluster's unprivileged service role
+    (the cluster started first when `start_local`)."""
+    settings = settings or get_settings()
+    if settings.database_url:
+        return normalise_url(settings.database_url)
+    cluster = local_cluster(settings)
+    if start_local:
+        localdb.up(cluster)
+    return cluster.service_url()
+
+
+def admin_database_url(settings: Settings | None = None, start_local: bool = False) -> str:
+    """The schema owner's URL (migrations, demo loads, creating databases): `GRIDATLAS_ADMIN_DATABASE_URL`,
+    else `DATABASE_URL`, else the local cluster's superuser (the cluster started first when `start_local`)."""
+    settings = settings or get_settings()
+    if settings.admin_database_url or settings.database_url:
+        return normalise_url(settings.admin_database_url or settings.database_url or "")
+    cluster = local_cluster(settings)
+    return localdb.up(cluster) if start_local else cluster.url()
+
+
+def ensure_service_login(admin_url: str, service_url: str, settings: Settings | None = None) -> None:
+    """When the service connects as another role than the schema owner, make sure that login role exists with
+    its URL's password and belongs to the privilege group (skipped where the owner may not create roles)."""
+    from sqlalchemy.engine import make_url
+
+    admin, service = make_url(normalise_url(admin_url)), make_url(normalise_url(service_url))
+    if admin.username == service.username or not service.username or service.password is None:
+        return
+    localdb.ensure_service_role(admin_url, str(service.password), role=service.username,
+                                group=(settings or get_settings()).app_role)
+
+
+def service_url_for(admin_url: str, settings: Settings | None = None) -> str:
+    """The service's URL for the database that `admin_url` names (a scratch database in tests and benchmarks)."""
+    from sqlalchemy.engine import make_url
+
+    settings = settings or get_settings()
+    database = make_url(admin_url).database or localdb.DB_NAME
+    if settings.database_url:
+        return make_url(normalise_url(settings.database_url)).set(database=database).render_as_string(
+            hide_password=False)
+    return local_cluster(settings).service_url(database)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with a modest pool (the machine has two cores)."""
+    return create_engine(normalise_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+@lru_cache
+def get_engine() -> Engine:
+    """The process-wide engine for the configured database."""
+    return make_engine(database_url())
+
+
+@lru_cache
+def _sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A session committed on success and rolled back on error: writes are all-or-nothing."""
+    session = _sessionmaker(engine or get_engine())()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(url: str):
+    """Alembic configuration pointing at the packaged migrations."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str, revision: str = "heads") -> None:
+    """Upgrade the schema to `revision` (all heads by default), then grant the service's rights."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+    grant_app_privileges(url)
+
+
+def grant_app_privileges(url: str, role: str | None = None) -> None:
+    """Grant the privilege group what the service needs and no more: read and write the data, run the functions,
+    use the sequences; on the audit log only SELECT and INSERT. Idempotent, run after every migration (as the
+    schema owner) so tables added later are covered. The group is created (NOLOGIN) when missing and allowed."""
+    from psycopg import sql
+
+    role = role or get_settings().app_role
+    with localdb.connect(url) as raw:
+        exists = raw.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        if not exists:
+            can = raw.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+                              ).fetchone()
+            if not (can and can[0]):
+                return  # an external deployment without the group: its operator grants rights by hand
+            raw.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        r = sql.Identifier(role)
+        for stmt in (
+            "GRANT USAGE ON SCHEMA public TO {r}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO {r}",
+            "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {r}",
+            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {r}",
+        ):
+            raw.execute(sql.SQL(stmt).format(r=r))
+        if raw.execute("SELECT to_regclass('public.audit_log')").fetchone()[0]:
+            raw.execute(sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {r}").format(r=r))
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    """Downgrade the schema to `revision`."""
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+def migration_heads(url: str) -> tuple[set[str], set[str]]:
+    """(revisions the code knows as heads, revisions the database is at)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    with make_engine(url).connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return set(script.get_heads()), current
+
+
+def readiness(engine: Engine) -> dict:
+    """Check the database is reachable, has PostGIS and is migrated; raise DatabaseNotReady otherwise."""
+    try:
+        with engine.connect() as conn:
+            pg = conn.execute(text("SHOW server_version")).scalar()
+            has_postgis = conn.execute(
+                text("SELECT 1 FROM pg_extension WHERE extname = 'postgis'")
+            ).scalar()
+            postgis = conn.execute(text("SELECT postgis_lib_version()")).scalar() if has_postgis else None
+    except Exception as exc:  # any driver error means "not reachable"
+        raise DatabaseNotReady(f"database unreachable: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
+    if not postgis:
+        raise DatabaseNotReady("PostGIS is not installed in this database (CREATE EXTENSION postgis)")
+    heads, current = migration_heads(engine.url.render_as_string(hide_password=False))
+    if heads != current:
+        raise DatabaseNotReady(f"migrations not at head: database at {sorted(current)}, code at {sorted(heads)}")
+    return {"postgres": pg, "postgis": postgis, "migrations": sorted(current)}
