@@ -1,4 +1,9 @@
-"""Errors as RFC 9457 problem details (application/problem+json)."""
+"""Errors as RFC 9457 problem details (application/problem+json).
+
+Domain errors (`geo.errors.DomainError`) are turned into problem documents here, once: their kind picks the status
+(`KIND_STATUS`), their slug the `type`, their extra members join the document. Routers do not catch them.
+`problem_responses` declares the problem answers of an operation in OpenAPI.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,54 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from geo.errors import DomainError, Kind
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://gridatlas.dev/problems/"  # identifiers, not fetched: documented in README
+
+
+#: The HTTP status of each kind of domain error: the one place the domain's failures meet HTTP.
+KIND_STATUS: dict[Kind, int] = {
+    "invalid": 422,
+    "bad-request": 400,
+    "not-found": 404,
+    "forbidden": 403,
+    "unauthenticated": 401,
+    "conflict": 409,
+    "precondition-failed": 412,
+    "precondition-required": 428,
+    "too-large": 413,
+    "too-many": 429,
+    "unsupported": 415,
+    "unavailable": 503,
+}
+
+
+class ProblemDetails(BaseModel):
+    """An RFC 9457 problem document; members beyond these depend on the problem `type`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="problem identifier: https://gridatlas.dev/problems/<slug> (not a page to fetch)")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` declaring problem+json answers with these statuses (for a route decorator)."""
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "model": ProblemDetails,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+        }
+        for status in statuses
+    }
 
 
 class Problem(Exception):
@@ -49,6 +98,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem):
         return problem_response(request, exc.status, exc.detail, type=exc.type, title=exc.title,
                                 headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError):
+        return problem_response(request, KIND_STATUS[exc.kind], exc.message, type=exc.slug, title=exc.title,
+                                **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
