@@ -33,6 +33,7 @@ from api.routers import (
     staff,
     users,
 )
+from api.security import SecurityHeadersMiddleware
 from geo.store import db
 
 log = logging.getLogger("gridatlas")
@@ -70,6 +71,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.state.shutdown_hooks = []
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     try:
         from maps.static_mount import mount_static
@@ -88,7 +90,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     @app.get("/docs", include_in_schema=False)
     def swagger_ui():
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
+            openapi_url=app.openapi_url or "/openapi.json",
             title="GridAtlas API",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",

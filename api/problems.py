@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geo.errors import DomainError, Kind
@@ -61,6 +62,21 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+#: Seconds a client is asked to wait before trying again while the database is unreachable.
+RETRY_AFTER_S = 5
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a database error means the server is unreachable or going away (not a bad query): the connection
+    was lost, never made (no SQLSTATE), or the server said it is shutting down or starting up."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
 class Problem(Exception):
@@ -121,5 +137,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
+        if is_outage(exc):
+            return problem_response(request, 503, "the database is unreachable; try again shortly",
+                                    type="database-unavailable", title="Service Unavailable",
+                                    headers={"Retry-After": str(RETRY_AFTER_S)})
         return problem_response(request, 500, "an unexpected error occurred; it has been logged",
                                 type="internal-error")

@@ -1,4 +1,4 @@
-"""Rebuild `maps/static/vendor/` from the npm registry: `python -m maps.vendor_fetch` (needs `npm`, network to the registry).
+"""Rebuild `maps/static/vendor/` from the npm registry: `python -m maps.vendor_fetch` (needs `npm` and the registry).
 
 Pages must run on intranets with no CDN, so every file folium's Map and the plugins we use would load from a CDN
 is kept here, taken from the package's published tarball (`npm pack`), with the package's licence beside it.
@@ -60,7 +60,8 @@ PACKAGES = [
         "LICENSE": "LICENSE",
     }, note="only the Glyphicons Halflings rules cut out of dist/css/bootstrap.css, as folium's "
             "bootstrap-glyphicons.css (folium.Icon's default prefix is 'glyphicon')"),
-    Package("@fortawesome/fontawesome-free@6.7.2", "fontawesome-free", "CC-BY-4.0 (icons), OFL-1.1 (fonts), MIT (code)", {
+    Package("@fortawesome/fontawesome-free@6.7.2", "fontawesome-free",
+            "CC-BY-4.0 (icons), OFL-1.1 (fonts), MIT (code)", {
         "css/all.min.css": "css/all.min.css",
         "webfonts/fa-solid-900.woff2": "webfonts/fa-solid-900.woff2",
         "webfonts/fa-regular-400.woff2": "webfonts/fa-regular-400.woff2",
@@ -81,7 +82,8 @@ PACKAGES = [
     Package("leaflet.heat@0.2.0", "leaflet.heat", "BSD-2-Clause", {
         "LICENSE": "LICENSE",
     }, note="leaflet-heat.min.js is folium's own copy (folium/templates/leaflet_heat.min.js from the installed "
-            "folium wheel): leaflet.heat 0.2.0 plus the weights fix of Leaflet.heat PR #78, which folium.plugins.HeatMap expects"),
+            "folium wheel): leaflet.heat 0.2.0 plus the weights fix of Leaflet.heat PR #78, "
+            "which folium.plugins.HeatMap expects"),
     Package("leaflet.markercluster@1.5.3", "leaflet.markercluster", "MIT", {
         "dist/leaflet.markercluster.js": "leaflet.markercluster.js",
         "dist/MarkerCluster.css": "MarkerCluster.css",
@@ -161,7 +163,8 @@ def _readme(vendor_dir: Path) -> str:
         "# Vendored front-end assets",
         "",
         "Served at `/static/vendor/` so that map pages load nothing from a CDN (government intranets).",
-        "Regenerate with `python -m maps.vendor_fetch` (runs `npm pack` against the npm registry); do not edit by hand.",
+        "Regenerate with `python -m maps.vendor_fetch` (runs `npm pack` against the npm registry); "
+        "do not edit by hand.",
         "`maps/assets.py` maps each folium resource name to one of these files.",
         "Source-map comments are stripped; otherwise files are as published, except where the notes say.",
         "",

@@ -6,8 +6,11 @@ the same district and never each other's changes. Tests that need an empty datab
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,10 +57,8 @@ def _drop_abandoned_databases() -> None:
 
 def pytest_sessionstart(session) -> None:
     """Reclaim the space of scratch databases abandoned by killed runs."""
-    try:
+    with contextlib.suppress(psycopg.Error):  # no server yet: the fixtures that need one report it
         _drop_abandoned_databases()
-    except psycopg.Error:
-        pass  # no server yet: the fixtures that need one report it
 
 
 def _create_database(prefix: str) -> str:
@@ -183,3 +184,24 @@ def osm_dir() -> Path:
     if not (OSM_DIR / "residential.geojson").exists():
         pytest.skip(f"the OpenStreetMap extract is not at {OSM_DIR} (it lives beside the project, never in it)")
     return OSM_DIR
+
+
+@pytest.fixture
+def own_cluster():
+    """A throwaway local PostgreSQL cluster of its own, for tests that kill or stop the server
+    (under /var/lib/gridatlas when root: its unprivileged owner must reach the folder)."""
+    parent = Path("/var/lib/gridatlas") if os.geteuid() == 0 else None
+    if parent:
+        parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="crash-test-", dir=parent))
+    from geo.store import localdb
+
+    cluster = localdb.LocalCluster(root)
+    try:
+        localdb.up(cluster)
+        yield cluster
+    finally:
+        try:
+            localdb.down(cluster)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)

@@ -7,10 +7,9 @@ does, and remember each id whose commit returned; after the kill and a restart e
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,9 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from geo.store import db
-from geo.store import localdb
 from geo.access.audit import record
+from geo.store import db, localdb
 from geo.store.db import session_scope
 
 pytestmark = pytest.mark.skipif(
@@ -29,24 +27,6 @@ pytestmark = pytest.mark.skipif(
 
 WRITERS = 4
 ACKNOWLEDGED_BEFORE_KILL = 300  # the kill comes after at least this many commits, whatever the machine's speed
-
-
-@pytest.fixture
-def own_cluster():
-    """A throwaway local cluster (under /var/lib/gridatlas when root: its owner must reach the folder)."""
-    parent = Path("/var/lib/gridatlas") if os.geteuid() == 0 else None
-    if parent:
-        parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="crash-test-", dir=parent))
-    cluster = localdb.LocalCluster(root)
-    try:
-        localdb.up(cluster)
-        yield cluster
-    finally:
-        try:
-            localdb.down(cluster)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def _postgres_processes(postmaster: int) -> list[int]:
@@ -97,10 +77,8 @@ def test_every_acknowledged_write_survives_kill_9(own_cluster):
 
     postmaster = int((own_cluster.data / "postmaster.pid").read_text().split()[0])
     for pid in _postgres_processes(postmaster):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     stop.set()
     for t in threads:
         t.join(timeout=60)
