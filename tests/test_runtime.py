@@ -91,7 +91,6 @@ def test_a_collector_disabled_before_stays_disabled(fake_gc):
 
 
 def test_an_exception_still_resumes(fake_gc):
-    with pytest.raises(ValueError):
-        with paused_gc():
-            raise ValueError
+    with pytest.raises(ValueError), paused_gc():
+        raise ValueError
     assert fake_gc.enabled
