@@ -11,6 +11,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
+from api import access_log
 from api.limits import BodyLimitMiddleware
 from api.problems import install_problem_handlers
 from api.routers import (
@@ -70,6 +71,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
     install_problem_handlers(app)
+    access_log.install()
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -75,8 +76,16 @@ def is_outage(exc: BaseException) -> bool:
         return False
     if exc.connection_invalidated:
         return True
-    state = getattr(exc.orig, "sqlstate", None)
+    if not isinstance(exc.orig, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return False
+    state = exc.orig.sqlstate
     return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def is_bad_value(exc: BaseException) -> bool:
+    """Whether a database error was caused by a value the caller sent that slipped past validation (a NUL byte in
+    text, a number out of a column's range, an impossible date): a 422, never a 500."""
+    return isinstance(exc, DBAPIError) and isinstance(exc.orig, psycopg.DataError)
 
 
 class Problem(Exception):
@@ -141,5 +150,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             return problem_response(request, 503, "the database is unreachable; try again shortly",
                                     type="database-unavailable", title="Service Unavailable",
                                     headers={"Retry-After": str(RETRY_AFTER_S)})
+        if is_bad_value(exc):
+            reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+            return problem_response(request, 422, f"a value in the request cannot be stored or compared: {reason}",
+                                    type="invalid-value", title="Invalid value")
         return problem_response(request, 500, "an unexpected error occurred; it has been logged",
                                 type="internal-error")

@@ -36,3 +36,11 @@ def test_503_while_the_database_is_down_then_recovery_without_restart(own_cluste
         assert client.post("/v1/auth/token", data=login).status_code == 401
         assert client.get("/readyz").status_code == 200
     engine.dispose()
+
+
+def test_values_the_database_refuses_are_422_not_500(client, admin_headers):
+    """A NUL byte in text or an id beyond the column's range must not reach the database as a 500."""
+    for path, params in (("/v1/users", {"within": "a\x00b"}), ("/v1/people/3000000000", None)):
+        r = client.get(path, params=params, headers=admin_headers)
+        assert r.status_code in (404, 422), (path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
