@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from api import access_log
+from api.compression import CompressionMiddleware
 from api.limits import BodyLimitMiddleware
 from api.problems import install_problem_handlers
 from api.routers import (
@@ -74,6 +75,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     access_log.install()
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(CompressionMiddleware)
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     try:
         from maps.static_mount import mount_static
