@@ -14,8 +14,8 @@ import statistics
 import time
 
 from bench.common import console, fresh_database, report, timed
-from geo.classify import classification as gc
 from demo.load import generate_and_load
+from geo.classify import classification as gc
 
 TARGET_S = {1.0: 2.0, 10.0: 20.0}
 
@@ -53,7 +53,8 @@ def main() -> None:
                     for _ in range(repeat):
                         for impl in ("sql", "shapely"):
                             _, seconds, results[impl] = timed(
-                                lambda impl=impl: gc.compute(conn, level, rules=rules, implementation=impl), 1)
+                                lambda impl=impl, level=level: gc.compute(
+                                    conn, level, rules=rules, implementation=impl), 1)
                             runs[impl] += seconds
                             parts[impl] = {k: round(v, 3) for k, v in results[impl].timings.items()}
                 medians = {impl: statistics.median(r) for impl, r in runs.items()}

@@ -10,8 +10,8 @@ import argparse
 import time
 
 from bench.common import console, fresh_database, report, timed
-from geo.staff.coverage import coverage_report
 from demo.load import generate_and_load
+from geo.staff.coverage import coverage_report
 from geo.staff.stewards import plan_stewards
 
 REPORT_TARGET_S = {1.0: 2.0}

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from rich.table import Table
 
 from bench.common import RESULTS, console, fresh_database

@@ -1,4 +1,5 @@
-"""Synthetic district generator (geo/synth.py): structure, exact tilings, planted types, staff, incidents."""
+"""Synthetic district generator (demo/, entry point demo.synth): structure, exact tilings, planted types, staff,
+incidents."""
 
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def _assert_tiles(children: gpd.GeoDataFrame, parents: gpd.GeoDataFrame, key: st
     assert gap.max() < TOL_M2, f"gap/excess {gap.max():.3f} m² in {union.index[int(np.argmax(gap))]}"
     j = gpd.sjoin(children[[key, "geometry"]], children[[key, "geometry"]], predicate="intersects")
     j = j[(j.index < j["index_right"]) & (j[f"{key}_left"] == j[f"{key}_right"])]
-    ov = shapely.area(shapely.intersection(children.geometry.values[j.index], children.geometry.values[j["index_right"]]))
+    geoms = children.geometry.values
+    ov = shapely.area(shapely.intersection(geoms[j.index], geoms[j["index_right"]]))
     total = pd.Series(ov).groupby(j[f"{key}_left"].to_numpy()).sum()
     assert total.empty or total.max() < TOL_M2, f"overlap {total.max():.3f} m²"
 
@@ -209,7 +211,7 @@ def test_grids_numbered_north_to_south_then_west_to_east(m):
     for _, grp in g.groupby("community_code"):
         grp = grp.sort_values("code")
         row = np.floor((grp.y.max() - grp.y) / 200.0)
-        key = list(zip(row, grp.x))
+        key = list(zip(row, grp.x, strict=True))
         assert key == sorted(key)
 
 
@@ -271,11 +273,11 @@ def test_planted_micro_types_match_overlap_check(m):
 def test_a_compound_alone_in_its_micro_grid_keeps_its_wall_off_the_line(m):
     """Planted smaller than a micro-grid it has to itself, a compound's wall stays farther from the micro-grid's
     line than the classifier's 'same' tolerance (at its upper sensitivity step), so it is never taken for 'same'."""
+    from demo.compounds import min_distinct_setback
     from geo.classify.classification import get_rules
-    from demo.synth import _min_distinct_setback
 
     rules = get_rules()
-    setback = _min_distinct_setback()
+    setback = min_distinct_setback()
     assert setback >= rules.same_hausdorff_m * (1 + rules.sensitivity_step)
     comp, micro = m["compounds"], m["micro_grids"]
     ci, mi = shapely.STRtree(micro.geometry.values).query(comp.geometry.values, predicate="intersects")
