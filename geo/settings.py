@@ -1,4 +1,15 @@
-"""Settings from the environment (pydantic-settings): database, server, and the domain rules' numbers."""
+"""Settings from the environment (pydantic-settings): the one module where configuration is read.
+
+`Settings` (environment ``GRIDATLAS_*``, or ``.env``) holds the process settings (database, server, limits, tokens)
+and one nested group per concept, each a `BaseSettings` with its own environment prefix:
+
+- `Settings.rules` (`Rules`, ``GRIDATLAS_RULE_*``): the domain's numbers (DOMAIN.md);
+- `Settings.auth` (`AuthSettings`, ``GRIDATLAS_AUTH_*``): password policy and login throttling;
+- `Settings.classify` (`ClassifyRules`, ``GRIDATLAS_CLASSIFY_*``): the compound classification's thresholds.
+
+`get_settings()` reads everything once per process (tests that change the environment call
+``get_settings.cache_clear()``). Add a concept's numbers as a group class here and a field on `Settings`.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +37,59 @@ class Rules(BaseSettings):
     steward_households_max: int = 15
     grid_parttime_workers_max: int = 3
     locate_accuracy_m: float = 30.0
+    #: An incident's deadline light as fractions of its time limit used: yellow from 80 %, red beyond 100 %.
+    deadline_yellow_fraction: float = 0.8
+    deadline_red_fraction: float = 1.0
+
+
+class AuthSettings(BaseSettings):
+    """Numbers of the access-control rules (environment GRIDATLAS_AUTH_*): configurable defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDATLAS_AUTH_", extra="ignore")
+
+    password_min_length: int = 10
+    #: Failed logins for one account (since its last success) within the window before it is throttled.
+    max_failures_per_account: int = 5
+    #: Failed logins from one address within the window before the address is throttled.
+    max_failures_per_address: int = 20
+    window_seconds: int = 900
+
+
+#: The classification thresholds (names of `ClassifyRules` fields): what stored results depend on.
+CLASSIFY_THRESHOLDS = ("sliver_area_m2", "sliver_width_m", "contain_share_min", "within_share_min", "same_iou_min",
+                       "same_hausdorff_m")
+
+
+class ClassifyRules(BaseSettings):
+    """Thresholds of the compound classification (env GRIDATLAS_CLASSIFY_*); defaults tolerate a 1–3 m redraw."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDATLAS_CLASSIFY_", extra="ignore")
+
+    sliver_area_m2: float = Field(
+        20.0, gt=0, description="an overlap smaller than this (m²) is a digitising sliver, not a shared area")
+    sliver_width_m: float = Field(
+        5.0, gt=0, description="an overlap narrower on average than this (m) is a sliver: a line redrawn 1–3 m off "
+                               "leaves a strip 1–3 m wide, and 5 m keeps such strips slivers even at +/-5%")
+    contain_share_min: float = Field(
+        0.9, gt=0, le=1, description="a compound contains a unit when it covers at least this share of the unit")
+    within_share_min: float = Field(
+        0.9, gt=0, le=1, description="a compound lies within its main unit when this share of it lies inside")
+    same_iou_min: float = Field(
+        0.7, gt=0, le=1, description="'same' needs at least this intersection-over-union with the main unit "
+                                     "(a 50 m micro-grid redrawn 3 m off diagonally still has IoU 0.79)")
+    same_hausdorff_m: float = Field(
+        5.0, gt=0, description="'same' needs the outlines within this Hausdorff distance (m): a redraw 3 m off "
+                               "in both axes is 4.2 m (4.75 m at -5% still admits it); a wall set back ~3.5 m or "
+                               "more from the grid line is over 5 m at a right-angled corner, and a hole or a "
+                               "missing strip wider than this is other land")
+    sensitivity_step: float = Field(0.05, gt=0, lt=1, description="relative step of the sensitivity analysis")
+    implementation: Literal["sql", "shapely"] = Field(
+        "shapely", description="measure implementation: 'shapely' (vectorised, the faster in "
+                               "bench/bench_classify.py) or 'sql' (set-based PostGIS)")
+
+    def thresholds(self) -> dict[str, float]:
+        """The classification thresholds by name (what results depend on)."""
+        return {name: float(getattr(self, name)) for name in CLASSIFY_THRESHOLDS}
 
 
 class Settings(BaseSettings):
@@ -55,6 +119,8 @@ class Settings(BaseSettings):
     access_token_minutes: int = 30
     refresh_token_days: int = 7
     rules: Rules = Field(default_factory=Rules)
+    classify: ClassifyRules = Field(default_factory=ClassifyRules)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
 
 @lru_cache

@@ -1,4 +1,5 @@
-"""Offline folium maps: every script, stylesheet and font comes from `/static/vendor/`, never a CDN or public tile server.
+"""Offline folium maps: every script, stylesheet and font comes from `/static/vendor/`, never a CDN or a public
+tile server.
 
 Government intranets (政务内网) have no internet, so a page that pulls Leaflet from jsdelivr shows nothing.
 `offline_map()` returns a folium Map whose own resources, and those of every folium plugin added under it, are

@@ -1,7 +1,8 @@
 """The classification map (小区分类图): compounds coloured by class over grid outlines, with legend and popups.
 
-Page rendering only: the router hands over the rows (geo.classify.classification.read_results with geometry) and the unit
-outlines. Popups and tooltips are built here from escaped text, so a name containing markup shows as text.
+Page rendering only: the router hands over the rows (geo.classify.classification.read_results with geometry)
+and the unit outlines (geo.classify.classification.outlines). Popups and tooltips are built here from escaped
+text, so a name containing markup shows as text.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def popup_rows(rows: pd.DataFrame, level: str) -> list[str]:
         ("类型", [f'<b style="color:{COLOURS[c]}">{labels[c]}</b>' for c in rows["class"]]),
         ("社区", esc(rows["community_name"].to_numpy(object)) if len(rows) else []),
         (f"主{unit}", [f"{html.escape(str(c))}<br>{html.escape(str(n))}" if isinstance(c, str) else "—"
-                      for c, n in zip(rows["main_code"], rows["main_name"])]),
+                      for c, n in zip(rows["main_code"], rows["main_name"], strict=True)]),
         ("小区面积", _fmt(rows["area_m2"], ",.0f", " m²")),
         (f"位于主{unit}内", _fmt(rows["coverage"] * 100, ".1f", "%")),
         (f"占主{unit}面积", _fmt(rows["fill"] * 100, ".1f", "%")),
@@ -90,10 +91,10 @@ def _features(geoms, props: pd.DataFrame) -> dict:
     shapes = shapely.set_precision(np.asarray(geoms, dtype=object), PRECISION_DEG)
     return {"type": "FeatureCollection",
             "features": [{"type": "Feature", "properties": p, "geometry": shapely.geometry.mapping(g)}
-                         for p, g in zip(props.to_dict("records"), shapes)]}
+                         for p, g in zip(props.to_dict("records"), shapes, strict=True)]}
 
 
-def classification_page(rows: pd.DataFrame, compound_geoms: Sequence, units: gpd.GeoDataFrame, level: str,
+def classification_page(rows: pd.DataFrame, compound_geoms: Sequence | np.ndarray, units: gpd.GeoDataFrame, level: str,
                         version_label: str, parents: gpd.GeoDataFrame | None = None,
                         subtitle: str = "") -> str:
     """The offline HTML page: unit outlines, compounds per class (one layer each), legend with counts, popups."""
@@ -117,7 +118,7 @@ def classification_page(rows: pd.DataFrame, compound_geoms: Sequence, units: gpd
     if len(units):
         unit_props = pd.DataFrame({
             "tooltip_html": [f"{unit} {html.escape(str(c))} {html.escape(str(n or ''))}"
-                             for c, n in zip(units["code"], units["name"])]})
+                             for c, n in zip(units["code"], units["name"], strict=True)]})
         folium.GeoJson(
             _features(units.geometry.values, unit_props),
             name=f"{unit}边界", style_function=lambda f: {"color": "#444", "weight": 1.2, "dashArray": "4 3",
@@ -129,7 +130,8 @@ def classification_page(rows: pd.DataFrame, compound_geoms: Sequence, units: gpd
     props = pd.DataFrame({
         "cls": rows["class"].to_numpy(object),
         "popup_html": popup_rows(rows, level),
-        "tooltip_html": [f"{html.escape(str(n or ''))}（{labels[c]}）" for n, c in zip(rows["name"], rows["class"])],
+        "tooltip_html": [f"{html.escape(str(n or ''))}（{labels[c]}）"
+                         for n, c in zip(rows["name"], rows["class"], strict=True)],
     })
     for cls in CLASSES:
         mask = (props["cls"] == cls).to_numpy()

@@ -24,7 +24,8 @@ STATUS_NOTE = {"missing_role": "缺岗（缺少责任人或有住户无管家）
                "under_capacity": "不足额", "covered": "已覆盖", "empty": "无住户"}
 #: The role filter: which roles a page can be coloured by ("" = the overall status).
 ROLE_FILTERS = {"": "全部岗位", "grid_chief": "网格长", "grid_worker_fulltime": "专职网格员",
-                "grid_worker_parttime": "兼职网格员", "building_head": "楼栋长", "unit_head": "单元长", "steward": "管家"}
+                "grid_worker_parttime": "兼职网格员", "building_head": "楼栋长", "unit_head": "单元长",
+                "steward": "管家"}
 GRID_ROLE_FILTERS = ("grid_chief", "grid_worker_fulltime", "grid_worker_parttime")
 #: Roles shown as "其他" (others) on buildings and units.
 OTHER_ROLES = ("volunteer", "seconded_cadre", "grid_worker_parttime", "grid_worker_fulltime", "grid_chief")

@@ -46,7 +46,8 @@ def test_map_page_offline_with_legend_colours_and_popups(app, make_user, live_se
     for label in ("类型", CLASS_ZH[common], "主网格", "小区面积", "交并比 IoU", "最大偏离", "位于主网格内"):
         assert label in popup, popup
     assert re.search(r"\d[\d,]* m²", popup)
-    page.wait_for_function("getComputedStyle(document.querySelector('.leaflet-popup')).opacity === '1'")
+    # a function, not an expression string: Playwright evals a string in the page, which the pages' CSP forbids
+    page.wait_for_function("() => getComputedStyle(document.querySelector('.leaflet-popup')).opacity === '1'")
     shot = screenshot(page, "classification_grid")
     assert shot.stat().st_size > 20_000
 

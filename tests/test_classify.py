@@ -15,8 +15,8 @@ from shapely.geometry import Polygon, box
 from sqlalchemy import text
 
 from geo.classify import classification as gc
-from geo.store import db
 from geo.spatial.geometry import as_multipolygons, ewkb_hex
+from geo.store import db
 from tests.conftest import _create_database, _drop_database
 
 EPSG = 32649  # UTM 49N: Yueyang
@@ -97,7 +97,7 @@ def _load_layout(conn) -> None:
                  {"c": COMMUNITY})
     cells = [(c, r) for r in range(ROWS) for c in range(COLS)]
     grid_geoms = ewkb_hex(as_multipolygons(_wgs(cell(c, r) for c, r in cells)))
-    for i, ((c, r), g) in enumerate(zip(cells, grid_geoms), start=1):
+    for i, ((c, r), g) in enumerate(zip(cells, grid_geoms, strict=True), start=1):
         conn.execute(text("INSERT INTO grids (id, code, name, kind, community_id) "
                           "VALUES (:i, :code, :name, 'comprehensive', 1)"),
                      {"i": i, "code": grid_code(c, r), "name": f"第{i}网格"})
@@ -105,14 +105,14 @@ def _load_layout(conn) -> None:
                           "VALUES (:i, :i, 1, :f, CAST(:g AS geometry))"), {"i": i, "f": V1, "g": g})
     halves = [(c, r, east) for c, r in cells for east in (False, True)]
     micro_geoms = ewkb_hex(as_multipolygons(_wgs(half(c, r, e) for c, r, e in halves)))
-    for i, ((c, r, east), g) in enumerate(zip(halves, micro_geoms), start=1):
+    for i, ((c, r, east), g) in enumerate(zip(halves, micro_geoms, strict=True), start=1):
         conn.execute(text("INSERT INTO micro_grids (id, code, name, grid_id) VALUES (:i, :code, :name, :gid)"),
                      {"i": i, "code": grid_code(c, r) + ("02" if east else "01"), "name": f"微网格{i}",
                       "gid": r * COLS + c + 1})
         conn.execute(text("INSERT INTO micro_grid_boundaries (id, micro_grid_id, version_id, valid_from, geom) "
                           "VALUES (:i, :i, 1, :f, CAST(:g AS geometry))"), {"i": i, "f": V1, "g": g})
     comp = ewkb_hex(as_multipolygons(_wgs(geom for _, geom, _, _ in CASES.values())))
-    for cid, g in zip(CASES, comp):
+    for cid, g in zip(CASES, comp, strict=True):
         conn.execute(text("INSERT INTO compounds (id, name, kind, has_property_management, has_owners_committee, "
                           "community_id, geom) VALUES (:i, :n, 'commercial', true, false, 1, CAST(:g AS geometry))"),
                      {"i": cid, "n": CASES[cid][0], "g": g})
@@ -301,7 +301,7 @@ def test_results_are_stored_per_version_and_recomputed_when_inputs_change(hand_c
     assert current.loc[1, "class"] == "larger"  # contains the shrunk grid, 28% of it lies in no grid
     assert current.loc[1, "coverage"] == pytest.approx(170 * 170 / 40_000, abs=1e-4)
 
-    past = gc.ensure_classification(conn, "grid", at=dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc))
+    past = gc.ensure_classification(conn, "grid", at=dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
     assert not past["recomputed"] and past["version"]["id"] == 1
     assert gc.read_results(conn, 1, "grid").set_index("compound_id").loc[1, "class"] == "same"
     assert conn.execute(text("SELECT count(*) FROM classification_runs WHERE level = 'grid'")).scalar() == 2
@@ -319,7 +319,7 @@ def test_results_are_stored_per_version_and_recomputed_when_inputs_change(hand_c
 
 def test_no_version_in_force_is_a_clear_error(hand_conn):
     with pytest.raises(gc.ClassifyError, match="no boundary version is in force at 2000-01-01"):
-        gc.ensure_classification(hand_conn, "grid", at=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc))
+        gc.ensure_classification(hand_conn, "grid", at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
     with pytest.raises(gc.ClassifyError, match="unknown level"):
         gc.compute(hand_conn, "building")
 
@@ -364,9 +364,9 @@ def test_planted_types_are_recovered_in_memory(district, level, column):
 
 
 def test_cli_prints_the_summary_and_writes_the_table(hand_engine, tmp_path, monkeypatch):
-    import cli.classify
     from typer.testing import CliRunner
 
+    import cli.classify
     from cli import app
 
     monkeypatch.setattr(cli.classify, "engine", lambda: hand_engine)

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from geo.access.users import Principal
 from geo.staff import register as staff
 from geo.staff.coverage import CoverageError, coverage_report, gaps, gaps_csv, gaps_xlsx, scope_prefix
 from tests import staff_data as sd
@@ -153,7 +154,8 @@ def test_import_chinese_xlsx_and_english_csv(small, tmp_path):
     engine, _ = small
     zh = _sheet([
         {"姓名": "陈一", "电话": "13900000001", "党员": "是", "角色": "单元长", "社区编码": sd.COMMUNITY,
-         "楼栋编码": "00003", "单元号": "2", "起始日期": "2025-02-01", "居住楼栋": "00003", "居住社区编码": sd.COMMUNITY},
+         "楼栋编码": "00003", "单元号": "2", "起始日期": "2025-02-01", "居住楼栋": "00003",
+         "居住社区编码": sd.COMMUNITY},
         {"姓名": "陈一", "电话": "13900000001", "党员": "是", "角色": "管家", "社区编码": sd.COMMUNITY,
          "楼栋编码": "00003", "单元号": "2", "户数": "4", "起始日期": "2025-02-01"},
         {"姓名": "周二", "电话": "", "角色": "楼栋长", "社区编码": sd.COMMUNITY, "楼栋编码": "00002",
@@ -201,7 +203,7 @@ def test_import_refuses_bad_rows_and_writes_nothing(small):
         assert conn.execute(text("SELECT count(*) FROM people WHERE name IN ('甲','丙','丁','戊')")).scalar() == 0
         outside = _sheet([{"姓名": "己", "角色": "网格长", "网格编码": sd.GRID_W}])
         with pytest.raises(staff.StaffImportError, match="outside your jurisdiction"):
-            staff.import_staff(session, outside, allowed=lambda code: bool(code) and code.startswith(sd.GRID_E))
+            staff.import_staff(session, outside, caller=Principal("east-planner", "planner", sd.GRID_E))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,7 +300,6 @@ def test_people_and_assignments_api(small_api):
 
 def test_phone_visible_only_when_public_or_covered():
     from api.routers.staff import person_out
-    from geo.access.users import Principal
 
     row = {"id": 1, "name": "甲", "phone": "13600000000", "phone_public": False, "codes": [sd.GRID_W], "roles": []}
     east = Principal("e", "worker", sd.GRID_E)
@@ -306,17 +307,23 @@ def test_phone_visible_only_when_public_or_covered():
     assert person_out(row, east)["phone"] is None and person_out(row, east)["phone_hidden"]
     assert person_out(row, west)["phone"] == "13600000000"
     assert person_out({**row, "phone_public": True}, east)["phone"] == "13600000000"
+    # one rule for the register and the coverage report: public, or a unit of the person's in the jurisdiction
+    assert not staff.phone_visible(False, [sd.GRID_W], east.covers)
+    assert staff.phone_visible(False, [sd.GRID_E, sd.GRID_W], east.covers)
+    assert staff.phone_visible(True, [], east.covers) and not staff.phone_visible(False, [], east.covers)
 
 
 def test_import_api(small_api):
     client, h, _ = small_api
     buf = io.BytesIO()
-    pd.DataFrame([{"姓名": "钱七", "角色": "楼栋长", "社区编码": sd.COMMUNITY, "楼栋编码": "00003"}]).to_excel(buf, index=False)
+    pd.DataFrame([{"姓名": "钱七", "角色": "楼栋长", "社区编码": sd.COMMUNITY, "楼栋编码": "00003"}]).to_excel(
+        buf, index=False)
     ok = client.post("/v1/staff/import", files={"file": ("staff.xlsx", buf.getvalue())}, headers=h["east_planner"])
     assert ok.status_code == 201, ok.text
     assert ok.json()["assignments_created"] == 1
     buf = io.BytesIO()
-    pd.DataFrame([{"姓名": "孙八", "角色": "楼栋长", "社区编码": sd.COMMUNITY, "楼栋编码": "00001"}]).to_excel(buf, index=False)
+    pd.DataFrame([{"姓名": "孙八", "角色": "楼栋长", "社区编码": sd.COMMUNITY, "楼栋编码": "00001"}]).to_excel(
+        buf, index=False)
     refused = client.post("/v1/staff/import", files={"file": ("staff.xlsx", buf.getvalue())},
                           headers=h["east_planner"])
     assert refused.status_code == 422 and refused.json()["problems"][0]["row"] == 2
@@ -377,13 +384,13 @@ def test_generator_planted_gaps_match_independent_counts(district, db_session):
     assert (t["buildings"], t["buildings_with_head"]) == (len(lived_in), len(lived_in & heads))
     # units with a unit head
     uh = a[a["role"] == "unit_head"]
-    unit_heads = set(zip(uh["target_building_ref"].astype(int), uh["target_unit_number"].astype(int)))
+    unit_heads = set(zip(uh["target_building_ref"].astype(int), uh["target_unit_number"].astype(int), strict=True))
     occupied = units[units["households"] > 0]
-    keys = list(zip(occupied["building_ref"].astype(int), occupied["number"].astype(int)))
+    keys = list(zip(occupied["building_ref"].astype(int), occupied["number"].astype(int), strict=True))
     assert t["units"] == len(occupied) and t["units_with_head"] == sum(k in unit_heads for k in keys)
     # households with a steward: per unit, the stewards' households up to the unit's
     st = a[a["role"] == "steward"].copy()
-    st["key"] = list(zip(st["target_building_ref"].astype(int), st["target_unit_number"].astype(int)))
+    st["key"] = list(zip(st["target_building_ref"].astype(int), st["target_unit_number"].astype(int), strict=True))
     claims = st.groupby("key")["households"].sum()
     served = np.minimum(occupied["households"].to_numpy(), claims.reindex(keys).fillna(0).to_numpy())
     assert t["households"] == int(occupied["households"].sum())

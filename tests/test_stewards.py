@@ -10,9 +10,9 @@ import pytest
 from pyproj import Geod
 from sqlalchemy import text
 
+from geo.settings import Rules
 from geo.staff import stewards as st
 from geo.staff.coverage import coverage_report
-from geo.settings import Rules
 from tests import staff_data as sd
 
 GEOD = Geod(ellps="WGS84")

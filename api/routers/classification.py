@@ -1,86 +1,28 @@
 """Compound-versus-grid classification (小区与网格对应关系): the table, the summary, one verdict explained.
 
 Results are read from the store (computed first when missing or stale for the boundary version in force, see
-geo.classify.classification.ensure_classification) and filtered to the caller's jurisdiction: a compound is visible when its
-main grid's or its community's code lies in the jurisdiction.
+geo.classify.classification.ensure_classification) and filtered to the caller's jurisdiction: a compound is
+visible when its main grid's or its community's code lies in the jurisdiction. A bad date or a missing boundary
+version are the domain's errors (`geo.classify.classification.ClassifyError`), answered by `api.problems`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import orjson
 import pandas as pd
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
-from sqlalchemy import text
 
 from api.auth import CurrentUser, ensure_covers
 from api.deps import SessionDep
-from api.problems import Problem
+from api.problems import problem_responses
+from api.schemas.classification import ClassificationSummary, ClassificationTable, CompoundVerdict, geojson_schema
+from api.scopes import BoundaryAt, ClassificationScopeDep, Level
 from geo.classify import classification as gc
-from geo.store.load import parse_at
-from geo.access.users import Principal
 
 router = APIRouter(tags=["classification"])
-
-Level = Annotated[Literal["grid", "micro_grid"], Query(description="compare with grids (网格) or micro-grids (微网格)")]
-At = Annotated[str | None, Query(description="boundary version in force on this date (YYYY-MM-DD) or instant; "
-                                             "default now")]
-Street = Annotated[str | None, Query(pattern=r"^[0-9]{9}$", description="only this street (9-digit code)")]
-Community = Annotated[str | None, Query(pattern=r"^[0-9]{12}$", description="only this community (12-digit code)")]
-
-
-def run_for(session, level: str, at: str | None) -> dict:
-    """The up-to-date stored run for the version in force at `at`: 422 for a bad date, 404 with no version."""
-    try:
-        when = parse_at(at)
-    except ValueError as exc:
-        raise Problem(422, str(exc), type="validation-error", title="Invalid request")
-    try:
-        return gc.ensure_classification(session.connection(), level, when, gc.get_rules())
-    except gc.ClassifyError as exc:
-        raise Problem(404, str(exc), type="no-boundary-version")
-
-
-def check_filters(principal: Principal, street: str | None, community: str | None) -> None:
-    """403 when a street or community filter shares no land with the caller's jurisdiction."""
-    for what, code in (("street", street), ("community", community)):
-        if code and not principal.overlaps(code):
-            ensure_covers(principal, code, f"{what} {code}")
-
-
-def visible_rows(session, principal: Principal, run: dict, level: str, street: str | None = None,
-                 community: str | None = None, with_geometry: bool = False) -> pd.DataFrame:
-    """The stored rows of a run the caller may see, filtered by street and community."""
-    return gc.read_results(session.connection(), run["version"]["id"], level,
-                           jurisdiction=None if principal.unrestricted else principal.jurisdiction_code,
-                           street=street, community=community, with_geometry=with_geometry)
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The query every classification view shares: level, street and community filters, boundary date."""
-
-    level: str
-    street: str | None
-    community: str | None
-    at: str | None
-
-    def read(self, session, principal: Principal, with_geometry: bool = False) -> tuple[dict, pd.DataFrame]:
-        """(run, rows): the filters checked against the caller's jurisdiction, the run, the rows it may see."""
-        check_filters(principal, self.street, self.community)
-        run = run_for(session, self.level, self.at)
-        return run, visible_rows(session, principal, run, self.level, self.street, self.community, with_geometry)
-
-
-def scope(level: Level = "grid", street: Street = None, community: Community = None, at: At = None) -> Scope:
-    """The shared query parameters of the classification table, summary and map."""
-    return Scope(level, street, community, at)
-
-
-ScopeDep = Annotated[Scope, Depends(scope)]
 
 
 def version_json(run: dict) -> dict:
@@ -95,11 +37,15 @@ def run_json(run: dict, level: str) -> dict:
             "implementation": run["implementation"], "thresholds": run["thresholds"]}
 
 
-@router.get("/v1/classification")
+@router.get("/v1/classification", response_model=ClassificationTable,
+            responses={200: {"description": "the table as JSON (default), CSV or GeoJSON (`format`)",
+                             "content": {"text/csv": {"schema": {"type": "string"}},
+                                         "application/geo+json": {"schema": geojson_schema()}}},
+                       **problem_responses(401, 403, 404, 422)})
 def classification(
     principal: CurrentUser,
     session: SessionDep,
-    q: ScopeDep,
+    q: ClassificationScopeDep,
     format: Annotated[Literal["json", "csv", "geojson"], Query(description="json, csv or geojson")] = "json",
 ):
     """One row per compound in your jurisdiction: its class against its grid (or micro-grid) and the measures."""
@@ -119,8 +65,9 @@ def classification(
     return head | {"count": len(items), "counts": counts, "items": items}
 
 
-@router.get("/v1/classification/summary")
-def classification_summary(principal: CurrentUser, session: SessionDep, q: ScopeDep) -> dict:
+@router.get("/v1/classification/summary", response_model=ClassificationSummary, response_model_exclude_unset=True,
+            responses=problem_responses(401, 403, 404, 422))
+def classification_summary(principal: CurrentUser, session: SessionDep, q: ClassificationScopeDep) -> dict:
     """Compounds per class, per street and community (seed 001's table), with how fragile each threshold is."""
     level = q.level
     run, rows = q.read(session, principal)
@@ -140,30 +87,21 @@ def classification_summary(principal: CurrentUser, session: SessionDep, q: Scope
                                    **table, "sensitivity": sensitivity}
 
 
-@router.get("/v1/compounds/{compound_id}/classification")
+@router.get("/v1/compounds/{compound_id}/classification", response_model=CompoundVerdict,
+            responses=problem_responses(401, 403, 404, 422))
 def compound_classification(
     principal: CurrentUser,
     session: SessionDep,
     compound_id: Annotated[int, Path(ge=1)],
     level: Level = "grid",
-    at: At = None,
+    at: BoundaryAt = None,
 ) -> dict:
     """Why one compound got its class, in words (Chinese and English) and numbers."""
-    conn = session.connection()
-    exists = conn.execute(text("SELECT c.code FROM compounds k LEFT JOIN communities c ON c.id = k.community_id "
-                               "WHERE k.id = :i"), {"i": compound_id}).first()
-    if exists is None:
-        raise Problem(404, f"there is no compound {compound_id}", type="not-found")
-    run = run_for(session, level, at)
-    rows = gc.read_results(conn, run["version"]["id"], level, compound_id=compound_id)
-    if rows.empty:  # the compound was added after the stored run; ensure_classification saw it, so unlikely
-        raise Problem(404, f"compound {compound_id} has no classification in this version", type="not-found")
-    row = rows.iloc[0].to_dict()
+    rules = gc.get_rules()
+    run, row, overlaps = gc.compound_verdict(session.connection(), compound_id, level, at, rules)
     if not (principal.covers(row["main_code"]) or principal.covers(row["community_code"])):
         ensure_covers(principal, gc.clean(row["main_code"]) or gc.clean(row["community_code"]),
                       f"compound {compound_id}")
-    overlaps = gc.read_overlaps(conn, run["version"]["id"], level, [compound_id])
-    rules = gc.get_rules()
     return run_json(run, level) | gc.row_record(row, level) | {
         "overlaps": [gc.overlap_record(o) for o in overlaps.to_dict("records")],
         "explanation": gc.explain(row, overlaps, rules, level),

@@ -18,7 +18,7 @@ boundary version in force:
   ``n_units`` counts significant overlaps; a unit is *contained* when its overlap is significant and covers at
   least ``contain_share_min`` of the unit; ``n_contained`` counts those.
 
-Classes, first match wins (thresholds in :class:`ClassifyRules`):
+Classes, first match wins (thresholds in `geo.settings.ClassifyRules`, env GRIDATLAS_CLASSIFY_*):
 
 1. ``outside``    no significant overlap (未入格);
 2. ``same``       IoU with the main unit ≥ ``same_iou_min`` and Hausdorff ≤ ``same_hausdorff_m`` (同等);
@@ -44,19 +44,20 @@ import io
 import math
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Literal
+from typing import ClassVar, Literal
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Connection, text
 
+from geo import errors
+from geo.errors import DomainError, Kind
+from geo.settings import CLASSIFY_THRESHOLDS, ClassifyRules, get_settings
 from geo.spatial.crs import STORAGE_SRID, utm_epsg
-from geo.store.load import copy_rows, version_at
+from geo.spatial.geometry import repair_polygons as repair_geometries
+from geo.store.load import copy_rows, parse_at, read_level, version_at
 
 #: API level name → the store's level (identity table) name.
 LEVELS: dict[str, str] = {"grid": "grids", "micro_grid": "micro_grids"}
@@ -68,8 +69,7 @@ CLASS_EN = {"same": "same as its grid", "larger": "larger than its grid", "small
             "straddling": "straddling grid lines", "outside": "in no grid"}
 LEVEL_ZH = {"grid": "网格", "micro_grid": "微网格"}
 #: Thresholds whose ±step sensitivity is reported (the names of ClassifyRules fields).
-THRESHOLDS = ("sliver_area_m2", "sliver_width_m", "contain_share_min", "within_share_min", "same_iou_min",
-              "same_hausdorff_m")
+THRESHOLDS = CLASSIFY_THRESHOLDS
 THRESHOLD_ZH = {
     "sliver_area_m2": "碎片面积容差", "sliver_width_m": "碎片宽度容差", "contain_share_min": "包含网格比例",
     "within_share_min": "位于网格内比例", "same_iou_min": "同等交并比", "same_hausdorff_m": "同等最大偏离",
@@ -79,50 +79,37 @@ NOISE_M2 = 1e-3
 Implementation = Literal["sql", "shapely"]
 
 
-class ClassifyRules(BaseSettings):
-    """Thresholds of the classification (env GRIDATLAS_CLASSIFY_*); defaults tolerate a 1–3 m redraw."""
-
-    model_config = SettingsConfigDict(env_prefix="GRIDATLAS_CLASSIFY_", extra="ignore")
-
-    sliver_area_m2: float = Field(
-        20.0, gt=0, description="an overlap smaller than this (m²) is a digitising sliver, not a shared area")
-    sliver_width_m: float = Field(
-        5.0, gt=0, description="an overlap narrower on average than this (m) is a sliver: a line redrawn 1–3 m off "
-                               "leaves a strip 1–3 m wide, and 5 m keeps such strips slivers even at +/-5%")
-    contain_share_min: float = Field(
-        0.9, gt=0, le=1, description="a compound contains a unit when it covers at least this share of the unit")
-    within_share_min: float = Field(
-        0.9, gt=0, le=1, description="a compound lies within its main unit when this share of it lies inside")
-    same_iou_min: float = Field(
-        0.7, gt=0, le=1, description="'same' needs at least this intersection-over-union with the main unit "
-                                     "(a 50 m micro-grid redrawn 3 m off diagonally still has IoU 0.79)")
-    same_hausdorff_m: float = Field(
-        5.0, gt=0, description="'same' needs the outlines within this Hausdorff distance (m): a redraw 3 m off "
-                               "in both axes is 4.2 m (4.75 m at -5% still admits it); a wall set back ~3.5 m or "
-                               "more from the grid line is over 5 m at a right-angled corner, and a hole or a "
-                               "missing strip wider than this is other land")
-    sensitivity_step: float = Field(0.05, gt=0, lt=1, description="relative step of the sensitivity analysis")
-    implementation: Implementation = Field(
-        "shapely", description="measure implementation: 'shapely' (vectorised, the faster in "
-                               "bench/bench_classify.py) or 'sql' (set-based PostGIS)")
-
-    def thresholds(self) -> dict[str, float]:
-        """The classification thresholds by name (what results depend on)."""
-        return {name: float(getattr(self, name)) for name in THRESHOLDS}
-
-
-@lru_cache
 def get_rules() -> ClassifyRules:
-    """The process-wide classification thresholds, read once from the environment."""
-    return ClassifyRules()
+    """The process-wide classification thresholds (`geo.settings.Settings.classify`, env GRIDATLAS_CLASSIFY_*)."""
+    return get_settings().classify
 
 
-class ClassifyError(ValueError):
-    """A classification that cannot be made (no boundary version, an unrepairable compound …)."""
+class ClassifyError(DomainError, ValueError):
+    """A classification request that cannot be made as given (unknown level or implementation, a bad date)."""
 
-    def __init__(self, message: str, problems: list[tuple[int, str]] | None = None):
-        super().__init__(message)
-        self.problems = problems or []
+    slug: ClassVar[str] = "validation-error"
+    kind: ClassVar[Kind] = "invalid"
+    title: ClassVar[str | None] = "Invalid request"
+
+
+class NoBoundaryVersion(ClassifyError):
+    """No boundary version (or nothing at all) is in force to classify against."""
+
+    slug = "no-boundary-version"
+    kind = "not-found"
+    title = None
+
+
+class UnclassifiableCompounds(ClassifyError):
+    """Compound polygons that are null, empty, or invalid beyond repair; `problems` lists (compound id, reason)."""
+
+    slug = "unclassifiable-compounds"
+    kind = "conflict"
+    title = None
+
+    def __init__(self, message: str, problems: list[tuple[int, str]]):
+        super().__init__(message, problems=[{"compound_id": i, "reason": r} for i, r in problems])
+        self.problems = problems
 
 
 @dataclass
@@ -230,7 +217,8 @@ def sensitivity(compounds: pd.DataFrame, pairs: pd.DataFrame, rules: ClassifyRul
             cls = assign_classes(compounds, pairs, moved)["class"].to_numpy()
             changed = cls != base
             fragile[:, j] |= changed
-            transitions = pd.Series([f"{a}→{b}" for a, b in zip(base[changed], cls[changed])]).value_counts()
+            moves = zip(base[changed], cls[changed], strict=True)
+            transitions = pd.Series([f"{a}→{b}" for a, b in moves]).value_counts()
             entry[side] = {"value": value * factor, "changed": int(changed.sum()),
                            "transitions": {k: int(v) for k, v in transitions.items()}}
         entry["changed"] = int(fragile[:, j].sum())
@@ -263,7 +251,9 @@ def classify_measures(level: str, compounds: pd.DataFrame, pairs: pd.DataFrame, 
 
 def repair_polygons(ids, geoms, on_invalid: str = "repair", what: str = "compound"
                     ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Invalid polygons repaired with make_valid (polygonal parts kept); unrepairable ones raise ClassifyError."""
+    """Invalid polygons repaired (`geo.spatial.geometry.repair_polygons`, GEOS make_valid, polygonal parts kept);
+    returns (geometries, [(id, GEOS reason)] of those repaired). Null or empty polygons, those the repair leaves
+    without area, and with `on_invalid` "refuse" every invalid one, raise UnclassifiableCompounds naming them."""
     geoms = np.asarray(geoms, dtype=object)
     ids = np.asarray(ids)
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
@@ -273,21 +263,15 @@ def repair_polygons(ids, geoms, on_invalid: str = "repair", what: str = "compoun
     if on_invalid == "refuse" and reasons:
         refused += [(i, f"{r} (repair is off)") for i, r in reasons]
     if not refused and reasons:
-        fixed = shapely.make_valid(geoms[invalid])
-        parts, index = shapely.get_parts(fixed, return_index=True)
-        keep = shapely.get_type_id(parts) == 3  # polygons only: lines and points from a collapse carry no area
-        repaired = np.full(invalid.sum(), None, dtype=object)
-        if keep.any():
-            owners, compact = np.unique(index[keep], return_inverse=True)
-            repaired[owners] = shapely.multipolygons(parts[keep], indices=compact)
-        ok = ~shapely.is_missing(repaired)
-        ok[ok] &= shapely.area(repaired[ok]) > 0
+        # "linework" is GEOS's default method, the one classification has always used (answers stay the same).
+        geoms, report = repair_geometries(geoms, method="linework")
+        fixed = geoms[report.index]
+        ok = ~shapely.is_missing(fixed)
+        ok[ok] &= shapely.area(fixed[ok]) > 0
         refused += [(reasons[k][0], f"{reasons[k][1]}; make_valid leaves no area") for k in np.flatnonzero(~ok)]
-        geoms = geoms.copy()
-        geoms[np.flatnonzero(invalid)] = repaired
     if refused:
         listed = "; ".join(f"{what} {i}: {r}" for i, r in refused[:5])
-        raise ClassifyError(
+        raise UnclassifiableCompounds(
             f"{len(refused)} {what} polygon(s) cannot be classified ({listed}); fix or remove them and retry",
             refused)
     return geoms, reasons
@@ -400,7 +384,7 @@ def metric_epsg(conn: Connection) -> int:
         "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM "
         "(SELECT geom FROM compounds UNION ALL SELECT geom FROM grid_boundaries) g) x")).one()
     if row[0] is None:
-        raise ClassifyError("no compounds and no grids stored: nothing to classify")
+        raise NoBoundaryVersion("no compounds and no grids stored: nothing to classify")
     return utm_epsg((row[0] + row[2]) / 2, (row[1] + row[3]) / 2)
 
 
@@ -422,9 +406,9 @@ def measure_shapely(conn: Connection, level: str = "grid", at: dt.datetime | Non
 
 
 def _frame(rows, columns: list[str]) -> gpd.GeoDataFrame:
-    data = list(zip(*rows)) if rows else [[] for _ in range(len(columns) + 1)]
-    geoms = shapely.from_wkb(np.array([bytes(b) for b in data[-1]], dtype=object)) if rows else []
-    df = pd.DataFrame({c: list(v) for c, v in zip(columns, data[:-1])})
+    data: list[tuple] = list(zip(*rows, strict=True)) if rows else [() for _ in range(len(columns) + 1)]
+    geoms = shapely.from_wkb(np.array([bytes(b) for b in data[-1]], dtype=object)) if rows else np.array([], object)
+    df = pd.DataFrame({c: list(v) for c, v in zip(columns, data[:-1], strict=True)})
     return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=STORAGE_SRID), crs=STORAGE_SRID)
 
 
@@ -555,7 +539,7 @@ def _resolve_version(conn: Connection, at: dt.datetime | None) -> dict:
     version = version_at(conn, at)
     if version is None:
         when = at.isoformat() if at else "now"
-        raise ClassifyError(f"no boundary version is in force at {when}: nothing to classify against")
+        raise NoBoundaryVersion(f"no boundary version is in force at {when}: nothing to classify against")
     return version
 
 
@@ -586,7 +570,7 @@ def store(conn: Connection, result: Classification, version_id: int, digest: str
         _floats(c["fill"]), _floats(c["iou"]), _floats(c["hausdorff_m"]), c["n_units"].tolist(),
         c["n_contained"].tolist(), c["repaired"].astype(bool).tolist(), c["fragile"].tolist(),
     ]
-    copy_rows(conn, "compound_classifications", cols, zip(*values))
+    copy_rows(conn, "compound_classifications", cols, zip(*values, strict=True))
     o = result.overlaps
     m = len(o)
     copy_rows(conn, "compound_overlaps",
@@ -594,7 +578,7 @@ def store(conn: Connection, result: Classification, version_id: int, digest: str
                "unit_area_m2", "significant", "contained"],
               zip([version_id] * m, [result.level] * m, o["compound_id"].tolist(), o["unit_id"].tolist(),
                   o["unit_code"].tolist(), o["overlap_m2"].tolist(), o["width_m"].tolist(),
-                  o["unit_area_m2"].tolist(), o["significant"].tolist(), o["contained"].tolist()))
+                  o["unit_area_m2"].tolist(), o["significant"].tolist(), o["contained"].tolist(), strict=True))
 
 
 def _ints(s: pd.Series) -> list:
@@ -628,7 +612,49 @@ def ensure_classification(conn: Connection, level: str = "grid", at: dt.datetime
         store(conn, result, version["id"], digest, ts)
         run = read_run(conn, version["id"], level)
         recomputed = True
+    assert run is not None  # stored just above when it was missing
     return {**run, "version": version, "recomputed": recomputed}
+
+
+def parse_when(at: str | dt.date | dt.datetime | None) -> dt.datetime | None:
+    """The instant a request's `at` names (a bare date: the end of that local day; None: now); ClassifyError when
+    it is neither a date nor an ISO datetime."""
+    try:
+        return parse_at(at, get_settings().timezone)
+    except ValueError as exc:
+        raise ClassifyError(str(exc)) from exc
+
+
+def run_at(conn: Connection, level: str, at: str | dt.date | dt.datetime | None,
+           rules: ClassifyRules | None = None) -> dict:
+    """`ensure_classification` for a request's `at` (`parse_when`): the up-to-date run in force then."""
+    return ensure_classification(conn, level, parse_when(at), rules or get_rules())
+
+
+def compound_verdict(conn: Connection, compound_id: int, level: str, at: str | dt.date | dt.datetime | None,
+                     rules: ClassifyRules | None = None) -> tuple[dict, dict, pd.DataFrame]:
+    """(run, stored row, overlaps) of one compound at `at`; NotFound when there is no such compound (checked
+    first) or the run has no row for it."""
+    if conn.execute(text("SELECT 1 FROM compounds WHERE id = :i"), {"i": compound_id}).first() is None:
+        raise errors.NotFound(f"there is no compound {compound_id}")
+    run = run_at(conn, level, at, rules)
+    rows = read_results(conn, run["version"]["id"], level, compound_id=compound_id)
+    if rows.empty:  # the compound was added after the stored run; ensure_classification saw it, so unlikely
+        raise errors.NotFound(f"compound {compound_id} has no classification in this version")
+    return run, rows.iloc[0].to_dict(), read_overlaps(conn, run["version"]["id"], level, [compound_id])
+
+
+def outlines(conn: Connection, level: str, at: dt.datetime | None, prefix: str | None
+             ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame | None]:
+    """(units, their grids) a classification map outlines: the level's units in force at `at` whose code starts
+    with `prefix` (all when None), and for micro-grids the grids around them (None for grids)."""
+    _check_level(level)
+
+    def read(table: str) -> gpd.GeoDataFrame:
+        where, params = ("WHERE starts_with(code, :p)", {"p": prefix}) if prefix else ("", {})
+        return read_level(conn, table, at, where, params)
+
+    return (read("grids"), None) if level == "grid" else (read("micro_grids"), read("grids"))
 
 
 def refresh(conn: Connection, at: dt.datetime | None = None, rules: ClassifyRules | None = None) -> dict[str, bool]:
@@ -942,10 +968,11 @@ def to_csv(items: list[dict]) -> str:
 
 def to_geojson(items: list[dict], geoms) -> dict:
     """The table as a GeoJSON FeatureCollection of compound polygons (WGS-84)."""
-    shapes = shapely.from_wkb(np.array([bytes(g) for g in geoms], dtype=object)) if len(geoms) else []
-    shapes = shapely.set_precision(np.asarray(shapes, dtype=object), 1e-7) if len(geoms) else []
+    shapes = np.array([], dtype=object)
+    if len(geoms):
+        shapes = shapely.set_precision(shapely.from_wkb(np.array([bytes(g) for g in geoms], dtype=object)), 1e-7)
     return {
         "type": "FeatureCollection",
         "features": [{"type": "Feature", "id": it["compound_id"], "properties": it,
-                      "geometry": shapely.geometry.mapping(g)} for it, g in zip(items, shapes)],
+                      "geometry": shapely.geometry.mapping(g)} for it, g in zip(items, shapes, strict=True)],
     }

@@ -29,24 +29,32 @@ import io
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, text
 
+from geo.errors import DomainError, Kind
 from geo.settings import Rules, get_settings
-from geo.staff.register import ACTIVE_SQL, BUILDING_LOCATION_SQL, ROLE_LABELS, today
+from geo.staff.register import ACTIVE_SQL, BUILDING_LOCATION_SQL, ROLE_LABELS, Allowed, phone_visible, today
 from geo.store.load import parse_at, version_at
 
 STATUSES = ("missing_role", "over_capacity", "under_capacity", "covered", "empty")
 STATUS_LABELS = {
-    "missing_role": "缺岗", "over_capacity": "超负荷", "under_capacity": "不足额", "covered": "已覆盖", "empty": "无住户",
+    "missing_role": "缺岗", "over_capacity": "超负荷", "under_capacity": "不足额", "covered": "已覆盖",
+    "empty": "无住户",
 }
 GRID_ROLES = ("grid_chief", "grid_worker_fulltime", "grid_worker_parttime", "volunteer", "seconded_cadre")
 
 
-class CoverageError(ValueError):
+class CoverageError(DomainError, ValueError):
     """A coverage request that cannot be answered (inconsistent filter codes, a bad date)."""
+
+    slug: ClassVar[str] = "validation-error"
+    kind: ClassVar[Kind] = "invalid"
+    title: ClassVar[str | None] = "Invalid request"
 
 
 def scope_prefix(street: str | None = None, community: str | None = None, grid: str | None = None) -> str:
@@ -68,13 +76,12 @@ def resolve_at(at: str | dt.date | dt.datetime | None) -> tuple[dt.datetime, dt.
     """(instant for boundaries, date for assignments) of an `at` value; now/today when None."""
     if at is None or at == "":
         d = today()
-        return dt.datetime.now(dt.timezone.utc), d
+        return dt.datetime.now(dt.UTC), d
     try:
         ts = parse_at(at, get_settings().timezone)
     except ValueError as exc:
         raise CoverageError(str(exc)) from exc
-    from zoneinfo import ZoneInfo
-
+    assert ts is not None  # parse_at answers None only for an empty `at`, handled above
     return ts, ts.astimezone(ZoneInfo(get_settings().timezone)).date()
 
 
@@ -143,6 +150,7 @@ def _frame(conn: Connection, sql: str, params: dict, columns: list[str], dtypes:
     import psycopg
 
     raw = conn.connection.driver_connection
+    assert raw is not None  # a checked-out connection always holds its psycopg connection
     query = psycopg.ClientCursor(raw).mogrify(_PARAM.sub(r"%(\1)s", sql.replace("%", "%%")), params)
     buf = io.BytesIO()
     with raw.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)") as copy:
@@ -178,13 +186,14 @@ def _people_lists(rows: pd.DataFrame, key: str, names: dict, extra: tuple[str, .
     order = np.lexsort((pids, pd.factorize(roles, sort=True)[0], keys))
     keys, roles, pids = keys[order], roles[order].tolist(), pids[order].tolist()
     values = [rows[c].to_numpy(dtype=np.int64)[order].tolist() for c in extra]  # callers pass filled ints
-    items = [{"id": p, "name": names.get(p), "role": r} for p, r in zip(pids, roles)]
-    for k, vals in zip(extra, values):
-        for item, v in zip(items, vals):
+    items = [{"id": p, "name": names.get(p), "role": r} for p, r in zip(pids, roles, strict=True)]
+    for k, vals in zip(extra, values, strict=True):
+        for item, v in zip(items, vals, strict=True):
             item[k] = v
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     ends = np.r_[starts[1:], len(keys)]
-    return pd.Series([items[i:j] for i, j in zip(starts.tolist(), ends.tolist())], index=keys[starts], dtype=object)
+    groups = [items[i:j] for i, j in zip(starts.tolist(), ends.tolist(), strict=True)]
+    return pd.Series(groups, index=keys[starts], dtype=object)
 
 
 def _lists(index: pd.Index, lists: pd.Series) -> list:
@@ -237,7 +246,9 @@ def coverage_report(conn: Connection, prefix: str = "", at: str | dt.date | dt.d
     """, params, ["id", "code", "name", "kind", "community_code"] + (["geometry"] if with_geometry else []),
                 {"id": "int64", "code": str, "name": str, "kind": str, "community_code": str, "geometry": str})
     ids = sorted(set(act["person_id"].astype(int).tolist()))
-    names = dict(conn.execute(text("SELECT id, name FROM people WHERE id = ANY(:i)"), {"i": ids}).all()) if ids else {}
+    names: dict[int, str] = (
+        {r.id: r.name for r in conn.execute(text("SELECT id, name FROM people WHERE id = ANY(:i)"), {"i": ids})}
+        if ids else {})
 
     # Households each assignment serves: a unit's (or the given count), a building's (or the given count).
     unit_hh = units.set_index("id")["households"]
@@ -364,6 +375,33 @@ def coverage_report(conn: Connection, prefix: str = "", at: str | dt.date | dt.d
     return report
 
 
+def people_index(conn: Connection, report: CoverageReport, allowed: Allowed) -> dict[str, dict]:
+    """Everyone the report names, by id: name, party membership, and the phone only where `phone_visible` (on the
+    public board, or `allowed` covers a grid, building or unit of the report the person serves)."""
+    codes: dict[int, set[str]] = {}
+
+    def add(people, code) -> None:
+        for p in people or []:
+            codes.setdefault(int(p["id"]), set()).add(code)
+
+    for r in report.grids.itertuples():
+        add(r.people, r.code)
+    for r in report.buildings.itertuples():
+        add(r.people, r.scope_code)
+        add(r.building_stewards, r.scope_code)
+    for r in report.units.itertuples():
+        add(r.people, r.scope_code)
+        add(r.stewards, r.scope_code)
+    if not codes:
+        return {}
+    rows = conn.execute(text("SELECT id, name, phone, phone_public, party_member FROM people WHERE id = ANY(:i)"),
+                        {"i": list(codes)}).mappings().all()
+    return {str(r["id"]): {"name": r["name"],
+                           "phone": r["phone"] if phone_visible(r["phone_public"], codes[r["id"]], allowed) else None,
+                           "phone_public": r["phone_public"], "party_member": r["party_member"]}
+            for r in rows}
+
+
 def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 6) if whole else None
 
@@ -378,7 +416,7 @@ def totals(report: CoverageReport, rules: Rules | None = None) -> dict:
     uh = u[u["households"] > 0]
     households = int(uh["households"].sum())
     stewarded = int(uh["stewarded"].sum())
-    out = {
+    out: dict[str, Any] = {
         "grids": len(g),
         "comprehensive_grids": int(comp.sum()),
         "grids_with_fulltime_worker": int(((g["grid_worker_fulltime"] > 0) & comp).sum()),

@@ -9,10 +9,11 @@ A building's jurisdiction code is that of the grid in force whose boundary cover
 surface; on a shared edge the grid with the smallest code), else its community's code.
 
 Who may write is decided on the jurisdiction of what is written, never on the caller's own: the writes on people
-and assignments (`update_person`, `create_assignment`, `end_assignment`, `import_staff`) take ``allowed(code)``
-(the caller's ``Principal.covers``; None = no restriction, the local CLI) and check the target of an assignment AND
-every person touched with `covers_person`, the same rule that decides whether a caller sees a person at all. A
-refusal is `OutOfJurisdiction`.
+and assignments (`update_person`, `create_assignment`, `end_assignment`, `import_staff`) take the ``caller`` (a
+`Caller`, such as `geo.access.users.Principal`; None = no restriction, the local CLI) and check the target of an
+assignment AND every person touched with `covers_person`, the same rule that decides whether a caller sees a
+person at all (and their phone: `phone_visible`). A refusal is `OutOfJurisdiction` (403), naming the jurisdiction
+needed and the caller's own.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -30,8 +32,10 @@ import pandas as pd
 from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.orm import Session
 
-from geo.store.models import Building, Grid, MicroGrid, Person, StaffAssignment, StaffRole, TargetType, Unit
+from geo.errors import DomainError, Kind
 from geo.settings import get_settings
+from geo.store.models import Building, Grid, MicroGrid, Person, StaffAssignment, StaffRole, TargetType, Unit
+from geo.store.versions import in_force
 
 #: Chinese names of the roles (for pages, exports and imports).
 ROLE_LABELS: dict[str, str] = {
@@ -63,9 +67,11 @@ ROLE_ALIASES: dict[str, str] = {
     **{r: r for r in ROLE_LABELS},
     **{v: k for k, v in ROLE_LABELS.items()},
     "网格长": "grid_chief", "gridchief": "grid_chief", "chief": "grid_chief",
-    "专职网格员": "grid_worker_fulltime", "网格员": "grid_worker_fulltime", "fulltimegridworker": "grid_worker_fulltime",
-    "fulltime": "grid_worker_fulltime", "gridworker": "grid_worker_fulltime",
-    "兼职网格员": "grid_worker_parttime", "parttimegridworker": "grid_worker_parttime", "parttime": "grid_worker_parttime",
+    "专职网格员": "grid_worker_fulltime", "网格员": "grid_worker_fulltime",
+    "fulltimegridworker": "grid_worker_fulltime", "fulltime": "grid_worker_fulltime",
+    "gridworker": "grid_worker_fulltime",
+    "兼职网格员": "grid_worker_parttime", "parttimegridworker": "grid_worker_parttime",
+    "parttime": "grid_worker_parttime",
     "志愿者": "volunteer", "网格志愿者": "volunteer",
     "楼栋长": "building_head", "楼长": "building_head", "buildinghead": "building_head",
     "单元长": "unit_head", "unithead": "unit_head",
@@ -103,31 +109,43 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 BUILDING_LOCATION_SQL = """
     LEFT JOIN LATERAL (
         SELECT g.id AS grid_id, g.code AS grid_code, g.community_id AS grid_community_id
-        FROM grids_at(CAST(:ts AS timestamptz)) g
-        WHERE ST_Covers(g.geom, ST_PointOnSurface(b.geom))
-        ORDER BY g.code LIMIT 1
+        FROM grids_covering(CAST(:ts AS timestamptz), ST_PointOnSurface(b.geom)) g  -- the shared-edge rule
     ) loc ON TRUE
     LEFT JOIN communities bc ON bc.id = coalesce(loc.grid_community_id, b.community_id)
 """
 
 #: SQL predicate: assignment alias `a` in force on date :d.
-ACTIVE_SQL = "(a.valid_from <= CAST(:d AS date) AND (a.valid_to IS NULL OR a.valid_to > CAST(:d AS date)))"
+ACTIVE_SQL = in_force("a", "CAST(:d AS date)")
 
 
-class StaffError(ValueError):
+class StaffError(DomainError, ValueError):
     """A staff write refused (unknown person or target, a role on the wrong target, a bad period)."""
+
+    slug: ClassVar[str] = "staff-invalid"
+    kind: ClassVar[Kind] = "invalid"
+    title: ClassVar[str | None] = "Invalid staff change"
 
 
 class NotFound(StaffError):
     """The person, assignment or target does not exist."""
 
+    slug = "not-found"
+    kind = "not-found"
+    title = None
+
 
 class OutOfJurisdiction(StaffError):
     """A write on a target or person outside the caller's jurisdiction. `required` is a code the caller would need
-    to cover (None: the whole district), `codes` the units the person is tied to (for a person)."""
+    to cover (None: the whole district), `codes` the units the person is tied to (for a person), `yours` the
+    caller's own jurisdiction; the message names it, the problem carries both codes."""
 
-    def __init__(self, message: str, required: str | None = None, codes: Iterable[str] = ()):
-        super().__init__(message)
+    slug = "out-of-jurisdiction"
+    kind = "forbidden"
+    title = None
+
+    def __init__(self, message: str, required: str | None = None, codes: Iterable[str] = (),
+                 yours: str | None = None):
+        super().__init__(f"{message} ({yours})", required_jurisdiction=required, your_jurisdiction=yours)
         self.required = required
         self.codes = list(codes)
 
@@ -135,6 +153,16 @@ class OutOfJurisdiction(StaffError):
 #: ``allowed(code)``: whether the caller's jurisdiction covers a unit code (None = the whole district), as
 #: `geo.access.users.Principal.covers`.
 Allowed = Callable[[str | None], bool]
+
+
+class Caller(Protocol):
+    """Who writes, as far as the staff rules care (`geo.access.users.Principal` is one): what their jurisdiction
+    covers, and its code (named in a refusal)."""
+
+    @property
+    def jurisdiction_code(self) -> str | None: ...
+
+    def covers(self, code: str | None) -> bool: ...
 
 
 @dataclass
@@ -152,11 +180,15 @@ class ImportProblem:
 class StaffImportError(StaffError):
     """An import refused as a whole; `problems` names every bad row (nothing was written)."""
 
+    slug = "import-refused"
+    title = "Import refused"
+
     def __init__(self, problems: list[ImportProblem]):
-        self.problems = problems
         head = "; ".join(str(p) for p in problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        super().__init__(f"{len(problems)} problem(s) in the import file, nothing written: {head}{more}")
+        super().__init__(f"{len(problems)} problem(s) in the import file, nothing written: {head}{more}",
+                         problems=[{"row": p.row, "column": p.column, "message": p.message} for p in problems])
+        self.problems = problems
 
 
 @dataclass
@@ -242,26 +274,24 @@ def building_codes(conn: Connection, building_ids: Iterable[int], at: dt.date | 
     return {r.id: r.code for r in rows}
 
 
-def target_code(session: Session, target_type: str, target_id: int, at: dt.date | None = None) -> str:
-    """The jurisdiction code of an assignment's target (a grid, micro-grid, building or unit); NotFound if absent."""
+def target_code(session: Session, target_type: str, target_id: int, at: dt.date | None = None) -> str | None:
+    """The jurisdiction code of an assignment's target (a grid, micro-grid, building or unit; None for a building
+    in no grid and no community); NotFound if the target does not exist."""
     target_type = normalise_target_type(target_type)
-    if target_type == "grid":
-        code = session.scalar(select(Grid.code).where(Grid.id == target_id))
-    elif target_type == "micro_grid":
-        code = session.scalar(select(MicroGrid.code).where(MicroGrid.id == target_id))
-    else:
-        building_id = target_id
-        if target_type == "unit":
-            building_id = session.scalar(select(Unit.building_id).where(Unit.id == target_id))
-        elif session.scalar(select(Building.id).where(Building.id == target_id)) is None:
-            building_id = None
-        if building_id is None:
+    if target_type in ("grid", "micro_grid"):
+        model = Grid if target_type == "grid" else MicroGrid
+        code = session.scalar(select(model.code).where(model.id == target_id))
+        if code is None:
             raise NotFound(f"no {target_type} with id {target_id}")
-        code = building_codes(session.connection(), [building_id], at).get(building_id)
         return code
-    if code is None:
+    building_id: int | None = target_id
+    if target_type == "unit":
+        building_id = session.scalar(select(Unit.building_id).where(Unit.id == target_id))
+    elif session.scalar(select(Building.id).where(Building.id == target_id)) is None:
+        building_id = None
+    if building_id is None:
         raise NotFound(f"no {target_type} with id {target_id}")
-    return code
+    return building_codes(session.connection(), [building_id], at).get(building_id)
 
 
 def person_codes(session: Session, person_id: int, at: dt.date | None = None) -> list[str]:
@@ -292,6 +322,12 @@ def covers_person(codes: Iterable[str | None], allowed: Allowed) -> bool:
     return any(allowed(c) for c in codes) if codes else allowed(None)
 
 
+def phone_visible(phone_public: bool | None, codes: Iterable[str | None], allowed: Allowed) -> bool:
+    """THE phone rule: a person's phone shows when it is on the public notice board (公示牌) or the caller reaches
+    the person through one of `codes` (`covers_person`); otherwise it is hidden."""
+    return bool(phone_public) or covers_person(codes, allowed)
+
+
 def people_in_reach(conn: Connection, person_ids: Iterable[int], allowed: Allowed | None = None,
                     at: dt.date | None = None) -> dict[int, dict]:
     """The register rows (as `list_people`: codes, roles) of those `person_ids` that exist and that `allowed`
@@ -304,25 +340,26 @@ def people_in_reach(conn: Connection, person_ids: Iterable[int], allowed: Allowe
     return {int(r["id"]): r for r in rows if allowed is None or covers_person(r["codes"], allowed)}
 
 
-def person_in_reach(conn: Connection, person_id: int, allowed: Allowed | None, at: dt.date | None = None) -> dict:
-    """One person's register row when `allowed` reaches them (`covers_person`); NotFound when there is no such
+def person_in_reach(conn: Connection, person_id: int, caller: Caller | None, at: dt.date | None = None) -> dict:
+    """One person's register row when the `caller` reaches them (`covers_person`); NotFound when there is no such
     person, OutOfJurisdiction (naming the units they are tied to) when they are someone else's."""
     rows, _ = list_people(conn, "", at, person_ids=[int(person_id)], limit=1)
     if not rows:
-        raise NotFound(f"no person with id {person_id}")
+        raise NotFound(f"there is no person {person_id}")
     row = rows[0]
-    if allowed is not None and not covers_person(row["codes"], allowed):
+    if caller is not None and not covers_person(row["codes"], caller.covers):
         codes = list(row["codes"])
         raise OutOfJurisdiction(f"person {person_id} is tied to {', '.join(codes) or 'no unit'}, outside your "
-                                "jurisdiction", required=codes[0] if codes else None, codes=codes)
+                                "jurisdiction", required=codes[0] if codes else None, codes=codes,
+                                yours=caller.jurisdiction_code)
     return row
 
 
-def ensure_target_allowed(code: str | None, allowed: Allowed | None, what: str) -> None:
-    """OutOfJurisdiction unless `allowed` covers the target's jurisdiction `code`."""
-    if allowed is not None and not allowed(code):
+def ensure_target_allowed(code: str | None, caller: Caller | None, what: str) -> None:
+    """OutOfJurisdiction unless the `caller`'s jurisdiction covers the target's jurisdiction `code`."""
+    if caller is not None and not caller.covers(code):
         raise OutOfJurisdiction(f"{what} lies in {code or 'the whole district (admin)'}, outside your jurisdiction",
-                                required=code)
+                                required=code, yours=caller.jurisdiction_code)
 
 
 def audit_codes(codes: Iterable[str | None]) -> list[str | None]:
@@ -330,7 +367,7 @@ def audit_codes(codes: Iterable[str | None]) -> list[str | None]:
     planner reads the entries whose code starts with theirs): the distinct codes given, in order, less those that
     another given code lies inside (that one's entry is already visible there); [None] when none is given."""
     given = list(dict.fromkeys(c for c in codes if c))
-    out = [c for c in given if not any(o != c and o.startswith(c) for o in given)]
+    out: list[str | None] = [c for c in given if not any(o != c and o.startswith(c) for o in given)]
     return out or [None]
 
 
@@ -356,10 +393,10 @@ def create_person(session: Session, name: str, phone: str | None = None, phone_p
 PERSON_FIELDS = ("name", "phone", "phone_public", "party_member", "home_building_id")
 
 
-def update_person(session: Session, person_id: int, *, allowed: Allowed | None = None, **changes) -> Person:
+def update_person(session: Session, person_id: int, *, caller: Caller | None = None, **changes) -> Person:
     """Change a person's name, phone, public-board flag, party membership or home building.
 
-    With `allowed`, the person must be one the caller reaches (`covers_person`) and a new home building must lie
+    With a `caller`, the person must be one the caller reaches (`covers_person`) and a new home building must lie
     in the caller's jurisdiction; OutOfJurisdiction otherwise.
     """
     person = session.get(Person, person_id)
@@ -370,14 +407,14 @@ def update_person(session: Session, person_id: int, *, allowed: Allowed | None =
         raise StaffError(f"cannot change {', '.join(sorted(unknown))}")
     if "name" in changes and not (changes["name"] or "").strip():
         raise StaffError("a person needs a name")
-    if allowed is not None:
-        person_in_reach(session.connection(), person_id, allowed)
+    if caller is not None:
+        person_in_reach(session.connection(), person_id, caller)
     if changes.get("home_building_id") is not None:
         home = changes["home_building_id"]
         codes = building_codes(session.connection(), [home])
         if home not in codes:
             raise NotFound(f"no building with id {home} (home building)")
-        ensure_target_allowed(codes[home], allowed, f"the new home building {home}")
+        ensure_target_allowed(codes[home], caller, f"the new home building {home}")
     for k, v in changes.items():
         setattr(person, k, v.strip() if k == "name" else v)
     session.flush()
@@ -401,9 +438,61 @@ def assignment_dict(a: StaffAssignment) -> dict:
     }
 
 
-def _target_id(a: StaffAssignment) -> int | None:
-    return {"grid": a.grid_id, "micro_grid": a.micro_grid_id, "building": a.building_id, "unit": a.unit_id}[
-        a.target_type.value if isinstance(a.target_type, TargetType) else a.target_type]
+def _target_type(a: StaffAssignment) -> str:
+    return a.target_type.value if isinstance(a.target_type, TargetType) else a.target_type
+
+
+def _target_id(a: StaffAssignment) -> int:
+    target = {"grid": a.grid_id, "micro_grid": a.micro_grid_id, "building": a.building_id, "unit": a.unit_id}[
+        _target_type(a)]
+    assert target is not None  # the table's check constraint: the column of the target type is set
+    return target
+
+
+def get_person(session: Session, person_id: int) -> Person:
+    """A person on the register; NotFound when there is none."""
+    person = session.get(Person, person_id)
+    if person is None:
+        raise NotFound(f"there is no person {person_id}")
+    return person
+
+
+def get_assignment(session: Session, assignment_id: int) -> StaffAssignment:
+    """An assignment (in force or not); NotFound when there is none."""
+    a = session.get(StaffAssignment, assignment_id)
+    if a is None:
+        raise NotFound(f"there is no assignment {assignment_id}")
+    return a
+
+
+def assignment_code(session: Session, a: StaffAssignment) -> str | None:
+    """The jurisdiction code of an assignment: its target's, on the day the assignment starts."""
+    return target_code(session, _target_type(a), _target_id(a), a.valid_from)
+
+
+def home_building_code(conn: Connection, building_id: int | None) -> str | None:
+    """The jurisdiction code of a person's home building (None without one); NotFound when there is no building."""
+    if building_id is None:
+        return None
+    codes = building_codes(conn, [building_id])
+    if building_id not in codes:
+        raise NotFound(f"there is no building {building_id}")
+    return codes[building_id]
+
+
+def resolve_target(session: Session, target_type: str, target_id: int | None = None,
+                   code: str | None = None) -> tuple[str, int]:
+    """(target type, target id) of an assignment named by id, or a grid or micro-grid by its code."""
+    ttype = normalise_target_type(target_type)
+    if target_id is not None:
+        return ttype, target_id
+    if not code or ttype not in ("grid", "micro_grid"):
+        raise StaffError("give target_id (or target_code for a grid or micro-grid)")
+    model = Grid if ttype == "grid" else MicroGrid
+    found = session.scalar(select(model.id).where(model.code == code))
+    if found is None:
+        raise NotFound(f"no {ttype.replace('_', '-')} with code {code}")
+    return ttype, found
 
 
 def _check_role_target(role: str, target_type: str) -> None:
@@ -414,10 +503,10 @@ def _check_role_target(role: str, target_type: str) -> None:
 
 def create_assignment(session: Session, person_id: int, role: str, target_type: str, target_id: int,
                       households: int | None = None, valid_from: dt.date | str | None = None,
-                      valid_to: dt.date | str | None = None, allowed: Allowed | None = None) -> StaffAssignment:
+                      valid_to: dt.date | str | None = None, caller: Caller | None = None) -> StaffAssignment:
     """Give a person a role over a target from `valid_from` (today by default) until `valid_to` (open).
 
-    With `allowed`, both the target (its jurisdiction on `valid_from`) and the person (tied today to a unit the
+    With a `caller`, both the target (its jurisdiction on `valid_from`) and the person (tied today to a unit the
     caller covers: `covers_person`) must be the caller's; OutOfJurisdiction otherwise. So no one can pull a person
     of another community into their own grid and then read or change them.
     """
@@ -426,7 +515,7 @@ def create_assignment(session: Session, person_id: int, role: str, target_type: 
     _check_role_target(role, target_type)
     if session.get(Person, person_id) is None:
         raise NotFound(f"no person with id {person_id}")
-    start = as_date(valid_from, today())
+    start = as_date(valid_from) or today()
     end = as_date(valid_to)
     if end is not None and end < start:
         raise StaffError(f"the assignment ends ({end}) before it starts ({start})")
@@ -434,16 +523,16 @@ def create_assignment(session: Session, person_id: int, role: str, target_type: 
     target = session.get(model, target_id)
     if target is None:
         raise NotFound(f"no {target_type} with id {target_id}")
-    if allowed is not None:
-        ensure_target_allowed(target_code(session, target_type, target_id, start), allowed,
+    if caller is not None:
+        ensure_target_allowed(target_code(session, target_type, target_id, start), caller,
                               f"{target_type.replace('_', '-')} {target_id}")
-        person_in_reach(session.connection(), person_id, allowed)
+        person_in_reach(session.connection(), person_id, caller)
     if households is not None:
         if role != "steward":
             raise StaffError("only a steward's assignment counts households")
         if households <= 0:
             raise StaffError("households must be a positive number")
-        available = (target.households if target_type == "unit" else
+        available = (target.households if isinstance(target, Unit) else
                      session.scalar(text("SELECT coalesce(sum(households), 0) FROM units WHERE building_id = :b"),
                                     {"b": target_id}))
         if households > available:
@@ -456,22 +545,20 @@ def create_assignment(session: Session, person_id: int, role: str, target_type: 
 
 
 def end_assignment(session: Session, assignment_id: int, valid_to: dt.date | str | None = None,
-                   allowed: Allowed | None = None) -> StaffAssignment:
+                   caller: Caller | None = None) -> StaffAssignment:
     """End an assignment on `valid_to` (today by default; it is no longer in force from that day); never deletes.
 
-    With `allowed`, the assignment's target (its jurisdiction on `valid_from`) must be the caller's and its person
+    With a `caller`, the assignment's target (its jurisdiction on `valid_from`) must be the caller's and its person
     one the caller reaches today (`covers_person`; an assignment in force ties its person to its target, so this
     refuses only ending a not-yet-started or past assignment of someone who is otherwise another community's).
     """
     a = session.get(StaffAssignment, assignment_id)
     if a is None:
         raise NotFound(f"no assignment with id {assignment_id}")
-    if allowed is not None:
-        ttype = a.target_type.value if isinstance(a.target_type, TargetType) else a.target_type
-        ensure_target_allowed(target_code(session, ttype, _target_id(a), a.valid_from), allowed,
-                              f"assignment {assignment_id}")
-        person_in_reach(session.connection(), a.person_id, allowed)
-    end = as_date(valid_to, today())
+    if caller is not None:
+        ensure_target_allowed(assignment_code(session, a), caller, f"assignment {assignment_id}")
+        person_in_reach(session.connection(), a.person_id, caller)
+    end = as_date(valid_to) or today()
     if a.valid_to is not None and a.valid_to <= end:
         raise StaffError(f"assignment {assignment_id} already ended on {a.valid_to}")
     if end < a.valid_from:
@@ -503,14 +590,15 @@ def read_staff_table(source: str | Path | bytes, filename: str | None = None) ->
             raise StaffError("the CSV file is neither UTF-8 nor GB18030 text")
         df = pd.read_csv(io.StringIO(text_), dtype=str, keep_default_na=False)
     else:
-        raise StaffError(f"{filename or source}: expected a .csv or .xlsx file")
+        raise StaffError(f"{filename or str(source)}: expected a .csv or .xlsx file")
     return canonical_columns(df)
 
 
 def canonical_columns(df: pd.DataFrame) -> pd.DataFrame:
     """A staff sheet's columns renamed to the canonical names; StaffError when name or role is missing."""
     lookup = {_norm(alias): canon for canon, aliases in COLUMN_ALIASES.items() for alias in aliases}
-    renamed, unknown = {}, []
+    renamed: dict[str, str] = {}
+    unknown: list[str] = []
     for col in df.columns:
         canon = lookup.get(_norm(col))
         if canon is None:
@@ -564,8 +652,8 @@ def _lookup(conn: Connection, sql: str, **params) -> pd.DataFrame:
 
 def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, filename: str | None = None,
                  default_valid_from: dt.date | None = None,
-                 allowed: Callable[[str | None], bool] | None = None) -> ImportResult:
-    """Import people and their assignments from a sheet, all or nothing; `allowed(code)` vets every row.
+                 caller: Caller | None = None) -> ImportResult:
+    """Import people and their assignments from a sheet, all or nothing; the `caller`'s jurisdiction vets every row.
 
     One row per assignment (a person repeats on several rows); a row with a role but no target only registers the
     person. A row names a registered person by ``person_id`` (人员ID), else people are matched to the register by
@@ -573,11 +661,12 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
     ``building_code`` (or ``building_id``), plus ``unit_number`` for a unit. Raises StaffImportError listing every
     problem by spreadsheet row when anything is wrong.
 
-    With `allowed` (an HTTP caller), each row's target and a new person's home building must lie in the caller's
+    With a `caller` (over HTTP), each row's target and a new person's home building must lie in the caller's
     jurisdiction, a ``person_id`` must be a person the caller reaches (`covers_person`; "no person N in your
     jurisdiction" whether they are someone else's or do not exist), and name-and-phone matching only considers
     the people the caller reaches (a namesake elsewhere gets a new register entry, never this caller's role).
     """
+    allowed = caller.covers if caller is not None else None
     df = canonical_columns(source) if isinstance(source, pd.DataFrame) else read_staff_table(source, filename)
     for col in COLUMN_ALIASES:
         if col not in df.columns:
@@ -590,10 +679,10 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
     conn = session.connection()
     start_default = default_valid_from or today()
 
-    for i in np.flatnonzero((df["name"] == "").to_numpy()):
-        problems.append(ImportProblem(int(i) + 2, "name", "empty name"))
+    for i in np.flatnonzero((df["name"] == "").to_numpy()).tolist():
+        problems.append(ImportProblem(i + 2, "name", "empty name"))
     roles = [ROLE_ALIASES.get(_norm(v)) if v else None for v in df["role"]]
-    for i, (raw, role) in enumerate(zip(df["role"], roles)):
+    for i, (raw, role) in enumerate(zip(df["role"], roles, strict=True)):
         if raw and role is None:
             problems.append(ImportProblem(i + 2, "role", f"unknown role {raw!r}"))
     phone_public = _flag(df["phone_public"], "phone_public", problems)
@@ -601,10 +690,10 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
     valid_from = _dates(df["valid_from"], "valid_from", problems, start_default)
     valid_to = _dates(df["valid_to"], "valid_to", problems, None)
     households = pd.to_numeric(df["households"].replace("", np.nan), errors="coerce")
-    for i in np.flatnonzero((households.isna() & (df["households"] != "")).to_numpy()):
-        problems.append(ImportProblem(int(i) + 2, "households", f"{df['households'].iloc[i]!r} is not a number"))
-    for i in np.flatnonzero((households <= 0).to_numpy()):
-        problems.append(ImportProblem(int(i) + 2, "households", "households must be positive"))
+    for i in np.flatnonzero((households.isna() & (df["households"] != "")).to_numpy()).tolist():
+        problems.append(ImportProblem(i + 2, "households", f"{df['households'].iloc[i]!r} is not a number"))
+    for i in np.flatnonzero((households <= 0).to_numpy()).tolist():
+        problems.append(ImportProblem(i + 2, "households", "households must be positive"))
 
     # Buildings by id or by (community code, building code): one lookup for the whole file.
     blds = _lookup(conn, "SELECT b.id, b.code, c.code AS community_code FROM buildings b "
@@ -729,23 +818,24 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
         grid_code = {v: k for k, v in grids.items()}
         micro_code = {v: k for k, v in micros.items()}
         unit_codes = building_codes(conn, [unit_building[t[1]] for t in targets if t and t[0] == "unit"], start_default)
-        for i, t in enumerate(targets):
-            if t is None:
+        for i, tgt in enumerate(targets):
+            if tgt is None:
                 code = None
-            elif t[0] == "grid":
-                code = grid_code[t[1]]
-            elif t[0] == "micro_grid":
-                code = micro_code[t[1]]
-            elif t[0] == "building":
-                code = codes.get(t[1])
+            elif tgt[0] == "grid":
+                code = grid_code[tgt[1]]
+            elif tgt[0] == "micro_grid":
+                code = micro_code[tgt[1]]
+            elif tgt[0] == "building":
+                code = codes.get(tgt[1])
             else:
-                code = unit_codes.get(unit_building[t[1]])
-            if (t is not None or (home[i] is None and i not in named_ids)) and not allowed(code):
+                code = unit_codes.get(unit_building[tgt[1]])
+            own_home = home[i]
+            if (tgt is not None or (own_home is None and i not in named_ids)) and not allowed(code):
                 problems.append(ImportProblem(i + 2, None, f"the target ({code or 'no jurisdiction'}) lies outside "
                                                            "your jurisdiction"))
-            if home[i] is not None and i not in named_ids and not allowed(codes.get(home[i])):
+            if own_home is not None and i not in named_ids and not allowed(codes.get(own_home)):
                 problems.append(ImportProblem(i + 2, "home_building_code",
-                                              f"the home building ({codes.get(home[i]) or 'no jurisdiction'}) lies "
+                                              f"the home building ({codes.get(own_home) or 'no jurisdiction'}) lies "
                                               "outside your jurisdiction"))
     if problems:
         raise StaffImportError(sorted(problems, key=lambda p: p.row))
@@ -754,8 +844,8 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
     # to the register by name and phone among the people the caller reaches (`covers_person`): someone of another
     # community with the same name is a different person to this caller, never silently taken over.
     keys = [("#id", str(named_ids[i])) if i in named_ids else (name, phone)
-            for i, (name, phone) in enumerate(zip(df["name"], df["phone"]))]
-    existing = {}
+            for i, (name, phone) in enumerate(zip(df["name"], df["phone"], strict=True))]
+    existing: dict[tuple[str, str], int] = {}
     named = sorted({k[0] for k in keys if k[0] != "#id"})
     candidates = session.execute(select(Person.id, Person.name, Person.phone).where(Person.name.in_(named))
                                  .order_by(Person.id)).all()
@@ -783,13 +873,14 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
         created += 1
     touched = sorted({c for pid in person_of.values() if pid in reach for c in reach[pid]["codes"] if c})
     rows = []
-    for i, t in enumerate(targets):
-        if t is None:
+    for i, tgt in enumerate(targets):
+        if tgt is None:
             continue
+        t = tgt[0]
         rows.append({
-            "person_id": person_of[keys[i]], "role": roles[i], "target_type": t[0],
-            "grid_id": t[1] if t[0] == "grid" else None, "micro_grid_id": t[1] if t[0] == "micro_grid" else None,
-            "building_id": t[1] if t[0] == "building" else None, "unit_id": t[1] if t[0] == "unit" else None,
+            "person_id": person_of[keys[i]], "role": roles[i], "target_type": t,
+            "grid_id": tgt[1] if t == "grid" else None, "micro_grid_id": tgt[1] if t == "micro_grid" else None,
+            "building_id": tgt[1] if t == "building" else None, "unit_id": tgt[1] if t == "unit" else None,
             "households": None if np.isnan(households.iloc[i]) else int(households.iloc[i]),
             "valid_from": valid_from[i], "valid_to": valid_to[i],
         })

@@ -35,18 +35,23 @@ import datetime as dt
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from pyproj import Transformer
 from sqlalchemy import Connection, text
 
-from geo.spatial.crs import STORAGE_SRID, utm_epsg
+from geo.errors import DomainError, Kind
 from geo.settings import Rules, get_settings
+from geo.spatial.crs import STORAGE_SRID, utm_epsg
+from geo.staff.coverage import ensure_statistics
 from geo.staff.register import (
     ACTIVE_SQL,
     BUILDING_LOCATION_SQL,
     Allowed,
+    Caller,
+    as_date,
     end_of_day,
     people_in_reach,
     today,
@@ -58,8 +63,12 @@ COST_SCALE = 100
 DEFAULT_SPLIT_SECONDS = 0.25
 
 
-class PlanError(ValueError):
+class PlanError(DomainError, ValueError):
     """A planning request that cannot be run (bad scope, unknown people)."""
+
+    slug: ClassVar[str] = "plan-invalid"
+    kind: ClassVar[Kind] = "invalid"
+    title: ClassVar[str | None] = "Invalid plan request"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -82,6 +91,8 @@ class Instance:
     hi: int
     fixed: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
     fixed_load: np.ndarray | None = None
+    #: `fixed_load` as given, else summed from `fixed` (what the solver reads).
+    kept_load: np.ndarray = field(init=False)
 
     def __post_init__(self):
         self.households = np.asarray(self.households, dtype=np.int64)
@@ -95,7 +106,7 @@ class Instance:
             own = self.fixed[self.fixed[:, 0] >= 0]
             np.add.at(load, own[:, 0], own[:, 2])
             self.fixed_load = load
-        self.fixed_load = np.asarray(self.fixed_load, dtype=np.int64)
+        self.kept_load = self.fixed_load = np.asarray(self.fixed_load, dtype=np.int64)
 
     @property
     def n_stewards(self) -> int:
@@ -131,14 +142,15 @@ def check_feasibility(inst: Instance) -> tuple[str | None, dict]:
     kept = int(inst.fixed[:, 2].sum())
     total = int(inst.households.sum())
     n_s = inst.n_stewards
-    cap = hi - inst.fixed_load
-    low = np.maximum(lo - inst.fixed_load, 0)
-    numbers = {"households": total, "stewards": n_s, "kept_households": kept, "to_assign": int(demand.sum()),
-               "max_servable": int(np.maximum(cap, 0).sum()) + kept, "min_needed": int(low.sum())}
+    cap = hi - inst.kept_load
+    low = np.maximum(lo - inst.kept_load, 0)
+    numbers: dict[str, Any] = {
+        "households": total, "stewards": n_s, "kept_households": kept, "to_assign": int(demand.sum()),
+        "max_servable": int(np.maximum(cap, 0).sum()) + kept, "min_needed": int(low.sum())}
     over = np.flatnonzero(cap < 0)
     if over.size:
         numbers["stewards_over_in_kept"] = over.tolist()
-        numbers["kept_loads"] = inst.fixed_load[over].tolist()
+        numbers["kept_loads"] = inst.kept_load[over].tolist()
         return "kept_over_capacity", numbers
     overclaimed = np.flatnonzero(demand < 0)
     if overclaimed.size:
@@ -190,7 +202,7 @@ def _northwest(amounts: list[tuple[int, int]], demands: list[tuple[int, int]]) -
 
 def greedy(inst: Instance, demand: np.ndarray) -> tuple[np.ndarray, int]:
     """Baseline: units in order, each to the nearest stewards with room (up to the maximum); (triples, unserved)."""
-    room = np.maximum(inst.hi - inst.fixed_load, 0).astype(np.int64)
+    room = np.maximum(inst.hi - inst.kept_load, 0).astype(np.int64)
     out = []
     unserved = 0
     order = np.lexsort((np.arange(len(demand)), inst.unit_building))
@@ -241,7 +253,7 @@ def solve(inst: Instance, time_limit_s: float = DEFAULT_SPLIT_SECONDS, workers: 
         g, unserved = greedy(inst, demand)
         res.greedy_distance_m = _distance(inst, np.vstack([inst.fixed, g]))
         res.greedy_unserved = unserved
-        load = inst.fixed_load.copy()
+        load = inst.kept_load.copy()
         np.add.at(load, g[:, 0], g[:, 2])
         res.greedy_stewards_under = int((load < inst.lo).sum())
         res.greedy_stewards_over = int((load > inst.hi).sum())
@@ -254,8 +266,8 @@ def solve(inst: Instance, time_limit_s: float = DEFAULT_SPLIT_SECONDS, workers: 
     bdem = np.zeros(n_b, dtype=np.int64)
     np.add.at(bdem, inst.unit_building, demand)
     blds = np.flatnonzero(bdem > 0)
-    lo_s = np.maximum(inst.lo - inst.fixed_load, 0)
-    hi_s = inst.hi - inst.fixed_load
+    lo_s = np.maximum(inst.lo - inst.kept_load, 0)
+    hi_s = inst.hi - inst.kept_load
     total = int(bdem.sum())
     new = np.zeros((0, 3), dtype=np.int64)
     if total > 0:
@@ -290,13 +302,13 @@ def solve(inst: Instance, time_limit_s: float = DEFAULT_SPLIT_SECONDS, workers: 
         pool_red = reduced[n_sb:]
         # The flow's own plan, split over units with few pairs: the hint and the fallback.
         units_of = {int(b): np.flatnonzero((inst.unit_building == blds[b]) & (demand > 0)) for b in range(nb)}
-        flow_plan = []
+        flow_triples: list[tuple[int, int, int]] = []
         used = sb_flow > 0
         for b in np.unique(sb_b[used]):
             sel = used & (sb_b == b)
-            flow_plan += _northwest(list(zip(sb_s[sel].tolist(), sb_flow[sel].tolist())),
-                                    [(int(u), int(demand[u])) for u in units_of[int(b)]])
-        flow_plan = np.array(flow_plan, dtype=np.int64).reshape(-1, 3)
+            flow_triples += _northwest(list(zip(sb_s[sel].tolist(), sb_flow[sel].tolist(), strict=True)),
+                                       [(int(u), int(demand[u])) for u in units_of[int(b)]])
+        flow_plan = np.array(flow_triples, dtype=np.int64).reshape(-1, 3)
         res.flow_pairs = _pairs(inst, flow_plan)
         new, res.splits_optimal, new_pairs_bound = _fewest_splits(
             inst, demand, blds, units_of, sb_s, sb_b, sb_cap, sb_red, pool_red, lo_s, hi_s, flow_plan,
@@ -315,7 +327,7 @@ def solve(inst: Instance, time_limit_s: float = DEFAULT_SPLIT_SECONDS, workers: 
 
 
 def _fewest_splits(inst, demand, blds, units_of, sb_s, sb_b, sb_cap, sb_red, pool_red, lo_s, hi_s, flow_plan,
-                   time_limit_s, workers) -> tuple[np.ndarray, bool]:
+                   time_limit_s, workers) -> tuple[np.ndarray, bool, int]:
     """Fewest (steward, unit) pairs among distance-optimal plans: CP-SAT over the optimal face.
 
     Only arcs of non-positive reduced cost can carry households in an optimal plan, so the face falls apart into
@@ -340,7 +352,7 @@ def _fewest_splits(inst, demand, blds, units_of, sb_s, sb_b, sb_cap, sb_red, poo
     sizes = {int(c): int((arc_comp == c).sum()) for c in comps}
     deadline = time.perf_counter() + time_limit_s
     plans, proven, bound = [], True, 0
-    for comp in sorted(sizes, key=sizes.get):
+    for comp in sorted(sizes, key=lambda c: sizes[c]):
         arcs = live[arc_comp == comp]
         stewards = np.unique(sb_s[arcs])
         flow_here = by_comp.get(comp, [])
@@ -365,7 +377,7 @@ def _fewest_splits(inst, demand, blds, units_of, sb_s, sb_b, sb_cap, sb_red, poo
 def _unit_bound(units, demand, arcs, sb_s, sb_b, sb_cap, units_of, kept_pairs) -> int:
     """A lower bound on new pairs: each unit needs ceil(demand / largest share) stewards, less its kept pairs."""
     largest: dict[int, int] = {}
-    for b, c in zip(sb_b[arcs].tolist(), sb_cap[arcs].tolist()):
+    for b, c in zip(sb_b[arcs].tolist(), sb_cap[arcs].tolist(), strict=True):
         largest[b] = max(largest.get(b, 0), c)
     kept_per_unit: dict[int, int] = {}
     for _, u in kept_pairs:
@@ -396,7 +408,7 @@ def _component_model(arcs, stewards, units_of, demand, sb_s, sb_b, sb_cap, sb_re
     z_of_unit: dict[int, list] = {}
     ub_of_unit: dict[int, list] = {}
     for s, b, cap, red in zip(sb_s[arcs].tolist(), sb_b[arcs].tolist(), sb_cap[arcs].tolist(),
-                              sb_red[arcs].tolist()):
+                              sb_red[arcs].tolist(), strict=True):
         terms = []
         for u in units_of[b].tolist():
             ub = min(int(demand[u]), cap)
@@ -430,7 +442,7 @@ def _component_model(arcs, stewards, units_of, demand, sb_s, sb_b, sb_cap, sb_re
             m.add_linear_constraint(sum(terms), int(lo_s[s]), int(hi_s[s]))
     # Each unit needs at least ceil(demand / largest possible share) stewards: a rounding cut the LP lacks.
     for u, vs in by_unit.items():
-        zs = [z for z, v in zip(z_of_unit[u], vs) if z is not None]
+        zs = [z for z, _ in zip(z_of_unit[u], vs, strict=True) if z is not None]
         largest = max(ub_of_unit[u])
         need = -(-int(demand[u]) // max(largest, 1)) - (len(vs) - len(zs))
         if zs and need > 0:
@@ -547,7 +559,7 @@ def explain(name: str, code: str, reason: str, numbers: dict, lo: int, hi: int, 
                 f"{numbers['stewards_too_many']:,} stewards too many")
     if reason == "kept_over_capacity":
         who = ", ".join(f"{names.get(p, p)} ({load} households)"
-                        for p, load in zip(numbers["stewards_over_in_kept"], numbers["kept_loads"]))
+                        for p, load in zip(numbers["stewards_over_in_kept"], numbers["kept_loads"], strict=True))
         return f"{where}: kept assignments already give {who} more than {hi}; allow moving them"
     if reason == "unit_overclaimed":
         return f"{where}: kept assignments claim more households than {len(numbers['units_overclaimed'])} unit(s) have"
@@ -615,29 +627,25 @@ def _building_pools_to_units(pools: pd.DataFrame, units: pd.DataFrame, unit_clai
 def plan_stewards(conn: Connection, prefix: str = "", at: str | dt.date | None = None, allow_move: bool = False,
                   release_over_capacity: bool = True, extra_stewards: list[int] | None = None,
                   rules: Rules | None = None, time_limit_s: float = DEFAULT_SPLIT_SECONDS, workers: int = 1,
-                  processes: int = 1, allowed: Allowed | None = None) -> Plan:
+                  processes: int = 1, caller: Caller | None = None) -> Plan:
     """Plan stewards for every community whose code starts with `prefix` (a street or community code, '' = all).
 
     `allow_move=False` keeps every steward assignment in force; with `release_over_capacity` the assignments of a
     steward already over the maximum, and of a unit claimed beyond its households, may still be moved (they cannot
-    stay). `extra_stewards` adds people with no steward assignment yet; with `allowed` (the caller's
-    ``Principal.covers``) each must be a person the caller reaches, else PlanError "no person N in your
+    stay). `extra_stewards` adds people with no steward assignment yet; with a `caller` (an HTTP caller's
+    `geo.access.users.Principal`) each must be a person the caller reaches, else PlanError "no person N in your
     jurisdiction" (the same for one who does not exist). `time_limit_s` bounds the search for fewest
     unit splits per community (the distance is exact regardless); `processes` > 1 solves communities in parallel.
     Nothing is written: see `apply_plan`.
     """
-    from geo.staff.register import as_date
-
     rules = rules or get_settings().rules
     lo, hi = rules.steward_households_min, rules.steward_households_max
     if len(prefix) > 12:
         raise PlanError("stewards are planned community by community: give a street or community code")
-    d = as_date(at, today())
+    d = as_date(at) or today()
     t0 = time.perf_counter()
-    from geo.staff.coverage import ensure_statistics
-
     ensure_statistics(conn)
-    data = _load(conn, prefix, d, list(extra_stewards or []), allowed)
+    data = _load(conn, prefix, d, list(extra_stewards or []), caller.covers if caller is not None else None)
     loc, units, assignments, people = data["loc"], data["units"], data["assignments"], data["people"]
     load_s = time.perf_counter() - t0
 
@@ -677,7 +685,7 @@ def plan_stewards(conn: Connection, prefix: str = "", at: str | dt.date | None =
     else:
         bx = by = np.zeros(0)
     xy = pd.DataFrame({"x": bx, "y": by}, index=loc["building_id"].to_numpy())
-    names = dict(zip(people["person_id"].astype(int), people["name"]))
+    names = dict(zip(people["person_id"].astype(int), people["name"], strict=True))
 
     communities = (loc[loc["community_code"].fillna("").str.startswith(prefix)]
                    [["community_id", "community_code", "community_name"]].drop_duplicates("community_id")
@@ -707,7 +715,7 @@ def plan_stewards(conn: Connection, prefix: str = "", at: str | dt.date | None =
             dist = np.zeros((len(cs), len(bids)))
         fk = kept_by_c.get(c.community_id)
         fixed = np.column_stack([
-            fk["person_id"].map(lambda p: s_index.get(int(p), -1)).to_numpy(dtype=np.int64),
+            fk["person_id"].map(lambda p, index=s_index: index.get(int(p), -1)).to_numpy(dtype=np.int64),
             fk["unit_id"].map(u_index).to_numpy(dtype=np.int64),
             fk["households"].to_numpy(dtype=np.int64),
         ]) if fk is not None and len(fk) else np.zeros((0, 3), dtype=np.int64)
@@ -716,11 +724,11 @@ def plan_stewards(conn: Connection, prefix: str = "", at: str | dt.date | None =
                         dist_m=dist, lo=lo, hi=hi, fixed=fixed, fixed_load=fixed_load)
         jobs.append((c, cu, cs, s_index, fixed, inst))
     results = _solve_all([j[-1] for j in jobs], time_limit_s, workers, processes)
-    for (c, cu, cs, s_index, fixed, inst), r in zip(jobs, results):
+    for (c, cu, cs, s_index, fixed, _), r in zip(jobs, results, strict=True):
         numbers = _public_numbers(r.numbers, cs, cu)
         out.append(CommunityPlan(
             community_id=int(c.community_id), code=c.community_code, name=c.community_name, feasible=r.feasible,
-            explanation=None if r.feasible else explain(c.community_name, c.community_code, r.reason, numbers,
+            explanation=None if r.feasible else explain(c.community_name, c.community_code, r.reason or "", numbers,
                                                         lo, hi, names),
             households=int(cu["households"].sum()), stewards=len(cs), kept_households=int(fixed[:, 2].sum()),
             assigned_households=int(r.new[:, 2].sum()), distance_m=r.distance_m,
@@ -780,6 +788,22 @@ def _public_numbers(numbers: dict, stewards: pd.DataFrame, units: pd.DataFrame) 
     if "units_overclaimed" in out:
         out["units_overclaimed"] = units["unit_id"].to_numpy()[out["units_overclaimed"]].tolist()
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}
+
+
+def plan_changes(conn: Connection, plan: Plan, limit: int = 5000) -> dict:
+    """What a plan would change, listed: the first `limit` assignments to create (with the steward's name) and to
+    end, and whether more were left out (the summary counts them all)."""
+    create = plan.to_create.head(limit)
+    names: dict[int, str] = {}
+    if len(create):
+        ids = create["person_id"].astype(int).unique().tolist()
+        names = {r.id: r.name for r in conn.execute(text("SELECT id, name FROM people WHERE id = ANY(:i)"), {"i": ids})}
+    return {
+        "to_create": [{"person_id": int(r.person_id), "person_name": names.get(int(r.person_id)),
+                       "unit_id": int(r.unit_id), "households": int(r.households)} for r in create.itertuples()],
+        "to_end": plan.to_end[:limit],
+        "truncated": len(plan.to_create) > limit or len(plan.to_end) > limit,
+    }
 
 
 def apply_plan(conn: Connection, plan: Plan) -> dict:
