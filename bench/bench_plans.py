@@ -31,11 +31,11 @@ import shapely
 from shapely.geometry import mapping
 
 from bench.common import console, fresh_database, report
-from geo.plans import drafts as plans
 from demo.load import generate_and_load
+from geo.plans import drafts as plans
+from geo.plans.suggest import _match_labels, _Objective, adjacency, atoms_for, suggest_state
 from geo.plans.validation import context_for, validate
 from geo.settings import get_settings
-from geo.plans.suggest import _match_labels, _Objective, adjacency, atoms_for, suggest_state
 
 
 def _p95(xs):
@@ -104,7 +104,7 @@ def _quality(bb, a, owner, cur, atom_labels, lo, hi):
     obj = _Objective(a["households"], a["x"], a["y"], cur, lo, hi)
     matched = _match_labels(regions, obj, sorted(set(cur[cur >= 0].tolist())))
     atom_to = np.empty(len(atom_labels), dtype=np.int64)
-    for r, lab in zip(regions, matched):
+    for r, lab in zip(regions, matched, strict=True):
         atom_to[r] = lab
     bassign = atom_to[a["of_building"]]
     hh = np.array([int(bb["households"][bassign == lab].sum()) for lab in matched])
@@ -220,7 +220,7 @@ def _street_bench(conn, times_street, full_street, street_rows, limit=0, cold_st
     streets = conn.exec_driver_sql("SELECT code, id FROM streets ORDER BY code").all()
     if limit:
         streets = streets[:limit]
-    for scode, sid in streets:
+    for scode, _sid in streets:
         pid = plans.create_plan(conn, scode, "bench")
         state = plans.load_state(conn, pid)
         colds = []
@@ -256,7 +256,7 @@ def _street_bench(conn, times_street, full_street, street_rows, limit=0, cold_st
                     except plans.PlanError:
                         continue
                 t0 = time.perf_counter()
-                v = validate(conn, pid)
+                validate(conn, pid)
                 times_street.setdefault(name, []).append(time.perf_counter() - t0)
         street_rows.append({"street": scode, "communities": len(state.communities), "grids": len(state.live("grid")),
                             "full_validation_ms": round(statistics.median(full_street[-repeat:]) * 1000, 1),
@@ -307,7 +307,8 @@ def main() -> None:
                         help="wall-clock guard of ReCom's search per community (it normally ends by its step count, "
                              "so the seed reproduces it; communities the guard cut are counted)")
     parser.add_argument("--repair-budget", type=float, default=None,
-                        help="CP-SAT deterministic work units for the exact step (default: geo.plans.suggest.REPAIR_BUDGET)")
+                        help="CP-SAT deterministic work units for the exact step "
+                             "(default: geo.plans.suggest.REPAIR_BUDGET)")
     parser.add_argument("--no-maxp", action="store_true")
     parser.add_argument("--streets", type=int, default=0, help="street plans over this many streets (0 = all)")
     parser.add_argument("--no-streets", action="store_true")

@@ -1,5 +1,6 @@
-"""Boundary imports and publishes serialised per community (geo.store.locks): a publish of a plan drafted before an import
-never overwrites the import, whatever the interleaving; it is refused (412) or runs first and the import ends it.
+"""Boundary imports and publishes serialised per community (geo.store.locks): a publish of a plan drafted before an
+import never overwrites the import, whatever the interleaving; it is refused (412) or runs first and the import ends
+it.
 
 Every test runs on its own committed database (the sample street of tests/io_samples.py: two communities, three
 grids each) since the race needs two real connections; nothing waits on the clock, only on events, barriers and
@@ -15,10 +16,10 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo.plans import drafts as plans
 from geo.io import ImportOptions, import_layer
-from geo.store.locks import lock_communities
+from geo.plans import drafts as plans
 from geo.plans.publish import StalePublished, publish
+from geo.store.locks import lock_communities
 from tests import io_samples as S
 
 TIMEOUT = 120  # seconds; only a hung test ever gets near it

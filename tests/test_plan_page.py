@@ -19,9 +19,9 @@ def plan_app(migrated_engine, district):
     """The scale-0.05 district in a fresh database, a plan with one building moved, a planner's headers."""
     from api.auth import issue_token
     from api.main import create_app
+    from geo.access.users import create_user
     from geo.plans import drafts as plans
     from geo.store.load import load_district
-    from geo.access.users import create_user
 
     load_district(migrated_engine, district)
     with migrated_engine.begin() as conn:
@@ -91,9 +91,9 @@ def street_plan_app(migrated_engine, district):
     """The district in a fresh database, a street plan with one grid split in one of its communities."""
     from api.auth import issue_token
     from api.main import create_app
+    from geo.access.users import create_user
     from geo.plans import drafts as plans
     from geo.store.load import load_district
-    from geo.access.users import create_user
 
     load_district(migrated_engine, district)
     with migrated_engine.begin() as conn:

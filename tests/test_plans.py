@@ -13,6 +13,7 @@ from shapely.geometry import mapping
 from sqlalchemy import text
 
 from geo.plans import drafts as plans
+from geo.plans.etags import version_etag
 from geo.plans.validation import validate
 
 
@@ -303,7 +304,7 @@ def test_diff_lists_moves_staff_and_units(db_session, community, plan_id):
 
 def test_publish_then_locate_and_classification_follow_the_new_version(db_session, community, plan_id):
     from geo.classify import classification as classify
-    from geo.locate.lookup import locate_sql
+    from geo.locate.reference import locate_sql
     from geo.plans.publish import publish
 
     conn = _conn(db_session)
@@ -334,8 +335,74 @@ def test_publish_then_locate_and_classification_follow_the_new_version(db_sessio
         plans.apply_operation(conn, plan_id, {"type": "merge", "keys": [a, b]})
 
 
+def test_a_failing_classification_refresh_is_rolled_back_to_its_savepoint(db_session, community, plan_id,
+                                                                           monkeypatch):
+    """Classification failing in SQL inside publish: its savepoint is rolled back, the publish is kept and the
+    transaction stays usable for the statements after it."""
+    from geo.classify import classification as classify
+    from geo.plans.publish import publish
+
+    conn = _conn(db_session)
+    _move_one(conn, community, plan_id)
+
+    def broken_refresh(c, at=None, rules=None):
+        c.execute(text("UPDATE plans SET label = 'half-written' WHERE id = :p"), {"p": plan_id})
+        c.execute(text("SELECT 1 / 0"))  # aborts the transaction unless a savepoint catches it
+
+    monkeypatch.setattr(classify, "refresh", broken_refresh)
+    out = publish(conn, plan_id, "tester")
+    assert out["classification"]["refreshed"] is False and "division by zero" in out["classification"]["error"]
+    # the statements after the failure ran (token, status), and the failed refresh's own write was undone
+    assert out["token"] == plans.community_token(conn, community["id"])
+    row = conn.execute(text("SELECT status, label FROM plans WHERE id = :p"), {"p": plan_id}).one()
+    assert row == ("published", None)
+    assert conn.execute(text("SELECT count(*) FROM boundary_versions WHERE id = :v"),
+                        {"v": out["version_id"]}).scalar() == 1
+
+
+def test_publish_lets_unexpected_errors_through(db_session, community, plan_id, monkeypatch):
+    """Only classification's refusals and SQL errors are reported in the answer; a bug is not swallowed."""
+    from geo.classify import classification as classify
+    from geo.plans.publish import publish
+
+    conn = _conn(db_session)
+    _move_one(conn, community, plan_id)
+
+    def buggy_refresh(c, at=None, rules=None):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(classify, "refresh", buggy_refresh)
+    with pytest.raises(RuntimeError, match="a bug"):
+        publish(conn, plan_id, "tester")
+
+
+def test_diff_without_classification_still_answers_and_the_transaction_is_usable(db_session, community, plan_id,
+                                                                                 monkeypatch):
+    from geo.classify import classification as classify
+    from geo.plans.diff import diff
+
+    conn = _conn(db_session)
+    a, b, moved, _ = _move_one(conn, community, plan_id)
+
+    def refuse(*args, **kwargs):
+        raise classify.ClassifyError("no metric CRS for these grids")
+
+    monkeypatch.setattr(classify, "measure_frames", refuse)
+    d = diff(conn, plan_id)
+    assert d["classification"] == {"available": False, "error": "no metric CRS for these grids", "changed": []}
+    assert [m["building_id"] for m in d["buildings"]] == [moved]
+    assert conn.execute(text("SELECT count(*) FROM plans WHERE id = :p"), {"p": plan_id}).scalar() == 1
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(classify, "measure_frames", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        diff(conn, plan_id)
+
+
 def test_new_grids_get_codes_in_reading_order_and_rollback(db_session, community, plan_id):
-    from geo.locate.lookup import locate_sql
+    from geo.locate.reference import locate_sql
     from geo.plans.publish import publish, rollback
 
     conn = _conn(db_session)
@@ -345,7 +412,8 @@ def test_new_grids_get_codes_in_reading_order_and_rollback(db_session, community
     # cut the grid into a west, middle and east third: the two new pieces get codes west→east
     for x in (minx + (maxx - minx) / 3, minx + 2 * (maxx - minx) / 3):
         cur = plans.load_state(conn, plan_id)
-        owner = next(r for r in cur.live("grid") if shapely.intersects(r["geom"], shapely.Point(x + 1e-6, (miny + maxy) / 2)))
+        probe = shapely.Point(x + 1e-6, (miny + maxy) / 2)
+        owner = next(r for r in cur.live("grid") if shapely.intersects(r["geom"], probe))
         plans.apply_operation(conn, plan_id, {"type": "split", "key": owner["key"], "line": mapping(
             shapely.LineString([(x, miny - 0.001), (x, maxy + 0.001)]))})
     out = publish(conn, plan_id, "tester", allow_errors=True)
@@ -469,9 +537,9 @@ def test_http_jurisdiction(client, make_user, community, db_session):
 # ------------------------------------------------------------------------------------------------ suggest
 
 def test_suggestion_respects_band_on_every_generated_community(db_session, monkeypatch):
+    from geo.plans.suggest import suggest_for_plan
     from geo.plans.validation import context_for
     from geo.settings import get_settings
-    from geo.plans.suggest import suggest_for_plan
 
     conn = _conn(db_session)
     codes = db_session.execute(text("SELECT code FROM communities ORDER BY code")).scalars().all()
@@ -503,13 +571,13 @@ def test_suggestion_respects_band_on_every_generated_community(db_session, monke
         assert all(lo <= h <= hi for h in s1["households_per_grid"])
         assert s1["fitting_compounds_split"] == 0
         # every compound that fits the band stays in one region
-        cid = dict(zip(ctx.buildings["id"].tolist(), ctx.buildings["compound_id"].tolist()))
+        cid = dict(zip(ctx.buildings["id"].tolist(), ctx.buildings["compound_id"].tolist(), strict=True))
         where = {}
         for r in s1["regions"]:
             for b in r["building_ids"]:
                 if cid[b] >= 0:
                     where.setdefault(cid[b], set()).add(r["label"])
-        hh = dict(zip(ctx.buildings["id"].tolist(), ctx.buildings["households"].tolist()))
+        hh = dict(zip(ctx.buildings["id"].tolist(), ctx.buildings["households"].tolist(), strict=True))
         for c, labs in where.items():
             chh = sum(h for b, h in hh.items() if cid[b] == c)
             if chh <= hi:
@@ -519,8 +587,8 @@ def test_suggestion_respects_band_on_every_generated_community(db_session, monke
 
 
 def test_a_search_cut_by_the_time_guard_says_it_is_not_reproducible(db_session, community):
-    from geo.plans.validation import context_for
     from geo.plans.suggest import suggest_state
+    from geo.plans.validation import context_for
 
     conn = _conn(db_session)
     pid = plans.create_plan(conn, community["code"], "tester")
@@ -529,6 +597,7 @@ def test_a_search_cut_by_the_time_guard_says_it_is_not_reproducible(db_session, 
     full = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=4)
     assert full["reproducible"] and full["search"]["stopped_by"] in ("steps", "converged")
     assert "时间上限" not in full["explanation"]
+    # a zero guard cuts the search before its first step, whatever the machine
     cut = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=4, time_budget_s=0.0)
     if cut["search"]["stopped_by"] != "converged":  # a start already perfect needs no search to cut
         assert cut["reproducible"] is False and "时间上限" in cut["explanation"]
@@ -562,8 +631,8 @@ def test_suggestion_infeasible_is_explained_and_apply(client, make_user, communi
 def _row_community(households, compound_ids, compound_names, spans):
     """A hand-made community: buildings in a west→east row (households, compound id or -1), current comprehensive
     grids as [start, end) spans of that row; (state, context)."""
-    from geo.plans.validation import Context
     from geo.plans.drafts import PlanState
+    from geo.plans.validation import Context
 
     lon0, lat0, step, w = 113.1, 29.37, 0.0005, 0.0002
     n = len(households)
@@ -608,7 +677,8 @@ def test_band_infeasible_with_whole_compounds_is_explained_in_numbers(monkeypatc
     # 甲 460 and 乙 455 households, 121 loose: 1,036 households allow exactly 3 grids, and two of them are full
     state, ctx = _row_community([115] * 4 + [91] * 5 + [40, 40, 41], [1] * 4 + [2] * 5 + [-1] * 3,
                                 {1: "甲小区", 2: "乙小区"}, [(0, 4), (4, 9), (9, 12)])
-    s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=1, time_budget_s=0.5)
+    # budgets are step counts and CP-SAT work units, never the wall clock: the same answer on a loaded machine
+    s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=1, steps=50)
     assert s["feasible"] and not s["in_band"] and s["band_infeasible"] is True
     assert s["grids_needed"] == [3, 3]
     assert s["fitting_compounds_split"] == 0
@@ -617,7 +687,9 @@ def test_band_infeasible_with_whole_compounds_is_explained_in_numbers(monkeypatc
     assert s["band_reasons"] and s["band_reasons"][0].startswith("3 个网格: ")
     json.dumps(s)  # the API returns it as is: plain Python values only
     # the same numbers a second time (seeded, deterministic budgets)
-    again = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=1, time_budget_s=0.5)
+    again = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=1, steps=50)
+    assert s["reproducible"] and again["search"]["steps"] == s["search"]["steps"] == 50
+    assert again["band_reasons"] == s["band_reasons"] and again["households_per_grid"] == s["households_per_grid"]
     assert again["explanation"] == s["explanation"]
 
 
@@ -651,7 +723,7 @@ def test_contiguity_alone_makes_the_band_infeasible(monkeypatch):
     assert status == "infeasible" and assign is None
     _band(monkeypatch)
     state, ctx = _row_community([250, 500, 250], [-1, -1, -1], {}, [(0, 2), (2, 3)])
-    s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=2, time_budget_s=0.5)
+    s = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=2, steps=50)
     assert not s["in_band"] and s["band_infeasible"] is True
     assert "连片" in s["explanation"] and "2 个网格" in s["explanation"], s["explanation"]
 
@@ -663,7 +735,7 @@ def test_cp_sat_repair_puts_grids_in_band_moving_fewest(monkeypatch):
     # 8 buildings of 100 in a row; today 600 + 200. ReCom gets no time (it returns today's grids), the exact step
     # must move exactly one building, next to the boundary
     state, ctx = _row_community([100] * 8, [-1] * 8, {}, [(0, 6), (6, 8)])
-    runs = [suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=5, time_budget_s=0.0,
+    runs = [suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=5, steps=0,
                           repair_budget=2.0) for _ in range(2)]
     s = runs[0]
     assert s["method"] == "recom+cp-sat" and s["in_band"]
@@ -673,6 +745,33 @@ def test_cp_sat_repair_puts_grids_in_band_moving_fewest(monkeypatch):
     assert runs[1]["regions"] == s["regions"]
     json.dumps(s)
     assert s["search"]["repair"]["contiguous"][0]["status"] == "OPTIMAL"
+
+
+def test_a_cp_sat_search_cut_by_the_wall_guard_is_reported(monkeypatch):
+    """The exact step's budget is CP-SAT work units; when the wall-clock guard (not the budget) ends a search, the
+    suggestion says it is not reproducible instead of passing the cut answer off as the seed's."""
+    from geo.plans import suggest_band
+    from geo.plans.suggest import suggest_state
+
+    _band(monkeypatch)
+    state, ctx = _row_community([100] * 8, [-1] * 8, {}, [(0, 6), (6, 8)])
+    calm = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=5, steps=0,
+                         repair_budget=2.0)
+    assert calm["reproducible"] and "精确求解" not in calm["explanation"]
+    real_solver = suggest_band._solver
+
+    def overloaded(seed, budget):
+        solver = real_solver(seed, budget)
+        solver.parameters.max_time_in_seconds = 0.0  # a machine so slow the guard fires before any work is done
+        return solver
+
+    monkeypatch.setattr(suggest_band, "_solver", overloaded)
+    cut = suggest_state(state, ctx.buildings, ctx.compounds, ctx.community, ctx.proj, seed=5, steps=0,
+                        repair_budget=2.0)
+    assert cut["reproducible"] is False and "精确求解 (CP-SAT) 在时间上限处截止" in cut["explanation"]
+    guard = suggest_band.Guard()
+    status, _ = suggest_band.pack(np.array([100] * 8), 2, 300, 500, budget=2.0, guard=guard)
+    assert status == "unknown" and guard.hit
 
 
 def test_real_race_two_connections_one_wins(engine, community):
@@ -774,8 +873,8 @@ def test_http_publish_then_locate_and_classification_answer_by_the_new_version(m
 
     from api.auth import issue_token
     from api.main import create_app
-    from geo.store.load import load_district
     from geo.access.users import create_user
+    from geo.store.load import load_district
 
     load_district(migrated_engine, district)
     with Session(migrated_engine) as s:
@@ -895,9 +994,9 @@ def test_community_rollback_refused_over_later_changes_unless_if_match_is_curren
     v2 = _merge_and_publish(conn, community["code"], "someone else")
     written = _written(conn, community["id"])
     # rolling back v1 would overwrite v2: refused, naming v2, with or without `*`, and nothing is written
-    for if_match in (None, "*", ""):
+    for if_published in (None, []):
         with pytest.raises(StalePublished) as exc:
-            rollback(conn, v1["version_id"], "tester", if_match=if_match)
+            rollback(conn, v1["version_id"], "tester", if_published=if_published)
         assert [c["version_id"] for c in exc.value.changes] == [v2["version_id"]]
         assert str(v2["version_id"]) in str(exc.value) and community["code"] in str(exc.value)
         assert exc.value.current == plans.community_token(conn, community["id"]) == v2["token"]
@@ -905,7 +1004,7 @@ def test_community_rollback_refused_over_later_changes_unless_if_match_is_curren
         assert _written(conn, community["id"]) == written
     # v1's own ETag is stale as well
     with pytest.raises(StalePublished) as exc:
-        rollback(conn, v1["version_id"], "tester", if_match=plans.version_etag(v1["token"]))
+        rollback(conn, v1["version_id"], "tester", if_published=[v1["token"]])
     assert exc.value.current == v2["token"] and [c["version_id"] for c in exc.value.changes] == [v2["version_id"]]
     assert _written(conn, community["id"]) == written
     # the newest version rolls back without If-Match: v1's boundaries are in force again
@@ -917,7 +1016,7 @@ def test_community_rollback_refused_over_later_changes_unless_if_match_is_curren
         rollback(conn, v1["version_id"], "tester")
     assert [c["version_id"] for c in exc.value.changes] == [v2["version_id"], back2["results"][0]["version_id"]]
     n = _written(conn, community["id"])[1]
-    back1 = rollback(conn, v1["version_id"], "tester", if_match=f'W/"{exc.value.current}"')
+    back1 = rollback(conn, v1["version_id"], "tester", if_published=[exc.value.current])
     assert len(back1["results"]) == 1 and back1["results"][0]["version_id"] > back2["results"][0]["version_id"]
     assert _written(conn, community["id"])[1] == n + 1
     _assert_same_units(_community_units(conn, community["id"]), before_v1)
@@ -956,15 +1055,15 @@ def test_multi_community_version_rollback_needs_each_changed_communitys_etag(db_
     tok_a, tok_b = plans.community_token(conn, id_a), plans.community_token(conn, id_b)
     # now both changed: a's ETag alone is not enough, the refusal names b's
     with pytest.raises(StalePublished) as exc:
-        rollback(conn, vid, "tester", if_match=plans.version_etag(tok_a))
+        rollback(conn, vid, "tester", if_published=[tok_a])
     assert exc.value.etags == {code_b: tok_b}
     assert [c["version_id"] for c in exc.value.changes] == [later_b["version_id"]]
     assert tok_b in str(exc.value)
     # an ETag of neither community is refused as well
     with pytest.raises(StalePublished):
-        rollback(conn, vid, "tester", if_match=f"{plans.version_etag(tok_a)}, \"c{id_a}-stale\"")
+        rollback(conn, vid, "tester", if_published=[tok_a, f"c{id_a}-stale"])
     assert _written(conn, id_a)[1] == n_versions + 1  # only later_b was written meanwhile
-    back = rollback(conn, vid, "tester", if_match=f"{plans.version_etag(tok_b)}, {plans.version_etag(tok_a)}")
+    back = rollback(conn, vid, "tester", if_published=[tok_b, tok_a])
     assert sorted(r["community"] for r in back["results"]) == sorted([code_a, code_b])
     for cid in (id_a, id_b):
         _assert_same_units(_community_units(conn, cid), before[cid])
@@ -1003,12 +1102,66 @@ def test_http_community_rollback_412_over_later_changes_then_current_etag(client
                                    )).scalar() == n_audit
     ok = client.post(url, headers={**planner, "If-Match": v2.headers["ETag"]})
     assert ok.status_code == 200, ok.text
-    assert ok.headers["ETag"] == plans.version_etag(ok.json()["results"][0]["token"]) != v2.headers["ETag"]
+    assert ok.headers["ETag"] == version_etag(ok.json()["results"][0]["token"]) != v2.headers["ETag"]
     assert _written(conn, community["id"])[1] == written[1] + 1
     _assert_same_units(_community_units(conn, community["id"]), before_v1)
     # the rollback is now the newest version: rolling it back needs no If-Match
     newest = client.post(f"/v1/versions/{ok.json()['results'][0]['version_id']}/rollback", headers=planner)
     assert newest.status_code == 200, newest.text
+
+
+def test_if_match_is_read_in_the_http_layer():
+    """Weak tags, lists and ``*`` are header syntax (api.preconditions); the domain gets plain tokens."""
+    from api.preconditions import if_match_token, if_match_tokens
+
+    assert if_match_token(None) is None and if_match_token("") is None and if_match_token(" * ") is None
+    assert if_match_token('W/"plan-3-r2"') == if_match_token('"plan-3-r2"') == "plan-3-r2"
+    assert if_match_tokens(None) == [] and if_match_tokens("*") == []
+    assert if_match_tokens('W/"c5-ab", "c6-cd" ,') == ["c5-ab", "c6-cd"]
+
+
+def test_http_refusals_keep_their_status_and_type(client, make_user, community, db_session):
+    """Each refusal answers with the status and problem type it always had, through the one DomainError handler."""
+    planner = make_user("planner", community["code"])["headers"]
+    admin = make_user("admin")["headers"]
+
+    def problem(r, status, slug):
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["type"] == f"https://gridatlas.dev/problems/{slug}", r.json()
+        return r.json()
+
+    problem(client.post("/v1/plans", json={"community_code": "999999999999"}, headers=admin), 404, "plan-error")
+    problem(client.get("/v1/plans/987654", headers=admin), 404, "not-found")
+    created = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner)
+    pid, etag = created.json()["id"], created.headers["ETag"]
+    problem(client.post(f"/v1/plans/{pid}/undo", headers=planner), 409, "nothing-to-undo")
+    problem(client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": "nope"}, headers=planner),
+            422, "plan-operation")
+    body = problem(client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": "nope"},
+                               headers={**planner, "If-Match": '"plan-0-r1"'}), 412, "stale-plan")
+    assert "current_etag" not in body  # not an ETag of this plan: nothing to compare with
+    a, b = _neighbours(plans.load_state(db_session.connection(), pid))
+    r = client.post(f"/v1/plans/{pid}/operations", json={"type": "merge", "keys": [a, b]},
+                    headers={**planner, "If-Match": etag})
+    assert r.status_code == 200, r.text
+    # publishing an older revision: 412 naming the revision and the operations since (JSON, dates as text)
+    body = problem(client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True},
+                               headers={**planner, "If-Match": etag}), 412, "stale-plan")
+    assert body["current_revision"] == 1 and body["current_etag"] == r.headers["ETag"]
+    assert [c["seq"] for c in body["changes"]] == [1] and isinstance(body["changes"][0]["at"], str)
+    body = problem(client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True},
+                               headers={**planner, "If-Match": '"c1-not-current"'}), 412, "stale-version")
+    assert body["current_etag"] == created.json()["published_etag"]
+    pub = client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True}, headers=planner)
+    assert pub.status_code == 200, pub.text
+    problem(client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True}, headers=planner), 409,
+            "plan-not-publishable")
+    problem(client.post(f"/v1/plans/{pid}/undo", headers=planner), 409, "nothing-to-undo")
+    problem(client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": a}, headers=planner), 422,
+            "plan-operation")
+    problem(client.post(f"/v1/plans/{pid}/suggest", json={"apply": True}, headers=planner), 422, "plan-suggest")
+    problem(client.post("/v1/versions/987654/rollback", headers=admin), 404, "rollback")
 
 
 def test_rollback_route_documents_the_if_match_rule(client):

@@ -11,8 +11,8 @@ from sqlalchemy import text
 
 from geo.plans import drafts as plans
 from geo.plans.diff import diff
-from geo.plans.validation import validate
 from geo.plans.publish import StalePublished, publish, rollback
+from geo.plans.validation import validate
 
 
 def _conn(db_session):
@@ -369,22 +369,22 @@ def test_street_rollback_refused_over_later_changes_unless_if_match_is_current(d
     assert str(later["version_id"]) in str(exc.value)
     # the ETag the street publish answered is stale as well
     with pytest.raises(StalePublished) as exc:
-        rollback(conn, out["version_id"], "tester", if_match=plans.version_etag(out["token"]))
+        rollback(conn, out["version_id"], "tester", if_published=[out["token"]])
     assert exc.value.current == plans.street_token(conn, street["id"])
     assert [c["version_id"] for c in exc.value.changes] == [later["version_id"]]
     n = db_session.execute(text("SELECT count(*) FROM boundary_versions")).scalar()
     # with the current ETag the caller rolls back over the later change knowingly
-    back = rollback(conn, out["version_id"], "tester", if_match=plans.version_etag(exc.value.current))
+    back = rollback(conn, out["version_id"], "tester", if_published=[exc.value.current])
     assert back["scope"] == "street"
     assert db_session.execute(text("SELECT count(*) FROM boundary_versions")).scalar() == n + 1
 
 
 def test_http_street_rollback_jurisdiction_412_audit_and_locate_refresh(client, make_user, street, db_session,
                                                                          monkeypatch):
-    import geo.locate.lookup
+    import geo.locate.holder
 
     refreshed = []
-    monkeypatch.setattr(geo.locate.lookup, "notify_boundaries_changed", lambda since=None: refreshed.append(1))
+    monkeypatch.setattr(geo.locate.holder, "notify_boundaries_changed", lambda since=None: refreshed.append(1))
     street_planner, community_planner = _street_users(make_user, street)
     created = client.post("/v1/plans", json={"street_code": street["code"]}, headers=street_planner).json()
     pid = created["id"]

@@ -4,17 +4,21 @@
 - buildings that change grid (point-on-surface rule, as validation and publish), with their units, households
   and population summed per (from, to) pair;
 - staff assignments affected: on a retired or changed grid/micro-grid, or on a moved building or its units;
-- classification verdicts (geo.classify.classification.measure_frames on published vs draft grids, in memory) that change.
+- classification verdicts (geo.classify.classification.measure_frames on published vs draft grids, in memory) that
+  change.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import shapely
+from shapely.errors import GEOSException
 from shapely.geometry import mapping
 from sqlalchemy import Connection, text
 
-from geo.plans.drafts import PlanState, _published_rows, load_state, owner_of_points
+from geo.plans.drafts import PlanState, load_state, owner_of_points, published_rows
 
 #: Area change (m²) under which a boundary counts as unchanged (re-digitising noise).
 CHANGED_M2 = 1.0
@@ -66,7 +70,8 @@ def building_moves(state: PlanState, published: list[dict], ctx) -> tuple[list[d
     old_key = np.array([old_rows[i]["key"] if i >= 0 else None for i in old], dtype=object)
     new_key = np.array([new_rows[i]["key"] if i >= 0 else None for i in new], dtype=object)
     moved = old_key != new_key
-    items = [{"building_id": int(b["id"][i]), "compound_id": None if b["compound_id"][i] < 0 else int(b["compound_id"][i]),
+    items = [{"building_id": int(b["id"][i]),
+              "compound_id": None if b["compound_id"][i] < 0 else int(b["compound_id"][i]),
               "from": old_key[i], "to": new_key[i], "units": int(b["units"][i]),
               "households": int(b["households"][i]), "population": int(b["population"][i])}
              for i in np.flatnonzero(moved)]
@@ -113,10 +118,11 @@ def staff_affected(conn: Connection, changes: dict, moved_ids: np.ndarray) -> li
 
 
 def classification_changes(state: PlanState, published: list[dict], ctx) -> dict:
-    """Compounds whose class against the grids changes between published and draft (geo.classify.classification in memory)."""
+    """Compounds whose class against the grids changes between published and draft (geo.classify.classification,
+    in memory)."""
     import geopandas as gpd
 
-    from geo.classify.classification import measure_frames
+    from geo.classify.classification import ClassifyError, measure_frames
 
     c = ctx.compounds
     if not len(c["id"]):
@@ -130,15 +136,16 @@ def classification_changes(state: PlanState, published: list[dict], ctx) -> dict
 
     comp = gpd.GeoDataFrame({"id": c["id"], "community_id": ctx.community_id}, geometry=list(c["geom"]), crs=4326)
     try:
+        # in memory (no SQL): nothing to roll back when classification refuses the geometries
         before = measure_frames(comp, frame([r for r in published if r["level"] == "grid"]), "grid",
                                 epsg=ctx.proj.epsg).compounds
         after = measure_frames(comp, frame(state.live("grid")), "grid", epsg=ctx.proj.epsg).compounds
-    except Exception as exc:  # classification is another module still in progress: report, never fail the diff
+    except (ClassifyError, GEOSException) as exc:  # a diff still answers without the verdicts, and says why
         return {"available": False, "error": str(exc), "changed": []}
     joined = before[["class"]].rename(columns={"class": "class_before"}).join(
         after[["class"]].rename(columns={"class": "class_after"}), how="outer")
     diff = joined[joined["class_before"] != joined["class_after"]]
-    names = dict(zip(c["id"].tolist(), c["name"].tolist()))
+    names = dict(zip(c["id"].tolist(), c["name"].tolist(), strict=True))
     return {"available": True, "changed": [
         {"compound_id": int(i), "name": names.get(int(i)), "before": r["class_before"], "after": r["class_after"]}
         for i, r in diff.iterrows()]}
@@ -151,9 +158,14 @@ def diff(conn: Connection, plan_id: int, geometry: bool = False) -> dict:
 
     state = load_state(conn, plan_id)
     ctxs = contexts_for(conn, list(state.communities))
-    published_all = _published_rows(conn, list(state.communities))
-    changes = {level: {"created": [], "retired": [], "changed": [], "unchanged": 0} for level in ("grid", "micro_grid")}
-    moves, pairs, moved_ids, cls, features = [], [], [], {"available": True, "changed": []}, []
+    published_all = published_rows(conn, list(state.communities))
+    changes: dict[str, dict[str, Any]] = {level: {"created": [], "retired": [], "changed": [], "unchanged": 0}
+                                          for level in ("grid", "micro_grid")}
+    moves: list[dict] = []
+    pairs: list[dict] = []
+    moved: list[np.ndarray] = []
+    features: list[dict] = []
+    cls: dict[str, Any] = {"available": True, "changed": []}
     for cid, code in state.communities.items():
         sub, ctx = state.sub(cid), ctxs[cid]
         published = [r for r in published_all if r["community_id"] == cid]
@@ -166,7 +178,7 @@ def diff(conn: Connection, plan_id: int, geometry: bool = False) -> dict:
         m, p, ids = building_moves(sub, published, ctx)
         moves += [{**x, **tag} for x in m]
         pairs += [{**x, **tag} for x in p]
-        moved_ids.append(ids)
+        moved.append(ids)
         c = classification_changes(sub, published, ctx)
         cls["changed"] += [{**x, **tag} for x in c["changed"]]
         if not c["available"]:
@@ -174,8 +186,8 @@ def diff(conn: Connection, plan_id: int, geometry: bool = False) -> dict:
         if geometry:
             idx = np.isin(ctx.buildings["id"], ids)
             features += [{"type": "Feature", "properties": {**x, **tag}, "geometry": mapping(g)}
-                         for x, g in zip(m, ctx.buildings["geom"][idx])]
-    moved_ids = np.concatenate(moved_ids) if moved_ids else np.array([], dtype=np.int64)
+                         for x, g in zip(m, ctx.buildings["geom"][idx], strict=True)]
+    moved_ids = np.concatenate(moved) if moved else np.array([], dtype=np.int64)
     out = {
         "plan_id": plan_id, "revision": state.revision, **changes,
         "buildings": moves, "moves": pairs,

@@ -1,4 +1,5 @@
-"""Redraw plans (改划方案): a draft copy of one community's (or one street's) grids and micro-grids, edited by operations.
+"""Redraw plans (改划方案): a draft copy of one community's (or one street's) grids and micro-grids, edited by
+operations.
 
 A plan copies the community's grids (网格) and micro-grids (微网格) in force when it is created into
 ``plan_units`` (key ``g<id>`` / ``m<id>`` for existing units, ``gn<n>`` / ``mn<n>`` for new ones). Each
@@ -31,7 +32,16 @@ import shapely
 from shapely.geometry import mapping, shape
 from sqlalchemy import Connection, text
 
-from geo.spatial.geometry import as_multipolygons
+from geo.plans.errors import (
+    NothingToUndo,
+    OperationRefused,
+    PlanError,
+    PlanNotFound,
+    PlanScopeNotFound,
+    StaleRevision,
+    refused_as,
+)
+from geo.spatial.geometry import as_multipolygons, repair_polygons
 
 LEVELS = ("grid", "micro_grid")
 OP_TYPES = ("replace_geometry", "split", "merge", "move_buildings", "move_compounds", "create", "retire",
@@ -42,46 +52,16 @@ COLUMNS = ("key", "level", "unit_id", "parent_key", "code", "name", "kind", "ded
            "community_id")
 
 
-class PlanError(ValueError):
-    """An operation or plan request that cannot be carried out (nothing was changed)."""
-
-
-class PlanNotFound(LookupError):
-    """No plan with that id."""
-
-
-class StaleRevision(PlanError):
-    """The caller's If-Match names an older revision; `changes` lists what happened since."""
-
-    def __init__(self, message: str, current: int, changes: list[dict]):
-        super().__init__(message)
-        self.current = current
-        self.changes = changes
-
-
-def plan_etag(plan_id: int, revision: int) -> str:
-    """The ETag of a plan at a revision."""
-    return f'"plan-{plan_id}-r{revision}"'
-
-
-def parse_etag(value: str | None, plan_id: int) -> int | None:
-    """The revision an If-Match header names (None when absent or ``*``); PlanError when it is not this plan's."""
-    if value is None or value.strip() in ("", "*"):
-        return None
-    v = value.strip().removeprefix("W/").strip('"')
-    prefix = f"plan-{plan_id}-r"
-    if not v.startswith(prefix) or not v[len(prefix):].isdigit():
-        raise StaleRevision(f"If-Match {value} is not an ETag of plan {plan_id}", -1, [])
-    return int(v[len(prefix):])
-
-
 # ------------------------------------------------------------------------------------------ geometry helpers
 
 def clean(geom) -> shapely.MultiPolygon | None:
     """The polygonal part of a geometry as a valid MultiPolygon without dust, or None when nothing is left."""
     if geom is None or shapely.is_empty(geom):
         return None
-    geom = shapely.make_valid(geom) if not shapely.is_valid(geom) else geom
+    # GEOS's default make_valid ("linework"): the repair this module always used
+    geom = repair_polygons([geom], method="linework")[0][0]
+    if geom is None:
+        return None
     parts = shapely.get_parts(geom)
     types = shapely.get_type_id(parts)
     # a GeometryCollection from make_valid/intersection nests polygons one level down
@@ -143,7 +123,7 @@ class PlanState:
         return self.street_id is not None
 
     @property
-    def scope_code(self) -> str:
+    def scope_code(self) -> str | None:
         """The code of what the plan covers: the community's or the street's."""
         return self.street_code if self.is_street else self.community_code
 
@@ -161,9 +141,9 @@ class PlanState:
         return [r for k, r in sorted(self.rows.items()) if not r["retired"] and r["geom"] is not None
                 and (level is None or r["level"] == level) and (parent is None or r["parent_key"] == parent)]
 
-    def get(self, key: str, level: str | None = None) -> dict:
+    def get(self, key: str | None, level: str | None = None) -> dict:
         """A live row by key; PlanError when unknown or retired."""
-        row = self.rows.get(key)
+        row = None if key is None else self.rows.get(key)
         if row is None or row["retired"]:
             raise PlanError(f"no live unit {key!r} in plan {self.plan_id}")
         if level and row["level"] != level:
@@ -200,12 +180,17 @@ def street_token(conn: Connection, street_id: int) -> str:
     """), {"s": street_id}).scalar_one()
 
 
-def scope_token(conn: Connection, state_or_info) -> str:
+def scope_token(conn: Connection, state_or_info: PlanState | dict) -> str:
     """The published token of what a plan covers (street token for a street plan, else community token)."""
-    get = state_or_info.get if isinstance(state_or_info, dict) else lambda k: getattr(state_or_info, k)
-    if get("street_id") is not None:
-        return street_token(conn, get("street_id"))
-    return community_token(conn, get("community_id"))
+    if isinstance(state_or_info, dict):
+        street_id, community_id = state_or_info["street_id"], state_or_info["community_id"]
+    else:
+        street_id, community_id = state_or_info.street_id, state_or_info.community_id
+    if street_id is not None:
+        return street_token(conn, street_id)
+    if community_id is None:
+        raise PlanError("the plan covers neither a community nor a street")
+    return community_token(conn, community_id)
 
 
 def version_etag(token: str) -> str:
@@ -213,7 +198,9 @@ def version_etag(token: str) -> str:
     return f'"{token}"'
 
 
-def _published_rows(conn: Connection, community_id: int | list[int], at: dt.datetime | None = None) -> list[dict]:
+def published_rows(conn: Connection, community_id: int | list[int], at: dt.datetime | None = None) -> list[dict]:
+    """The grids and micro-grids of the communities in force (now, or at `at`) as plan rows (keys ``g<id>``,
+    ``m<id>``; shapely geometries)."""
     ids = [int(community_id)] if isinstance(community_id, (int, np.integer)) else [int(c) for c in community_id]
     rows = conn.execute(text("""
         SELECT 'g' || id AS key, 'grid' AS level, id AS unit_id, NULL AS parent_key, code, name, kind,
@@ -234,19 +221,19 @@ def _published_rows(conn: Connection, community_id: int | list[int], at: dt.date
 
 
 def community_of(conn: Connection, code: str) -> dict:
-    """The community with that code (id, code, name, street_id); PlanError when unknown."""
+    """The community with that code (id, code, name, street_id); PlanScopeNotFound when unknown."""
     row = conn.execute(text("SELECT id, code, name, street_id FROM communities WHERE code = :c"),
                        {"c": code}).mappings().first()
     if row is None:
-        raise PlanError(f"no community with code {code}")
+        raise PlanScopeNotFound(f"no community with code {code}")
     return dict(row)
 
 
 def street_of(conn: Connection, code: str) -> dict:
-    """The street with that code (id, code, name, communities: [id…] by code); PlanError when unknown."""
+    """The street with that code (id, code, name, communities: [id…] by code); PlanScopeNotFound when unknown."""
     row = conn.execute(text("SELECT id, code, name FROM streets WHERE code = :c"), {"c": code}).mappings().first()
     if row is None:
-        raise PlanError(f"no street with code {code}")
+        raise PlanScopeNotFound(f"no street with code {code}")
     ids = conn.execute(text("SELECT id FROM communities WHERE street_id = :s ORDER BY code"),
                        {"s": row["id"]}).scalars().all()
     return {**dict(row), "communities": list(ids)}
@@ -262,7 +249,7 @@ def create_plan(conn: Connection, code: str, actor: str | None = None, label: st
         plan_id = conn.execute(text("""
             INSERT INTO plans (street_id, label, base_token, created_by) VALUES (:s, :l, :t, :a) RETURNING id
         """), {"s": street["id"], "l": label, "t": token, "a": actor}).scalar_one()
-        rows = _published_rows(conn, street["communities"], at)
+        rows = published_rows(conn, street["communities"], at)
         what = f"street {code}"
     else:
         community = community_of(conn, code)
@@ -270,15 +257,16 @@ def create_plan(conn: Connection, code: str, actor: str | None = None, label: st
         plan_id = conn.execute(text("""
             INSERT INTO plans (community_id, label, base_token, created_by) VALUES (:c, :l, :t, :a) RETURNING id
         """), {"c": community["id"], "l": label, "t": token, "a": actor}).scalar_one()
-        rows = _published_rows(conn, community["id"], at)
+        rows = published_rows(conn, community["id"], at)
         what = f"community {code}"
     if not rows:
         raise PlanError(f"{what} has no grids in force to plan from")
-    _write_rows(conn, plan_id, rows)
+    write_rows(conn, plan_id, rows)
     return plan_id
 
 
-def _write_rows(conn: Connection, plan_id: int, rows: list[dict]) -> None:
+def write_rows(conn: Connection, plan_id: int, rows: list[dict]) -> None:
+    """Insert plan rows (COLUMNS; shapely geometries) into the plan's units."""
     if not rows:
         return
     conn.execute(text("""
@@ -319,7 +307,7 @@ def load_state(conn: Connection, plan_id: int, lock: bool = False) -> PlanState:
         state.communities = dict(conn.execute(text(
             "SELECT id, code FROM communities WHERE street_id = :s ORDER BY code"), {"s": state.street_id}).all())
     else:
-        state.communities = {state.community_id: state.community_code}
+        state.communities = {plan["community_id"]: plan["community_code"]}
     for r in rows:
         d = dict(r)
         wkb = None if d["geom"] is None else bytes(d["geom"])
@@ -540,7 +528,7 @@ def _split(edit: _Edit, key: str, line) -> list[str]:
     # group faces by which side they fall: the largest face keeps the key, others become new units
     areas = shapely.area(pieces)
     order = np.argsort(-areas)
-    new_keys = []
+    new_keys: list[str] = []
     keep = pieces[order[0]]
     edit.set_geom(key, keep)
     for i in order[1:]:
@@ -610,7 +598,7 @@ def apply_to_state(state: PlanState, op: dict, community: shapely.Geometry, buil
     elif kind in ("move_buildings", "move_compounds"):
         to_key = op["to"]
         state.get(to_key)
-        if buildings is None:
+        if buildings is None or compounds is None:
             raise PlanError("moving buildings needs the community's buildings")
         extra = None
         if kind == "move_buildings":
@@ -677,6 +665,8 @@ def apply_to_state(state: PlanState, op: dict, community: shapely.Geometry, buil
             edit.set_geom(into, shapely.union(state.rows[into]["geom"], geom))
         result["keys"] = [key] + ([into] if into else [])
     elif kind == "suggestion":
+        if buildings is None:
+            raise PlanError("a suggestion needs the community's buildings")
         result["keys"] = _apply_suggestion(edit, op, buildings)
     for key, row in state.rows.items():
         if key in edit.before and not row["retired"] and row["geom"] is None:
@@ -692,10 +682,12 @@ def _apply_suggestion(edit: _Edit, op: dict, buildings: dict) -> list[str]:
     comp = [r for r in state.live("grid") if (r.get("kind") or "comprehensive") == "comprehensive"]
     area = shapely.union_all([r["geom"] for r in comp])
     regions = op.get("regions") or []
-    ids = np.concatenate([np.asarray(r["building_ids"], dtype=np.int64) for r in regions]) if regions else []
-    label = np.concatenate([np.full(len(r["building_ids"]), i) for i, r in enumerate(regions)]) if regions else []
+    none = np.array([], dtype=np.int64)
+    ids = np.concatenate([np.asarray(r["building_ids"], dtype=np.int64) for r in regions]) if regions else none
+    label = np.concatenate([np.full(len(r["building_ids"]), i) for i, r in enumerate(regions)]) if regions else none
     pos = np.searchsorted(buildings["id"], ids)
-    if len(ids) == 0 or (pos >= len(buildings["id"])).any() or (buildings["id"][np.minimum(pos, len(buildings["id"]) - 1)] != ids).any():
+    n = len(buildings["id"])
+    if len(ids) == 0 or (pos >= n).any() or (buildings["id"][np.minimum(pos, n - 1)] != ids).any():
         raise PlanError("the suggestion names buildings that are not in this community")
     pts = shapely.point_on_surface(buildings["geom"][pos])
     sites = shapely.multipoints(shapely.get_coordinates(pts))
@@ -725,7 +717,7 @@ def _apply_suggestion(edit: _Edit, op: dict, buildings: dict) -> list[str]:
 
 
 def _serialise_before(before: dict[str, dict | None]) -> dict:
-    out = {}
+    out: dict[str, dict | None] = {}
     for key, row in before.items():
         if row is None:
             out[key] = None
@@ -736,18 +728,22 @@ def _serialise_before(before: dict[str, dict | None]) -> dict:
     return out
 
 
+def operations_since(conn: Connection, plan_id: int, revision: int, undone: bool = True) -> list[dict]:
+    """The plan's operations after `revision` (and, with `undone`, every one undone since), as JSON values."""
+    rows = conn.execute(text(f"""
+        SELECT seq, revision, op, actor, at, undone_at FROM plan_operations
+        WHERE plan_id = :p AND (revision > :r {'OR undone_at IS NOT NULL' if undone else ''}) ORDER BY seq
+    """), {"p": plan_id, "r": revision}).mappings().all()
+    return [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in dict(r).items()} for r in rows]
+
+
 def _check_revision(conn: Connection, state: PlanState, if_revision: int | None) -> None:
     if state.status != "draft":
         raise PlanError(f"plan {state.plan_id} is {state.status}; only drafts can be edited")
     if if_revision is not None and if_revision != state.revision:
-        since = conn.execute(text("""
-            SELECT seq, revision, op, actor, at, undone_at FROM plan_operations
-            WHERE plan_id = :p AND (revision > :r OR undone_at IS NOT NULL) ORDER BY seq
-        """), {"p": state.plan_id, "r": if_revision}).mappings().all()
         raise StaleRevision(
             f"plan {state.plan_id} is at revision {state.revision}, not {if_revision}: reload it and retry",
-            state.revision, [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in dict(r).items()}
-                             for r in since])
+            state.revision, operations_since(conn, state.plan_id, if_revision), plan_id=state.plan_id)
 
 
 def _op_community(conn: Connection, state: PlanState, op: dict) -> int:
@@ -819,15 +815,23 @@ def _apply_scoped(conn: Connection, state: PlanState, op: dict) -> tuple[dict[st
     return before, result
 
 
+@refused_as(OperationRefused)
 def apply_operation(conn: Connection, plan_id: int, op: dict, actor: str | None = None,
                     if_revision: int | None = None) -> dict:
-    """Apply an operation to a draft plan (locked FOR UPDATE); returns {revision, seq, result, keys}."""
+    """Apply an operation to a draft plan (locked FOR UPDATE); returns {revision, seq, result, changed}.
+    `if_revision`: the revision the caller edits (StaleRevision when the plan moved on)."""
+    return apply_operation_plain(conn, plan_id, op, actor, if_revision)
+
+
+def apply_operation_plain(conn: Connection, plan_id: int, op: dict, actor: str | None = None,
+                    if_revision: int | None = None) -> dict:
+    """`apply_operation` for another entry point: its plain PlanErrors are that entry point's refusals."""
     state = load_state(conn, plan_id, lock=True)
     _check_revision(conn, state, if_revision)
     before, result = _apply_scoped(conn, state, op)
     changed = list(before)
     _delete_rows(conn, plan_id, changed)
-    _write_rows(conn, plan_id, [state.rows[k] for k in changed if k in state.rows])
+    write_rows(conn, plan_id, [state.rows[k] for k in changed if k in state.rows])
     revision = state.revision + 1
     seq = conn.execute(text("SELECT coalesce(max(seq), 0) + 1 FROM plan_operations WHERE plan_id = :p"),
                        {"p": plan_id}).scalar_one()
@@ -841,6 +845,7 @@ def apply_operation(conn: Connection, plan_id: int, op: dict, actor: str | None 
     return {"revision": revision, "seq": seq, "result": result, "changed": sorted(changed)}
 
 
+@refused_as(NothingToUndo)
 def undo(conn: Connection, plan_id: int, actor: str | None = None, if_revision: int | None = None) -> dict:
     """Undo the plan's latest operation not yet undone: its rows go back to their before-images."""
     state = load_state(conn, plan_id, lock=True)
@@ -854,10 +859,10 @@ def undo(conn: Connection, plan_id: int, actor: str | None = None, if_revision: 
     before = last["before"]
     _delete_rows(conn, plan_id, list(before))
     restore = []
-    for key, row in before.items():
+    for row in before.values():
         if row is not None:
             restore.append({**row, "geom": None if row["geom"] is None else shapely.from_wkb(row["geom"])})
-    _write_rows(conn, plan_id, restore)
+    write_rows(conn, plan_id, restore)
     revision = state.revision + 1
     conn.execute(text("UPDATE plan_operations SET undone_at = clock_timestamp() WHERE id = :i"), {"i": last["id"]})
     conn.execute(text("UPDATE plans SET revision = :r, updated_at = now() WHERE id = :p"),

@@ -6,9 +6,10 @@ started; retired units are ended; unchanged units keep their boundary row and th
 community + 3 digits after the highest used, in reading order (north→south rows, west→east within a row), new
 micro-grids their grid's code + 2 digits the same way. A micro-grid moved to another grid cannot keep its code (a
 code starts with its parent's), so it is retired and a new one started under its new grid. The classification
-of the new version is recomputed, and the whole publish is audited. The locate index is told after commit
-(`geo.locate.lookup.notify_boundaries_changed`) by the caller, since an index rebuilt before commit would read the old
-boundaries.
+of the new version is recomputed in a savepoint (when it fails, its writes are undone, the publish goes on and the
+answer says why), and the whole publish is audited. The locate index is told after commit
+(`geo.locate.holder.notify_boundaries_changed`) by the caller, since an index rebuilt before commit would read the
+old boundaries.
 
 Optimistic locking: the plan remembers the community's published token when it was created; publishing after
 someone else published (or imported boundaries) in the same community raises `StalePublished` naming the versions
@@ -19,36 +20,49 @@ A street plan publishes all its communities in the same transaction as one versi
 advisory locks, and new codes are given per community (community code + 3 digits, reading order).
 Rollback of version V publishes, as a new version, the community boundaries in force just before V; when a street
 plan published V, one street version restores every community V changed (ids and codes of the old units back, the
-units V created ended), refused when those boundaries changed after V unless If-Match is the street's current ETag.
-Any other version is rolled back community by community (one new version each) under the same rule: refused when a
-community it would restore changed after V, unless If-Match carries that community's current ETag (an If-Match
-list, one ETag per such community, when V changed several, as imports do); ``*`` counts as no If-Match.
+units V created ended), refused when those boundaries changed after V unless the caller names the street's current
+token. Any other version is rolled back community by community (one new version each) under the same rule: refused
+when a community it would restore changed after V, unless the caller names that community's current token (one per
+such community when V changed several, as imports do). The caller's expected tokens come as plain values
+(``if_published``); the HTTP layer reads them from If-Match.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import shapely
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
+from geo.plans.drafts import (
+    PlanState,
+    community_token,
+    create_plan,
+    load_state,
+    operations_since,
+    published_rows,
+    scope_token,
+    street_token,
+    write_rows,
+)
+from geo.plans.errors import (
+    NotPublishable,
+    PlanError,
+    RollbackRefused,
+    StalePublished,
+    StaleRevision,
+    VersionNotFound,
+    refused_as,
+)
+from geo.plans.etags import etag_list
 from geo.store.locks import lock_communities
-from geo.plans.drafts import PlanError, PlanState, community_token, create_plan, load_state, scope_token
 
 #: Area (square degrees, ≈0.01 m²) under which a changed boundary counts as unchanged.
 SAME_DEG2 = 1e-12
-
-
-class StalePublished(PlanError):
-    """The community's published boundaries changed since the plan (or the caller's If-Match) was taken."""
-
-    def __init__(self, message: str, current: str, changes: list[dict], etags: dict[str, str] | None = None):
-        super().__init__(message)
-        self.current = current
-        self.changes = changes
-        #: community code → current token of every community whose ETag the caller must send (community rollback)
-        self.etags = etags
 
 
 def _reading_order(geoms: list) -> list[int]:
@@ -72,7 +86,7 @@ def _next_codes(conn: Connection, table: str, prefix: str, width: int, n: int) -
     return [f"{prefix}{i:0{width}d}" for i in range(start, start + n)]
 
 
-def changes_since(conn: Connection, community_id: int | list[int], since: dt.datetime) -> list[dict]:
+def changes_since(conn: Connection, community_id: int | Sequence[int], since: dt.datetime) -> list[dict]:
     """Boundary versions that changed the communities' grids or micro-grids after `since` (a boundary ended counts
     for the version that ended it, the one starting at its ``valid_to``)."""
     ids = [community_id] if isinstance(community_id, int) else list(community_id)
@@ -116,7 +130,7 @@ def version_scope(conn: Connection, version_id: int) -> dict | None:
                      {"v": version_id}).mappings().first()
     if v is None:
         return None
-    communities = dict(conn.execute(text("""
+    communities: dict[int, str] = dict(conn.execute(text("""
         SELECT DISTINCT c.id, c.code FROM communities c JOIN grids g ON g.community_id = c.id
         JOIN (SELECT b.grid_id FROM grid_boundaries b WHERE b.version_id = :v OR b.valid_to = :t
               UNION
@@ -162,7 +176,7 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
     if version_id is None:
         version_id = create_version(conn, ts, label, actor)
     if state.is_street:
-        summary = {"version_id": version_id, "valid_from": ts.isoformat(), "communities": {}}
+        summary: dict[str, Any] = {"version_id": version_id, "valid_from": ts.isoformat(), "communities": {}}
         for level in ("grids", "micro_grids"):
             summary[level] = {"created": [], "ended": [], "changed": [], "unchanged": 0}
         for cid, code in state.communities.items():
@@ -177,6 +191,8 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
             summary["communities"][code] = {level: part[level] for level in ("grids", "micro_grids")}
         return summary
     community_code = state.community_code
+    if community_code is None:
+        raise PlanError(f"plan {state.plan_id} has no community to publish into")
     summary = {"version_id": version_id, "valid_from": ts.isoformat(), "grids": {"created": [], "ended": [],
                "changed": [], "unchanged": 0}, "micro_grids": {"created": [], "ended": [], "changed": [],
                                                                 "unchanged": 0}}
@@ -207,7 +223,7 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
     new = [r for r in grids if r["unit_id"] is None and not r["retired"] and r["geom"] is not None]
     order = _reading_order([r["geom"] for r in new])
     codes = _next_codes(conn, "grids", community_code, 3, len(new))
-    for code, i in zip(codes, order):
+    for code, i in zip(codes, order, strict=True):
         r = new[i]
         uid = conn.execute(text("""
             INSERT INTO grids (code, name, kind, dedicated_type, community_id)
@@ -252,7 +268,7 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
         pcode = grid_code_of[parent]
         width = 2
         codes = _next_codes(conn, "micro_grids", pcode, width, len(rows))
-        for code, i in zip(codes, _reading_order([r["geom"] for r in rows])):
+        for code, i in zip(codes, _reading_order([r["geom"] for r in rows]), strict=True):
             r = rows[i]
             uid = conn.execute(text("INSERT INTO micro_grids (code, name, grid_id) VALUES (:c, :n, :g) RETURNING id"),
                                {"c": code, "n": r["name"], "g": grid_id_of[parent]}).scalar_one()
@@ -267,21 +283,38 @@ def _now(conn: Connection) -> dt.datetime:
 
 
 def refresh_classification(conn: Connection, ts: dt.datetime) -> dict:
-    """Recompute the stored classification for the version in force at `ts` (both levels)."""
+    """Recompute the stored classification for the version in force at `ts` (both levels), in a savepoint: when
+    classification refuses (ClassifyError) or its SQL fails, its writes are undone, the publish goes on (the
+    transaction stays usable) and the answer says why; the classification is recomputed on its next read."""
     from geo.classify import classification as classify
 
     try:
-        return {"refreshed": classify.refresh(conn, ts)}
-    except Exception as exc:  # classification is finished by another engineer: never lose a publish to it
+        with conn.begin_nested():
+            return {"refreshed": classify.refresh(conn, ts)}
+    except (classify.ClassifyError, DBAPIError) as exc:
         return {"refreshed": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def publish(conn: Connection, plan_id: int, actor: str | None = None, if_match: str | None = None,
-            label: str | None = None, allow_errors: bool = False, classify: bool = True) -> dict:
-    """Publish a draft plan as a new boundary version (one transaction: the caller's)."""
+@refused_as(NotPublishable)
+def publish(conn: Connection, plan_id: int, actor: str | None = None, if_published: str | None = None,
+            label: str | None = None, allow_errors: bool = False, classify: bool = True,
+            if_revision: int | None = None) -> dict:
+    """Publish a draft plan as a new boundary version (one transaction: the caller's). `if_revision`: the plan
+    revision the caller publishes, `if_published`: the token of the published boundaries the caller expects
+    (StaleRevision / StalePublished when they moved on)."""
+    return publish_plain(conn, plan_id, actor, if_published, label, allow_errors, classify, if_revision)
+
+
+def publish_plain(conn: Connection, plan_id: int, actor: str | None = None, if_published: str | None = None,
+                  label: str | None = None, allow_errors: bool = False, classify: bool = True,
+                  if_revision: int | None = None) -> dict:
+    """`publish` for another entry point (rollback): its plain PlanErrors are that entry point's refusals."""
     from geo.plans.validation import validate
 
     state = load_state(conn, plan_id, lock=True)
+    if if_revision is not None and if_revision != state.revision:
+        raise StaleRevision(f"plan {plan_id} is at revision {state.revision}, not {if_revision}", state.revision,
+                            operations_since(conn, plan_id, if_revision, undone=False), plan_id=plan_id)
     if state.status != "draft":
         raise PlanError(f"plan {plan_id} is {state.status}; only drafts can be published")
     # serialise publishes per community (a street plan takes each of its communities' locks, in id order, so it
@@ -293,12 +326,10 @@ def publish(conn: Connection, plan_id: int, actor: str | None = None, if_match: 
                                  {"p": plan_id}).one()
     current = scope_token(conn, state)
     what = f"street {state.street_code}" if state.is_street else f"community {state.community_code}"
-    wanted = None if if_match in (None, "", "*") else if_match.strip().removeprefix("W/").strip('"')
-    if current != base or (wanted is not None and wanted != current):
-        raise StalePublished(
-            f"the published boundaries of {what} changed since this plan was drafted"
-            if current != base else f"If-Match {if_match} is not the current published version",
-            current, changes_since(conn, list(state.communities), created))
+    if current != base or (if_published is not None and if_published != current):
+        stale = (f"the published boundaries of {what} changed since this plan was drafted" if current != base
+                 else f"the ETag {etag_list([if_published or ''])} is not the current published version")
+        raise StalePublished(stale, current, changes_since(conn, list(state.communities), created))
     check = validate(conn, plan_id)
     if check["errors"] and not allow_errors:
         raise PlanError(f"the plan has {check['errors']} validation errors; fix them or publish with allow_errors",
@@ -313,18 +344,13 @@ def publish(conn: Connection, plan_id: int, actor: str | None = None, if_match: 
     return summary
 
 
-def _if_match_token(if_match: str | None) -> str | None:
-    return None if if_match in (None, "", "*") else if_match.strip().removeprefix("W/").strip('"')
-
-
-def rollback_street(conn: Connection, scope: dict, actor: str | None = None, if_match: str | None = None) -> dict:
+def rollback_street(conn: Connection, scope: dict, actor: str | None = None, if_published: list[str] | None = None
+                    ) -> dict:
     """Roll back a version a street plan published as ONE new version: every community it changed gets the grids
     and micro-grids in force just before it (old ids and codes; units it created are ended).
 
     Refused (`StalePublished`, with the versions since) when the boundaries of those communities changed after
-    the version, unless `if_match` is the street's current ETag; a stale `if_match` is refused as well."""
-    from geo.plans.drafts import _published_rows, _write_rows, street_token
-
+    the version, unless `if_published` names the street's current token; tokens not naming it are refused too."""
     version_id, street = scope["version_id"], scope["street"]
     street_ids = conn.execute(text("SELECT id FROM communities WHERE street_id = :s ORDER BY id"),
                               {"s": street["id"]}).scalars().all()
@@ -334,64 +360,52 @@ def rollback_street(conn: Connection, scope: dict, actor: str | None = None, if_
     # the same locks as a street publish (every community of the street, id order): the checks below are race-free
     lock_communities(conn, street_ids)
     current = street_token(conn, street["id"])
-    wanted = _if_match_token(if_match)
     since = scope["valid_from"]
-    if wanted is not None and wanted != current:
+    if if_published and current not in if_published:
         later = [c for c in changes_since(conn, street_ids, since) if c["version_id"] != version_id]
-        raise StalePublished(f"If-Match {if_match} is not the current published version of street {street['code']}",
-                             current, later)
-    if wanted is None and _fingerprint(conn, ids, since) != _fingerprint(conn, ids):
+        raise StalePublished(f"the ETag {etag_list(if_published)} is not the current published version of street "
+                             f"{street['code']}", current, later)
+    if not if_published and _fingerprint(conn, ids, since) != _fingerprint(conn, ids):
         later = [c for c in changes_since(conn, ids, since) if c["version_id"] != version_id]
         names = ", ".join(f"{c['version_id']} ({c['label']})" for c in later) or "unknown"
         raise StalePublished(f"the boundaries version {version_id} changed in street {street['code']} were changed "
                              f"again since (versions {names}); send If-Match with the current ETag to roll back "
                              "over them", current, later)
     before = since - dt.timedelta(microseconds=1)
-    rows = _published_rows(conn, ids, before)
+    rows = published_rows(conn, ids, before)
     if not rows:
         raise PlanError(f"no grids were in force before version {version_id} to restore")
     kept = {r["key"] for r in rows}
     # units the version (or a later one) created are not in the old state: the plan retires them
-    rows += [dict(r, retired=True) for r in _published_rows(conn, ids) if r["key"] not in kept]
+    rows += [dict(r, retired=True) for r in published_rows(conn, ids) if r["key"] not in kept]
     label = f"回滚版本 {version_id}"
     pid = conn.execute(text("""
         INSERT INTO plans (street_id, label, base_token, created_by) VALUES (:s, :l, :t, :a) RETURNING id
     """), {"s": street["id"], "l": label, "t": current, "a": actor}).scalar_one()
-    _write_rows(conn, pid, rows)
-    out = publish(conn, pid, actor, None, label=f"{label} ({scope['label']})", allow_errors=True)
+    write_rows(conn, pid, rows)
+    out = publish_plain(conn, pid, actor, None, label=f"{label} ({scope['label']})", allow_errors=True)
     codes = [scope["communities"][c] for c in sorted(ids, key=lambda c: scope["communities"][c])]
     entry = {"street": street["code"], "communities": codes, "plan_id": pid, **out}
     return {"rolled_back": version_id, "scope": "street", "street": street["code"], "communities": codes,
             "version_id": out["version_id"], "plan_id": pid, "token": out["token"], "results": [entry]}
 
 
-def _if_match_tokens(if_match: str | None) -> list[str]:
-    """The entity tags of an If-Match header (a comma-separated list, RFC 9110), unquoted; none for absent or `*`."""
-    if if_match is None or if_match.strip() in ("", "*"):
-        return []
-    return [t.strip().removeprefix("W/").strip('"') for t in if_match.split(",") if t.strip()]
-
-
-def _etag_list(tokens: list[str]) -> str:
-    return ", ".join(f'"{t}"' for t in tokens)
-
-
-def rollback(conn: Connection, version_id: int, actor: str | None = None, if_match: str | None = None,
+@refused_as(RollbackRefused)
+def rollback(conn: Connection, version_id: int, actor: str | None = None, if_published: list[str] | None = None,
              community_code: str | None = None) -> dict:
     """Publish, as a new version, the boundaries in force just before version `version_id`: one street version
     when a street plan published it (see `rollback_street`), else one version per community it changed (or only
     `community_code`).
 
     A community version is refused (`StalePublished`, naming the later versions and the ETags needed) when a
-    community it would restore changed after it, unless `if_match` carries that community's current ETag (a list
-    when several changed); an `if_match` naming no current ETag of those communities is refused as well."""
-    from geo.plans.drafts import _published_rows, _write_rows
-
+    community it would restore changed after it, unless `if_published` names that community's current token (one per
+    community when several changed); tokens naming no current token of those communities are refused as well.
+    No tokens (an absent If-Match, or ``*``) is the same as None."""
     scope = version_scope(conn, version_id)
     if scope is None:
-        raise PlanError(f"no boundary version {version_id}")
+        raise VersionNotFound(f"no boundary version {version_id}")
     if community_code is None and scope["street"] is not None:
-        return rollback_street(conn, scope, actor, if_match)
+        return rollback_street(conn, scope, actor, if_published)
     communities = {cid: code for cid, code in scope["communities"].items()
                    if community_code is None or code == community_code}
     if not communities:
@@ -410,17 +424,17 @@ def rollback(conn: Connection, version_id: int, actor: str | None = None, if_mat
         raise PlanError(f"no grids were in force in community {', '.join(empty)} before version {version_id} "
                         "to restore")
     current = {cid: community_token(conn, cid) for cid in ids}
-    wanted = _if_match_tokens(if_match)
+    wanted = list(if_published or [])
     stale = [cid for cid in ids if _fingerprint(conn, [cid], since) != _fingerprint(conn, [cid])]
     needed = stale or ids
     etags = {communities[c]: current[c] for c in needed}
     unknown = [t for t in wanted if t not in set(current.values())]
     if unknown:
         raise StalePublished(
-            f"If-Match {_etag_list(unknown)} is not the current published version of "
+            f"the ETag {etag_list(unknown)} is not the current published version of "
             f"{'community' if len(ids) == 1 else 'any of the communities'} {', '.join(communities[c] for c in ids)} "
             f"changed by version {version_id}; the current ETag{'s are' if len(needed) > 1 else ' is'} "
-            f"{_etag_list(list(etags.values()))}",
+            f"{etag_list(list(etags.values()))}",
             current[needed[0]], [c for c in changes_since(conn, ids, since) if c["version_id"] != version_id], etags)
     missing = [cid for cid in stale if current[cid] not in wanted]
     if missing:
@@ -430,7 +444,7 @@ def rollback(conn: Connection, version_id: int, actor: str | None = None, if_mat
         etags = {communities[c]: current[c] for c in missing}
         raise StalePublished(
             f"the boundaries version {version_id} changed in community {codes} were changed again since (versions "
-            f"{names}); to roll back over them send If-Match: {_etag_list([current[c] for c in missing])} (the "
+            f"{names}); to roll back over them send If-Match: {etag_list([current[c] for c in missing])} (the "
             f"current ETag{'s' if len(missing) > 1 else ''} of community {codes})",
             current[missing[0]], later, etags)
     results = []
@@ -439,11 +453,11 @@ def rollback(conn: Connection, version_id: int, actor: str | None = None, if_mat
         pid = create_plan(conn, code, actor, f"回滚版本 {version_id}", at=before)
         # the plan copies the old boundaries; units the version (or a later one) created are not in it and must end
         state = load_state(conn, pid)
-        extra = [dict(r, retired=True) for r in _published_rows(conn, cid) if r["key"] not in state.rows]
-        _write_rows(conn, pid, extra)
+        extra = [dict(r, retired=True) for r in published_rows(conn, cid) if r["key"] not in state.rows]
+        write_rows(conn, pid, extra)
         conn.execute(text("UPDATE plans SET base_token = :t WHERE id = :p"), {"t": current[cid], "p": pid})
         # If-Match was checked above for every community; publish re-checks only the base token
         results.append({"community": code, "plan_id": pid,
-                        **publish(conn, pid, actor, None, label=f"回滚版本 {version_id} ({scope['label']})",
-                                  allow_errors=True)})
+                        **publish_plain(conn, pid, actor, None, label=f"回滚版本 {version_id} ({scope['label']})",
+                                        allow_errors=True)})
     return {"rolled_back": version_id, "results": results}

@@ -18,11 +18,13 @@ gets its own partition, explanation and numbers, and the feasible ones apply tog
 Reproducible means reproducible: the search ends after a fixed number of ReCom steps (or when every grid is in
 the band with nothing moved), never by the clock; a wall-clock guard (``time_budget_s``, 30 s by default) only
 stops a runaway search, and an answer it cut says so (``reproducible: false`` and a sentence in the explanation).
+The same holds for the exact step below: its budget is CP-SAT work units, and a search its wall-clock guard cut is
+reported the same way.
 
 Infeasibility is explained in numbers: the households need between ceil(H/max) and floor(H/min) grids, and an
 atom that cannot be split (one building) above the maximum is named.
 
-When ReCom ends with grids outside the band, an exact step follows (geo/suggest_band.py, OR-Tools CP-SAT on the same
+When ReCom ends with grids outside the band, an exact step follows (`suggest_band`, OR-Tools CP-SAT on the same
 atoms and adjacency): for every grid count the band allows it decides whether the atoms can be packed into grids of
 the band at all (contiguity ignored); if none can, the explanation says why in numbers (which compounds need grids
 of their own, how many households are left to fill the rest). Otherwise it searches a contiguous partition in the
@@ -34,13 +36,15 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import networkx as nx
 import numpy as np
 import shapely
 from sqlalchemy import Connection
 
-from geo.plans.drafts import PlanError, PlanState, load_state, owner_of_points
+from geo.plans.drafts import PlanState, apply_operation_plain, load_state, owner_of_points
+from geo.plans.errors import PlanError, SuggestionRefused, refused_as
 from geo.settings import get_settings
 
 #: CP-SAT work units for the exact band step (deterministic: the same answer on a busy or a quiet machine).
@@ -61,7 +65,7 @@ def atoms_for(buildings: dict, compounds: dict, hmax: int, metric) -> dict:
     w = np.maximum(np.bincount(inv, minlength=n), 1)
     ax, ay = np.bincount(inv, weights=x, minlength=n) / w, np.bincount(inv, weights=y, minlength=n) / w
     split = sorted(int(c) for c, v in comp_hh.items() if v > hmax)
-    names = dict(zip(compounds["id"].tolist(), compounds["name"].tolist()))
+    names = dict(zip(compounds["id"].tolist(), compounds["name"].tolist(), strict=True))
     return {"label": uniq, "of_building": inv, "households": ahh.astype(np.int64), "x": ax, "y": ay,
             "split_compounds": [{"compound_id": c, "name": names.get(c), "households": comp_hh[c]} for c in split],
             "compound_households": comp_hh, "names": names}
@@ -74,7 +78,7 @@ def adjacency(x: np.ndarray, y: np.ndarray) -> nx.Graph:
     g.add_nodes_from(range(n))
     if n < 2:
         return g
-    pts = shapely.points(x + np.arange(n) * 1e-6, y)  # de-duplicate coincident points without moving them
+    pts = np.asarray(shapely.points(x + np.arange(n) * 1e-6, y))  # de-duplicate coincident points, not moving them
     tris = shapely.get_parts(shapely.delaunay_triangles(shapely.multipoints(pts)))
     if len(tris):
         tree = shapely.STRtree(pts)
@@ -87,7 +91,7 @@ def adjacency(x: np.ndarray, y: np.ndarray) -> nx.Graph:
                         g.add_edge(int(i), int(j))
     if not nx.is_connected(g):
         order = np.argsort(x)
-        for i, j in zip(order[:-1], order[1:]):
+        for i, j in zip(order[:-1], order[1:], strict=True):
             g.add_edge(int(i), int(j))
     return g
 
@@ -111,13 +115,15 @@ class _Objective:
 def _tree_cuts(tree: nx.Graph, nodes: list[int], hh: np.ndarray):
     """Every edge of a spanning tree with the node set on one side (subtree sums by one DFS)."""
     root = nodes[0]
-    parent = {root: None}
+    parent: dict[int, int] = {}
+    seen = {root}
     order = [root]
     stack = [root]
     while stack:
         u = stack.pop()
         for v in tree.neighbors(u):
-            if v not in parent:
+            if v not in seen:
+                seen.add(v)
                 parent[v] = u
                 order.append(v)
                 stack.append(v)
@@ -140,7 +146,8 @@ def _bisect(g: nx.Graph, nodes: list[int], k: int, obj: _Objective, rng, tries: 
         return [np.array(nodes)]
     k1 = k // 2
     total = obj.hh[nodes].sum()
-    best, best_score = None, math.inf
+    best: np.ndarray | None = None
+    best_score = math.inf
     sub = g.subgraph(nodes)
     for _ in range(tries):
         for u, v in sub.edges:
@@ -157,7 +164,9 @@ def _bisect(g: nx.Graph, nodes: list[int], k: int, obj: _Objective, rng, tries: 
                 best_score, best = score, side
         if best_score < 1:
             break
-    rest = np.setdiff1d(nodes, best)
+    if best is None:
+        raise PlanError(f"{len(nodes)} atoms cannot be split into {k} connected parts")
+    rest = np.setdiff1d(np.asarray(nodes), best)
     return _bisect(g, best.tolist(), k1, obj, rng) + _bisect(g, rest.tolist(), k - k1, obj, rng)
 
 
@@ -167,15 +176,19 @@ def _match_labels(parts: list[np.ndarray], obj: _Objective, labels: list[int]) -
     for pi, p in enumerate(parts):
         for lab in labels:
             scores.append((float(obj.hh[p][obj.current[p] == lab].sum()), pi, lab))
-    out = [None] * len(parts)
-    used = set()
+    matched: list[int | None] = [None] * len(parts)
+    used: set[int] = set()
     for s, pi, lab in sorted(scores, reverse=True):
-        if out[pi] is None and lab not in used and s > 0:
-            out[pi], used = lab, used | {lab}
+        if matched[pi] is None and lab not in used and s > 0:
+            matched[pi], used = lab, used | {lab}
     nxt = max(labels, default=-1) + 1
-    for i in range(len(out)):
-        if out[i] is None:
-            out[i], nxt = nxt, nxt + 1
+    out = []
+    for got in matched:
+        if got is None:
+            out.append(nxt)
+            nxt += 1
+        else:
+            out.append(got)
     return out
 
 
@@ -192,15 +205,16 @@ def recom(g: nx.Graph, hh: np.ndarray, x: np.ndarray, y: np.ndarray, current: np
         nx.is_connected(g.subgraph(np.flatnonzero(current == lab).tolist())) for lab in labels_now)
     if not start_ok:
         parts = _bisect(g, list(range(len(hh))), k, obj, rng)
-        for p, lab in zip(parts, _match_labels(parts, obj, labels_now)):
+        for p, lab in zip(parts, _match_labels(parts, obj, labels_now), strict=True):
             assign[p] = lab
     t0 = time.perf_counter()
-    accepted = 0
+    accepted = done = 0
     stopped_by = "steps"
-    for step in range(steps):
-        if time.perf_counter() - t0 > time_budget_s:
+    for _ in range(steps):
+        if time.perf_counter() - t0 >= time_budget_s:
             stopped_by = "time"
             break
+        done += 1
         labs = np.unique(assign)
         scores = {lab: obj.district(np.flatnonzero(assign == lab), lab) for lab in labs}
         if all(s[0] == 0 and s[1] == 0 for s in scores.values()):
@@ -219,7 +233,7 @@ def recom(g: nx.Graph, hh: np.ndarray, x: np.ndarray, y: np.ndarray, current: np
         for u, v in sub.edges:
             sub.edges[u, v]["w"] = rng.random()
         tree = nx.minimum_spanning_tree(sub, weight="w")
-        old = tuple(sum(v) for v in zip(scores[a], scores[b]))
+        old = tuple(sum(v) for v in zip(scores[a], scores[b], strict=True))
         best, best_score = None, old
         for side in _tree_cuts(tree, nodes.tolist(), hh):
             other = np.setdiff1d(nodes, side)
@@ -233,7 +247,7 @@ def recom(g: nx.Graph, hh: np.ndarray, x: np.ndarray, y: np.ndarray, current: np
             assign[side], assign[other] = la, lb
             accepted += 1
     totals = {int(lab): int(hh[assign == lab].sum()) for lab in np.unique(assign)}
-    return assign, {"steps": step + 1, "accepted": accepted, "households": totals, "stopped_by": stopped_by,
+    return assign, {"steps": done, "accepted": accepted, "households": totals, "stopped_by": stopped_by,
                     "elapsed_s": round(time.perf_counter() - t0, 3)}
 
 
@@ -242,7 +256,7 @@ def atom_names(a: dict, b: dict) -> list[str]:
     first = np.empty(len(a["label"]), dtype=np.int64)
     first[a["of_building"][::-1]] = b["id"][::-1]  # the first building of each atom
     return [str(a["names"].get(int(lab), f"小区 {int(lab)}")) if lab >= 0 else f"楼栋 {int(fb)}"
-            for lab, fb in zip(a["label"], first)]
+            for lab, fb in zip(a["label"], first, strict=True)]
 
 
 def _repair(g: nx.Graph, a: dict, b: dict, cur: np.ndarray, n_now: int, best: tuple, lo: int, hi: int, seed: int,
@@ -251,16 +265,17 @@ def _repair(g: nx.Graph, a: dict, b: dict, cur: np.ndarray, n_now: int, best: tu
     at all (counting, then CP-SAT; contiguity ignored); then, for the packable counts nearest today's, a contiguous
     band-respecting partition by CP-SAT (fewest households moved, ReCom's partition as the hint). Budgets are
     deterministic (CP-SAT work units): a quarter for the packing checks, the rest for the contiguous search."""
-    from geo.plans.suggest_band import check_band, contiguous_partition, why_not_contiguous
+    from geo.plans.suggest_band import Guard, check_band, contiguous_partition, why_not_contiguous
 
     hh = a["households"]
     names = atom_names(a, b)
     total = int(hh.sum())
-    checks = check_band(hh, names, lo, hi, seed, budget * 0.25)
+    guard = Guard()
+    checks = check_band(hh, names, lo, hi, seed, budget * 0.25, guard)
     reasons = [f"{c.k} 个网格: {c.reason}" for c in checks if c.status == "infeasible"]
-    out = {"assign": None, "k": None, "band_checks": [{"k": c.k, "status": c.status, "reason": c.reason}
-                                                      for c in checks],
-           "contiguous": [], "reasons": reasons, "band_infeasible": False}
+    out: dict[str, Any] = {"assign": None, "k": None,
+                           "band_checks": [{"k": c.k, "status": c.status, "reason": c.reason} for c in checks],
+                           "contiguous": [], "reasons": reasons, "band_infeasible": False, "guard": guard}
     packable = sorted((c.k for c in checks if c.status != "infeasible"), key=lambda k: (abs(k - n_now), k))
     ks_all = [c.k for c in checks]
     if not packable:
@@ -274,7 +289,7 @@ def _repair(g: nx.Graph, a: dict, b: dict, cur: np.ndarray, n_now: int, best: tu
     for i, k in enumerate(packable):
         share = left / (len(packable) - i)
         status, assign, stats = contiguous_partition(g, hh, cur, k, lo, hi, best[1] if k == hint_k else None,
-                                                     seed, share)
+                                                     seed, share, guard)
         left -= min(stats["deterministic_time"], share)
         out["contiguous"].append(stats)
         if assign is not None:
@@ -286,7 +301,7 @@ def _repair(g: nx.Graph, a: dict, b: dict, cur: np.ndarray, n_now: int, best: tu
         out["band_infeasible"] = True
         told = {c.k: c.reason for c in checks if c.status == "infeasible"}
         for k in packable:
-            told[k] = why_not_contiguous(g, hh, names, k, lo, hi, seed, budget * 0.25) or (
+            told[k] = why_not_contiguous(g, hh, names, k, lo, hi, seed, budget * 0.25, guard=guard) or (
                 f"CP-SAT 证明 {len(hh)} 个单元按相邻关系无法连片地分成 {k} 个 {lo}–{hi} 户的网格")
         out["reasons"] = [f"{k} 个网格: {told[k]}" for k in sorted(told)]
         span = f"{ks_all[0]}" if len(ks_all) == 1 else f"{ks_all[0]}–{ks_all[-1]}"
@@ -321,7 +336,8 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
         reasons.append(f"{total:,} 户需要 {kmin} 到 {kmax} 个网格 (每格 {lo}–{hi} 户), 无整数解")
     big = np.flatnonzero(a["households"] > hi)
     for i in big:
-        reasons.append(f"楼栋 {int(b['id'][a['of_building'] == i][0])} 单独就有 {int(a['households'][i])} 户, 超过上限 {hi}")
+        first = int(b["id"][a["of_building"] == i][0])
+        reasons.append(f"楼栋 {first} 单独就有 {int(a['households'][i])} 户, 超过上限 {hi}")
     out = {"method": "recom", "seed": seed, "households": total, "band": [lo, hi], "grids_needed": [kmin, kmax],
            "atoms": int(len(a["label"])), "split_compounds": a["split_compounds"],
            "explanation": (f"{total:,} 户需要 {kmin} 到 {kmax} 个综合网格" if kmin <= kmax else "")}
@@ -341,7 +357,7 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
     if not ks:
         return {**out, "feasible": False,
                 "reasons": [f"{len(a['label'])} 个不可拆分的小区/楼栋不够分成 {kmin} 个网格"]}
-    best = None
+    best: tuple[float, np.ndarray, dict] | None = None
     guard_hit = False
     for k in ks:
         assign, stats = recom(g, a["households"], a["x"], a["y"], cur, k, lo, hi, seed, steps,
@@ -353,6 +369,7 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
             best = (score, assign, {**stats, "k": k})
         if score == 0:
             break
+    assert best is not None  # ks is not empty
     repair = None
     if best[0] > 0:
         # ReCom ended outside the band: decide exactly (CP-SAT) whether the band can be met, and meet it if so
@@ -363,7 +380,10 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
             out["method"] = "recom+cp-sat"
     _, assign, stats = best
     if repair is not None:
-        stats = {**stats, "repair": {k: v for k, v in repair.items() if k != "assign"}}
+        stats = {**stats, "repair": {k: v for k, v in repair.items() if k not in ("assign", "guard")}}
+        cp_guard_hit = repair["guard"].hit
+    else:
+        cp_guard_hit = False
     bassign = assign[a["of_building"]]
     moved = int(b["households"][bassign != owner].sum())
     regions = []
@@ -379,6 +399,9 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
     if guard_hit:
         out["explanation"] += (f"; 搜索在 {time_budget_s:g} 秒的时间上限处截止 (而非 {steps} 步), "
                                f"同一种子在负载不同的机器上可能给出不同结果")
+    if cp_guard_hit:
+        out["explanation"] += ("; 精确求解 (CP-SAT) 在时间上限处截止 (而非确定性的工作量上限), "
+                               "同一种子在负载不同的机器上可能给出不同结果")
     if not in_band:
         out["explanation"] += (f"; 整个小区不拆分时找到的最好方案仍有 {int(((hh < lo) | (hh > hi)).sum())} 个网格"
                                f"超出 {lo}–{hi} 户 (最小 {int(hh.min())}, 最大 {int(hh.max())})")
@@ -386,7 +409,7 @@ def suggest_state(state: PlanState, buildings: dict, compounds: dict, community,
             out["explanation"] += "; " + repair["why"]
             out["band_reasons"] = repair["reasons"]
             out["band_infeasible"] = repair["band_infeasible"]
-    return {**out, "feasible": True, "in_band": in_band, "reproducible": not guard_hit,
+    return {**out, "feasible": True, "in_band": in_band, "reproducible": not (guard_hit or cp_guard_hit),
             "grids": len(regions), "households_per_grid": hh.tolist(),
             "max_deviation_from_middle": float(np.abs(hh - mid).max()), "households_moved": moved,
             "compounds_split": len(a["split_compounds"]) + split_fitting, "fitting_compounds_split": split_fitting,
@@ -406,6 +429,14 @@ def as_operation(suggestion: dict) -> dict:
             "regions": [{"key": r["key"], "building_ids": r["building_ids"]} for r in suggestion["regions"]]}
 
 
+@refused_as(SuggestionRefused)
+def apply_suggestion(conn: Connection, plan_id: int, suggestion: dict, actor: str | None = None,
+                     if_revision: int | None = None) -> dict:
+    """Apply a suggestion to its plan as one operation (see `as_operation`); as `geo.plans.drafts.apply_operation`."""
+    return apply_operation_plain(conn, plan_id, as_operation(suggestion), actor, if_revision)
+
+
+@refused_as(SuggestionRefused)
 def suggest_for_plan(conn: Connection, plan_id: int, seed: int = 0, steps: int = 300,
                      time_budget_s: float = 30.0) -> dict:
     """Suggest comprehensive grids for a stored plan: its community, or (a street plan) each community of the

@@ -1,6 +1,6 @@
 """The household band as an exact problem (网格户数区间的精确求解): proof of infeasibility, and a CP-SAT repair.
 
-ReCom (geo/suggest.py) is a local search: when it ends with grids outside the band we do not know whether the band
+ReCom (geo/plans/suggest.py) is a local search: when it ends with grids outside the band we do not know whether the band
 can be met at all. This module answers that with OR-Tools CP-SAT on the same atoms (whole compounds that fit, else
 buildings) and the same Delaunay adjacency:
 
@@ -17,8 +17,9 @@ buildings) and the same Delaunay adjacency:
    touch ("(A 131) and (B 344) would share a grid but are not adjacent").
 
 Reproducible: one CP-SAT worker, a fixed ``random_seed`` and a *deterministic* time limit (CP-SAT's work units,
-measured here at roughly a wall-clock second each), so the same input and seed give the same answer whatever the load; a wall
-clock limit a few times larger only guards against a pathological machine.
+measured here at roughly a wall-clock second each), so the same input and seed give the same answer whatever the
+load; a wall-clock limit a few times larger only guards against a pathological machine, and a search it cut is
+recorded in a `Guard` the caller passes (the suggestion then says it is not reproducible).
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ def _packing_model(hh, k: int, lo: int, hi: int):
     return m, x
 
 
+@dataclass
+class Guard:
+    """Whether the wall-clock guard (not the deterministic budget) cut any CP-SAT search of one suggestion."""
+
+    hit: bool = False
+
+
 def _solver(seed: int, budget: float) -> cp_model.CpSolver:
     s = cp_model.CpSolver()
     s.parameters.num_workers = 1
@@ -70,6 +78,19 @@ def _solver(seed: int, budget: float) -> cp_model.CpSolver:
     s.parameters.max_deterministic_time = float(budget)
     s.parameters.max_time_in_seconds = float(budget) * WALL_GUARD + 1.0
     return s
+
+
+def _note_guard(solver: cp_model.CpSolver, status: cp_model.CpSolverStatus, guard: Guard | None) -> None:
+    # an unfinished search that stopped before its deterministic budget was spent was cut by the wall clock
+    unfinished = status in (cp_model.UNKNOWN, cp_model.FEASIBLE)
+    if guard is not None and unfinished and solver.deterministic_time < solver.parameters.max_deterministic_time:
+        guard.hit = True
+
+
+def _solve(solver: cp_model.CpSolver, model: cp_model.CpModel, guard: Guard | None) -> cp_model.CpSolverStatus:
+    st = solver.solve(model)
+    _note_guard(solver, st, guard)
+    return st
 
 
 def counting_certificate(hh: np.ndarray, names: list[str], k: int, lo: int, hi: int) -> str | None:
@@ -114,21 +135,22 @@ def counting_certificate(hh: np.ndarray, names: list[str], k: int, lo: int, hi: 
     return best
 
 
-def pack(hh: np.ndarray, k: int, lo: int, hi: int, seed: int = 0, budget: float = 0.5) -> tuple[str, np.ndarray | None]:
+def pack(hh: np.ndarray, k: int, lo: int, hi: int, seed: int = 0, budget: float = 0.5,
+         guard: Guard | None = None) -> tuple[str, np.ndarray | None]:
     """Group atoms into k grids of lo..hi households ignoring contiguity (CP-SAT): (status, slot per atom)."""
     n = len(hh)
     if k <= 0 or n < k:
         return "infeasible", None
     m, x = _packing_model(hh, k, lo, hi)
     solver = _solver(seed, budget)
-    st = solver.solve(m)
+    st = _solve(solver, m, guard)
     if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return "feasible", np.array([next(s for s in range(k) if solver.boolean_value(x[i][s])) for i in range(n)])
     return ("infeasible" if st == cp_model.INFEASIBLE else "unknown"), None
 
 
 def check_band(hh: np.ndarray, names: list[str], lo: int, hi: int, seed: int = 0,
-               budget: float = 1.0) -> list[BandCheck]:
+               budget: float = 1.0, guard: Guard | None = None) -> list[BandCheck]:
     """For every grid count the band allows, whether the atoms pack into it (contiguity ignored), with reasons."""
     total = int(hh.sum())
     kmin, kmax = math.ceil(total / hi), total // lo if lo > 0 else len(hh)
@@ -139,7 +161,7 @@ def check_band(hh: np.ndarray, names: list[str], lo: int, hi: int, seed: int = 0
         if reason:
             out.append(BandCheck(k, "infeasible", reason))
             continue
-        status, assign = pack(hh, k, lo, hi, seed, budget / max(len(ks), 1))
+        status, assign = pack(hh, k, lo, hi, seed, budget / max(len(ks), 1), guard)
         if status == "infeasible":
             big = np.sort(hh)[::-1][:4]
             reason = (f"{len(hh)} 个不可拆分单元 (最大 {'、'.join(str(int(v)) for v in big)} 户) 无论如何组合都凑不成 "
@@ -149,8 +171,8 @@ def check_band(hh: np.ndarray, names: list[str], lo: int, hi: int, seed: int = 0
 
 
 def contiguous_partition(g: nx.Graph, hh: np.ndarray, current: np.ndarray, k: int, lo: int, hi: int,
-                         hint: np.ndarray | None = None, seed: int = 0,
-                         budget: float = 1.0) -> tuple[str, np.ndarray | None, dict]:
+                         hint: np.ndarray | None = None, seed: int = 0, budget: float = 1.0,
+                         guard: Guard | None = None) -> tuple[str, np.ndarray | None, dict]:
     """k connected grids of lo..hi households over the graph's nodes, fewest households moved from `current`, then
     fewest cut edges (CP-SAT): (status, label per node, stats). Labels are the current grid labels (the model
     chooses which survive when k is smaller) and new ones above them."""
@@ -204,7 +226,7 @@ def contiguous_partition(g: nx.Graph, hh: np.ndarray, current: np.ndarray, k: in
                 m.add_hint(x[i][s], int(hint[i]) == labels[s])
     solver = _solver(seed, budget)
     t0 = time.perf_counter()
-    st = solver.solve(m)
+    st = _solve(solver, m, guard)
     stats = {"k": k, "atoms": n, "edges": len(same), "status": solver.status_name(st),
              "deterministic_time": round(solver.deterministic_time, 3), "wall_s": round(time.perf_counter() - t0, 3)}
     if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -221,7 +243,7 @@ class _Collect(cp_model.CpSolverSolutionCallback):
         self.x, self.cap, self.found = x, cap, set()
 
     def on_solution_callback(self):
-        groups = {}
+        groups: dict[int, list[int]] = {}
         for i, row in enumerate(self.x):
             groups.setdefault(next(s for s, v in enumerate(row) if self.boolean_value(v)), []).append(i)
         self.found.add(frozenset(frozenset(b) for b in groups.values()))
@@ -230,7 +252,7 @@ class _Collect(cp_model.CpSolverSolutionCallback):
 
 
 def why_not_contiguous(g: nx.Graph, hh: np.ndarray, names: list[str], k: int, lo: int, hi: int, seed: int = 0,
-                       budget: float = 0.5, cap: int = 12) -> str | None:
+                       budget: float = 0.5, cap: int = 12, guard: Guard | None = None) -> str | None:
     """When every packing of the atoms into k grids of the band has a grid that is not connected and there are few
     packings (≤ cap): how many, and for each the grid whose parts do not touch; None when there are more (or the
     budget ran out before all were listed)."""
@@ -239,6 +261,8 @@ def why_not_contiguous(g: nx.Graph, hh: np.ndarray, names: list[str], k: int, lo
     solver.parameters.enumerate_all_solutions = True
     cb = _Collect(x, cap)
     st = solver.solve(m, cb)
+    if len(cb.found) <= cap:  # a search stopped at the cap is complete ("more than cap"), not cut by the clock
+        _note_guard(solver, st, guard)
     if st != cp_model.OPTIMAL or not cb.found or len(cb.found) > cap:
         return None  # not a complete list (OPTIMAL here means the enumeration finished)
 

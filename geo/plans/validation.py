@@ -37,9 +37,10 @@ from pyproj import Transformer
 from shapely.geometry import mapping
 from sqlalchemy import Connection, text
 
-from geo.spatial.crs import STORAGE_SRID, utm_epsg
 from geo.plans.drafts import PlanError, PlanState, load_state, owner_of_points
 from geo.settings import get_settings
+from geo.spatial.crs import STORAGE_SRID, utm_epsg
+from geo.spatial.geometry import repair_polygons
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,11 @@ class _Projector:
     def metric(self, geoms):
         out = shapely.transform(np.asarray(geoms, dtype=object),
                                 lambda c: np.column_stack(self.fwd.transform(c[:, 0], c[:, 1])))
-        # projecting can nudge a vertex across a near-touching edge; buffer(0) repairs it and stays polygonal
-        bad = ~shapely.is_valid(out)
-        if bad.any():
-            out[bad] = shapely.buffer(out[bad], 0)
+        # projecting can nudge a vertex across a near-touching edge: the one repair keeps the polygonal part (an
+        # input left without any stays an empty polygon, as the geometry was not empty before)
+        out, report = repair_polygons(out)
+        if len(report.lost_index):
+            out[report.lost_index] = shapely.Polygon()
         return out
 
     def geographic(self, geoms):
@@ -97,10 +99,11 @@ def _frames(conn: Connection, community_ids: list[int]) -> dict[int, tuple]:
     community): id → (boundary, buildings, compounds), shaped as geo.plans.drafts' community_geom, buildings_frame and
     compounds_frame."""
     ids = [int(i) for i in community_ids]
-    bounds = dict(conn.execute(text("SELECT id, ST_AsBinary(geom) FROM communities_at(now()) WHERE id = ANY(:c)"),
-                               {"c": ids}).all())
+    rows = conn.execute(text("SELECT id, ST_AsBinary(geom) FROM communities_at(now()) WHERE id = ANY(:c)"),
+                        {"c": ids}).all()
+    bounds: dict[int, bytes] = {r[0]: r[1] for r in rows if r[1] is not None}
     for cid in ids:
-        if bounds.get(cid) is None:
+        if cid not in bounds:
             raise PlanError(f"community {cid} has no boundary in force")
     b = conn.execute(text("""
         SELECT b.community_id, b.id, coalesce(b.compound_id, -1), coalesce(sum(u.households), 0),
@@ -254,37 +257,37 @@ def validate_state(state: PlanState, ctx: Context, rules: ValidationRules | None
                                              keys=[g["key"]], area_m2=round(float(shapely.area(piece)), 1)))
 
     # contiguity
-    for level, rows, geoms in (("grid", grids, g_m), ("micro_grid", micros, m_m)):
+    for rows, geoms in ((grids, g_m), (micros, m_m)):
         if not len(geoms):
             continue
         parts, idx = shapely.get_parts(geoms, return_index=True)
         big = shapely.area(parts) > rules.gap_area_m2
-        counts = np.bincount(idx[big], minlength=len(geoms))
-        for i in np.flatnonzero(counts > 1):
-            problems.append(_problem("not_contiguous", "error", f"{rows[i]['name']} 分成 {counts[i]} 块不相连的区域",
-                                     geoms[i], proj, keys=[rows[i]["key"]], pieces=int(counts[i])))
+        pieces = np.bincount(idx[big], minlength=len(geoms))
+        for i in np.flatnonzero(pieces > 1):
+            problems.append(_problem("not_contiguous", "error", f"{rows[i]['name']} 分成 {pieces[i]} 块不相连的区域",
+                                     geoms[i], proj, keys=[rows[i]["key"]], pieces=int(pieces[i])))
 
     # households per grid (point-on-surface rule)
     owner = owner_of_points(ctx.b_pts, grids)
     hh = np.bincount(owner[owner >= 0], weights=ctx.buildings["households"][owner >= 0], minlength=len(grids))
     pop = np.bincount(owner[owner >= 0], weights=ctx.buildings["population"][owner >= 0], minlength=len(grids))
     counts = []
-    for i, g in enumerate(grids):
+    for row_i, g in enumerate(grids):
         status = "ok"
         if (g.get("kind") or "comprehensive") == "comprehensive":
-            if hh[i] < band.grid_households_min:
+            if hh[row_i] < band.grid_households_min:
                 status = "below"
-            elif hh[i] > band.grid_households_max:
+            elif hh[row_i] > band.grid_households_max:
                 status = "above"
         counts.append({"key": g["key"], "code": g["code"], "name": g["name"], "kind": g.get("kind"),
-                       "households": int(hh[i]), "population": int(pop[i]), "status": status,
-                       "buildings": int(np.sum(owner == i))})
+                       "households": int(hh[row_i]), "population": int(pop[row_i]), "status": status,
+                       "buildings": int(np.sum(owner == row_i))})
         if status != "ok":
             limit = band.grid_households_min if status == "below" else band.grid_households_max
             word = "低于下限" if status == "below" else "超过上限"
             problems.append(_problem("households_band", rules.band_severity or band.grid_households_band_severity,
-                                     f"{g['name']} 有 {int(hh[i])} 户, {word} {limit} 户", g_m[i], proj,
-                                     keys=[g["key"]], households=int(hh[i]),
+                                     f"{g['name']} 有 {int(hh[row_i])} 户, {word} {limit} 户", g_m[row_i], proj,
+                                     keys=[g["key"]], households=int(hh[row_i]),
                                      band=[band.grid_households_min, band.grid_households_max]))
 
     # buildings cut by a grid line, compounds split between grids
@@ -308,7 +311,8 @@ def validate_state(state: PlanState, ctx: Context, rules: ValidationRules | None
             for i in np.flatnonzero(n > 1):
                 in_grids = sorted({keys[g] for g in gi[sig & (si == i)]})
                 label = f"楼栋 {ids[i]}" if names is None else f"小区 {names[i]}"
-                msg = f"{label} 被网格线切分到 {n[i]} 个网格" if rule == "building_cut" else f"{label} 分属 {n[i]} 个网格"
+                msg = (f"{label} 被网格线切分到 {n[i]} 个网格" if rule == "building_cut"
+                       else f"{label} 分属 {n[i]} 个网格")
                 extra = {"building_id": int(ids[i])} if names is None else {"compound_id": int(ids[i])}
                 problems.append(_problem(rule, sev, msg, geoms[i], proj, keys=in_grids, **extra))
 

@@ -29,7 +29,7 @@ def lock_communities(conn: Connection, community_ids: Iterable[int | None]) -> l
     for cid in ids:
         level = conn.execute(text("SELECT current_setting('transaction_isolation'), "
                                   "pg_advisory_xact_lock(hashtext(:n), CAST(:c AS integer))"),
-                             {"n": LOCK_NAME, "c": cid}).first()[0]
+                             {"n": LOCK_NAME, "c": cid}).one()[0]
         if level != "read committed":
             # a snapshot taken before the lock was granted would hide what the previous holder committed
             raise RuntimeError(f"boundary writers need READ COMMITTED transactions, not {level.upper()}")
