@@ -5,10 +5,10 @@ Who may call a route is declared by the dependencies it uses, nothing else:
 - no credentials at all: only the (method, path) pairs in `PUBLIC_ROUTES`;
 - `CurrentUser` (alias `Reader`): any signed-in role;  `Planner`, `Admin`, `require_roles(...)`: those roles;
 - `ScopedUser`, `ScopedPlanner`, `scoped(*roles)`: those roles AND every unit the request names in its path or
-  query (a parameter listed in `SCOPE_PARAMS`, e.g. ``{grid_code}``, ``{building_id}``, ``{incident_id}``)
-  must lie in the caller's jurisdiction, else 403 problem+json naming the jurisdiction needed;
+  query (a parameter listed in `geo.access.scope.SCOPE_PARAMS`, e.g. ``{grid_code}``, ``{building_id}``,
+  ``{incident_id}``) must lie in the caller's jurisdiction, else 403 problem+json naming the jurisdiction needed;
 - targets only known inside the handler (a point in the body, rows of a list) are checked there with
-  `ensure_covers(principal, code)` or filtered with `principal.code_filter(column)`.
+  `ensure_covers(principal, code)` (i.e. `Principal.ensure_covers`) or filtered with `principal.code_filter(column)`.
 
 `route_access(route, method)` reads that rule back; tests/test_access.py walks every route with it, so a route
 without a rule fails the test. Writes are audited through `AuditDep`; a write request that succeeded without an
@@ -20,9 +20,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
@@ -30,15 +31,17 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep
 from api.problems import Problem
 from geo.access import audit
-from geo.store.models import User
+from geo.access.apikeys import principal_for_key
+from geo.access.scope import SCOPE_PARAMS, unit_code
+from geo.access.users import Principal, principal_of, user_for_token
+from geo.errors import DomainError
 from geo.settings import Settings, get_settings
-from geo.access.users import Principal, principal_of
+from geo.store.models import User
 
 log = logging.getLogger("gridatlas.auth")
 
@@ -78,8 +81,6 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False,
 def _signing_key(secret: str | None, var_dir: str) -> str:
     if secret:
         return secret
-    from pathlib import Path
-
     path = Path(var_dir) / "jwt_secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def issue_token(user: User, kind: str = "access", settings: Settings | None = No
     if kind not in ("access", "refresh"):
         raise ValueError(f"unknown token kind {kind!r}")
     settings = settings or get_settings()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     life = lifetime if lifetime is not None else token_lifetime(kind, settings)
     claims = {"sub": user.username, "kind": kind, "tv": user.token_version or 0, "iss": ISSUER,
               "iat": now, "exp": now + life, "jti": secrets.token_urlsafe(9)}
@@ -128,9 +129,9 @@ def decode_token(token: str, kind: str = "access") -> dict:
         claims = jwt.decode(token, signing_key(), algorithms=[ALGORITHM], issuer=ISSUER,
                             options={"require": ["exp", "iat", "sub", "iss"]})
     except jwt.ExpiredSignatureError:
-        raise unauthorised("the token has expired; log in again or use the refresh token")
+        raise unauthorised("the token has expired; log in again or use the refresh token") from None
     except jwt.InvalidTokenError:
-        raise unauthorised("the token is not valid")
+        raise unauthorised("the token is not valid") from None
     if claims.get("kind") != kind:
         raise unauthorised(f"a {claims.get('kind')} token cannot be used here")
     return claims
@@ -138,8 +139,8 @@ def decode_token(token: str, kind: str = "access") -> dict:
 
 def user_for_claims(session: Session, claims: dict) -> User:
     """The live user a token names; refused when disabled or when the token predates a reset or revocation."""
-    user = session.scalar(select(User).where(User.username == claims["sub"]))
-    if user is None or user.disabled or (user.token_version or 0) != claims.get("tv"):
+    user = user_for_token(session, claims["sub"], claims.get("tv"))
+    if user is None:
         raise unauthorised("the token is no longer valid (revoked, password changed or user disabled)")
     return user
 
@@ -176,40 +177,6 @@ def _same_origin(request: Request) -> bool:
 
 # ---------------------------------------------------------------------------------- jurisdiction targets
 
-_BUILDING_CODE = """
-    coalesce(
-        (SELECT g.code FROM current_grids g
-          WHERE ST_Covers(g.geom, ST_PointOnSurface(b.geom)) ORDER BY g.code LIMIT 1),
-        (SELECT c.code FROM communities c WHERE c.id = b.community_id))
-"""
-
-#: Request parameters (path or query) that name a unit, and how to find the code whose jurisdiction contains it.
-#: None: the value is itself a unit code. A query returning no row means the unit does not exist (404).
-SCOPE_PARAMS: dict[str, str | None] = {
-    "street_code": None,
-    "community_code": None,
-    "grid_code": None,
-    "micro_grid_code": None,
-    "code": None,
-    "street_id": "SELECT code FROM streets WHERE id = :v",
-    "community_id": "SELECT code FROM communities WHERE id = :v",
-    "grid_id": "SELECT code FROM grids WHERE id = :v",
-    "micro_grid_id": "SELECT code FROM micro_grids WHERE id = :v",
-    "building_id": f"SELECT {_BUILDING_CODE} FROM buildings b WHERE b.id = :v",
-    "unit_id": f"SELECT {_BUILDING_CODE} FROM units u JOIN buildings b ON b.id = u.building_id WHERE u.id = :v",
-    "compound_id": "SELECT c.code FROM compounds k LEFT JOIN communities c ON c.id = k.community_id "
-                   "WHERE k.id = :v",
-    "incident_id": "SELECT coalesce(mg.code, g.code, c.code, s.code) FROM incidents i "
-                   "LEFT JOIN micro_grids mg ON mg.id = i.micro_grid_id LEFT JOIN grids g ON g.id = i.grid_id "
-                   "LEFT JOIN communities c ON c.id = i.community_id LEFT JOIN streets s ON s.id = i.street_id "
-                   "WHERE i.id = :v",
-    "assignment_id": f"SELECT coalesce(mg.code, g.code, (SELECT {_BUILDING_CODE} FROM buildings b "
-                     "WHERE b.id = coalesce(a.building_id, u.building_id))) FROM staff_assignments a "
-                     "LEFT JOIN micro_grids mg ON mg.id = a.micro_grid_id LEFT JOIN grids g ON g.id = a.grid_id "
-                     "LEFT JOIN units u ON u.id = a.unit_id WHERE a.id = :v",
-}
-
-
 @dataclass(frozen=True)
 class Target:
     """A unit a request names: the parameter, its value, and the code of the unit (None = district-wide)."""
@@ -224,40 +191,27 @@ def request_targets(session: Session, request: Request) -> list[Target]:
     found = []
     params = {**request.query_params, **request.path_params}  # the path wins on a clash
     for name, sql in SCOPE_PARAMS.items():
-        value = params.get(name)
-        if value is None or value == "":
+        raw = params.get(name)
+        if raw is None or raw == "":
             continue
-        value = str(value)
-        if sql is None:
-            found.append(Target(name, value, value))
-            continue
-        if not value.isdigit():
+        value = str(raw)
+        if sql is not None and not value.isdigit():
             raise Problem(422, f"{name}: {value!r} is not an id", type="validation-error", title="Invalid request")
-        # ids beyond the integer range cannot exist (and would make the query fail)
-        row = session.execute(text(sql), {"v": int(value)}).first() if int(value) < 2**31 else None
-        if row is None:
-            raise Problem(404, f"there is no {name.removesuffix('_id').replace('_', ' ')} {value}",
-                          type="not-found")
-        found.append(Target(name, value, row[0]))
+        found.append(Target(name, value, unit_code(session, name, value)))  # NotFound (404) for unknown ids
     return found
 
 
 def ensure_covers(principal: Principal, code: str | None, what: str = "this unit") -> None:
-    """403 problem+json unless `code` lies in the caller's jurisdiction, naming the jurisdiction needed."""
-    if not principal.covers(code):
-        needed = code if code else "the whole district (admin)"
-        raise Problem(403, f"{what} lies in {needed}, outside your jurisdiction ({principal.jurisdiction_code})",
-                      type="out-of-jurisdiction", required_jurisdiction=code,
-                      your_jurisdiction=principal.jurisdiction_code)
+    """403 problem+json (OutOfJurisdiction) unless `code` lies in the caller's jurisdiction, naming the one needed."""
+    principal.ensure_covers(code, what)
 
 
 # ------------------------------------------------------------------------------------------- principals
 
-def authenticate_request(request: Request, session: Session, bearer: str | None, api_key: str | None) -> Principal | None:
+def authenticate_request(request: Request, session: Session, bearer: str | None,
+                         api_key: str | None) -> Principal | None:
     """The caller named by an API key or bearer token (None without credentials); 401 problem when invalid."""
     if api_key:
-        from geo.access.apikeys import principal_for_key  # API keys live in the domain layer
-
         principal = principal_for_key(session, api_key)
         if principal is None:
             raise unauthorised("the API key is not valid (unknown, revoked, or its user is disabled)")
@@ -317,7 +271,16 @@ def _check_role(principal: Principal, roles: frozenset[str] | None) -> None:
                       type="forbidden-role", required_roles=sorted(roles), your_role=principal.role)
 
 
-def require_roles(*roles: str):
+def _declare(dependency: Callable[..., Principal], name: str, roles: frozenset[str] | None,
+             is_scoped: bool) -> Callable[..., Principal]:
+    """Mark an access dependency with the rule `route_access` reads back (roles admitted, jurisdiction-scoped)."""
+    dependency.__name__ = name
+    # plain function attributes: vars() because a function type declares no such members
+    vars(dependency).update(access_roles=roles, access_scoped=is_scoped)
+    return dependency
+
+
+def require_roles(*roles: str) -> Callable[..., Principal]:
     """A dependency admitting only callers with one of `roles`."""
     allowed = frozenset(roles)
 
@@ -325,12 +288,10 @@ def require_roles(*roles: str):
         _check_role(principal, allowed)
         return principal
 
-    dependency.access_roles = allowed
-    dependency.__name__ = f"require_{'_or_'.join(sorted(roles))}"
-    return dependency
+    return _declare(dependency, f"require_{'_or_'.join(sorted(roles))}", allowed, False)
 
 
-def scoped(*roles: str):
+def scoped(*roles: str) -> Callable[..., Principal]:
     """A dependency admitting `roles` (all when none given) only for units of the request inside their jurisdiction."""
     allowed = frozenset(roles) or None
 
@@ -340,13 +301,10 @@ def scoped(*roles: str):
         # a request naming no unit (an optional query parameter left out) passes: the handler filters its rows
         # with principal.code_filter; tests/test_access.py checks each scoped route declares such a parameter
         for target in request_targets(session, request):
-            ensure_covers(principal, target.code, f"{target.param.replace('_', ' ')} {target.value}")
+            principal.ensure_covers(target.code, f"{target.param.replace('_', ' ')} {target.value}")
         return principal
 
-    dependency.access_roles = allowed
-    dependency.access_scoped = True
-    dependency.__name__ = f"scoped_{'_or_'.join(sorted(roles)) or 'any'}"
-    return dependency
+    return _declare(dependency, f"scoped_{'_or_'.join(sorted(roles)) or 'any'}", allowed, True)
 
 
 # ------------------------------------------------------------------------------------------------ audit
@@ -367,7 +325,7 @@ class Auditor:
         """The first unit the request names, else the caller's own jurisdiction."""
         try:
             targets = request_targets(self.session, self.request)
-        except Problem:
+        except (Problem, DomainError):  # a malformed or unknown id: the entry falls back to the caller's own
             targets = []
         for target in targets:  # a parameter called "code" may name something else (an incident class)
             if target.code is None or (target.code.isdigit() and 9 <= len(target.code) <= 18):
@@ -463,7 +421,7 @@ def iter_routes(app) -> Iterator[tuple[str, str, Any]]:
             yield "MOUNT", getattr(route, "path", None) or "", route
             continue
         for method in sorted(methods):
-            yield method, route.path, route
+            yield method, route.path or "", route
 
 
 def _is_api_route(route) -> bool:

@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from geo.store.db import session_scope
 from geo.settings import Settings, get_settings
+from geo.store.db import session_scope
 
 
 def settings_dep() -> Settings:

@@ -38,6 +38,7 @@ KIND_STATUS: dict[Kind, int] = {
     "too-many": 429,
     "unsupported": 415,
     "unavailable": 503,
+    "failed": 500,
 }
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+
+from geo.errors import DomainError
 
 console = Console()
 err = Console(stderr=True)
@@ -27,11 +30,12 @@ def admin_engine():
 
 
 @contextmanager
-def friendly_errors():
-    """Print a domain error as one clear line and exit 1, instead of a traceback."""
+def friendly_errors() -> Iterator[None]:
+    """Print a domain error (`geo.errors.DomainError`, or a plain value/lookup/runtime error) as one clear line and
+    exit 1, instead of a traceback."""
     try:
         yield
-    except (ValueError, RuntimeError, LookupError) as exc:
+    except (DomainError, ValueError, RuntimeError, LookupError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
 

@@ -28,9 +28,8 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop the local cluster (does nothing with DATABASE_URL)."""
-    from geo.store import db
-    from geo.store import localdb
     from geo.settings import get_settings
+    from geo.store import db, localdb
 
     if get_settings().database_url:
         console.print("DATABASE_URL is set: no local cluster to stop")
@@ -43,9 +42,8 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Print whether the local cluster runs, its URL (password hidden) and the schema revision."""
-    from geo.store import db
-    from geo.store import localdb
     from geo.settings import get_settings
+    from geo.store import db, localdb
 
     settings = get_settings()
     if settings.database_url:

@@ -19,10 +19,9 @@ def create(
     user: str = typer.Option(..., "--user", "-u", help="the user the key acts as (role and jurisdiction)"),
 ) -> None:
     """Create a key; the full key is printed once (only its hash is stored)."""
-    from geo.access import apikeys
-    from geo.access import audit
-    from geo.store.db import session_scope
+    from geo.access import apikeys, audit
     from geo.access.users import get_user
+    from geo.store.db import session_scope
 
     with friendly_errors(), session_scope(common.engine()) as session:
         owner = get_user(session, user)
@@ -39,16 +38,14 @@ def create(
 @app.command()
 def revoke(key: str = typer.Argument(..., help="the key's id, prefix or full value")) -> None:
     """Revoke a key at once (the row stays on record)."""
-    from geo.access import apikeys
-    from geo.access import audit
+    from geo.access import apikeys, audit
     from geo.store.db import session_scope
-    from geo.store.models import User
 
     with friendly_errors(), session_scope(common.engine()) as session:
         row = apikeys.find_key(session, key)
         before = apikeys.key_summary(row)
         changed = apikeys.revoke_key(session, row)
-        owner = session.get(User, row.user_id)
+        owner = apikeys.key_owner(session, row)
         if changed:
             audit.record(session, cli_actor(), "apikey.revoke", "api_key", row.prefix, owner.jurisdiction_code,
                          before, apikeys.key_summary(row, owner.username), audit.LOCAL)

@@ -21,10 +21,10 @@ def serve(
     """Run the service: PostGIS up, migrations, demo data if empty, first admin, API and maps."""
     import uvicorn
 
-    from geo.store import db
     from demo.load import load_demo_if_empty
-    from geo.settings import get_settings
     from geo.access.users import ensure_first_admin
+    from geo.settings import get_settings
+    from geo.store import db
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port

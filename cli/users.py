@@ -41,8 +41,8 @@ def add(
 ) -> None:
     """Create a user; a random password is printed once unless --ask-password."""
     from geo.access import audit
-    from geo.store.db import session_scope
     from geo.access.users import check_jurisdiction, check_password_policy, create_user, user_summary
+    from geo.store.db import session_scope
 
     password, generated = _read_password(ask_password)
     with friendly_errors(), session_scope(common.engine()) as session:
@@ -59,8 +59,8 @@ def add(
 @app.command("list")
 def list_(within: str | None = typer.Option(None, help="only users whose jurisdiction lies in this code")) -> None:
     """List users with role, jurisdiction and state."""
-    from geo.store.db import session_scope
     from geo.access.users import list_users, user_summary
+    from geo.store.db import session_scope
 
     with friendly_errors(), session_scope(common.engine()) as session:
         rows = [user_summary(u) for u in list_users(session, within)]
@@ -73,8 +73,8 @@ def list_(within: str | None = typer.Option(None, help="only users whose jurisdi
 
 def _set_disabled(username: str, disabled: bool) -> None:
     from geo.access import audit
-    from geo.store.db import session_scope
     from geo.access.users import get_user, set_disabled, user_summary
+    from geo.store.db import session_scope
 
     with friendly_errors(), session_scope(common.engine()) as session:
         user = get_user(session, username)
@@ -105,8 +105,8 @@ def reset_password(
 ) -> None:
     """Give a user a new password (random, printed once, unless --ask-password); their tokens stop working."""
     from geo.access import audit
-    from geo.store.db import session_scope
     from geo.access.users import get_user, set_password
+    from geo.store.db import session_scope
 
     password, generated = _read_password(ask_password)
     with friendly_errors(), session_scope(common.engine()) as session:

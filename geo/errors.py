@@ -24,6 +24,7 @@ Kind = Literal[
     "too-many",                # slow down (429)
     "unsupported",             # a format or media type we do not read (415)
     "unavailable",             # a dependency (the database) is down; try again (503)
+    "failed",                  # the operation broke off part-way and was rolled back (500)
 ]
 
 

@@ -53,7 +53,7 @@ def grids() -> gpd.GeoDataFrame:
 def micro_grids() -> gpd.GeoDataFrame:
     g = grids()
     boxes, codes, names, parents = [], [], [], []
-    for code, geom in zip(g["code"], g.geometry):
+    for code, geom in zip(g["code"], g.geometry, strict=True):
         x0, y0, x1, y1 = geom.bounds
         xm = (x0 + x1) / 2
         for k, b in enumerate(((x0, y0, xm, y1), (xm, y0, x1, y1)), 1):
@@ -77,7 +77,7 @@ def compounds() -> gpd.GeoDataFrame:
 
 def buildings() -> gpd.GeoDataFrame:
     rows = []
-    for c_ref, geom in zip(compounds()["ref"], compounds().geometry):
+    for c_ref, geom in zip(compounds()["ref"], compounds().geometry, strict=True):
         x0, y0, x1, y1 = geom.bounds
         w, h = (x1 - x0) / 7, (y1 - y0) / 3
         for k in range(3):

@@ -19,14 +19,14 @@ from api.auth import (
     AuditDep,
     OptionalUser,
     ScopedPlanner,
+    _calls,
     get_optional_principal,
     issue_token,
     iter_routes,
-    _calls,
 )
 from geo.access import audit
-from geo.store.models import AuditEntry, User
 from geo.access.users import Principal, create_user
+from geo.store.models import AuditEntry, User
 from tests.access_helpers import *  # noqa: F403 (the shared fixtures: audit_guard, world, engine)
 from tests.access_helpers import client_with, load_mini_district
 
@@ -243,8 +243,8 @@ def cli_db(migrated_engine, monkeypatch):
 
 def test_cli_users_and_keys_are_audited(cli_db):
     from cli import app
-    from geo.store.db import session_scope
     from geo.access.users import authenticate
+    from geo.store.db import session_scope
 
     runner = CliRunner()
     r = runner.invoke(app, ["users", "add", "chen", "--role", "planner", "--jurisdiction", "320505001"])
@@ -252,7 +252,8 @@ def test_cli_users_and_keys_are_audited(cli_db):
     password = r.output.split("password:")[1].split()[0]
     with session_scope(cli_db) as session:
         assert authenticate(session, "chen", password) is not None
-    assert runner.invoke(app, ["users", "add", "bad", "--role", "planner", "--jurisdiction", "999999999"]).exit_code == 1
+    refused = runner.invoke(app, ["users", "add", "bad", "--role", "planner", "--jurisdiction", "999999999"])
+    assert refused.exit_code == 1
     assert "chen" in runner.invoke(app, ["users", "list"]).output
 
     r = runner.invoke(app, ["keys", "create", "hotline", "--user", "chen"])

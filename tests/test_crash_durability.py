@@ -43,6 +43,14 @@ def _postgres_processes(postmaster: int) -> list[int]:
     return [postmaster, *children]
 
 
+def _gone(pid: int) -> bool:
+    """Whether the process has exited (or is a zombie nobody reaps)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 def test_every_acknowledged_write_survives_kill_9(own_cluster):
     admin_url = own_cluster.url()
     db.migrate(admin_url)
@@ -76,9 +84,14 @@ def test_every_acknowledged_write_survives_kill_9(own_cluster):
     assert len(acknowledged) >= ACKNOWLEDGED_BEFORE_KILL, "the writers made no progress"
 
     postmaster = int((own_cluster.data / "postmaster.pid").read_text().split()[0])
-    for pid in _postgres_processes(postmaster):
+    killed = _postgres_processes(postmaster)
+    for pid in killed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    # SIGKILL is delivered asynchronously: restarting while the old postmaster still looks alive would skip the start
+    deadline = time.monotonic() + 120
+    while not all(_gone(pid) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
     stop.set()
     for t in threads:
         t.join(timeout=60)

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from geo.store import db
 from geo.access.audit import record
+from geo.store import db
 
 
 @pytest.fixture

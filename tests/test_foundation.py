@@ -9,8 +9,8 @@ import shapely
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError, InternalError
 
-from geo.store import db
 from geo.spatial.geometry import GeometryError, as_multipolygons, require_valid
+from geo.store import db
 from geo.store.load import StoreError, load_district, parse_at, read_level
 
 BOWTIE = "MULTIPOLYGON(((113.1 29.37, 113.101 29.371, 113.101 29.37, 113.1 29.371, 113.1 29.37)))"
@@ -81,13 +81,12 @@ def test_docs_render_without_internet(client):
 
 @pytest.mark.parametrize("wkt, reason", [(BOWTIE, "invalid"), ("MULTIPOLYGON EMPTY", "empty")])
 def test_database_refuses_invalid_and_empty_geometries(db_session, wkt, reason):
-    with pytest.raises(IntegrityError, match="geom_valid"):
-        with db_session.begin_nested():
-            db_session.execute(
-                text("INSERT INTO compounds (name, kind, has_property_management, has_owners_committee, geom) "
-                     "VALUES ('坏小区', 'old', false, false, ST_GeomFromText(:w, 4326))"),
-                {"w": wkt},
-            )
+    with pytest.raises(IntegrityError, match="geom_valid"), db_session.begin_nested():
+        db_session.execute(
+            text("INSERT INTO compounds (name, kind, has_property_management, has_owners_committee, geom) "
+                 "VALUES ('坏小区', 'old', false, false, ST_GeomFromText(:w, 4326))"),
+            {"w": wkt},
+        )
 
 
 def test_python_validation_names_the_problem():
@@ -126,19 +125,17 @@ def test_grid_redrawn_on_a_date_answers_old_before_and_new_after(db_session):
 def test_two_versions_of_one_grid_cannot_overlap_in_time(db_session):
     conn = db_session.connection()
     b = conn.execute(text("SELECT id, grid_id, version_id FROM grid_boundaries LIMIT 1")).one()
-    with pytest.raises((IntegrityError, InternalError), match="one_version_at_a_time"):
-        with db_session.begin_nested():
-            conn.execute(
-                text("INSERT INTO grid_boundaries (grid_id, version_id, valid_from, geom) "
-                     "SELECT grid_id, version_id, valid_from + interval '1 day', geom FROM grid_boundaries WHERE id=:i"),
-                {"i": b.id},
-            )
+    with pytest.raises((IntegrityError, InternalError), match="one_version_at_a_time"), db_session.begin_nested():
+        conn.execute(
+            text("INSERT INTO grid_boundaries (grid_id, version_id, valid_from, geom) "
+                 "SELECT grid_id, version_id, valid_from + interval '1 day', geom FROM grid_boundaries WHERE id=:i"),
+            {"i": b.id},
+        )
 
 
 def test_codes_are_checked(db_session):
-    with pytest.raises(IntegrityError, match="code_format"):
-        with db_session.begin_nested():
-            db_session.execute(text("INSERT INTO streets (code, name) VALUES ('12AB', '坏街道')"))
+    with pytest.raises(IntegrityError, match="code_format"), db_session.begin_nested():
+        db_session.execute(text("INSERT INTO streets (code, name) VALUES ('12AB', '坏街道')"))
 
 
 def test_loading_into_a_non_empty_database_is_refused(engine, district):

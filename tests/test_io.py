@@ -20,10 +20,18 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo.store import db
+from geo.io import (
+    CoordinateError,
+    ImportFailed,
+    ImportOptions,
+    ImportRefused,
+    MappingError,
+    ReadError,
+    export_layer,
+    import_layer,
+)
 from geo.spatial.coords import wgs84_to_bd09, wgs84_to_gcj02
-from geo.io import (CoordinateError, ImportFailed, ImportOptions, ImportRefused, MappingError, ReadError,
-                    export_layer, import_layer)
+from geo.store import db
 from geo.store.load import parse_at, read_level
 from tests import io_samples as S
 from tests.conftest import _create_database, _drop_database
@@ -234,7 +242,7 @@ def test_csv_incidents_gbk_with_longitude_latitude_columns(parents, tmp_path):
     assert got["grid_code"].tolist() == ["310115001001001", "310115001002002", "310115001002003"]
     with parents.connect() as conn:
         first = conn.execute(text("SELECT reported_at FROM incidents ORDER BY reported_at LIMIT 1")).scalar()
-    assert first == dt.datetime(2025, 5, 1, 1, 30, tzinfo=dt.timezone.utc)  # 09:30 Asia/Shanghai
+    assert first == dt.datetime(2025, 5, 1, 1, 30, tzinfo=dt.UTC)  # 09:30 Asia/Shanghai
 
 
 def test_xlsx_staff_and_assignments_with_chinese_headers(tmp_path, migrated_engine):
@@ -273,7 +281,7 @@ def test_old_geojson_crs_member(parents, tmp_path):
     # A projected CGCS2000 Gauss-Krüger zone (CM 120°E) in the crs member: reprojected.
     gk = g.to_crs(4549)
     fc = S.feature_collection([(p, json.loads(shapely.to_geojson(geom))) for p, geom in
-                               zip(g.drop(columns="geometry").to_dict("records"), gk.geometry)],
+                               zip(g.drop(columns="geometry").to_dict("records"), gk.geometry, strict=True)],
                               "urn:ogc:def:crs:EPSG::4549")
     fc["features"] = fc["features"][:1]
     fc["features"][0]["properties"]["code"] = "310115001001009"
@@ -631,8 +639,8 @@ def api(migrated_engine):
 
 def bearer(engine, role, jurisdiction=None) -> dict:
     from api.auth import issue_token
-    from geo.store.db import session_scope
     from geo.access.users import create_user
+    from geo.store.db import session_scope
 
     with session_scope(engine) as session:
         user = create_user(session, f"{role}-{jurisdiction or 'all'}", "pw-" + role * 3, role, jurisdiction)

@@ -3,43 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
-from api.auth import Planner, ensure_covers
+from api.auth import Planner
 from api.deps import SessionDep
+from api.problems import problem_responses
+from api.schemas.access import AuditEntryOut, AuditPage
 from geo.access import audit
 
 router = APIRouter(tags=["audit"])
 
 
-class AuditEntryOut(BaseModel):
-    id: int
-    at: str | None
-    actor: str | None
-    action: str
-    method: str | None
-    path: str | None
-    remote_addr: str | None
-    target_type: str | None
-    target_id: str | None
-    jurisdiction_code: str | None
-    before: Any = None
-    after: Any = None
-
-
-class AuditPage(BaseModel):
-    items: list[AuditEntryOut]
-    next_before_id: int | None = None
-
-
-@router.get("/v1/audit", response_model=AuditPage)
+@router.get("/v1/audit", response_model=AuditPage, responses=problem_responses(401, 403, 422))
 def audit_log(
     principal: Planner,
     session: SessionDep,
-    jurisdiction: Annotated[str | None, Query(description="only entries whose jurisdiction code starts with this")] = None,
+    jurisdiction: Annotated[str | None,
+                            Query(description="only entries whose jurisdiction code starts with this")] = None,
     since: Annotated[dt.datetime | None, Query()] = None,
     until: Annotated[dt.datetime | None, Query()] = None,
     actor: Annotated[str | None, Query(max_length=100)] = None,
@@ -55,7 +37,7 @@ def audit_log(
         include_unscoped = jurisdiction is None
     else:
         if jurisdiction is not None:
-            ensure_covers(principal, jurisdiction, f"jurisdiction {jurisdiction}")
+            principal.ensure_covers(jurisdiction, f"jurisdiction {jurisdiction}")
         within = jurisdiction or principal.jurisdiction_code
         include_unscoped = False
     rows = audit.entries(session, within=within, include_unscoped=include_unscoped, since=since, until=until,
@@ -63,5 +45,5 @@ def audit_log(
                          before_id=before_id, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return AuditPage(items=[audit.entry_dict(r) for r in rows],
+    return AuditPage(items=[AuditEntryOut.model_validate(audit.entry_dict(r)) for r in rows],
                      next_before_id=rows[-1].id if more and rows else None)

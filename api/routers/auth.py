@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, Field
 
 from api.auth import (
     COOKIE_NAME,
@@ -24,16 +23,15 @@ from api.auth import (
     user_for_claims,
 )
 from api.deps import SessionDep
-from api.problems import Problem, problem_response
-from geo.access import audit
-from geo.access import throttle
+from api.problems import Problem, problem_response, problem_responses
+from api.schemas.access import Me, PasswordChange, RefreshRequest, TokenPair
+from geo.access import audit, throttle
 from geo.access.users import (
-    UserError,
     authenticate,
-    check_password_policy,
+    change_own_password,
     get_user,
     jurisdiction_name,
-    set_password,
+    revoke_tokens,
     verify_password,
 )
 
@@ -42,32 +40,6 @@ router = APIRouter(tags=["auth"])
 
 INVALID_LOGIN = "incorrect username or password"
 ROLE_NAMES = {"admin": "管理员", "planner": "规划员", "leader": "领导", "worker": "网格员"}
-
-
-class TokenPair(BaseModel):
-    access_token: str
-    token_type: str = "bearer"
-    expires_in: int = Field(description="seconds the access token stays valid")
-    refresh_token: str | None = None
-    refresh_expires_in: int | None = None
-
-
-class RefreshRequest(BaseModel):
-    refresh_token: str
-
-
-class PasswordChange(BaseModel):
-    current_password: str
-    new_password: str
-
-
-class Me(BaseModel):
-    username: str
-    role: str
-    jurisdiction_code: str | None
-    jurisdiction_level: str | None
-    jurisdiction_name: str | None
-    via: str | None
 
 
 def _tokens(user) -> TokenPair:
@@ -95,7 +67,7 @@ def _login_redirect(request: Request, error: str, next_path: str | None, retry: 
 
 
 @router.post("/v1/auth/token", response_model=TokenPair,
-             responses={401: {"description": "wrong credentials"}, 429: {"description": "too many failed logins"}})
+             responses={**problem_responses(401, 422, 429), 303: {"description": "the browser form: to `next`"}})
 def login(
     request: Request,
     session: SessionDep,
@@ -152,7 +124,7 @@ def login(
     return tokens
 
 
-@router.post("/v1/auth/refresh", response_model=TokenPair, responses={401: {"description": "invalid refresh token"}})
+@router.post("/v1/auth/refresh", response_model=TokenPair, responses=problem_responses(401, 422))
 def refresh(body: RefreshRequest, request: Request, session: SessionDep) -> TokenPair:
     """A new access token for a valid refresh token (refused once the user is disabled or their tokens revoked)."""
     user = user_for_claims(session, decode_token(body.refresh_token, kind="refresh"))
@@ -162,7 +134,7 @@ def refresh(body: RefreshRequest, request: Request, session: SessionDep) -> Toke
                      expires_in=int(token_lifetime("access").total_seconds()))
 
 
-@router.get("/v1/auth/me", response_model=Me)
+@router.get("/v1/auth/me", response_model=Me, responses=problem_responses(401))
 def me(principal: CurrentUser, session: SessionDep) -> Me:
     """Who the credentials belong to: name, role, jurisdiction."""
     code = principal.jurisdiction_code
@@ -171,8 +143,7 @@ def me(principal: CurrentUser, session: SessionDep) -> Me:
               jurisdiction_name=jurisdiction_name(session, code) if code else None, via=principal.via)
 
 
-@router.post("/v1/auth/password", response_model=TokenPair,
-             responses={401: {"description": "wrong current password"}, 422: {"description": "weak password"}})
+@router.post("/v1/auth/password", response_model=TokenPair, responses=problem_responses(401, 403, 422, 429))
 def change_password(body: PasswordChange, request: Request, principal: CurrentUser, session: SessionDep,
                     audit_entry: AuditDep):
     """Change your own password; every earlier token stops working and a fresh pair is returned."""
@@ -189,22 +160,17 @@ def change_password(body: PasswordChange, request: Request, principal: CurrentUs
     if not ok:
         audit_entry("user.password_change_failed", "user", user.username, user.jurisdiction_code)
         return problem_response(request, 401, "the current password is wrong", type="invalid-credentials")
-    try:
-        check_password_policy(body.new_password)
-    except UserError as exc:
-        raise Problem(422, str(exc), type="weak-password")
-    set_password(session, user, body.new_password)
+    change_own_password(session, user, body.new_password)
     audit_entry("user.password_change", "user", user.username, user.jurisdiction_code)
     return _tokens(user)
 
 
-@router.post("/v1/auth/logout", status_code=204, responses={303: {"description": "back to the login page"}})
+@router.post("/v1/auth/logout", status_code=204,
+             responses={**problem_responses(401, 403), 303: {"description": "back to the login page"}})
 def logout(request: Request, principal: CurrentUser, session: SessionDep, audit_entry: AuditDep,
            everywhere: Annotated[bool, Query(description="revoke every token issued to you so far")] = False):
     """End the browser session (clears the cookie); with `everywhere`, every token of yours stops working."""
     if everywhere:
-        from geo.access.users import revoke_tokens
-
         revoke_tokens(get_user(session, principal.username))
         session.flush()
     audit_entry("auth.logout", "user", principal.username, principal.jurisdiction_code,

@@ -6,23 +6,21 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import EngineDep
-from api.problems import Problem
-from geo.store.db import DatabaseNotReady, readiness
+from api.problems import problem_responses
+from api.schemas.io import Health, Readiness
+from geo.store.db import readiness
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-def healthz() -> dict:
-    """The process is alive."""
-    return {"status": "ok"}
+@router.get("/healthz", response_model=Health, responses=problem_responses(500))
+def healthz() -> Health:
+    """The process is alive (any answer but 200 means it is not)."""
+    return Health(status="ok")
 
 
-@router.get("/readyz")
-async def readyz(engine: EngineDep) -> dict:
-    """The database is reachable, has PostGIS and its schema is at the code's migration head."""
-    try:
-        info = await run_in_threadpool(readiness, engine)
-    except DatabaseNotReady as exc:
-        raise Problem(503, str(exc), type="not-ready", title="Service not ready")
-    return {"status": "ready", **info}
+@router.get("/readyz", response_model=Readiness, responses=problem_responses(503))
+async def readyz(engine: EngineDep) -> Readiness:
+    """The database is reachable, has PostGIS and its schema is at the code's migration head (503 otherwise)."""
+    info = await run_in_threadpool(readiness, engine)  # DatabaseNotReady: 503 not-ready
+    return Readiness(status="ready", **info)

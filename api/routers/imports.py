@@ -17,12 +17,13 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import AuditDep, CurrentUser, Planner, ensure_covers
+from api.auth import AuditDep, CurrentUser, Planner
 from api.deps import SessionDep, SettingsDep
-from api.problems import Problem
-from geo.io import (CoordinateError, ImportFailed, ImportOptions, ImportRefused, MappingError, ReadError,
-                    export_layer, import_layer, layer_spec)
-from geo.io.exporter import EXPORT_FORMATS, MEDIA_TYPES, ExportError, format_for, suffix_for
+from api.problems import Problem, problem_responses
+from api.schemas.io import ImportReportOut, exported_layer_schemas
+from geo.io import ImportOptions, export_layer, import_layer, layer_spec
+from geo.io.exporter import EXPORT_FORMATS, MEDIA_TYPES, exportable_layer, format_for, suffix_for
+from geo.store.load import parse_at
 
 router = APIRouter(tags=["import and export"])
 _CHUNK = 1 << 20
@@ -47,11 +48,10 @@ async def _save_upload(file: UploadFile, limit: int, folder: Path) -> Path:
     return path
 
 
-def _report_body(report) -> dict:
-    return {**report.to_json(), "problems_geojson": report.problems_geojson()}
-
-
-@router.post("/v1/imports", status_code=201, summary="Import a layer from an uploaded file")
+@router.post("/v1/imports", status_code=201, summary="Import a layer from an uploaded file",
+             response_model=ImportReportOut, response_model_exclude_unset=True,
+             responses={200: {"description": "a dry run: the report, nothing written", "model": ImportReportOut},
+                        **problem_responses(401, 403, 404, 413, 422, 500)})
 async def create_import(
     request: Request,
     response: Response,
@@ -74,15 +74,17 @@ async def create_import(
     version_id: Annotated[int | None, Form(description="import boundaries into this existing version")] = None,
     tolerance_m2: Annotated[float, Form(ge=0)] = 1.0,
 ) -> dict:
-    """Import one layer; 201 with the validation report (200 for a dry run), 422 when refused."""
+    """Import one layer; 201 with the validation report (200 for a dry run), 422 when refused.
+
+    Refusals answer problem+json: ``import-refused`` (strict mode; the report in ``report``),
+    ``implausible-coordinates`` (``features``), ``unreadable-file``, ``unknown-layer``; 404 for an unknown
+    version, 403 for a feature outside your jurisdiction, 500 ``import-failed`` when it broke off (rolled back).
+    """
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + _CHUNK:  # multipart framing adds a little
         raise _too_large(limit)
-    try:
-        spec = layer_spec(layer)
-    except MappingError as exc:
-        raise Problem(422, str(exc), type="unknown-layer")
+    spec = layer_spec(layer)
     folder = Path(tempfile.mkdtemp(prefix="gridatlas-import-"))
     try:
         path = await _save_upload(file, limit, folder)
@@ -91,7 +93,7 @@ async def create_import(
             for code in codes:
                 if code is None and layer_name == "staff":
                     continue  # people without a home building are not placed anywhere
-                ensure_covers(principal, code, f"a {layer_name} feature")
+                principal.ensure_covers(code, f"a {layer_name} feature")
 
         def record(action, target_type, target_id, jurisdiction_code, after):
             audit(action, target_type, target_id, jurisdiction_code, after=after)
@@ -101,19 +103,7 @@ async def create_import(
             axis_order=axis_order, allow_outside_china=allow_outside_china, valid_from=valid_from,
             version_id=version_id, actor=principal.actor, tolerance_m2=tolerance_m2, filename=file.filename,
             authorize=authorize, audit=record)
-        try:
-            report = await run_in_threadpool(import_layer, session.connection(), spec.name, path, options)
-        except ImportRefused as exc:
-            raise Problem(422, str(exc), type="import-refused", title="Import refused", report=_report_body(exc.report))
-        except CoordinateError as exc:
-            raise Problem(422, str(exc), type="implausible-coordinates", title="Coordinates refused",
-                          features=exc.features)
-        except (MappingError, ReadError) as exc:
-            raise Problem(422, str(exc), type="unreadable-file", title="File not readable as asked")
-        except LookupError as exc:
-            raise Problem(404, str(exc), type="not-found")
-        except ImportFailed as exc:
-            raise Problem(500, str(exc), type="import-failed", title="Import failed")
+        report = await run_in_threadpool(import_layer, session.connection(), spec.name, path, options)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if report.dry_run:
@@ -121,11 +111,14 @@ async def create_import(
         audit(f"import.{spec.name}.dry_run", spec.name, None,
               after={k: v for k, v in report.to_json().items() if k != "problems"})
         response.status_code = 200
-    return _report_body(report)
+    return report.as_answer()
 
 
 @router.get("/v1/exports/{layer}", summary="Export a layer as GeoJSON, GeoPackage, zipped Shapefile or CSV",
-            response_class=FileResponse)
+            response_class=FileResponse,
+            responses={200: {"description": "the layer as a file download (X-Feature-Count: features written)",
+                             "content": exported_layer_schemas()},
+                       **problem_responses(401, 404, 422)})
 def export(
     layer: str,
     principal: CurrentUser,
@@ -135,25 +128,18 @@ def export(
     encoding: Annotated[str, Query(description="utf-8 or gbk (Shapefile and CSV)")] = "utf-8",
 ) -> FileResponse:
     """The layer at `at`, inside your jurisdiction, as a file download."""
-    from geo.store.load import parse_at
-
-    try:
-        spec = layer_spec(layer)
-        fmt = format_for(Path("x"), format)
-        when = parse_at(at)
-    except MappingError as exc:
-        raise Problem(404, str(exc), type="unknown-layer")
-    except (ExportError, ValueError) as exc:
-        raise Problem(422, str(exc), type="validation-error", title="Invalid request")
+    spec = exportable_layer(layer)  # 404 unknown-layer
+    fmt = format_for(Path("x"), format)  # 422 for an unknown format or date
+    when = parse_at(at)
     folder = Path(tempfile.mkdtemp(prefix="gridatlas-export-"))
     name = f"{spec.name}{'_' + at if at else ''}{suffix_for(fmt)}"
     jurisdiction = None if principal.unrestricted else principal.jurisdiction_code
     try:
         result = export_layer(session.connection(), spec.name, folder / name, fmt, when, encoding, jurisdiction,
                               reveal_private=principal.role in ("admin", "planner"))
-    except ExportError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise Problem(422, str(exc), type="validation-error", title="Invalid request")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # the download's folder goes with it; here there is none
+        raise
     return FileResponse(result.path, media_type=MEDIA_TYPES[fmt], filename=name,
                         headers={"X-Feature-Count": str(result.count)},
                         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))

@@ -16,13 +16,18 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from geo.store.models import ApiKey, User
 from geo.access.users import Principal, UnknownUser, UserError, principal_of
+from geo.errors import NotFound
+from geo.store.models import ApiKey, User
 
 KEY_PATTERN = re.compile(r"^ga_([A-Za-z0-9]{8})_([A-Za-z0-9_-]{43})$")
 #: last_used_at is written at most this often per key, so reads do not turn into writes on every call.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=5)
 _ALPHANUMERIC = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+class UnknownKey(NotFound, LookupError):
+    """No API key has this id, prefix or value."""
 
 
 def _digest(secret: str) -> str:
@@ -47,17 +52,15 @@ def create_key(session: Session, user: User, name: str) -> tuple[ApiKey, str]:
 
 
 def find_key(session: Session, key_or_prefix: str | int) -> ApiKey:
-    """The key with this id, prefix or full value; UnknownUser-style LookupError otherwise."""
+    """The key with this id, prefix or full value; UnknownKey otherwise."""
     ref = str(key_or_prefix)
     match = KEY_PATTERN.match(ref)
     if match:
         ref = match.group(1)
-    if ref.isdigit():
-        row = session.get(ApiKey, int(ref))
-    else:
-        row = session.scalar(select(ApiKey).where(ApiKey.prefix == ref))
+    row = (session.get(ApiKey, int(ref)) if ref.isdigit()
+           else session.scalar(select(ApiKey).where(ApiKey.prefix == ref)))
     if row is None:
-        raise LookupError(f"there is no API key {key_or_prefix!r}")
+        raise UnknownKey(f"there is no API key {key_or_prefix!r}")
     return row
 
 
@@ -65,9 +68,17 @@ def revoke_key(session: Session, row: ApiKey) -> bool:
     """Revoke a key (kept for the record); False when it was revoked already."""
     if row.revoked_at is not None:
         return False
-    row.revoked_at = dt.datetime.now(dt.timezone.utc)
+    row.revoked_at = dt.datetime.now(dt.UTC)
     session.flush()
     return True
+
+
+def key_owner(session: Session, row: ApiKey) -> User:
+    """The user a key acts as."""
+    owner = session.get(User, row.user_id)
+    if owner is None:  # user_id is a NOT NULL foreign key: only a broken database gets here
+        raise UnknownUser(f"the owner of API key {row.prefix} does not exist")
+    return owner
 
 
 def list_keys(session: Session, username: str | None = None) -> list[tuple[ApiKey, str]]:
@@ -109,7 +120,7 @@ def principal_for_key(session: Session, key: str) -> Principal | None:
     row, user = found
     if row.revoked_at is not None or user.disabled:
         return None
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         row.last_used_at = now
     return principal_of(user, via=f"api_key:{prefix}")

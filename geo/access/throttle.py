@@ -2,7 +2,7 @@
 
 Attempts are kept in `login_attempts` (migration 0002), so the limits hold across server processes and restarts.
 Accounts are keyed by the name typed, whether or not such a user exists, so throttling reveals nothing about which
-names are real. The numbers are `geo.access.users.AuthSettings` (GRIDATLAS_AUTH_*).
+names are real. The numbers are `geo.settings.AuthSettings` (GRIDATLAS_AUTH_*).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import BigInteger, Boolean, DateTime, Index, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from geo.settings import AuthSettings, get_settings
 from geo.store.models import Base
-from geo.access.users import AuthSettings, get_auth_settings
 
 log = logging.getLogger("gridatlas.auth")
 #: Attempts older than this are pruned (well beyond any sensible window).
@@ -55,7 +55,7 @@ def _key(username: str) -> str:
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
-    return now or dt.datetime.now(dt.timezone.utc)
+    return now or dt.datetime.now(dt.UTC)
 
 
 def _blocked_until(session: Session, condition, limit: int, window: dt.timedelta,
@@ -84,7 +84,7 @@ def _last_success(session: Session, username: str, since: dt.datetime) -> dt.dat
 def check(session: Session, username: str, remote_addr: str | None, now: dt.datetime | None = None,
           settings: AuthSettings | None = None) -> Verdict:
     """Whether a login for `username` from `remote_addr` may be tried now."""
-    settings = settings or get_auth_settings()
+    settings = settings or get_settings().auth
     now = _now(now)
     window = dt.timedelta(seconds=settings.window_seconds)
     name = _key(username)

@@ -1,17 +1,21 @@
-"""Users, their roles and jurisdictions (辖区), password hashing (Argon2id via argon2-cffi)."""
+"""Users (用户), their roles and jurisdictions (辖区), password hashing (Argon2id via argon2-cffi).
+
+`Principal` is who calls (role, jurisdiction; `covers`, `ensure_covers`, `code_filter` decide what they reach).
+The numbers (password length, throttling) are `geo.settings.AuthSettings` (``get_settings().auth``).
+"""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import func, select, text, true
+from sqlalchemy import ColumnElement, func, select, text, true
 from sqlalchemy.orm import Session
 
+from geo.errors import DomainError, NotFound, OutOfJurisdiction
+from geo.settings import get_settings
 from geo.store.models import User
 
 ROLES = ("admin", "planner", "leader", "worker")
@@ -24,30 +28,25 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
-class AuthSettings(BaseSettings):
-    """Numbers of the access-control rules (environment GRIDATLAS_AUTH_*): configurable defaults."""
+class UserError(DomainError, ValueError):
+    """A user or key operation refused (unknown role, bad jurisdiction, weak password, bad key name)."""
 
-    model_config = SettingsConfigDict(env_prefix="GRIDATLAS_AUTH_", extra="ignore")
-
-    password_min_length: int = 10
-    #: Failed logins for one account (since its last success) within the window before it is throttled.
-    max_failures_per_account: int = 5
-    #: Failed logins from one address within the window before the address is throttled.
-    max_failures_per_address: int = 20
-    window_seconds: int = 900
+    slug = "user-refused"  # kind: "invalid" (422), the default
 
 
-@lru_cache
-def get_auth_settings() -> AuthSettings:
-    """The process-wide access-control settings, read once."""
-    return AuthSettings()
+class UserConflict(UserError):
+    """Refused by the state of things: the name is taken, or the user is the last active admin."""
+
+    kind = "conflict"
 
 
-class UserError(ValueError):
-    """A user operation refused (unknown role, bad jurisdiction, duplicate name, weak password)."""
+class WeakPassword(UserError):
+    """A user's own new password breaks the policy (an admin's choice is refused as `UserError`)."""
+
+    slug = "weak-password"
 
 
-class UnknownUser(LookupError):
+class UnknownUser(NotFound, LookupError):
     """No user has this name."""
 
 
@@ -80,7 +79,7 @@ class Principal:
 
     def covers(self, code: str | None) -> bool:
         """Whether a unit with this code (street, community, grid, micro-grid) lies inside the jurisdiction."""
-        if self.unrestricted:
+        if self.jurisdiction_code is None or self.role == "admin":
             return True
         return code is not None and code.startswith(self.jurisdiction_code)
 
@@ -88,13 +87,20 @@ class Principal:
         """Whether the jurisdiction and a unit with this code share any land (either contains the other)."""
         if self.covers(code):
             return True
-        return code is not None and self.jurisdiction_code.startswith(code)
+        return code is not None and self.jurisdiction_code is not None and self.jurisdiction_code.startswith(code)
 
-    def code_filter(self, column):
+    def code_filter(self, column) -> ColumnElement[bool]:
         """A SQL condition keeping rows whose unit code `column` lies in the jurisdiction (true for admins)."""
-        if self.unrestricted:
+        if self.jurisdiction_code is None or self.role == "admin":
             return true()
         return func.starts_with(column, self.jurisdiction_code)
+
+    def ensure_covers(self, code: str | None, what: str = "this unit") -> None:
+        """OutOfJurisdiction (403) unless `code` lies in the jurisdiction, naming the jurisdiction needed."""
+        if not self.covers(code):
+            needed = code if code else "the whole district (admin)"
+            raise OutOfJurisdiction(f"{what} lies in {needed}, outside your jurisdiction ({self.jurisdiction_code})",
+                                    required_jurisdiction=code, your_jurisdiction=self.jurisdiction_code)
 
 
 def hash_password(password: str) -> str:
@@ -117,9 +123,15 @@ def generate_password() -> str:
 
 def check_password_policy(password: str) -> None:
     """UserError unless the password is long enough (GRIDATLAS_AUTH_PASSWORD_MIN_LENGTH)."""
-    minimum = get_auth_settings().password_min_length
-    if len(password) < minimum:
-        raise UserError(f"the password needs at least {minimum} characters")
+    problem = password_problem(password)
+    if problem:
+        raise UserError(problem)
+
+
+def password_problem(password: str) -> str | None:
+    """Why the password breaks the policy (GRIDATLAS_AUTH_PASSWORD_MIN_LENGTH), or None when it does not."""
+    minimum = get_settings().auth.password_min_length
+    return f"the password needs at least {minimum} characters" if len(password) < minimum else None
 
 
 def jurisdiction_name(session: Session, code: str) -> str | None:
@@ -156,7 +168,7 @@ def create_user(session: Session, username: str, password: str, role: str,
     if not username or len(username) > 100 or username != username.strip():
         raise UserError("a username has 1 to 100 characters and no surrounding spaces")
     if session.scalar(select(User.id).where(User.username == username)):
-        raise UserError(f"user {username!r} exists already")
+        raise UserConflict(f"user {username!r} exists already")
     user = User(
         username=username,
         password_hash=hash_password(password),
@@ -200,12 +212,14 @@ def user_summary(user: User) -> dict:
 
 
 def _active_admins(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(User).where(User.role == "admin", User.disabled.is_(False)))
+    count = session.scalar(select(func.count()).select_from(User).where(User.role == "admin",
+                                                                        User.disabled.is_(False)))
+    return count or 0
 
 
 def _guard_last_admin(session: Session, user: User) -> None:
     if user.role == "admin" and not user.disabled and _active_admins(session) <= 1:
-        raise UserError(f"{user.username!r} is the last active admin; create another admin first")
+        raise UserConflict(f"{user.username!r} is the last active admin; create another admin first")
 
 
 def revoke_tokens(user: User) -> None:
@@ -246,11 +260,27 @@ def set_password(session: Session, user: User, password: str) -> None:
     session.flush()
 
 
+def change_own_password(session: Session, user: User, password: str) -> None:
+    """A user's change of their own password: WeakPassword when it breaks the policy; tokens issued before stop."""
+    problem = password_problem(password)
+    if problem:
+        raise WeakPassword(problem)
+    set_password(session, user, password)
+
+
 def authenticate(session: Session, username: str, password: str) -> User | None:
     """The active user with these credentials, or None (the same answer for unknown user and wrong password)."""
     user = session.scalar(select(User).where(User.username == username))
     ok = verify_password(user.password_hash if user else None, password)
     return user if ok and user is not None and not user.disabled else None
+
+
+def user_for_token(session: Session, username: str, token_version: object) -> User | None:
+    """The live user a token names, or None when unknown, disabled, or the token predates a reset or revocation."""
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or user.disabled or (user.token_version or 0) != token_version:
+        return None
+    return user
 
 
 def principal_of(user: User, via: str | None = None) -> Principal:

@@ -3,6 +3,15 @@
 `import_layer` reads GeoJSON, GeoPackage, zipped Shapefile, CSV or XLSX into one layer in one transaction;
 `export_layer` writes any layer, at the current or a dated boundary version, to GeoJSON, GeoPackage, zipped
 Shapefile or CSV.
+
+- `readers`: reading a file of any supported format (`read_source`, `ReadError`);
+- `fields`: the layers and their fields, column matching and value conversion (`layer_spec`, `MappingError`);
+- `reproject`: the file's coordinate system to EPSG:4326, plausibility checks (`CoordinateError`);
+- `validate`: the geometry and database checks and the validation report's `Issue`s;
+- `importer`: the import in one transaction (`import_layer`, `ImportReport`, `ImportRefused`, `ImportFailed`);
+- `exporter`: the export (`export_layer`, `read_layer`, `ExportError`).
+
+Every refusal is a `geo.errors.DomainError` carrying its problem slug (the API answers it as problem+json).
 """
 
 from geo.io.exporter import EXPORT_FORMATS, export_layer, read_layer

@@ -21,8 +21,10 @@ import pyogrio
 import shapely
 from sqlalchemy import Connection, Engine, text
 
-from geo.io.fields import layer_spec
+from geo.errors import DomainError
+from geo.io.fields import LayerSpec, UnknownLayer, layer_spec
 from geo.settings import get_settings
+from geo.store.versions import at_or_now, in_force
 
 EXPORT_FORMATS = ("geojson", "gpkg", "shapefile", "csv")
 _SUFFIX = {"geojson": ".geojson", "gpkg": ".gpkg", "shapefile": ".zip", "csv": ".csv"}
@@ -42,8 +44,11 @@ SHAPEFILE_NAMES = {
 }
 
 
-class ExportError(ValueError):
-    """An export that cannot be made as asked (unknown layer or format)."""
+class ExportError(DomainError, ValueError):
+    """An export that cannot be made as asked (unknown format or encoding)."""
+
+    slug = "validation-error"
+    title = "Invalid request"
 
 
 _J = "CAST(:j AS text)"
@@ -54,7 +59,7 @@ def _overlaps(col: str) -> str:
     return f"({_J} IS NULL OR {col} LIKE {_J} || '%' OR {_J} LIKE {col} || '%')"
 
 
-_AT = "coalesce(CAST(:at AS timestamptz), now())"
+_AT = at_or_now()
 _REVEAL = "CAST(:reveal AS boolean)"
 _DAY = "CAST(CAST(:at AS timestamptz) AT TIME ZONE CAST(:tz AS text) AS date)"  # the local date of :at
 _REF = "coalesce({t}.source_ref, {t}.id::text)"
@@ -103,8 +108,7 @@ _SQL = {
         LEFT JOIN units un ON un.id = a.unit_id
         LEFT JOIN buildings b ON b.id = coalesce(a.building_id, un.building_id)
         LEFT JOIN communities bc ON bc.id = b.community_id
-        WHERE (CAST(:at AS timestamptz) IS NULL
-               OR (a.valid_from <= {_DAY} AND (a.valid_to IS NULL OR a.valid_to > {_DAY})))
+        WHERE (CAST(:at AS timestamptz) IS NULL OR {in_force("a", _DAY)})
           AND (CAST(:j AS text) IS NULL OR {_overlaps('coalesce(g.code, m.code, bc.code)')})
         ORDER BY a.id""",
     "incidents": f"""SELECT i.reported_at, i.class_code, i.source, i.state, i.description,
@@ -137,6 +141,14 @@ def _iso(series: pd.Series, tz: str) -> pd.Series:
         return s.map(lambda v: v.isoformat(), na_action="ignore").astype(object)
     return series.map(lambda v: v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v,
                       na_action="ignore").astype(object)
+
+
+def exportable_layer(layer: str) -> LayerSpec:
+    """The spec of the layer to export; UnknownLayer of kind not-found (the thing to read does not exist)."""
+    try:
+        return layer_spec(layer)
+    except UnknownLayer as exc:
+        raise UnknownLayer(exc.message, kind="not-found") from None
 
 
 def read_layer(conn: Connection, layer: str, at: dt.datetime | None = None, jurisdiction: str | None = None,

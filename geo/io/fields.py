@@ -11,15 +11,27 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from geo.errors import DomainError
 from geo.store.models import CompoundKind, GridKind, StaffRole, TargetType
 
 
-class MappingError(ValueError):
+class MappingError(DomainError, ValueError):
     """A field mapping that cannot be applied (unknown column, unknown target, missing required field)."""
+
+    slug = "unreadable-file"
+    title: ClassVar[str | None] = "File not readable as asked"
+
+
+class UnknownLayer(MappingError):
+    """No importable or exportable layer has this name."""
+
+    slug = "unknown-layer"
+    title = None
 
 
 @dataclass(frozen=True)
@@ -104,9 +116,9 @@ TARGET_TYPE = _choices({
 })
 
 def _incident_choices() -> tuple[dict[str, str], dict[str, str]]:
-    """Incident states (data/incident_states.csv) and sources (geo.incidents.closed_loop.SOURCES): code or Chinese name."""
+    """Incident states (data/incident_states.csv) and sources (geo.incidents.closed_loop.SOURCES): code or Chinese
+    name."""
     import csv
-    from pathlib import Path
 
     states: dict[str, tuple[str, ...]] = {}
     from data import DATA_DIR
@@ -125,7 +137,6 @@ def _incident_choices() -> tuple[dict[str, str], dict[str, str]]:
 INCIDENT_STATE, INCIDENT_SOURCE = _incident_choices()
 _NAME = ("name", "名称", "mc")
 _HOUSEHOLDS = ("households", "户数", "住户数", "总户数", "hs", "hushu")
-_COUNT = {"minimum": 0}
 _POPULATION = ("population", "人口", "人口数", "人数", "总人口", "rk", "rks")
 
 
@@ -167,8 +178,8 @@ LAYERS: dict[str, LayerSpec] = {
                       GRID_KIND),
             FieldSpec("dedicated_type", "str", False, ("dedicated_type", "ded_type", "专属类型", "专属网格类型"),
                       max_length=32),
-            FieldSpec("households", "int", False, _HOUSEHOLDS, **_COUNT),
-            FieldSpec("population", "int", False, _POPULATION, **_COUNT),
+            FieldSpec("households", "int", False, _HOUSEHOLDS, minimum=0),
+            FieldSpec("population", "int", False, _POPULATION, minimum=0),
         ),
         key=("code",), code_lengths=(15,), parent="communities", label="网格",
     ),
@@ -218,11 +229,12 @@ LAYERS: dict[str, LayerSpec] = {
         "units", "units", None,
         (
             FieldSpec("building_ref", "str", False, ("building_ref", "bldg_ref", "楼栋id", "楼栋ref")),
-            FieldSpec("building_code", "str", False, ("building_code", "bldg_code", "楼栋编码", "楼栋编号", "楼号", "ldbm")),
+            FieldSpec("building_code", "str", False,
+                      ("building_code", "bldg_code", "楼栋编码", "楼栋编号", "楼号", "ldbm")),
             FieldSpec("number", "int", True, ("number", "unit_number", "unit_no", "单元", "单元号", "单元编号",
                                               "dyh"), minimum=0),
-            FieldSpec("households", "int", False, _HOUSEHOLDS, **_COUNT),
-            FieldSpec("population", "int", False, _POPULATION, **_COUNT),
+            FieldSpec("households", "int", False, _HOUSEHOLDS, minimum=0),
+            FieldSpec("population", "int", False, _POPULATION, minimum=0),
         ),
         key=("building_ref", "building_code", "number"), label="单元",
     ),
@@ -289,7 +301,7 @@ def layer_spec(layer: str) -> LayerSpec:
     """The spec of an importable layer (``micro-grids`` and ``micro_grids`` both work)."""
     name = ALIASES.get(layer, layer)
     if name not in LAYERS:
-        raise MappingError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
+        raise UnknownLayer(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
     return LAYERS[name]
 
 
@@ -422,10 +434,10 @@ def convert_column(spec: FieldSpec, series: pd.Series, tz: str) -> tuple[pd.Seri
         from zoneinfo import ZoneInfo
 
         zone = ZoneInfo(tz)
-        values = [None if b else _parse_when(v, zone) for v, b in zip(_as_text(series).tolist(), blank)]
-        bad = ~blank & np.array([v is None for v in values], dtype=bool)
-        if spec.kind == "date":
-            values = [v.date() if v is not None else None for v in values]
+        parsed = [None if b else _parse_when(v, zone)
+                  for v, b in zip(_as_text(series).tolist(), blank, strict=True)]
+        bad = ~blank & np.array([v is None for v in parsed], dtype=bool)
+        values: list = [v.date() if v is not None else None for v in parsed] if spec.kind == "date" else parsed
         out = pd.Series(values, index=series.index, dtype=object)
     else:  # pragma: no cover - specs are static
         raise ValueError(f"unknown field kind {spec.kind}")

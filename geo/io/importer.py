@@ -27,16 +27,33 @@ import pandas as pd
 import shapely
 from sqlalchemy import Connection, Engine, text
 
-from geo.spatial.geometry import ewkb_hex
-from geo.io.fields import LayerSpec, MappingError, convert_column, layer_spec, match_fields, parse_mapping, \
-    required_missing
+from geo.errors import DomainError, NotFound
+from geo.io.fields import (
+    LayerSpec,
+    MappingError,
+    convert_column,
+    layer_spec,
+    match_fields,
+    parse_mapping,
+    required_missing,
+)
 from geo.io.readers import SourceData, read_source
 from geo.io.reproject import source_crs, to_storage
-from geo.io.validate import Issue, check_geometries, coverage_gaps, household_band, issues_geojson, \
-    merge_and_deduplicate, outside_parent, overlaps
-from geo.store.locks import lock_communities
+from geo.io.validate import (
+    Issue,
+    check_geometries,
+    coverage_gaps,
+    household_band,
+    issues_geojson,
+    merge_and_deduplicate,
+    outside_parent,
+    overlaps,
+)
 from geo.settings import get_settings
-from geo.store.load import BOUNDARY_TABLES, LEVELS, copy_rows
+from geo.spatial.geometry import ewkb_hex
+from geo.store.load import BOUNDARY_TABLES, LEVELS, copy_rows, create_version, parse_at
+from geo.store.locks import lock_communities
+from geo.store.versions import in_force
 
 #: Parent level, the column naming it in the file, the foreign key and the parent code length.
 PARENTS = {
@@ -51,17 +68,29 @@ RESULT = "import_result"
 PROGRESS_EVERY = 5000
 
 
-class ImportRefused(RuntimeError):
-    """Strict mode found problems: nothing was written; `report` lists them."""
+class ImportRefused(DomainError, RuntimeError):
+    """Strict mode found problems: nothing was written; `report` lists them (the problem's `report` member)."""
+
+    slug = "import-refused"
+    title = "Import refused"
 
     def __init__(self, report: ImportReport):
         kinds = ", ".join(f"{n} {k}" for k, n in report.counts_by_kind().items())
-        super().__init__(f"strict import refused: {len(report.issues)} problem(s) ({kinds}); nothing was written")
+        super().__init__(f"strict import refused: {len(report.issues)} problem(s) ({kinds}); nothing was written",
+                         report=report.as_answer())
         self.report = report
 
 
-class ImportFailed(RuntimeError):
+class ImportFailed(DomainError, RuntimeError):
     """The import failed part-way (database error, interruption): the transaction was rolled back."""
+
+    slug = "import-failed"
+    kind = "failed"
+    title = "Import failed"
+
+
+class UnknownVersion(NotFound, LookupError):
+    """No boundary version has this id."""
 
 
 @dataclass
@@ -154,6 +183,10 @@ class ImportReport:
     def problems_geojson(self) -> dict:
         """The problem locations as a GeoJSON FeatureCollection."""
         return issues_geojson(self.issues)
+
+    def as_answer(self) -> dict:
+        """The report as the API answers it: `to_json` plus the problem locations (``problems_geojson``)."""
+        return {**self.to_json(), "problems_geojson": self.problems_geojson()}
 
 
 # --- preparation: everything that needs only the file ---------------------------------------------------------
@@ -298,7 +331,7 @@ def _check_layer_values(spec: LayerSpec, values: pd.DataFrame, labels, records, 
     if spec.name == "staff_assignments":
         vf, vt = values["valid_from"], values["valid_to"]
         backwards = (vf.notna() & vt.notna()).to_numpy() & ~refused
-        backwards[backwards] = [a > b for a, b in zip(vf[backwards], vt[backwards])]
+        backwards[backwards] = [a > b for a, b in zip(vf[backwards], vt[backwards], strict=True)]
         for i in np.flatnonzero(backwards):
             issues.append(Issue("bad-value", "refused", f"valid_to {vt.iloc[i]} is before valid_from {vf.iloc[i]}",
                                 records[i], labels[i]))
@@ -371,7 +404,7 @@ def _stage(conn: Connection, prep: Prepared, extra: dict[str, str], options: Imp
     spec = prep.spec
     computed = computed or {}
     cols = {f.name: _sql_type(f.kind) for f in spec.fields}
-    geom_type = {"polygon": "MultiPolygon", "point": "Point"}.get(spec.geometry or "", None)
+    geom_type = {"polygon": "MultiPolygon", "point": "Point"}.get(spec.geometry or "")
     defs = ["row_idx integer PRIMARY KEY", "refused boolean NOT NULL DEFAULT false",
             *[f'"{c}" {t}' for c, t in cols.items()], *[f"{c} {t}" for c, t in extra.items()],
             *[f"{c} {t}" for c, (t, _) in computed.items()]]
@@ -386,7 +419,7 @@ def _stage(conn: Connection, prep: Prepared, extra: dict[str, str], options: Imp
     if geom_type:
         columns.append(ewkb_hex(prep.geoms[rows]) if rows.size else np.array([], dtype=object))
     copy_rows(conn, STAGE, ["row_idx", *[f'"{c}"' for c in names], *computed, *(["geom"] if geom_type else [])],
-              _counted(zip(rows.tolist(), *[c.tolist() for c in columns]), len(rows), options, "stage"))
+              _counted(zip(rows.tolist(), *[c.tolist() for c in columns], strict=True), len(rows), options, "stage"))
     if geom_type and index:
         conn.execute(text(f"CREATE INDEX ON {STAGE} USING gist (geom)"))
     if index:
@@ -426,13 +459,11 @@ def _now(conn: Connection) -> dt.datetime:
 
 def _effective_time(conn: Connection, options: ImportOptions) -> tuple[dt.datetime, int | None]:
     """(valid_from of the new boundaries, existing version id or None)."""
-    from geo.store.load import parse_at
-
     if options.version_id is not None:
         row = conn.execute(text("SELECT valid_from FROM boundary_versions WHERE id = :v"),
                            {"v": options.version_id}).first()
         if row is None:
-            raise LookupError(f"boundary version {options.version_id} does not exist")
+            raise UnknownVersion(f"boundary version {options.version_id} does not exist")
         return row.valid_from, options.version_id
     if options.valid_from is None or options.valid_from == "":
         return _now(conn), None
@@ -442,7 +473,7 @@ def _effective_time(conn: Connection, options: ImportOptions) -> tuple[dt.dateti
     if isinstance(at, str) and "T" not in at and " " not in at:
         at = dt.datetime.combine(dt.date.fromisoformat(at), dt.time.min)
     parsed = parse_at(at, get_settings().timezone)
-    return parsed, None
+    return (parsed if parsed is not None else _now(conn)), None  # parse_at gives None only for "" (handled above)
 
 
 def _existing_version_at(conn: Connection, at: dt.datetime) -> int | None:
@@ -488,7 +519,7 @@ _TOUCHED = {
 
 def _communities_touched(conn: Connection, level: str) -> list[int]:
     """Ids of the existing communities an import of `level` (staged) writes boundaries in or around."""
-    return conn.execute(text(_TOUCHED[level])).scalars().all()
+    return list(conn.execute(text(_TOUCHED[level])).scalars().all())
 
 
 def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> None:
@@ -547,8 +578,6 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
     if version_id is None:
         version_id = _existing_version_at(conn, at)
     if version_id is None:
-        from geo.store.load import create_version
-
         label = options.label or f"导入 {spec.label} {report.source}"
         version_id = create_version(conn, at, label[:200], options.actor)
     report.version_id = version_id
@@ -574,6 +603,8 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
         WHERE NOT s.refused AND s.unit_id = u.id AND ({differs})
     """)).rowcount
     conn.execute(text(f"UPDATE {STAGE} s SET unit_id = u.id FROM {level} u WHERE u.code = s.code AND NOT s.refused"))
+    # Not in_force(): a boundary starting exactly at :t is not ended (it was refused above as
+    # boundary-exists-in-version), only those that started before and are still running.
     report.boundaries_ended = conn.execute(text(f"""
         UPDATE {btable} b SET valid_to = :t FROM {STAGE} s
         WHERE NOT s.refused AND b.{fk} = s.unit_id AND b.valid_from < :t AND (b.valid_to IS NULL OR b.valid_to > :t)
@@ -784,9 +815,8 @@ def _write_incidents(conn: Connection, prep: Prepared, options: ImportOptions) -
     prep.issues += _refuse(conn, prep, "NOT EXISTS (SELECT 1 FROM incident_classes c WHERE c.code = s.class_code)",
                            "not-found", "'no incident class ' || s.class_code")
     if _communities_exist(conn):
-        prep.issues += _refuse(conn, prep, """NOT EXISTS (SELECT 1 FROM community_boundaries b
-            WHERE ST_Covers(b.geom, s.geom) AND b.valid_from <= s.reported_at
-              AND (b.valid_to IS NULL OR b.valid_to > s.reported_at))""",
+        prep.issues += _refuse(conn, prep, f"""NOT EXISTS (SELECT 1 FROM community_boundaries b
+            WHERE ST_Covers(b.geom, s.geom) AND {in_force("b", "s.reported_at")})""",
                                "outside-every-community", "'lies in no community at its report time'",
                                action="flagged")
     _strict(prep, options)
@@ -862,8 +892,8 @@ def import_layer(target: Engine | Connection, layer: str, path: str | Path,
             if not options.dry_run and not _audit(conn, report, options, prep.codes):
                 report.notes.append("not audited: geo.access.audit is not available")
             _progress(options, "write", report.imported, report.imported)
-    except (ImportRefused, LookupError, ValueError, PermissionError):
-        raise
+    except (DomainError, LookupError, ValueError, PermissionError):
+        raise  # refusals the caller answers (strict mode, out of jurisdiction, unknown version …)
     except Exception as exc:
         if type(exc).__module__.startswith(("api.", "fastapi", "starlette")):
             raise  # the caller's own errors (e.g. 403 from authorize) pass through unchanged

@@ -22,6 +22,7 @@ import pyogrio
 import shapely
 from pyproj import CRS
 
+from geo.errors import DomainError
 from geo.io.fields import normalise_name
 
 FORMATS = ("geojson", "gpkg", "shapefile", "csv", "xlsx")
@@ -40,8 +41,11 @@ _LINEAR_TYPES = {"Point", "LineString", "Polygon", "MultiPoint", "MultiLineStrin
                  "Point Z", "LineString Z", "Polygon Z", "MultiPoint Z", "MultiLineString Z", "MultiPolygon Z"}
 
 
-class ReadError(ValueError):
+class ReadError(DomainError, ValueError):
     """A file that cannot be read as asked (unknown format, missing layer, no geometry columns …)."""
+
+    slug = "unreadable-file"
+    title = "File not readable as asked"
 
 
 @dataclass
@@ -185,7 +189,7 @@ def _read_gdal(path: str, layer: str | None, encoding: str | None, fmt: str) -> 
         raise ReadError(f"cannot read {Path(path).name}: {exc}") from exc
     except pyogrio.errors.DataLayerError as exc:
         raise ReadError(f"cannot read layer {layer!r}: {exc}") from exc
-    frame = pd.DataFrame({str(name): values for name, values in zip(meta["fields"], field_data)})
+    frame = pd.DataFrame({str(name): values for name, values in zip(meta["fields"], field_data, strict=True)})
     if fids is not None and "id" not in frame.columns and len(fids) and not np.array_equal(fids, np.arange(len(fids))):
         # GDAL turns a GeoJSON Feature's "id" member into the FID, renumbering repeated ones (tile-cut pieces share
         # theirs): read the members themselves so the pieces can be merged by id.
@@ -298,12 +302,12 @@ def read_source(path: str | Path, layer: str | None = None, encoding: str | None
                 raise ReadError(f"{path.name} holds no .shp (or .dbf) file")
             by_stem = {Path(m).stem: m for m in members}
             member = by_stem[_pick(list(by_stem), layer, target, "Shapefile", path.name)]
-            stem = member[: -len(".shp")]  # .shp and .dbf have the same length
+            member_stem = member[: -len(".shp")]  # .shp and .dbf have the same length
             with zipfile.ZipFile(path) as z:
                 names = {n.lower(): n for n in z.namelist()}
-                cpg = names.get((stem + ".cpg").lower())
-                dbf = names.get((stem + ".dbf").lower())
-                prj = names.get((stem + ".prj").lower())
+                cpg = names.get((member_stem + ".cpg").lower())
+                dbf = names.get((member_stem + ".dbf").lower())
+                has_prj = names.get((member_stem + ".prj").lower()) is not None
                 enc = encoding
                 if enc is None and cpg is None and dbf is not None:
                     enc = dbf_encoding(z.read(dbf))
@@ -315,11 +319,11 @@ def read_source(path: str | Path, layer: str | None = None, encoding: str | None
             if enc is None and not stem.with_suffix(".cpg").exists() and stem.with_suffix(".dbf").exists():
                 enc = dbf_encoding(stem.with_suffix(".dbf").read_bytes())
                 notes.append(f"no .cpg: attributes read as {enc} (detected)")
-            prj = stem.with_suffix(".prj") if stem.with_suffix(".prj").exists() else None
+            has_prj = stem.with_suffix(".prj").exists()
             data = _read_gdal(str(path), None, enc, fmt)
         if enc:
             data.encoding = enc
-        data.crs_from = "prj" if prj and data.crs is not None else "none"
+        data.crs_from = "prj" if has_prj and data.crs is not None else "none"
     else:
         data = _read_gdal(str(path), layer, encoding, fmt)
         if data.crs is not None:

@@ -16,6 +16,7 @@ import shapely
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
+from geo.errors import DomainError
 from geo.spatial import coords
 from geo.spatial.crs import GEOGRAPHIC_EQUIVALENT_SRIDS, STORAGE_SRID
 
@@ -24,11 +25,14 @@ NAMED = {"gcj02": "gcj02", "gcj": "gcj02", "火星坐标": "gcj02", "bd09": "bd0
          "wgs84": "wgs84", "cgcs2000": "wgs84"}
 
 
-class CoordinateError(ValueError):
+class CoordinateError(DomainError, ValueError):
     """Coordinates that look wrong (swapped, outside China, not degrees without a CRS); names the features."""
 
+    slug = "implausible-coordinates"
+    title = "Coordinates refused"
+
     def __init__(self, message: str, features: list[dict] | None = None):
-        super().__init__(message)
+        super().__init__(message, features=features or [])
         self.features = features or []
 
 
@@ -74,7 +78,8 @@ def parse_crs(text: str) -> SourceCrs:
         crs = CRS.from_epsg(int(raw)) if raw.isdigit() else CRS.from_user_input(raw)
     except (CRSError, ValueError) as exc:
         raise CoordinateError(f"--crs {raw!r} is not a coordinate system PROJ knows (an EPSG code such as 4547, a "
-                              f"PROJ string such as '+proj=tmerc +lon_0=121.2 ...', WKT, gcj02 or bd09): {exc}")
+                              f"PROJ string such as '+proj=tmerc +lon_0=121.2 ...', WKT, gcj02 or bd09): {exc}"
+                              ) from exc
     return SourceCrs(crs, None, "option")
 
 
@@ -92,16 +97,17 @@ def _bbox_masks(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lon_min, lat_min, lon_max, lat_max = coords.CHINA_BBOX
     inside = (minx >= lon_min) & (maxx <= lon_max) & (miny >= lat_min) & (maxy <= lat_max)
     swapped = (miny >= lon_min) & (maxy <= lon_max) & (minx >= lat_min) & (maxx <= lat_max)
-    metres = (np.abs(b) > 360).any(axis=1)
+    metres = np.asarray((np.abs(b) > 360).any(axis=1))
     return inside, swapped, metres
 
 
 def _named(labels: Sequence[str], idx: np.ndarray, geoms: np.ndarray, limit: int = 5) -> tuple[str, list[dict]]:
     pts = shapely.get_coordinates(shapely.point_on_surface(geoms[idx[:limit]]))
-    parts = [f"{labels[i]} at ({x:.6f}, {y:.6f})" for i, (x, y) in zip(idx[:limit], pts)]
+    parts = [f"{labels[i]} at ({x:.6f}, {y:.6f})" for i, (x, y) in zip(idx[:limit], pts, strict=True)]
     more = f" and {idx.size - limit} more" if idx.size > limit else ""
+    located = shapely.get_coordinates(shapely.point_on_surface(geoms[idx[:50]]))
     feats = [{"feature": labels[i], "record": int(i) + 1, "x": float(x), "y": float(y)}
-             for i, (x, y) in zip(idx[:50], shapely.get_coordinates(shapely.point_on_surface(geoms[idx[:50]])))]
+             for i, (x, y) in zip(idx[:50], located, strict=True)]
     return "; ".join(parts) + more, feats
 
 

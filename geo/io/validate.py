@@ -11,15 +11,20 @@ rows inside the import's transaction.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Connection, text
+
+from geo.spatial.geometry import polygonal_parts, repair_polygons
 
 #: What each issue kind means (the report's legend).
 ISSUE_KINDS = {
@@ -65,8 +70,8 @@ class Issue:
     details: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        out = {"kind": self.kind, "action": self.action, "message": self.message, "records": self.records,
-               "feature": self.feature}
+        out: dict[str, Any] = {"kind": self.kind, "action": self.action, "message": self.message,
+                               "records": self.records, "feature": self.feature}
         if self.area_m2 is not None:
             out["area_m2"] = round(float(self.area_m2), 2)
         if self.details:
@@ -81,14 +86,12 @@ def issues_geojson(issues: Sequence[Issue]) -> dict:
     as_json = np.full(len(geoms), None, dtype=object)
     if present.any():
         as_json[present] = shapely.to_geojson(geoms[present])
-    import json
-
     return {
         "type": "FeatureCollection",
         "features": [
             {"type": "Feature", "properties": issue.as_dict(),
              "geometry": json.loads(g) if g is not None else None}
-            for issue, g in zip(issues, as_json)
+            for issue, g in zip(issues, as_json, strict=True)
         ],
     }
 
@@ -102,16 +105,10 @@ def reason_location(reason: str):
     return shapely.Point(float(m.group(1)), float(m.group(2))) if m else None
 
 
-def _polygonal_parts(geoms: np.ndarray) -> np.ndarray:
-    """The polygonal parts of each geometry as a MultiPolygon (None where there are none); order kept."""
-    parts, idx = shapely.get_parts(geoms, return_index=True)
-    sub, sub_idx = shapely.get_parts(parts, return_index=True)
-    owner = idx[sub_idx]
-    keep = (shapely.get_type_id(sub) == 3) & ~shapely.is_empty(sub)
-    out = np.full(len(geoms), None, dtype=object)
-    if keep.any():
-        shapely.multipolygons(sub[keep], indices=owner[keep], out=out)
-    return out
+def _geom_type(geoms: np.ndarray, i) -> str:
+    """The GEOS type name of geometry `i` ('Polygon', 'LineString' …)."""
+    geom: BaseGeometry = geoms[int(i)]
+    return geom.geom_type
 
 
 @dataclass
@@ -143,7 +140,7 @@ def check_geometries(geoms: np.ndarray, kind: str, labels: Sequence[str], record
                                 labels[i], geom=geom_of(i) if geom_of else None))
 
     missing = shapely.is_missing(geoms)
-    empty = ~missing & shapely.is_empty(np.where(missing, None, geoms))
+    empty = ~missing & shapely.is_empty(geoms)  # is_empty(None) is False
     bad = np.flatnonzero(missing | empty)
     add("empty-geometry", "refused", bad, lambda i: "no geometry" if missing[i] else "empty geometry")
     refused[bad] = True
@@ -164,7 +161,7 @@ def check_geometries(geoms: np.ndarray, kind: str, labels: Sequence[str], record
         types = shapely.get_type_id(geoms)
         wrong = np.flatnonzero(ok & (types != 0))
         add("wrong-geometry-type", "refused", wrong,
-            lambda i: f"expected a point, got {shapely.get_type_id(geoms[i])} ({geoms[i].geom_type})")
+            lambda i: f"expected a point, got {shapely.get_type_id(geoms[i])} ({_geom_type(geoms, i)})")
         refused[wrong] = True
         return GeometryCheck(geoms, refused, repaired, issues)
 
@@ -183,26 +180,24 @@ def check_geometries(geoms: np.ndarray, kind: str, labels: Sequence[str], record
             repaired[ring_idx] = True
         open_idx = idx[~closed]
         add("wrong-geometry-type", "refused", open_idx,
-            lambda i: f"expected a polygon, got an open {geoms[i].geom_type}")
+            lambda i: f"expected a polygon, got an open {_geom_type(geoms, i)}")
         refused[open_idx] = True
     types = shapely.get_type_id(geoms)
     other = np.flatnonzero(~refused & ~np.isin(types, (3, 6, 7)))
-    add("wrong-geometry-type", "refused", other, lambda i: f"expected a polygon, got a {geoms[i].geom_type}")
+    add("wrong-geometry-type", "refused", other, lambda i: f"expected a polygon, got a {_geom_type(geoms, i)}")
     refused[other] = True
     coll = np.flatnonzero(~refused & (types == 7))
     if coll.size:
-        geoms[coll] = _polygonal_parts(geoms[coll])
+        geoms[coll] = polygonal_parts(geoms[coll])
         none = coll[shapely.is_missing(geoms[coll])]
         add("wrong-geometry-type", "refused", none, "a geometry collection without polygons")
         refused[none] = True
 
     live = np.flatnonzero(~refused)
-    invalid = live[~shapely.is_valid(geoms[live])]
-    if invalid.size:
-        reasons = shapely.is_valid_reason(geoms[invalid])
-        fixed = _polygonal_parts(shapely.make_valid(geoms[invalid], method="structure", keep_collapsed=False))
-        lost = shapely.is_missing(fixed)
-        for i, reason, gone in zip(invalid, reasons, lost):
+    fixed, report = repair_polygons(geoms[live])
+    if len(report):
+        invalid = live[report.index]
+        for i, reason, gone in zip(invalid, report.reasons, report.lost, strict=True):
             loc = reason_location(reason) or shapely.point_on_surface(geoms[i])
             if gone:
                 issues.append(Issue("unrepairable-geometry", "refused", f"{reason}; make_valid left no polygon",
@@ -210,19 +205,19 @@ def check_geometries(geoms: np.ndarray, kind: str, labels: Sequence[str], record
             else:
                 issues.append(Issue("invalid-geometry", "repaired", f"{reason}; repaired with make_valid",
                                     list(records[i]), labels[i], geom=loc, details={"reason": reason}))
-        geoms[invalid] = fixed
-        refused[invalid[lost]] = True
-        repaired[invalid[~lost]] = True
+        geoms[live] = fixed
+        refused[invalid[report.lost]] = True
+        repaired[invalid[~report.lost]] = True
     live = np.flatnonzero(~refused)
     # One orientation (exterior counter-clockwise, RFC 7946) whatever the source format wrote.
-    geoms[live] = _polygonal_parts(shapely.orient_polygons(geoms[live], exterior_cw=False))
+    geoms[live] = polygonal_parts(shapely.orient_polygons(geoms[live], exterior_cw=False))
     return GeometryCheck(geoms, refused, repaired, issues)
 
 
 def _signature(frame: pd.DataFrame) -> pd.Series:
     """Per row: a hashable tuple of its values (None for missing) for comparing records."""
     cols = [frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame.columns]
-    return pd.Series(list(zip(*cols)) if cols else [()] * len(frame), index=frame.index)
+    return pd.Series(list(zip(*cols, strict=True)) if cols else [()] * len(frame), index=frame.index)
 
 
 @dataclass
@@ -272,7 +267,7 @@ def merge_and_deduplicate(frame: pd.DataFrame, geoms: np.ndarray, key: Sequence[
     polygonal = np.isin(shapely.get_type_id(geoms[first]), (3, 6))
     union = np.full(len(uniques), None, dtype=object)
     if polygonal.any():
-        union[polygonal] = _polygonal_parts(shapely.make_valid(shapely.union_all(table[polygonal], axis=1)))
+        union[polygonal] = polygonal_parts(shapely.make_valid(shapely.union_all(table[polygonal], axis=1)))
     total = np.nansum(np.where(shapely.is_missing(table), np.nan, shapely.area(table)), axis=1)
     repeated = ~polygonal | (shapely.area(union) < 0.5 * total)
 
@@ -281,7 +276,7 @@ def merge_and_deduplicate(frame: pd.DataFrame, geoms: np.ndarray, key: Sequence[
         members = rows[gid == g]
         head = first[g]
         recs = sorted(r for i in members for r in records[i])
-        name = ", ".join(f"{k}={v}" for k, v in zip(key, gkey) if v is not None)
+        name = ", ".join(f"{k}={v}" for k, v in zip(key, gkey, strict=True) if v is not None)
         if distinct[g] > 1:
             refused[members] = True
             keep[members] = False

@@ -93,7 +93,8 @@ def _bd_to_gcj_approx(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.
     return z * np.cos(theta), z * np.sin(theta)
 
 
-def _invert(forward, lon: np.ndarray, lat: np.ndarray, lon0: np.ndarray, lat0: np.ndarray):
+def _invert(forward, lon: np.ndarray, lat: np.ndarray, lon0: np.ndarray,
+            lat0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Solve forward(x) = target by fixed-point iteration x <- x - (forward(x) - target); Jacobian is ~identity."""
     x, y = lon0.copy(), lat0.copy()
     for _ in range(_INVERSE_MAX_ITER):

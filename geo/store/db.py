@@ -10,14 +10,19 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from geo.store import localdb
+from geo.errors import DomainError
 from geo.settings import Settings, get_settings
+from geo.store import localdb
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-class DatabaseNotReady(RuntimeError):
+class DatabaseNotReady(DomainError, RuntimeError):
     """The database is unreachable, lacks PostGIS, or is not migrated; the message says which."""
+
+    slug = "not-ready"
+    kind = "unavailable"
+    title = "Service not ready"
 
 
 def local_cluster(settings: Settings | None = None) -> localdb.LocalCluster:

@@ -11,8 +11,10 @@ import pandas as pd
 import shapely
 from sqlalchemy import Connection, Engine, text
 
+from geo.errors import DomainError
 from geo.spatial.crs import STORAGE_SRID
 from geo.spatial.geometry import as_multipolygons, ewkb_hex, require_valid
+from geo.store.versions import at_or_now
 
 #: Administrative levels with versioned boundaries, from large to small.
 LEVELS = ("streets", "communities", "grids", "micro_grids")
@@ -24,14 +26,27 @@ BOUNDARY_TABLES = {
 }
 
 
-class StoreError(RuntimeError):
+class StoreError(DomainError, RuntimeError):
     """A write the store refuses (nothing was written)."""
+
+    slug = "store-refused"
+    kind = "conflict"
+
+
+class InvalidDate(DomainError, ValueError):
+    """A date or datetime that cannot be read (the caller's input)."""
+
+    slug = "validation-error"
+    title = "Invalid request"
 
 
 def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
     """Stream rows into a table with COPY (the fastest bulk path); None becomes NULL."""
     cols = ", ".join(columns)
-    with conn.connection.driver_connection.cursor().copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+    raw = conn.connection.driver_connection
+    if raw is None:  # only a connection that was closed underneath has no driver connection
+        raise RuntimeError("the connection has no driver connection to COPY through")
+    with raw.cursor().copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
 
@@ -67,7 +82,8 @@ def create_version(conn: Connection, valid_from: dt.datetime, label: str, create
 def _reset_sequences(conn: Connection, tables: Iterable[str]) -> None:
     for t in tables:
         conn.execute(
-            text(f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), coalesce((SELECT max(id) FROM {t}), 0) + 1, false)")
+            text(f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), coalesce((SELECT max(id) FROM {t}), 0) + 1, "
+                 "false)")
         )
 
 
@@ -76,12 +92,12 @@ def _insert_level(conn: Connection, level: str, ident: pd.DataFrame, gdf: gpd.Ge
     geoms = as_multipolygons(gdf.geometry.to_crs(STORAGE_SRID).values)
     require_valid(geoms, f"{level} boundaries")
     cols = ["id", "code", "name", *extra_cols]
-    copy_rows(conn, level, cols, zip(*_columns(ident, cols)))
+    copy_rows(conn, level, cols, zip(*_columns(ident, cols), strict=True))
     table, fk = BOUNDARY_TABLES[level]
     copy_rows(
         conn, table, ["id", fk, "version_id", "valid_from", "geom"],
         zip(ident["id"].tolist(), ident["id"].tolist(), [version_id] * len(ident), [valid_from] * len(ident),
-            ewkb_hex(geoms).tolist()),
+            ewkb_hex(geoms).tolist(), strict=True),
     )
 
 
@@ -92,16 +108,16 @@ def load_district(engine: Engine, district, valid_from: dt.datetime | None = Non
         raise StoreError("the database already holds a district; load into an empty database")
     valid_from = valid_from or dt.datetime(2025, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=8)))
     streets = district.streets.reset_index(drop=True).assign(id=lambda d: np.arange(1, len(d) + 1))
-    street_id = dict(zip(streets["code"], streets["id"]))
+    street_id = dict(zip(streets["code"], streets["id"], strict=True))
     communities = district.communities.reset_index(drop=True).assign(id=lambda d: np.arange(1, len(d) + 1))
     communities["street_id"] = communities["street_code"].map(street_id)
-    community_id = dict(zip(communities["code"], communities["id"]))
+    community_id = dict(zip(communities["code"], communities["id"], strict=True))
     grids = district.grids.reset_index(drop=True).assign(id=lambda d: np.arange(1, len(d) + 1))
     grids["community_id"] = grids["community_code"].map(community_id)
-    grid_id = dict(zip(grids["code"], grids["id"]))
+    grid_id = dict(zip(grids["code"], grids["id"], strict=True))
     micro = district.micro_grids.reset_index(drop=True).assign(id=lambda d: np.arange(1, len(d) + 1))
     micro["grid_id"] = micro["grid_code"].map(grid_id)
-    micro_id = dict(zip(micro["code"], micro["id"]))
+    micro_id = dict(zip(micro["code"], micro["id"], strict=True))
     for name, df, col in (("communities", communities, "street_id"), ("grids", grids, "community_id"),
                           ("micro-grids", micro, "grid_id")):
         if df[col].isna().any():
@@ -144,22 +160,24 @@ def load_district(engine: Engine, district, valid_from: dt.datetime | None = Non
         ):
             geoms = as_multipolygons(df.geometry.to_crs(STORAGE_SRID).values)
             require_valid(geoms, table)
-            copy_rows(conn, table, [*cols, "geom"], zip(*_columns(df, cols), ewkb_hex(geoms).tolist()))
+            copy_rows(conn, table, [*cols, "geom"], zip(*_columns(df, cols), ewkb_hex(geoms).tolist(), strict=True))
         units["building_id"] = units["building_ref"]
         copy_rows(conn, "units", ["id", "building_id", "number", "households", "population"],
-                  zip(*_columns(units, ["id", "building_id", "number", "households", "population"])))
+                  zip(*_columns(units, ["id", "building_id", "number", "households", "population"]), strict=True))
         people["home_building_id"] = people["home_building_ref"]
         pcols = ["id", "name", "phone", "phone_public", "party_member", "home_building_id"]
-        copy_rows(conn, "people", pcols, zip(*_columns(people, pcols)))
+        copy_rows(conn, "people", pcols, zip(*_columns(people, pcols), strict=True))
         acols = ["id", "person_id", "role", "target_type", "grid_id", "micro_grid_id", "building_id", "unit_id",
                  "households", "valid_from"]
-        copy_rows(conn, "staff_assignments", acols, zip(*_columns(a, acols)))
+        copy_rows(conn, "staff_assignments", acols, zip(*_columns(a, acols), strict=True))
         icols = ["id", "reported_at", "class_code", "source", "state", "description", "reporter", "department",
                  "due_at", "closed_at"]
         pts = shapely.points(shapely.get_coordinates(incidents.geometry.to_crs(STORAGE_SRID).values))
-        copy_rows(conn, "incidents", [*icols, "geom"], zip(*_columns(incidents, icols), ewkb_hex(pts).tolist()))
-        _reset_sequences(conn, ["streets", "communities", "grids", "micro_grids", *[t for t, _ in BOUNDARY_TABLES.values()],
-                                "compounds", "buildings", "units", "people", "staff_assignments", "incidents"])
+        copy_rows(conn, "incidents", [*icols, "geom"],
+                  zip(*_columns(incidents, icols), ewkb_hex(pts).tolist(), strict=True))
+        _reset_sequences(conn, ["streets", "communities", "grids", "micro_grids",
+                                *[t for t, _ in BOUNDARY_TABLES.values()], "compounds", "buildings", "units", "people",
+                                "staff_assignments", "incidents"])
         from geo.incidents.attribution import attribute_incidents
 
         attribute_incidents(conn)
@@ -171,7 +189,9 @@ def load_district(engine: Engine, district, valid_from: dt.datetime | None = Non
 
 
 def parse_at(at: str | dt.date | dt.datetime | None, tz: str = "Asia/Shanghai") -> dt.datetime | None:
-    """A date or datetime (string or object) as an aware datetime; a bare date means the end of that local day."""
+    """A date or datetime (string or object) as an aware datetime; a bare date means the end of that local day.
+
+    InvalidDate (a ValueError; 422 validation-error over HTTP) when a string is neither."""
     from zoneinfo import ZoneInfo
 
     if at is None or at == "":
@@ -180,7 +200,7 @@ def parse_at(at: str | dt.date | dt.datetime | None, tz: str = "Asia/Shanghai") 
         try:
             at = dt.datetime.fromisoformat(at) if ("T" in at or " " in at) else dt.date.fromisoformat(at)
         except ValueError as exc:
-            raise ValueError(f"'{at}' is not a date (YYYY-MM-DD) or an ISO datetime") from exc
+            raise InvalidDate(f"'{at}' is not a date (YYYY-MM-DD) or an ISO datetime") from exc
     if isinstance(at, dt.datetime):
         return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(tz))
     # The boundaries "in force on a date" are those at the close of that day, so a redraw that day counts.
@@ -192,17 +212,16 @@ def read_level(conn: Connection, level: str, at: dt.datetime | None = None, wher
     """A level's units and boundaries in force at `at` (now when None) as a GeoDataFrame in EPSG:4326."""
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}; expected one of {LEVELS}")
-    sql = f"SELECT * FROM {level}_at(coalesce(CAST(:at AS timestamptz), now())) {where} ORDER BY code"
+    sql = f"SELECT * FROM {level}_at({at_or_now()}) {where} ORDER BY code"
     return gpd.read_postgis(text(sql), conn, geom_col="geom", params={"at": at, **(params or {})})
 
 
 def version_at(conn: Connection, at: dt.datetime | None = None) -> dict | None:
     """The boundary version in force at `at` (now when None)."""
+    # a version is in force from its valid_from until the next one starts: the latest that has started
     row = conn.execute(
-        text(
-            "SELECT id, valid_from, label FROM boundary_versions WHERE valid_from <= coalesce(CAST(:at AS timestamptz), now()) "
-            "ORDER BY valid_from DESC LIMIT 1"
-        ),
+        text(f"SELECT id, valid_from, label FROM boundary_versions WHERE valid_from <= {at_or_now()} "
+             "ORDER BY valid_from DESC LIMIT 1"),
         {"at": at},
     ).mappings().first()
     return dict(row) if row else None

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from geo.errors import DomainError
+
 PG_VERSION = "15"
 PG_BIN = Path(f"/usr/lib/postgresql/{PG_VERSION}/bin")
 POSTGIS_CONTROL = Path(f"/usr/share/postgresql/{PG_VERSION}/extension/postgis.control")
@@ -41,8 +43,11 @@ APT_PACKAGES = (f"postgresql-{PG_VERSION}", f"postgresql-{PG_VERSION}-postgis-3"
 INSTALL_HINT = "apt-get update && apt-get install -y " + " ".join(APT_PACKAGES)
 
 
-class LocalDBError(RuntimeError):
+class LocalDBError(DomainError, RuntimeError):
     """The local cluster cannot be brought up; the message says what to do."""
+
+    slug = "local-database"
+    kind = "unavailable"
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,8 @@ def is_running(cluster: LocalCluster) -> bool:
 
 
 def _clear_stale_pid(cluster: LocalCluster) -> None:
-    """After a crash or kill -9 the pid file outlives the server; postgres refuses to start while it names a live pid."""
+    """After a crash or kill -9 the pid file outlives the server; postgres refuses to start while it names a live
+    pid."""
     pidfile = cluster.data / "postmaster.pid"
     if pidfile.exists() and not is_running(cluster):
         pidfile.unlink()

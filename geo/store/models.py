@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
@@ -54,14 +54,14 @@ def _valid_geom_check(table: str) -> CheckConstraint:
     return CheckConstraint("ST_IsValid(geom) AND NOT ST_IsEmpty(geom)", name=f"{table}_geom_valid")
 
 
-class GridKind(str, enum.Enum):
+class GridKind(enum.StrEnum):
     """综合网格 (comprehensive, residential) or 专属网格 (dedicated: a school, hospital, company …)."""
 
     comprehensive = "comprehensive"
     dedicated = "dedicated"
 
 
-class CompoundKind(str, enum.Enum):
+class CompoundKind(enum.StrEnum):
     """商品房 commercial, 老旧小区 old, 单位大院 work-unit, 开放式 open."""
 
     commercial = "commercial"
@@ -70,7 +70,7 @@ class CompoundKind(str, enum.Enum):
     open = "open"
 
 
-class StaffRole(str, enum.Enum):
+class StaffRole(enum.StrEnum):
     """Roles in the chain of responsibility (网格长 → 楼栋长 → 单元长) and the "1+3+N" grid staffing."""
 
     grid_chief = "grid_chief"  # 网格长
@@ -83,7 +83,7 @@ class StaffRole(str, enum.Enum):
     seconded_cadre = "seconded_cadre"  # 下沉干部
 
 
-class TargetType(str, enum.Enum):
+class TargetType(enum.StrEnum):
     """What a staff assignment covers."""
 
     grid = "grid"
@@ -116,6 +116,8 @@ class _UnitMixin:
     """
 
     code_digits: ClassVar[tuple[int, int]]
+    if TYPE_CHECKING:
+        __tablename__: str  # each table class names its table
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -137,6 +139,9 @@ class _BoundaryMixin:
     A subclass names its table and declares its unit column with :func:`_unit_fk`; the version, period, geometry,
     their checks, the period index and the one-version-at-a-time exclusion constraint come from here.
     """
+
+    if TYPE_CHECKING:
+        __tablename__: str  # each table class names its table
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("boundary_versions.id"))

@@ -13,7 +13,10 @@ target_metadata = Base.metadata
 
 def run_migrations_online() -> None:
     """Run migrations with a live connection (the only mode GridAtlas uses)."""
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no sqlalchemy.url: run migrations through geo.store.db.migrate")
+    engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(
             connection=connection,

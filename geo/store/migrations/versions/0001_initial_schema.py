@@ -6,13 +6,16 @@ Create Date: 2026-11-25 19:48:14.374401
 """
 
 import csv
-from pathlib import Path
+from typing import Any
 
-from alembic import op
-import geoalchemy2
 import sqlalchemy as sa
+from alembic import op
 from geoalchemy2 import Geometry
 from sqlalchemy.dialects import postgresql
+
+#: alembic's `op` with the *_geospatial_* operations geoalchemy2.alembic_helpers registers on it at runtime
+#: (alembic's type stubs cannot know them).
+geo_op: Any = op
 
 revision = '0001'
 down_revision = None
@@ -76,7 +79,8 @@ def upgrade() -> None:
     sa.Column('disabled', sa.Boolean(), nullable=False),
     sa.Column('token_version', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.CheckConstraint("jurisdiction_level IS NULL OR jurisdiction_level IN ('street','community','grid')", name='users_jurisdiction_level'),
+    sa.CheckConstraint("jurisdiction_level IS NULL OR jurisdiction_level IN ('street','community','grid')",
+            name='users_jurisdiction_level'),
     sa.CheckConstraint("role IN ('admin','planner','leader','worker')", name='users_role'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('username')
@@ -106,10 +110,11 @@ def upgrade() -> None:
     sa.UniqueConstraint('code')
     )
     op.create_index(op.f('ix_communities_street_id'), 'communities', ['street_id'], unique=False)
-    op.create_geospatial_table('street_boundaries',
+    geo_op.create_geospatial_table('street_boundaries',
     sa.Column('street_id', sa.Integer(), nullable=False),
     sa.Column('version_id', sa.Integer(), nullable=False),
-    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False, from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
+    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False,
+            from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('valid_from', sa.DateTime(timezone=True), nullable=False),
     sa.Column('valid_to', sa.DateTime(timezone=True), nullable=True),
@@ -118,12 +123,14 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['version_id'], ['boundary_versions.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_geospatial_index('idx_street_boundaries_geom', 'street_boundaries', ['geom'], unique=False, postgresql_using='gist', postgresql_ops={})
+    geo_op.create_geospatial_index('idx_street_boundaries_geom', 'street_boundaries', ['geom'], unique=False,
+            postgresql_using='gist', postgresql_ops={})
     op.create_index(op.f('ix_street_boundaries_street_id'), 'street_boundaries', ['street_id'], unique=False)
-    op.create_geospatial_table('community_boundaries',
+    geo_op.create_geospatial_table('community_boundaries',
     sa.Column('community_id', sa.Integer(), nullable=False),
     sa.Column('version_id', sa.Integer(), nullable=False),
-    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False, from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
+    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False,
+            from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('valid_from', sa.DateTime(timezone=True), nullable=False),
     sa.Column('valid_to', sa.DateTime(timezone=True), nullable=True),
@@ -132,28 +139,34 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['version_id'], ['boundary_versions.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_geospatial_index('idx_community_boundaries_geom', 'community_boundaries', ['geom'], unique=False, postgresql_using='gist', postgresql_ops={})
-    op.create_index(op.f('ix_community_boundaries_community_id'), 'community_boundaries', ['community_id'], unique=False)
-    op.create_geospatial_table('compounds',
+    geo_op.create_geospatial_index('idx_community_boundaries_geom', 'community_boundaries', ['geom'], unique=False,
+            postgresql_using='gist', postgresql_ops={})
+    op.create_index(op.f('ix_community_boundaries_community_id'), 'community_boundaries', ['community_id'],
+            unique=False)
+    geo_op.create_geospatial_table('compounds',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=True),
-    sa.Column('kind', sa.Enum('commercial', 'old', 'work_unit', 'open', name='compound_kind', native_enum=False, length=32), nullable=False),
+    sa.Column('kind', sa.Enum('commercial', 'old', 'work_unit', 'open', name='compound_kind', native_enum=False,
+            length=32), nullable=False),
     sa.Column('has_property_management', sa.Boolean(), nullable=False),
     sa.Column('has_owners_committee', sa.Boolean(), nullable=False),
     sa.Column('community_id', sa.Integer(), nullable=True),
     sa.Column('source_ref', sa.String(length=100), nullable=True),
-    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False, from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
+    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False,
+            from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
     sa.CheckConstraint('ST_IsValid(geom) AND NOT ST_IsEmpty(geom)', name='compounds_geom_valid'),
     sa.ForeignKeyConstraint(['community_id'], ['communities.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_geospatial_index('idx_compounds_geom', 'compounds', ['geom'], unique=False, postgresql_using='gist', postgresql_ops={})
+    geo_op.create_geospatial_index('idx_compounds_geom', 'compounds', ['geom'], unique=False, postgresql_using='gist',
+            postgresql_ops={})
     op.create_index(op.f('ix_compounds_community_id'), 'compounds', ['community_id'], unique=False)
     op.create_table('grids',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sa.String(length=15), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
-    sa.Column('kind', sa.Enum('comprehensive', 'dedicated', name='grid_kind', native_enum=False, length=32), nullable=False),
+    sa.Column('kind', sa.Enum('comprehensive', 'dedicated', name='grid_kind', native_enum=False, length=32),
+            nullable=False),
     sa.Column('dedicated_type', sa.String(length=32), nullable=True),
     sa.Column('community_id', sa.Integer(), nullable=False),
     sa.CheckConstraint("code ~ '^[0-9]{15}$'", name='grids_code_format'),
@@ -162,7 +175,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('code')
     )
     op.create_index(op.f('ix_grids_community_id'), 'grids', ['community_id'], unique=False)
-    op.create_geospatial_table('buildings',
+    geo_op.create_geospatial_table('buildings',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sa.String(length=20), nullable=True),
     sa.Column('name', sa.String(length=100), nullable=True),
@@ -171,19 +184,22 @@ def upgrade() -> None:
     sa.Column('floors', sa.Integer(), nullable=True),
     sa.Column('use', sa.String(length=32), nullable=False),
     sa.Column('source_ref', sa.String(length=100), nullable=True),
-    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False, from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
+    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False,
+            from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
     sa.CheckConstraint('ST_IsValid(geom) AND NOT ST_IsEmpty(geom)', name='buildings_geom_valid'),
     sa.ForeignKeyConstraint(['community_id'], ['communities.id'], ),
     sa.ForeignKeyConstraint(['compound_id'], ['compounds.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_geospatial_index('idx_buildings_geom', 'buildings', ['geom'], unique=False, postgresql_using='gist', postgresql_ops={})
+    geo_op.create_geospatial_index('idx_buildings_geom', 'buildings', ['geom'], unique=False, postgresql_using='gist',
+            postgresql_ops={})
     op.create_index(op.f('ix_buildings_community_id'), 'buildings', ['community_id'], unique=False)
     op.create_index(op.f('ix_buildings_compound_id'), 'buildings', ['compound_id'], unique=False)
-    op.create_geospatial_table('grid_boundaries',
+    geo_op.create_geospatial_table('grid_boundaries',
     sa.Column('grid_id', sa.Integer(), nullable=False),
     sa.Column('version_id', sa.Integer(), nullable=False),
-    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False, from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
+    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False,
+            from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('valid_from', sa.DateTime(timezone=True), nullable=False),
     sa.Column('valid_to', sa.DateTime(timezone=True), nullable=True),
@@ -192,7 +208,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['version_id'], ['boundary_versions.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_geospatial_index('idx_grid_boundaries_geom', 'grid_boundaries', ['geom'], unique=False, postgresql_using='gist', postgresql_ops={})
+    geo_op.create_geospatial_index('idx_grid_boundaries_geom', 'grid_boundaries', ['geom'], unique=False,
+            postgresql_using='gist', postgresql_ops={})
     op.create_index(op.f('ix_grid_boundaries_grid_id'), 'grid_boundaries', ['grid_id'], unique=False)
     op.create_table('micro_grids',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -205,9 +222,10 @@ def upgrade() -> None:
     sa.UniqueConstraint('code')
     )
     op.create_index(op.f('ix_micro_grids_grid_id'), 'micro_grids', ['grid_id'], unique=False)
-    op.create_geospatial_table('incidents',
+    geo_op.create_geospatial_table('incidents',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('geom', Geometry(geometry_type='POINT', srid=4326, dimension=2, spatial_index=False, from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
+    sa.Column('geom', Geometry(geometry_type='POINT', srid=4326, dimension=2, spatial_index=False,
+            from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
     sa.Column('reported_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('class_code', sa.String(length=16), nullable=False),
     sa.Column('source', sa.String(length=32), nullable=False),
@@ -236,17 +254,19 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['version_id'], ['boundary_versions.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_geospatial_index('idx_incidents_geom', 'incidents', ['geom'], unique=False, postgresql_using='gist', postgresql_ops={})
+    geo_op.create_geospatial_index('idx_incidents_geom', 'incidents', ['geom'], unique=False, postgresql_using='gist',
+            postgresql_ops={})
     op.create_index(op.f('ix_incidents_class_code'), 'incidents', ['class_code'], unique=False)
     op.create_index(op.f('ix_incidents_community_id'), 'incidents', ['community_id'], unique=False)
     op.create_index(op.f('ix_incidents_grid_id'), 'incidents', ['grid_id'], unique=False)
     op.create_index(op.f('ix_incidents_reported_at'), 'incidents', ['reported_at'], unique=False)
     op.create_index(op.f('ix_incidents_state'), 'incidents', ['state'], unique=False)
     op.create_index(op.f('ix_incidents_street_id'), 'incidents', ['street_id'], unique=False)
-    op.create_geospatial_table('micro_grid_boundaries',
+    geo_op.create_geospatial_table('micro_grid_boundaries',
     sa.Column('micro_grid_id', sa.Integer(), nullable=False),
     sa.Column('version_id', sa.Integer(), nullable=False),
-    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False, from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
+    sa.Column('geom', Geometry(geometry_type='MULTIPOLYGON', srid=4326, dimension=2, spatial_index=False,
+            from_text='ST_GeomFromEWKT', name='geometry', nullable=False), nullable=False),
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('valid_from', sa.DateTime(timezone=True), nullable=False),
     sa.Column('valid_to', sa.DateTime(timezone=True), nullable=True),
@@ -255,8 +275,10 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['version_id'], ['boundary_versions.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_geospatial_index('idx_micro_grid_boundaries_geom', 'micro_grid_boundaries', ['geom'], unique=False, postgresql_using='gist', postgresql_ops={})
-    op.create_index(op.f('ix_micro_grid_boundaries_micro_grid_id'), 'micro_grid_boundaries', ['micro_grid_id'], unique=False)
+    geo_op.create_geospatial_index('idx_micro_grid_boundaries_geom', 'micro_grid_boundaries', ['geom'], unique=False,
+            postgresql_using='gist', postgresql_ops={})
+    op.create_index(op.f('ix_micro_grid_boundaries_micro_grid_id'), 'micro_grid_boundaries', ['micro_grid_id'],
+            unique=False)
     op.create_table('people',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
@@ -294,8 +316,11 @@ def upgrade() -> None:
     op.create_table('staff_assignments',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('person_id', sa.Integer(), nullable=False),
-    sa.Column('role', sa.Enum('grid_chief', 'grid_worker_fulltime', 'grid_worker_parttime', 'volunteer', 'building_head', 'unit_head', 'steward', 'seconded_cadre', name='staff_role', native_enum=False, length=32), nullable=False),
-    sa.Column('target_type', sa.Enum('grid', 'micro_grid', 'building', 'unit', name='target_type', native_enum=False, length=32), nullable=False),
+    sa.Column('role', sa.Enum('grid_chief', 'grid_worker_fulltime', 'grid_worker_parttime', 'volunteer',
+            'building_head', 'unit_head', 'steward', 'seconded_cadre', name='staff_role', native_enum=False,
+            length=32), nullable=False),
+    sa.Column('target_type', sa.Enum('grid', 'micro_grid', 'building', 'unit', name='target_type', native_enum=False,
+            length=32), nullable=False),
     sa.Column('grid_id', sa.Integer(), nullable=True),
     sa.Column('micro_grid_id', sa.Integer(), nullable=True),
     sa.Column('building_id', sa.Integer(), nullable=True),
@@ -303,7 +328,10 @@ def upgrade() -> None:
     sa.Column('households', sa.Integer(), nullable=True),
     sa.Column('valid_from', sa.Date(), nullable=False),
     sa.Column('valid_to', sa.Date(), nullable=True),
-    sa.CheckConstraint("(target_type = 'grid') = (grid_id IS NOT NULL) AND (target_type = 'micro_grid') = (micro_grid_id IS NOT NULL) AND (target_type = 'building') = (building_id IS NOT NULL) AND (target_type = 'unit') = (unit_id IS NOT NULL)", name='staff_assignments_one_target'),
+    sa.CheckConstraint("(target_type = 'grid') = (grid_id IS NOT NULL) AND "
+                       "(target_type = 'micro_grid') = (micro_grid_id IS NOT NULL) AND "
+                       "(target_type = 'building') = (building_id IS NOT NULL) AND "
+                       "(target_type = 'unit') = (unit_id IS NOT NULL)", name='staff_assignments_one_target'),
     sa.CheckConstraint('valid_to IS NULL OR valid_to >= valid_from', name='staff_assignments_period'),
     sa.ForeignKeyConstraint(['building_id'], ['buildings.id'], ),
     sa.ForeignKeyConstraint(['grid_id'], ['grids.id'], ),
@@ -335,36 +363,43 @@ def downgrade() -> None:
     op.drop_table('units')
     op.drop_table('people')
     op.drop_index(op.f('ix_micro_grid_boundaries_micro_grid_id'), table_name='micro_grid_boundaries')
-    op.drop_geospatial_index('idx_micro_grid_boundaries_geom', table_name='micro_grid_boundaries', postgresql_using='gist', column_name='geom')
-    op.drop_geospatial_table('micro_grid_boundaries')
+    geo_op.drop_geospatial_index('idx_micro_grid_boundaries_geom', table_name='micro_grid_boundaries',
+            postgresql_using='gist', column_name='geom')
+    geo_op.drop_geospatial_table('micro_grid_boundaries')
     op.drop_index(op.f('ix_incidents_street_id'), table_name='incidents')
     op.drop_index(op.f('ix_incidents_state'), table_name='incidents')
     op.drop_index(op.f('ix_incidents_reported_at'), table_name='incidents')
     op.drop_index(op.f('ix_incidents_grid_id'), table_name='incidents')
     op.drop_index(op.f('ix_incidents_community_id'), table_name='incidents')
     op.drop_index(op.f('ix_incidents_class_code'), table_name='incidents')
-    op.drop_geospatial_index('idx_incidents_geom', table_name='incidents', postgresql_using='gist', column_name='geom')
-    op.drop_geospatial_table('incidents')
+    geo_op.drop_geospatial_index('idx_incidents_geom', table_name='incidents', postgresql_using='gist',
+            column_name='geom')
+    geo_op.drop_geospatial_table('incidents')
     op.drop_index(op.f('ix_micro_grids_grid_id'), table_name='micro_grids')
     op.drop_table('micro_grids')
     op.drop_index(op.f('ix_grid_boundaries_grid_id'), table_name='grid_boundaries')
-    op.drop_geospatial_index('idx_grid_boundaries_geom', table_name='grid_boundaries', postgresql_using='gist', column_name='geom')
-    op.drop_geospatial_table('grid_boundaries')
+    geo_op.drop_geospatial_index('idx_grid_boundaries_geom', table_name='grid_boundaries', postgresql_using='gist',
+            column_name='geom')
+    geo_op.drop_geospatial_table('grid_boundaries')
     op.drop_index(op.f('ix_buildings_compound_id'), table_name='buildings')
     op.drop_index(op.f('ix_buildings_community_id'), table_name='buildings')
-    op.drop_geospatial_index('idx_buildings_geom', table_name='buildings', postgresql_using='gist', column_name='geom')
-    op.drop_geospatial_table('buildings')
+    geo_op.drop_geospatial_index('idx_buildings_geom', table_name='buildings', postgresql_using='gist',
+            column_name='geom')
+    geo_op.drop_geospatial_table('buildings')
     op.drop_index(op.f('ix_grids_community_id'), table_name='grids')
     op.drop_table('grids')
     op.drop_index(op.f('ix_compounds_community_id'), table_name='compounds')
-    op.drop_geospatial_index('idx_compounds_geom', table_name='compounds', postgresql_using='gist', column_name='geom')
-    op.drop_geospatial_table('compounds')
+    geo_op.drop_geospatial_index('idx_compounds_geom', table_name='compounds', postgresql_using='gist',
+            column_name='geom')
+    geo_op.drop_geospatial_table('compounds')
     op.drop_index(op.f('ix_community_boundaries_community_id'), table_name='community_boundaries')
-    op.drop_geospatial_index('idx_community_boundaries_geom', table_name='community_boundaries', postgresql_using='gist', column_name='geom')
-    op.drop_geospatial_table('community_boundaries')
+    geo_op.drop_geospatial_index('idx_community_boundaries_geom', table_name='community_boundaries',
+            postgresql_using='gist', column_name='geom')
+    geo_op.drop_geospatial_table('community_boundaries')
     op.drop_index(op.f('ix_street_boundaries_street_id'), table_name='street_boundaries')
-    op.drop_geospatial_index('idx_street_boundaries_geom', table_name='street_boundaries', postgresql_using='gist', column_name='geom')
-    op.drop_geospatial_table('street_boundaries')
+    geo_op.drop_geospatial_index('idx_street_boundaries_geom', table_name='street_boundaries', postgresql_using='gist',
+            column_name='geom')
+    geo_op.drop_geospatial_table('street_boundaries')
     op.drop_index(op.f('ix_communities_street_id'), table_name='communities')
     op.drop_table('communities')
     op.drop_index(op.f('ix_api_keys_user_id'), table_name='api_keys')
@@ -427,7 +462,7 @@ def _drop_integrity_and_views() -> None:
     op.execute("DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log")
     op.execute("DROP TRIGGER IF EXISTS audit_log_no_update_delete ON audit_log")
     op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")
-    for level, (ident, bounds, fk, extra) in LEVELS.items():
+    for level in LEVELS:
         op.execute(f"DROP VIEW IF EXISTS current_{level}")
         op.execute(f"DROP FUNCTION IF EXISTS {level}_at(timestamptz)")
         op.execute(f"DROP VIEW IF EXISTS {level}_history")

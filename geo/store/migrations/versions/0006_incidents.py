@@ -9,7 +9,6 @@ Revises: 0001
 """
 
 import csv
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
@@ -22,7 +21,7 @@ depends_on = None
 
 _TS = sa.DateTime(timezone=True)
 
-_INCIDENT_COLUMNS = [
+_INCIDENT_COLUMNS: list[sa.Column] = [
     sa.Column("registered_at", _TS, nullable=True),  # 立案
     sa.Column("dispatched_at", _TS, nullable=True),  # 派遣: the deadline clock starts
     sa.Column("handled_at", _TS, nullable=True),  # 处置

@@ -61,7 +61,7 @@ def _kpi_rows(src: str, sign: str) -> str:
 
 def _heat_rows(src: str, sign: str) -> str:
     """The signed hexagon counts of the rows of `src` for every registered size (the formula of
-    geo.incidents.heatmap._round_sql, the same float arithmetic)."""
+    geo.incidents.hexagons.hex_axial_sql, the same float arithmetic)."""
     return f"""
         SELECT cell_m, month, (qq - rr)::int AS q, rr::int AS r, {sign} AS n
         FROM (SELECT cell_m, month, floor((floor(2.0 * a + 1.0) + t) / 3.0) AS qq,
