@@ -40,10 +40,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench.common import console, fresh_database, report, timed
-from geo.store import db
-from geo.incidents import heatmap as hm
 from demo.load import generate_and_load
+from geo.incidents import heatmap as hm
+from geo.incidents.hotspots import getis_ord
 from geo.incidents.kpi import GROUPS, KpiQuery, compute_kpis
+from geo.store import db
 from geo.store.load import copy_rows
 
 HEATMAP_TARGET_S = 2.0
@@ -70,7 +71,8 @@ def period(conn) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
 
 def add_incidents(engine, target: int, seed: int = 2) -> dict:
     """Top the incidents table up to `target` rows by resampling its own rows (vectorised), attributed with an
-    STRtree over the current boundaries (smallest code on shared edges, as geo.incidents.attribution), loaded by COPY."""
+    STRtree over the current boundaries (smallest code on shared edges, as geo.incidents.attribution), loaded by
+    COPY."""
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     with engine.connect() as conn:
@@ -125,7 +127,7 @@ def add_incidents(engine, target: int, seed: int = 2) -> dict:
 
     def rows():
         data = [out[c].astype(object).where(out[c].notna(), None).tolist() for c in columns]
-        return zip(*data)
+        return zip(*data, strict=True)
 
     with engine.begin() as conn:
         copy_rows(conn, "incidents", columns, rows())
@@ -228,7 +230,7 @@ def measure_filtered(engine, label: str, repeat: int) -> list[dict]:
 
         for span_label, span in spans:
             first_s = first({}, span, True)
-            med, runs, h = timed(lambda: build({}, span, True), repeat)
+            med, runs, h = timed(lambda span=span: build({}, span, True), repeat)
             rows.append({"set": label, "incidents": n, "measure": f"heatmap aggregation, unfiltered, {span_label} "
                          "(reference)", "median_s": med, "max_s": max(runs), "target_s": HEATMAP_TARGET_S,
                          "meets": max(runs) < HEATMAP_TARGET_S,
@@ -242,7 +244,7 @@ def measure_filtered(engine, label: str, repeat: int) -> list[dict]:
                 results = {}
                 for path, use in (("default path", True), ("raw", False)):
                     first_s = first(flt, span, use)
-                    med, runs, h = timed(lambda: build(flt, span, use), repeat)
+                    med, runs, h = timed(lambda flt=flt, span=span, use=use: build(flt, span, use), repeat)
                     results[path] = h
                     rows.append({"set": label, "incidents": n,
                                  "measure": f"heatmap aggregation, {case}, {span_label}, {path}",
@@ -290,7 +292,7 @@ def measure(engine, label: str, repeat: int, permutations: int) -> list[dict]:
                      "detail": {k: round(v, 3) for k, v in first.timings.items()} | {"cell_m": first.cell_m}})
         results = {}
         for path, use in (("raw", False), ("rollup", True)):
-            med, runs, h = timed(lambda: hm.build_heatmap(conn, q(use), with_grids=True, with_hotspots=False),
+            med, runs, h = timed(lambda use=use: hm.build_heatmap(conn, q(use), with_grids=True, with_hotspots=False),
                                  repeat)
             results[path] = h
             parts = {k: round(v, 3) for k, v in h.timings.items()}
@@ -298,7 +300,8 @@ def measure(engine, label: str, repeat: int, permutations: int) -> list[dict]:
                          f"{path}", "median_s": med, "max_s": max(runs), "target_s": HEATMAP_TARGET_S,
                          "meets": max(runs) < HEATMAP_TARGET_S,
                          "detail": parts | {"cells": len(h.cells), "months": len(h.months)}})
-            med, runs, hq = timed(lambda: hm.build_heatmap(conn, q(use), with_grids=False, with_hotspots=False),
+            med, runs, hq = timed(lambda use=use: hm.build_heatmap(conn, q(use), with_grids=False,
+                                                                  with_hotspots=False),
                                   repeat)
             rows.append({"set": label, "incidents": n, "measure": f"heatmap hexagons per month only, {path}",
                          "median_s": med, "max_s": max(runs), "target_s": HEATMAP_TARGET_S,
@@ -309,7 +312,7 @@ def measure(engine, label: str, repeat: int, permutations: int) -> list[dict]:
                 and raw.grids["incidents"].equals(h.grids["incidents"])):
             raise AssertionError(f"[{label}] the heatmap rollup path differs from the raw path")
         t0 = time.perf_counter()
-        z, p, cls = hm.getis_ord(h.cells["total"].to_numpy(), h.cells["q"].to_numpy(), h.cells["r"].to_numpy(),
+        z, p, cls = getis_ord(h.cells["total"].to_numpy(), h.cells["q"].to_numpy(), h.cells["r"].to_numpy(),
                                  permutations, seed=1)
         gi_s = time.perf_counter() - t0
         rows.append({"set": label, "incidents": n, "measure": f"Getis-Ord Gi* ({permutations} permutations)",
@@ -332,8 +335,8 @@ def measure(engine, label: str, repeat: int, permutations: int) -> list[dict]:
             for by in GROUPS:
                 outs = {}
                 for path, use in (("raw", False), ("rollup", True)):
-                    med, runs, out = timed(lambda: compute_kpis(conn, KpiQuery(start=s, end=e, by=by),
-                                                                use_rollup=use), repeat)
+                    med, runs, out = timed(lambda s=s, e=e, by=by, use=use: compute_kpis(
+                        conn, KpiQuery(start=s, end=e, by=by), use_rollup=use), repeat)
                     outs[path] = out
                     t = out["total"]
                     rows.append({"set": label, "incidents": n, "measure": f"KPI by {by}, {span}, {path}",

@@ -2,8 +2,12 @@
 1,000 households by grid, and Getis-Ord Gi* hot and cold spots, in Chinese and offline.
 
 Page rendering only: the router hands over `geo.incidents.heatmap.compact(...)`. The page carries aggregates, never
-incidents, so its size depends on the number of cells and months (bounded by geo.incidents.heatmap), not on the incident
-count. Hexagons are drawn in the browser from their centres and six shared vertex offsets.
+incidents, so its size depends on the number of cells and months (bounded by geo.incidents.heatmap), not on the
+incident count. The cells' geometry is the server's (`geo.incidents.hexagons.cell_lattice`): each cell's place on
+the lattice (its axial q, r times two step vectors from an origin) and the six corner offsets every cell shares,
+all in lon/lat. The page only adds those up; it knows nothing of hexagons. Sending each cell's six corners instead
+would multiply the answer's size by about six for the same outlines (the district frame is affine in lon/lat, so
+the sums are exact).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import numpy as np
 from branca.element import Element, MacroElement
 from folium.template import Template
 
-from geo.incidents.heatmap import GRID_QUANTUM_DEG, HOTSPOT_LABELS, decode_rings
+from geo.incidents.heatmap import GRID_QUANTUM_DEG, decode_rings
+from geo.incidents.hotspots import HOTSPOT_LABELS
 from maps.assets import Panel, fitted_map, js_literal, legend_html, render_page
 
 #: Sequential colours for counts and rates (light → dark), ColorBrewer YlOrRd.
@@ -40,19 +45,15 @@ _LAYERS = Template(
 {% macro script(this, kwargs) %}
     (function (map) {
         var D = {{ this.data }};
-        var F = D.frame, S = D.cell_m, hex = D.hex, months = D.meta.months, SEQ = {{ this.seq }},
+        var F = D.frame, C = D.lattice, hex = D.hex, months = D.meta.months, SEQ = {{ this.seq }},
             HOT = {{ this.hot }}, Q = {{ this.quantum }};
         var renderer = L.canvas({padding: 0.3});
-        var offsets = [];
-        for (var j = 0; j < 6; j++) {
-            var a = Math.PI / 180 * (30 + 60 * j);
-            offsets.push([S * Math.sin(a) / F.ky, S * Math.cos(a) / F.kx]);
-        }
-        // the frame is affine in lon/lat: a cell's centre and vertices follow from its axial (q, r)
+        // the server's cells: centre = origin + q·step_q + r·step_r, corners = centre + corners ([lon, lat])
         function ring(k) {
             var q = hex.q[k], r = hex.r[k];
-            var lat = F.lat0 + S * 1.5 * r / F.ky, lon = F.lon0 + S * Math.sqrt(3) * (q + r / 2) / F.kx;
-            return offsets.map(function (o) { return [lat + o[0], lon + o[1]]; });
+            var lon = C.origin[0] + q * C.step_q[0] + r * C.step_r[0],
+                lat = C.origin[1] + q * C.step_q[1] + r * C.step_r[1];
+            return C.corners.map(function (c) { return [lat + c[1], lon + c[0]]; });
         }
         function decodeRing(flat) {
             var out = [], x = 0, y = 0;
@@ -173,11 +174,11 @@ class _Layers(MacroElement):
 
 
 def _bounds(data: dict):
-    f, size = data["frame"], data["cell_m"]
+    f, c = data["frame"], data["lattice"]
     q = np.asarray(data["hex"]["q"], dtype=float)
     r = np.asarray(data["hex"]["r"], dtype=float)
-    lats = list(f["lat0"] + size * 1.5 * r / f["ky"])
-    lons = list(f["lon0"] + size * math.sqrt(3) * (q + r / 2) / f["kx"])
+    lons = list(c["origin"][0] + q * c["step_q"][0] + r * c["step_r"][0])
+    lats = list(c["origin"][1] + q * c["step_q"][1] + r * c["step_r"][1])
     for rings in data["grids"]["rings"]:
         for polygon in decode_rings(rings, f["lon0"], f["lat0"]):
             for ring in polygon:

@@ -43,14 +43,16 @@ def build_tiny_district(conn) -> None:
     conn.execute(text(f"INSERT INTO community_boundaries (community_id, version_id, valid_from, geom) VALUES "
                       f"(1, 1, :v, {box(0, 0, 500, 1000)}), (2, 1, :v, {box(500, 0, 1000, 1000)})"), {"v": V1})
     conn.execute(text(f"INSERT INTO grids (id, code, name, kind, community_id) VALUES "
-                      f"(1, '{GRID_NW}', '西北网格', 'comprehensive', 1), (2, '{GRID_SW}', '西南网格', 'comprehensive', 1),"
+                      f"(1, '{GRID_NW}', '西北网格', 'comprehensive', 1), "
+                      f"(2, '{GRID_SW}', '西南网格', 'comprehensive', 1),"
                       f"(3, '{GRID_E}', '东网格', 'comprehensive', 2)"))
     conn.execute(text(f"INSERT INTO grid_boundaries (id, grid_id, version_id, valid_from, geom) VALUES "
                       f"(1, 1, 1, :v, {box(0, 500, 500, 1000)}), (2, 2, 1, :v, {box(0, 0, 500, 500)}), "
                       f"(3, 3, 1, :v, {box(500, 0, 1000, 1000)})"), {"v": V1})
     conn.execute(text("SELECT setval(pg_get_serial_sequence('grid_boundaries', 'id'), 10)"))
     conn.execute(text(f"INSERT INTO buildings (id, name, community_id, use, geom) VALUES "
-                      f"(1, '1号楼', 1, 'residential', {box(100, 700, 140, 720)}), (2, '2号楼', 1, 'residential', {box(100, 100, 140, 120)}), "
+                      f"(1, '1号楼', 1, 'residential', {box(100, 700, 140, 720)}), "
+                      f"(2, '2号楼', 1, 'residential', {box(100, 100, 140, 120)}), "
                       f"(3, '3号楼', 2, 'residential', {box(700, 400, 740, 420)})"))
     conn.execute(text("INSERT INTO units (building_id, number, households, population) VALUES "
                       "(1, 1, 120, 300), (1, 2, 80, 200), (2, 1, 100, 250), (3, 1, 500, 1200)"))

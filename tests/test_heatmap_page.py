@@ -39,16 +39,16 @@ def page_engine():
     cluster = rng.random(n) < 0.35  # a third of them around (250, 250): a hot spot in grid SW
     x[cluster] = rng.normal(250, 40, cluster.sum()).clip(5, 495)
     y[cluster] = rng.normal(250, 40, cluster.sum()).clip(5, 495)
-    lon, lat = np.array([lonlat(a, b) for a, b in zip(x, y)]).T
+    lon, lat = np.array([lonlat(a, b) for a, b in zip(x, y, strict=True)]).T
     month = rng.integers(0, 6, n)
     reported = [MONTHS[m] + dt.timedelta(days=int(d), hours=int(h))
-                for m, d, h in zip(month, rng.integers(0, 27, n), rng.integers(0, 24, n))]
+                for m, d, h in zip(month, rng.integers(0, 27, n), rng.integers(0, 24, n), strict=True)]
     classes = rng.choice(["A01", "B01", "E03", "F02"], n)
     geoms = shapely.to_wkb(shapely.set_srid(shapely.points(lon, lat), 4326), hex=True, include_srid=True)
     with engine.begin() as conn:
         build_tiny_district(conn)
         copy_rows(conn, "incidents", ["geom", "reported_at", "class_code", "source", "state"],
-                  zip(geoms.tolist(), reported, classes.tolist(), ["patrol"] * n, ["collected"] * n))
+                  zip(geoms.tolist(), reported, classes.tolist(), ["patrol"] * n, ["collected"] * n, strict=True))
         from geo.incidents.attribution import attribute_incidents
 
         attribute_incidents(conn)
@@ -62,8 +62,8 @@ def served(page_engine, live_server):
     """(base URL, cookie for a worker of grid SW, cookie for an admin) on a live server over the page database."""
     from api.auth import COOKIE_NAME, issue_token
     from api.main import create_app
-    from geo.store.db import session_scope
     from geo.access.users import create_user
+    from geo.store.db import session_scope
 
     with session_scope(page_engine) as s:
         worker = create_user(s, f"worker-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, "worker", GRID_SW)

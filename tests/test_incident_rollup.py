@@ -4,6 +4,8 @@ A year of varied cases on the tiny hand-built district (late closings across mon
 deadline, rework, extension, cancelled, suspended, rejected and open cases), some of them moved through the state
 machine so the triggers see updates too: every KPI row and every heatmap aggregate is the same from the rollup
 path and from the incidents alone, for whole months, mid-month spans and the whole year, every grouping and filter.
+The year is committed (a hexagon size is built in transactions of its own, which see committed rows only) and
+removed after each test. A new size builds while incidents are written, without making the writers wait.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from geo.incidents import heatmap as hm
 from geo.incidents import closed_loop as inc
+from geo.incidents import heat_rollup as hr
+from geo.incidents import heatmap as hm
+from geo.incidents.hexagons import LocalFrame
 from geo.incidents.kpi import GROUPS, KpiQuery, compute_kpis, rollup_applies, rollup_timezone
 from geo.store.load import copy_rows
-from tests.incident_data import COMM_E, COMM_W, CST, GRID_E, GRID_NW, STREET, lonlat
+from tests.incident_data import COMM_E, COMM_W, CST, GRID_E, STREET, lonlat
 from tests.test_incidents import _load_month, tiny, tiny_engine  # noqa: F401  (fixtures)
 
 H = dt.timedelta(hours=1)
@@ -45,7 +49,7 @@ def load_year(conn, n: int = 1500, seed: int = 11) -> None:
     rng = np.random.default_rng(seed)
     t0 = YEAR[0].timestamp()
     rows = []
-    for k in range(n):
+    for _ in range(n):
         g = rng.integers(0, 4)
         if g == 3:  # attributed to the street only
             grid_id, comm_id, x, y = None, None, rng.uniform(0, 1000), rng.uniform(0, 1000)
@@ -108,17 +112,29 @@ def drive_some(conn) -> None:
 
 
 @pytest.fixture
-def year(tiny):  # noqa: F811
-    load_year(tiny)
-    drive_some(tiny)
-    return tiny
+def year(tiny_engine):  # noqa: F811
+    """A connection reading the committed year; the incidents, rollups and hexagon sizes are removed afterwards."""
+    with tiny_engine.begin() as conn:
+        load_year(conn)
+        drive_some(conn)
+    conn = tiny_engine.connect()
+    try:
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+        with tiny_engine.begin() as c:
+            c.execute(text("TRUNCATE incidents CASCADE"))  # its trigger empties both rollups
+            c.execute(text("DELETE FROM incident_heat_sizes"))
 
 
-def test_triggers_keep_the_rollups_equal_to_a_rebuild(year):
+def test_triggers_keep_the_rollups_equal_to_a_rebuild(year, tiny_engine):  # noqa: F811
     """After COPY, updates by the state machine, reports and deletes, the maintained rollup equals a rebuild."""
-    hm.ensure_heat_rollup(year, hm.district_frame(year), 100.0)
-    load_year(year, n=200, seed=5)  # written after the hexagon size was registered
-    drive_some(year)
+    frame = hm.district_frame(year)
+    assert hr.ensure_heat_rollup(year, frame, 100.0)
+    with tiny_engine.begin() as conn:  # written after the hexagon size was built
+        load_year(conn, n=200, seed=5)
+        drive_some(conn)
     keys = "level, month, closed_month, handled_month, street_id, community_id, grid_id, class_code, department"
     counts = "received, rejected, registered, due, on_time, reworked, extended"
     kpi = (f"SELECT {keys}, {counts} FROM incident_rollup WHERE (received, registered, due) <> (0, 0, 0) "
@@ -129,15 +145,19 @@ def test_triggers_keep_the_rollups_equal_to_a_rebuild(year):
         text("SELECT count(*) FROM incidents")).scalar_one()
     year.execute(text("SELECT incident_rollup_refresh()"))
     assert (year.execute(text(kpi)).all(), year.execute(text(heat)).all()) == kept
-    # the hexagons the triggers kept equal those binned afresh by geo.incidents.heatmap's own SQL, and the raw path
+    year.commit()
+    # the hexagons the triggers kept equal those built afresh by geo.incidents.heat_rollup, and the raw path
     year.execute(text("DELETE FROM incident_heat_sizes"))
-    assert hm.ensure_heat_rollup(year, hm.district_frame(year), 100.0)
+    year.commit()
+    assert hr.ensure_heat_rollup(year, frame, 100.0)
     assert year.execute(text(heat)).all() == kept[1]
     year.execute(text("DELETE FROM incident_heat_sizes"))
-    hm.ensure_heat_rollup(year, hm.district_frame(year), 60.0)
-    load_year(year, n=300, seed=8)
-    raw, rolled = (hm.build_heatmap(year, hm.HeatmapQuery(*PERIODS[2], cell_m=60.0, use_rollup=use), with_hotspots=False)
-                   for use in (False, True))
+    year.commit()
+    assert hr.ensure_heat_rollup(year, frame, 60.0)
+    with tiny_engine.begin() as conn:
+        load_year(conn, n=300, seed=8)
+    raw, rolled = (hm.build_heatmap(year, hm.HeatmapQuery(*PERIODS[2], cell_m=60.0, use_rollup=use),
+                                    with_hotspots=False) for use in (False, True))
     assert np.array_equal(raw.monthly, rolled.monthly) and raw.cells[["q", "r"]].equals(rolled.cells[["q", "r"]])
     year.execute(text("TRUNCATE incidents CASCADE"))
     assert year.execute(text("SELECT (SELECT count(*) FROM incident_rollup) + "
@@ -211,13 +231,62 @@ def test_heatmap_rollup_path_equals_raw_path(year, period, flt):
 def test_heat_rollup_follows_a_new_frame_and_keeps_few_sizes(year):
     """A size binned in another frame is rebuilt; at most MAX_ROLLUP_SIZES sizes are maintained."""
     frame = hm.district_frame(year)
-    assert hm.ensure_heat_rollup(year, hm.LocalFrame(frame.lon0 + 0.01, frame.lat0), 80.0)
-    assert hm.ensure_heat_rollup(year, frame, 80.0)
+    assert hr.ensure_heat_rollup(year, LocalFrame(frame.lon0 + 0.01, frame.lat0), 80.0)
+    assert hr.ensure_heat_rollup(year, frame, 80.0)
     assert year.execute(text("SELECT lon0 FROM incident_heat_sizes WHERE cell_m = 80")).scalar_one() == frame.lon0
     for size in (90.0, 110.0, 120.0, 130.0):
-        assert hm.ensure_heat_rollup(year, frame, size)
+        assert hr.ensure_heat_rollup(year, frame, size)
     sizes = year.execute(text("SELECT cell_m FROM incident_heat_sizes ORDER BY cell_m")).scalars().all()
-    assert len(sizes) == hm.MAX_ROLLUP_SIZES and 130.0 in sizes
+    assert len(sizes) == hr.MAX_ROLLUP_SIZES and 130.0 in sizes
     per_size = year.execute(text("SELECT cell_m, sum(n) FROM incident_heat_rollup GROUP BY 1")).all()
     n = year.execute(text("SELECT count(*) FROM incidents")).scalar_one()
     assert {s for s, _ in per_size} == set(sizes) and all(total == n for _, total in per_size)
+
+
+def _report(conn, x: float, y: float, at: dt.datetime) -> int:
+    lon, lat = lonlat(x, y)
+    return inc.create_incident(conn, lon=lon, lat=lat, class_code="A01", source="patrol", actor="t", reported_at=at)
+
+
+def test_a_new_size_builds_without_making_writers_wait(year, tiny_engine, monkeypatch):  # noqa: F811
+    """No incident write waits for a hexagon size to build, nor the build for a write in flight (that request
+    answers from the incidents). Writes committed while the size builds, before and after its snapshot, are all
+    counted: the size then equals a rebuild, and its heatmap the one from the incidents."""
+    frame = hm.district_frame(year)
+    period = hm.HeatmapQuery(*YEAR, cell_m=70.0, permutations=0)
+    raw = hm.build_heatmap(year, hm.HeatmapQuery(*YEAR, cell_m=70.0, use_rollup=False), with_hotspots=False)
+    monkeypatch.setattr(hr, "REGISTER_ATTEMPTS", 2)
+    with tiny_engine.connect() as writer:  # a write in flight
+        _report(writer, 300, 300, dt.datetime(2025, 5, 5, tzinfo=CST))
+        assert not hr.ensure_heat_rollup(writer, frame, 70.0)  # its own rows: a build elsewhere would miss them
+        assert not hr.build_heat_size(tiny_engine, frame, 70.0)  # registering would wait for it: not now
+        meanwhile = hm.build_heatmap(year, period, with_hotspots=False)  # from the incidents
+        assert np.array_equal(meanwhile.monthly, raw.monthly) and meanwhile.cells[["q", "r"]].equals(
+            raw.cells[["q", "r"]])
+        writer.rollback()
+    assert year.execute(text("SELECT count(*) FROM incident_heat_sizes")).scalar_one() == 0
+
+    late = tiny_engine.connect()
+
+    def write_while_building() -> None:
+        # lock_timeout: a write that had to wait for the build would fail here instead of waiting
+        with tiny_engine.connect() as early:
+            early.execute(text("SET lock_timeout = '2s'"))
+            _report(early, 300, 300, dt.datetime(2025, 5, 5, tzinfo=CST))  # committed before the build's snapshot
+            early.commit()
+        late.execute(text("SET lock_timeout = '2s'"))
+        _report(late, 5000, 5000, dt.datetime(2025, 6, 6, tzinfo=CST))  # committed after the build
+
+    assert hr.build_heat_size(tiny_engine, frame, 70.0, after_registration=write_while_building)
+    late.commit()
+    late.close()
+    heat = "SELECT month, q, r, n FROM incident_heat_rollup WHERE cell_m = 70 AND n <> 0 ORDER BY 1, 2, 3"
+    built = year.execute(text(heat)).all()
+    assert sum(r.n for r in built) == year.execute(text("SELECT count(*) FROM incidents")).scalar_one()
+    year.execute(text("SELECT incident_rollup_refresh()"))
+    assert year.execute(text(heat)).all() == built
+    year.rollback()
+    raw = hm.build_heatmap(year, hm.HeatmapQuery(*YEAR, cell_m=70.0, use_rollup=False), with_hotspots=False)
+    rolled = hm.build_heatmap(year, period, with_hotspots=False)
+    assert np.array_equal(raw.monthly, rolled.monthly) and raw.cells[["q", "r"]].equals(rolled.cells[["q", "r"]])
+    assert rolled.incident_count == raw.incident_count > 1500

@@ -19,16 +19,32 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from geo.store import db
-from geo.incidents import heatmap as hm
+from api.schemas.incidents import Open311Created, Open311Error, Open311Request, Open311Service
 from geo.incidents import closed_loop as inc
+from geo.incidents import heatmap as hm
+from geo.incidents import hexagons as hx
+from geo.incidents import hotspots as hs
+from geo.incidents.errors import IncidentError
 from geo.incidents.kpi import KpiQuery, compute_kpis
+from geo.store import db
 from geo.store.load import copy_rows
 from tests.conftest import _create_database, _drop_database
-
 from tests.incident_data import (
-    COMM_W, CST, EPSG, GRID_E, GRID_NW, GRID_SW, REDRAW, STREET, X0, Y0, box, build_tiny_district, lonlat,
+    COMM_W,
+    CST,
+    EPSG,
+    GRID_E,
+    GRID_NW,
+    GRID_SW,
+    REDRAW,
+    STREET,
+    X0,
+    Y0,
+    box,
+    build_tiny_district,
+    lonlat,
 )
+
 
 @pytest.fixture(scope="module")
 def tiny_engine():
@@ -179,7 +195,7 @@ def test_transition_by_target_state_and_unknown_names(tiny):
     assert {a.to_state for a in err.value.allowed} == {"dispatched", "collected", "cancelled"}
     with pytest.raises(inc.IllegalTransition):
         inc.apply_transition(tiny, iid, actor="a", action="teleport")
-    with pytest.raises(inc.IncidentError):
+    with pytest.raises(IncidentError):
         inc.apply_transition(tiny, iid, actor="a")
     with pytest.raises(inc.IncidentNotFound):
         inc.apply_transition(tiny, 999_999, actor="a", action="register")
@@ -209,7 +225,7 @@ def test_deadline_clock_extend_suspend_resume_rework(tiny):
     assert row["rework_count"] == 1 and row["due_at"] == t0 + 42 * h
     assert row["closed_at"] == t0 + 20 * h and row["closed_at"] <= row["due_at"]
     assert row["light"] is None  # closed: no light
-    with pytest.raises(inc.IncidentError, match="precedes"):
+    with pytest.raises(IncidentError, match="precedes"):
         inc.apply_transition(tiny, iid, actor="a", action="evaluate", at=t0)
     inc.apply_transition(tiny, iid, actor="a", action="evaluate", evaluation=5, at=t0 + 21 * h)
     events = inc.history(tiny, iid)
@@ -221,7 +237,7 @@ def test_deadline_clock_extend_suspend_resume_rework(tiny):
 def test_extend_needs_hours_and_return_restarts_clock(tiny):
     iid = report(tiny)
     _drive(tiny, iid, ["register", "dispatch"])
-    with pytest.raises(inc.IncidentError, match="hours"):
+    with pytest.raises(IncidentError, match="hours"):
         inc.apply_transition(tiny, iid, actor="a", action="extend")
     inc.apply_transition(tiny, iid, actor="a", action="return", note="不属于本部门")
     row = incident(tiny, iid)
@@ -258,9 +274,9 @@ def test_report_in_other_coordinate_systems_lands_in_the_same_grid(tiny):
     for r in rows:
         assert r["lon"] == pytest.approx(lon, abs=1e-8) and r["lat"] == pytest.approx(lat, abs=1e-8)
     assert rows[1]["reported_coordsys"] == "gcj02" and rows[1]["reported_lon"] != pytest.approx(lon, abs=1e-4)
-    with pytest.raises(inc.IncidentError):
+    with pytest.raises(IncidentError):
         inc.create_incident(tiny, lon=lon, lat=lat, coordsys="mars", class_code="A01", source="patrol", actor="t")
-    with pytest.raises(inc.IncidentError):
+    with pytest.raises(IncidentError):
         inc.create_incident(tiny, lon=lon, lat=lat, class_code="ZZ", source="patrol", actor="t")
 
 
@@ -409,10 +425,11 @@ def test_hexagon_binning_sql_matches_numpy_and_geometry(tiny):
     got = hm.hex_counts(tiny, q, frame, 80.0)
     assert got["n"].sum() == 400 and set(got["month"]) == {"2025-03"}
     lon, lat = np.array([lonlat(x, y) for x, y in xy]).T
-    ax, ar = hm.hex_axial(*frame.forward(lon, lat), 80.0)
-    assert Counter(zip(ax.tolist(), ar.tolist())) == {(a, b): n for a, b, n in zip(got["q"], got["r"], got["n"])}
-    cx, cy = hm.hex_centres(ax, ar, 80.0)
-    polys = frame.to_wgs84(hm.hex_polygons(cx, cy, 80.0))
+    ax, ar = hx.hex_axial(*frame.forward(lon, lat), 80.0)
+    assert Counter(zip(ax.tolist(), ar.tolist(), strict=True)) == {
+        (a, b): n for a, b, n in zip(got["q"], got["r"], got["n"], strict=True)}
+    cx, cy = hx.hex_centres(ax, ar, 80.0)
+    polys = frame.to_wgs84(hx.hex_polygons(cx, cy, 80.0))
     assert shapely.covers(polys, shapely.points(lon, lat)).all()
     # the frame's metres are true metres: an 80 m hexagon's edge measured on the ellipsoid
     from pyproj import Geod
@@ -427,7 +444,7 @@ def test_floor_formula_equals_cube_rounding():
     rng = np.random.default_rng(0)
     x, y = rng.uniform(-5000, 5000, (2, 200_000))
     for size in (25.0, 150.0, 999.0):
-        a, b = hm.hex_axial(x, y, size), hm.hex_axial_cube(x, y, size)
+        a, b = hx.hex_axial(x, y, size), hx.hex_axial_cube(x, y, size)
         assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
 
 
@@ -438,11 +455,11 @@ def test_heatmap_hand_counted(tiny):
     frame = hm.district_frame(tiny)
 
     def cell_of(x, y):
-        q, r = hm.hex_axial(*frame.forward(*lonlat(x, y)), size)
+        q, r = hx.hex_axial(*frame.forward(*lonlat(x, y)), size)
         return int(q), int(r)
 
     def at_centre(q, r, dx=0.0, dy=0.0, **kw):
-        cx, cy = hm.hex_centres(np.array([q]), np.array([r]), size)
+        cx, cy = hx.hex_centres(np.array([q]), np.array([r]), size)
         lon, lat = frame.inverse(cx[0] + dx, cy[0] + dy)
         return inc.create_incident(tiny, lon=float(lon), lat=float(lat), class_code=kw.get("class_code", "A01"),
                                    source="patrol", actor="t", reported_at=kw["at"])
@@ -461,7 +478,7 @@ def test_heatmap_hand_counted(tiny):
     h = hm.build_heatmap(tiny, q)
     assert h.months == ["2025-03", "2025-04"]
     cells = h.cells.set_index(["q", "r"])
-    col = {k: i for i, k in enumerate(zip(h.cells["q"], h.cells["r"]))}
+    col = {k: i for i, k in enumerate(zip(h.cells["q"], h.cells["r"], strict=True))}
     assert h.monthly[:, col[(qa, ra)]].tolist() == [3, 1]
     assert h.monthly[:, col[(qa + 1, ra)]].tolist() == [0, 2]
     assert h.monthly[:, col[(qc, rc)]].tolist() == [1, 0]
@@ -480,16 +497,19 @@ def test_heatmap_hand_counted(tiny):
     # the compact form, decoded as its `encoding` says, draws cell A around its incidents, with their months
     data = hm.compact(h)
     k = col[(qa, ra)]
-    f, cell = data["frame"], data["cell_m"]
-    x, y = cell * np.sqrt(3) * (data["hex"]["q"][k] + data["hex"]["r"][k] / 2), cell * 1.5 * data["hex"]["r"][k]
-    angles = np.deg2rad(30 + 60 * np.arange(6))
-    ring = shapely.Polygon(np.column_stack([f["lon0"] + (x + cell * np.cos(angles)) / f["kx"],
-                                            f["lat0"] + (y + cell * np.sin(angles)) / f["ky"]]))
+    f, lattice = data["frame"], data["lattice"]
+    centre = (np.asarray(lattice["origin"]) + data["hex"]["q"][k] * np.asarray(lattice["step_q"])
+              + data["hex"]["r"][k] * np.asarray(lattice["step_r"]))
+    ring = shapely.Polygon(centre + np.asarray(lattice["corners"]))
     pts = tiny.execute(text("SELECT lon, lat FROM incidents WHERE reported_at < :e"), {"e": MARCH[1]}).all()
     assert sum(ring.contains(shapely.Point(p)) for p in pts) == 3
+    # the cell the page draws from the lattice is the server's polygon (the GeoJSON answer's)
+    feature = next(ft for ft in hm.hex_geojson(h)["features"]
+                   if (ft["properties"]["q"], ft["properties"]["r"]) == (qa, ra))
+    assert shapely.hausdorff_distance(ring, shapely.Polygon(feature["geometry"]["coordinates"][0])) < 1e-6
     a = data["active"].index(k)
     assert [data["monthly"][m][a] for m in range(2)] == [3, 1]
-    for code, rings in zip(data["grids"]["code"], data["grids"]["rings"]):  # outlines survive the encoding
+    for code, rings in zip(data["grids"]["code"], data["grids"]["rings"], strict=True):  # outlines survive the encoding
         original = h.grids.set_index("code").loc[code, "geometry"]
         decoded = shapely.MultiPolygon([shapely.Polygon(p[0], p[1:]) for p in
                                         hm.decode_rings(rings, f["lon0"], f["lat0"])])
@@ -504,17 +524,17 @@ def test_getis_ord_finds_a_planted_hot_spot():
     q, r = q.ravel(), r.ravel()
     counts = rng.poisson(1.0, q.size)
     hot = (q == 0) & (r == 0)
-    ring = np.array([(a, b) in {(0, 0), *hm.NEIGHBOURS} for a, b in zip(q, r)])
+    ring = np.array([(a, b) in {(0, 0), *hx.NEIGHBOURS} for a, b in zip(q, r, strict=True)])
     counts[ring] = 20
-    z, p, cls = hm.getis_ord(counts, q, r, permutations=999, seed=1)
+    z, p, cls = hs.getis_ord(counts, q, r, permutations=999, seed=1)
     assert cls[hot][0] == 3 and z[hot][0] > 5 and p[hot][0] <= 0.01
     assert (cls[ring] >= 2).all()  # the whole cluster is hot at 95 % at least
     # far from the cluster, 99 % hot spots are chance findings: about 1 % of 900 cells at most
     far = np.maximum(np.abs(q), np.maximum(np.abs(r), np.abs(q + r))) > 3
     assert (cls[far] == 3).sum() <= 15
-    z2, p2, cls2 = hm.getis_ord(counts, q, r, permutations=999, seed=1)
+    z2, p2, cls2 = hs.getis_ord(counts, q, r, permutations=999, seed=1)
     assert np.array_equal(p, p2) and np.array_equal(cls, cls2)
-    flat = hm.getis_ord(np.zeros(q.size, dtype=int), q, r, permutations=99)
+    flat = hs.getis_ord(np.zeros(q.size, dtype=int), q, r, permutations=99)
     assert (flat[2] == 0).all() and np.isnan(flat[0]).all()
 
 
@@ -530,11 +550,11 @@ def test_permutation_p_values_agree_with_esda():
     q, r = q.ravel(), r.ravel()
     counts = rng.poisson(3.0, q.size).astype(float)
     counts[(q < 3) & (r < 3)] += 6
-    neighbours = hm.hex_neighbours(q, r)
-    ours = hm.conditional_permutation_p(counts, neighbours, 999, seed=1)
+    neighbours = hx.hex_neighbours(q, r)
+    ours = hs.conditional_permutation_p(counts, neighbours, 999, seed=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs = esda.G_Local(counts, hm.hex_weights(q, r), transform="B", permutations=999, star=True, seed=1,
+        theirs = esda.G_Local(counts, hs.hex_weights(q, r), transform="B", permutations=999, star=True, seed=1,
                               n_jobs=1).p_sim
     diff = np.abs(ours - theirs)
     assert diff.mean() < 0.02 and diff.max() < 0.1
@@ -628,7 +648,8 @@ def test_api_report_and_loop_with_roles_and_jurisdiction(tiny_client, tiny_user)
     r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json={"action": "extend"}, headers=worker["headers"])
     assert r.status_code == 409  # handled: no extension any more
     classes = tiny_client.get("/v1/incident-classes", headers=worker["headers"]).json()
-    assert {"code": "D04", "name": "火灾", "major_code": "D", "major_name": "突发事件", "time_limit_hours": 1.0} in classes
+    assert {"code": "D04", "name": "火灾", "major_code": "D", "major_name": "突发事件",
+            "time_limit_hours": 1.0} in classes
     machine = tiny_client.get("/v1/incident-states", headers=worker["headers"]).json()
     assert {"from_state": "reported", "action": "rework", "to_state": "dispatched", "name": "返工"} in \
         machine["transitions"]
@@ -689,6 +710,7 @@ def test_open311_services(tiny_client, api_key):
     r = tiny_client.get("/open311/v2/services.json", params={"api_key": api_key})
     assert r.status_code == 200, r.text
     services = {s["service_code"]: s for s in r.json()}
+    assert all(Open311Service.model_validate(s) for s in r.json())  # the JSON the OpenAPI document describes
     assert services["A01"]["service_name"] == "暴露垃圾" and services["A01"]["group"] == "市容环境"
     assert services["A01"]["metadata"] is False and services["A01"]["type"] == "realtime"
     x = tiny_client.get("/open311/v2/services.xml", headers={"X-API-Key": api_key})
@@ -707,11 +729,13 @@ def test_open311_round_trip_json_and_xml(tiny_client, api_key):
     assert r.status_code == 201, r.text
     (created,) = r.json()
     rid = created["service_request_id"]
+    Open311Created.model_validate(created)
     x = tiny_client.post("/open311/v2/requests.xml", data={**form, "description": "第二条"})
     assert x.status_code == 201
     rid2 = ET.fromstring(x.content).find("request/service_request_id").text
 
     (got,) = tiny_client.get(f"/open311/v2/requests/{rid}.json", params={"api_key": api_key}).json()
+    Open311Request.model_validate(got)
     assert got["service_code"] == "B01" and got["status"] == "open" and got["description"] == "电线杆上小广告"
     assert got["lat"] == pytest.approx(lat, abs=1e-7) and got["long"] == pytest.approx(lon, abs=1e-7)
     assert got["service_name"] == "非法小广告" and got["requested_datetime"]
@@ -728,7 +752,7 @@ def test_open311_round_trip_json_and_xml(tiny_client, api_key):
                                                                      "status": "open"}).json()) == 2
     # bad requests in Open311's error format
     bad = tiny_client.post("/open311/v2/requests.json", data={**form, "service_code": "NOPE"})
-    assert bad.status_code == 400 and bad.json()[0]["code"] == 400
+    assert bad.status_code == 400 and Open311Error.model_validate(bad.json()[0]).code == 400
     no_loc = {k: v for k, v in form.items() if k not in ("lat", "long")}
     assert tiny_client.post("/open311/v2/requests.json", data=no_loc).status_code == 400
     bad_xml = tiny_client.post("/open311/v2/requests.xml", data={**form, "service_code": "NOPE"})

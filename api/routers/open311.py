@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import datetime as dt
 import xml.etree.ElementTree as ET
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import AuditDep, CurrentUser
 from api.deps import SessionDep
-from api.problems import Problem
-from api.routers.incidents import report_incident, scope_of
+from api.incident_params import scope_of
+from api.problems import problem_responses
+from api.schemas.incidents import Open311Created, Open311Error, Open311Request, Open311Service
+from geo.errors import DomainError
 from geo.incidents import closed_loop as inc
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
@@ -54,8 +56,8 @@ QueryKey = Annotated[None, Depends(key_from_query)]
 FormKey = Annotated[None, Depends(key_from_form)]
 
 
-class Open311Error(Exception):
-    """An error answered in Open311's format."""
+class Open311Refusal(Exception):
+    """An error answered in Open311's format (an error list, not problem+json)."""
 
     def __init__(self, code: int, description: str):
         super().__init__(description)
@@ -145,19 +147,31 @@ def _w3c(value: str | None, name: str) -> dt.datetime | None:
     try:
         t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise Open311Error(400, f"{name} is not a W3C datetime (e.g. 2025-03-01T08:00:00+08:00)") from None
+        raise Open311Refusal(400, f"{name} is not a W3C datetime (e.g. 2025-03-01T08:00:00+08:00)") from None
     if t.tzinfo is None:
-        raise Open311Error(400, f"{name} needs a time zone (Z or ±HH:MM)")
+        raise Open311Refusal(400, f"{name} needs a time zone (Z or ±HH:MM)")
     return t
 
 
-@router.get("/services.{format}")
+def _answers(success: int, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI answers of an Open311 route besides its JSON model: the same records as XML (by the path's format),
+    Open311 error lists with these statuses, and problem+json without a valid API key (401) or for a request
+    FastAPI cannot read (422)."""
+    xml = {"text/xml": {"schema": {"type": "string", "description": "the same records as GeoReport v2 XML"}}}
+    out: dict[int | str, dict[str, Any]] = {success: {"content": xml}}
+    for status in errors:
+        out[status] = {"description": "an Open311 error list", "model": list[Open311Error], "content": xml}
+    return {**out, **problem_responses(401, 422)}
+
+
+@router.get("/services.{format}", response_model=list[Open311Service], responses=_answers(200))
 def services(format: Format, _key: QueryKey, principal: CurrentUser, session: SessionDep) -> Response:
     """GeoReport v2 service list: the incident class table."""
     return render(service_list(session.connection()), format, "services", "service")
 
 
-@router.get("/requests.{format}")
+@router.get("/requests.{format}", response_model=list[Open311Request],
+            responses=_answers(200, 400))
 def get_requests(
     format: Format,
     _key: QueryKey,
@@ -168,7 +182,8 @@ def get_requests(
     start_date: Annotated[str | None, Query()] = None,
     end_date: Annotated[str | None, Query()] = None,
     status: Annotated[str | None, Query(description="open, closed or both comma-separated")] = None,
-    jurisdiction_id: Annotated[str | None, Query(description="accepted and ignored: one jurisdiction per server")] = None,
+    jurisdiction_id: Annotated[str | None,
+                               Query(description="accepted and ignored: one jurisdiction per server")] = None,
 ) -> Response:
     """GeoReport v2 requests in the key owner's jurisdiction, newest first, with the standard filters."""
     try:
@@ -176,27 +191,28 @@ def get_requests(
         if service_request_id:
             parts = [p.strip() for p in service_request_id.split(",") if p.strip()]
             if not all(p.isdigit() for p in parts):
-                raise Open311Error(400, "service_request_id must be numbers separated by commas")
+                raise Open311Refusal(400, "service_request_id must be numbers separated by commas")
             ids = [int(p) for p in parts]
         start, end = _w3c(start_date, "start_date"), _w3c(end_date, "end_date")
         if ids is None and start is None and end is None:
-            start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=DEFAULT_DAYS)
+            start = dt.datetime.now(dt.UTC) - dt.timedelta(days=DEFAULT_DAYS)
         wanted_states = None
         if status:
             statuses = {s.strip() for s in status.split(",") if s.strip()}
             if not statuses <= {"open", "closed"}:
-                raise Open311Error(400, "status is open, closed, or both separated by a comma")
+                raise Open311Refusal(400, "status is open, closed, or both separated by a comma")
             wanted_states = [s.code for s in inc.states().values() if s.open311_status in statuses]
         codes = [c.strip() for c in service_code.split(",") if c.strip()] if service_code else None
         flt = inc.IncidentFilter(scope=scope_of(principal), start=start, end=end, ids=ids, states=wanted_states,
                                  class_codes=codes)
         rows, _ = inc.list_incidents(session.connection(), flt, limit=MAX_REQUESTS)
-    except Open311Error as exc:
+    except Open311Refusal as exc:
         return error(format, exc.code, exc.description)
     return render([as_request(r) for r in rows], format, "service_requests", "request")
 
 
-@router.get("/requests/{service_request_id}.{format}")
+@router.get("/requests/{service_request_id}.{format}", response_model=list[Open311Request],
+            responses=_answers(200, 404))
 def get_request(service_request_id: str, format: Format, _key: QueryKey, principal: CurrentUser,
                 session: SessionDep) -> Response:
     """GeoReport v2 single request (a list of one, as the standard has it)."""
@@ -208,7 +224,8 @@ def get_request(service_request_id: str, format: Format, _key: QueryKey, princip
     return render([as_request(row)], format, "service_requests", "request")
 
 
-@router.post("/requests.{format}", status_code=201)
+@router.post("/requests.{format}", status_code=201, response_model=list[Open311Created],
+             responses=_answers(201, 400, 403))
 def post_request(
     format: Format,
     _key: FormKey,
@@ -245,9 +262,9 @@ def post_request(
               "description": description, "reporter": name, "reporter_phone": phone, "reporter_email": email,
               "address": address_string, "media_url": media_url}
     try:
-        row = report_incident(session, principal, fields)
-    except Problem as exc:
-        return error(format, 403 if exc.status == 403 else 400, exc.detail)
+        row = inc.report_incident(session.connection(), principal, fields)
+    except DomainError as exc:  # Open311 clients read its own error list, not problem+json
+        return error(format, 403 if exc.kind == "forbidden" else 400, exc.message)
     audit("incident.create", "incident", row["id"], inc.unit_code(row),
           after={"via": "open311", "service_code": service_code, "lat": lat_f, "long": lon_f,
                  "device_id": device_id, "account_id": account_id})

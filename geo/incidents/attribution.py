@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from geo.store.versions import in_force
+
 
 def _owner(level: str, boundary: str, fk: str, ts: str) -> str:
     return (
         f"(SELECT b.{fk} FROM {boundary} b JOIN {level} u ON u.id = b.{fk} "
-        f"WHERE ST_Covers(b.geom, i.geom) AND b.valid_from <= {ts} AND (b.valid_to IS NULL OR b.valid_to > {ts}) "
+        f"WHERE ST_Covers(b.geom, i.geom) AND {in_force('b', ts)} "
         f"ORDER BY u.code LIMIT 1)"
     )
 

@@ -6,8 +6,8 @@ evaluate (综合评价) — with the side paths cancel (作废), return (回退)
 suspend (挂账, with resume) are DATA: data/incident_states.csv and data/incident_transitions.csv.
 Every transition is checked against that table, timestamped, attributed to a user and kept in `incident_events`.
 
-An incident is attributed (geo.incidents.attribution) to the boundaries in force at its report time; a later redraw does
-not rewrite that. `current_attribution` is the separate, explicit view by today's boundaries.
+An incident is attributed (geo.incidents.attribution) to the boundaries in force at its report time; a later redraw
+does not rewrite that. `current_attribution` is the separate, explicit view by today's boundaries.
 """
 
 from __future__ import annotations
@@ -18,15 +18,23 @@ import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Connection, text
 
-from geo.incidents.attribution import attribute_incidents, attribution_sql
-from geo.spatial.coords import COORDSYS, to_wgs84
-
 from data import DATA_DIR
+from geo.access.users import Principal
+from geo.incidents.attribution import attribute_incidents, attribution_sql
+from geo.incidents.errors import (
+    IllegalTransition,
+    IncidentNotFound,
+    InvalidIncident,
+    InvalidQuery,
+    InvalidTransition,
+    OutsideDistrict,
+)
+from geo.settings import get_settings
+from geo.spatial.coords import COORDSYS, to_wgs84
+from geo.store.versions import at_or_now
 
 #: Where an incident came from (信息来源): patrol, the public, the 12345 hotline, video, Open311 clients.
 SOURCES: dict[str, str] = {
@@ -40,34 +48,6 @@ SOURCES: dict[str, str] = {
 
 #: Transitions that need a parameter in the request.
 NEEDS_HOURS = frozenset({"extend"})
-
-
-class DeadlineRules(BaseSettings):
-    """The deadline light's thresholds as fractions of the time limit (DOMAIN.md: 80 % and 100 %)."""
-
-    model_config = SettingsConfigDict(env_prefix="GRIDATLAS_RULE_", extra="ignore")
-
-    deadline_yellow_fraction: float = 0.8
-    deadline_red_fraction: float = 1.0
-
-
-class IncidentError(ValueError):
-    """A request about incidents that cannot be carried out (nothing was written)."""
-
-
-class IncidentNotFound(IncidentError):
-    """No incident with this id."""
-
-
-class IllegalTransition(IncidentError):
-    """A transition the state machine does not allow from the incident's current state."""
-
-    def __init__(self, state: str, attempted: str, allowed: list["Transition"]):
-        names = ", ".join(f"{t.action} → {t.to_state}" for t in allowed) or "none (the case is finished)"
-        super().__init__(f"'{attempted}' is not allowed from state '{state}'; allowed: {names}")
-        self.state = state
-        self.attempted = attempted
-        self.allowed = allowed
 
 
 @dataclass(frozen=True)
@@ -139,12 +119,12 @@ def actions() -> list[str]:
 def resolve_transition(state: str, action: str | None = None, to_state: str | None = None) -> Transition:
     """The transition from `state` by `action` or to `to_state`; IllegalTransition lists the allowed ones."""
     if not action and not to_state:
-        raise IncidentError("give the action (e.g. 'dispatch') or the target state (e.g. 'dispatched')")
+        raise InvalidTransition("give the action (e.g. 'dispatch') or the target state (e.g. 'dispatched')")
     allowed = allowed_transitions(state)
     for t in allowed:
         if (action is None or t.action == action) and (to_state is None or t.to_state == to_state):
             return t
-    raise IllegalTransition(state, action or to_state, allowed)
+    raise IllegalTransition(state, action or to_state or "", allowed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -157,7 +137,7 @@ def light_sql(alias: str = "i", now: str = "now()") -> str:
     The used fraction is 1 − remaining/limit, where remaining = due_at − now (frozen at `suspended_at` while
     suspended: resume pushes due_at by the pause) and limit = the class limit at dispatch + extensions.
     """
-    rules = DeadlineRules()
+    rules = get_settings().rules
     used = _used_fraction_sql(alias, now)
     return (
         f"CASE WHEN {alias}.due_at IS NULL OR {alias}.state NOT IN ({_clock_states_sql()}) THEN NULL "
@@ -196,7 +176,7 @@ def scope_sql(code: str | None, alias: str = "i", param: str = "scope_code") -> 
         if len(code) in (17, 18):
             level = ("micro_grids", "micro_grid_id")
         else:
-            raise IncidentError(f"{code!r} is not a street (9), community (12), grid (15) or micro-grid code")
+            raise InvalidQuery(f"{code!r} is not a street (9), community (12), grid (15) or micro-grid code")
     table, col = level
     return f"{alias}.{col} = (SELECT id FROM {table} WHERE code = :{param})", {param: code}
 
@@ -272,24 +252,24 @@ def create_incident(
 ) -> int:
     """Record a reported incident (state 'collected') attributed by the boundaries in force at `reported_at`."""
     if coordsys is None or coordsys.strip().lower().replace("-", "").replace("_", "") not in COORDSYS:
-        raise IncidentError(f"unknown coordinate system {coordsys!r}; expected one of {sorted(COORDSYS)}")
+        raise InvalidIncident(f"unknown coordinate system {coordsys!r}; expected one of {sorted(COORDSYS)}")
     try:
         lon_f, lat_f = float(lon), float(lat)
     except (TypeError, ValueError):
-        raise IncidentError("lon and lat must be numbers") from None
+        raise InvalidIncident("lon and lat must be numbers") from None
     if not (math.isfinite(lon_f) and math.isfinite(lat_f) and -180 <= lon_f <= 180 and -90 <= lat_f <= 90):
-        raise IncidentError(f"({lon}, {lat}) is not a longitude/latitude")
+        raise InvalidIncident(f"({lon}, {lat}) is not a longitude/latitude")
     if source not in SOURCES:
-        raise IncidentError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+        raise InvalidIncident(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
     if incident_class(conn, class_code) is None:
-        raise IncidentError(f"unknown incident class {class_code!r}; see the class table (GET /v1/incident-classes)")
+        raise InvalidIncident(f"unknown incident class {class_code!r}; see the class table (GET /v1/incident-classes)")
     now = _now(conn)
     if reported_at is None:
         reported_at = now
     elif reported_at.tzinfo is None:
-        raise IncidentError("reported_at needs a time zone (e.g. 2025-06-01T09:30:00+08:00)")
+        raise InvalidIncident("reported_at needs a time zone (e.g. 2025-06-01T09:30:00+08:00)")
     elif reported_at > now + dt.timedelta(minutes=5):
-        raise IncidentError(f"reported_at {reported_at.isoformat()} lies in the future")
+        raise InvalidIncident(f"reported_at {reported_at.isoformat()} lies in the future")
     wlon, wlat = to_wgs84(lon_f, lat_f, coordsys)
     incident_id = conn.execute(
         text(
@@ -320,6 +300,19 @@ def create_incident(
     return incident_id
 
 
+def report_incident(conn: Connection, principal: Principal, fields: dict) -> dict:
+    """Record a report (上报) for the caller, all or nothing: refused, and not written, when its location lies
+    outside the district (OutsideDistrict) or the caller's jurisdiction (OutOfJurisdiction). The stored row."""
+    with conn.begin_nested():  # a refusal below rolls the insert back even inside a longer transaction
+        row = require_incident(conn, create_incident(conn, actor=principal.username, **fields))
+        code = unit_code(row)
+        if code is None:
+            raise OutsideDistrict(f"({fields['lon']}, {fields['lat']}) {fields.get('coordsys', 'wgs84')} lies outside "
+                                  "every street of the district")
+        principal.ensure_covers(code, "the incident's location")
+    return row
+
+
 def apply_transition(
     conn: Connection,
     incident_id: int,
@@ -344,27 +337,27 @@ def apply_transition(
         {"id": incident_id},
     ).mappings().first()
     if row is None:
-        raise IncidentNotFound(f"no incident {incident_id}")
+        raise IncidentNotFound(f"there is no incident {incident_id}")
     t = resolve_transition(row["state"], action, to_state)
     at = at or _now(conn)
     if at.tzinfo is None:
-        raise IncidentError("the transition time needs a time zone")
+        raise InvalidTransition("the transition time needs a time zone")
     if row["last_at"] is not None and at < row["last_at"]:
-        raise IncidentError(f"{at.isoformat()} precedes the incident's last event ({row['last_at'].isoformat()})")
+        raise InvalidTransition(f"{at.isoformat()} precedes the incident's last event ({row['last_at'].isoformat()})")
     sets: dict[str, object] = {}
     detail: dict[str, object] = {}
     if t.action in NEEDS_HOURS and (hours is None or not math.isfinite(hours) or hours <= 0):
-        raise IncidentError(f"'{t.action}' needs a positive number of hours")
+        raise InvalidTransition(f"'{t.action}' needs a positive number of hours")
     if t.action == "register":
         sets["registered_at"] = at
     elif t.action == "dispatch":
-        limit = incident_class(conn, row["class_code"])["time_limit_hours"]
-        sets.update(dispatched_at=at, time_limit_hours=limit, extended_hours=0.0,
-                    due_at=at + dt.timedelta(hours=limit))
+        limit = conn.execute(text("SELECT time_limit_hours FROM incident_classes WHERE code = :c"),
+                             {"c": row["class_code"]}).scalar_one()
+        due_at = at + dt.timedelta(hours=limit)
+        sets.update(dispatched_at=at, time_limit_hours=limit, extended_hours=0.0, due_at=due_at)
         if department:
             sets["department"] = department
-        detail.update(time_limit_hours=limit, due_at=sets["due_at"].isoformat(),
-                      department=department or row["department"])
+        detail.update(time_limit_hours=limit, due_at=due_at.isoformat(), department=department or row["department"])
     elif t.action == "return":
         sets["return_count"] = row["return_count"] + 1
         if t.to_state == "registered":  # the department sends it back: the clock restarts at re-dispatch
@@ -380,23 +373,25 @@ def apply_transition(
         detail["on_time"] = bool(row["due_at"] is not None and at <= row["due_at"])
     elif t.action == "evaluate":
         if evaluation is not None and not (1 <= int(evaluation) <= 5):
-            raise IncidentError("evaluation is a score from 1 (poor) to 5 (very good)")
+            raise InvalidTransition("evaluation is a score from 1 (poor) to 5 (very good)")
         sets["evaluated_at"] = at
         sets["evaluation"] = evaluation
         detail["evaluation"] = evaluation
     elif t.action == "rework":  # verification failed: back to the department, the original deadline stands
         sets.update(rework_count=row["rework_count"] + 1, handled_at=None, feedback_at=None)
-    elif t.action == "extend":
-        sets.update(due_at=row["due_at"] + dt.timedelta(hours=hours), extended_hours=row["extended_hours"] + hours,
+    elif t.action == "extend" and hours is not None:  # checked above: extending needs hours
+        due_at = row["due_at"] + dt.timedelta(hours=hours)
+        sets.update(due_at=due_at, extended_hours=row["extended_hours"] + hours,
                     extension_count=row["extension_count"] + 1)
-        detail.update(hours=hours, due_at=sets["due_at"].isoformat())
+        detail.update(hours=hours, due_at=due_at.isoformat())
     elif t.action == "suspend":
         sets.update(suspended_at=at, suspended_from=row["state"])
     elif t.action == "resume":
         paused = at - (row["suspended_at"] or at)
         if row["due_at"] is not None:
-            sets["due_at"] = row["due_at"] + paused
-            detail["due_at"] = sets["due_at"].isoformat()
+            due_at = row["due_at"] + paused
+            sets["due_at"] = due_at
+            detail["due_at"] = due_at.isoformat()
         sets.update(suspended_at=None, suspended_from=None)
         detail["paused_hours"] = paused.total_seconds() / 3600.0
     sets.update(state=t.to_state, updated_at=at)
@@ -417,10 +412,10 @@ def apply_transition(
 
 def preview_attribution(conn: Connection, lon: float, lat: float, coordsys: str = "wgs84",
                         at: dt.datetime | None = None) -> dict:
-    """Where a report at this point would be attributed (the same rule as geo.incidents.attribution: boundaries in force at
-    `at`, default now; on a shared edge the smallest code), without writing anything."""
+    """Where a report at this point would be attributed (the rule of geo.incidents.attribution: boundaries in force
+    at `at`, default now; on a shared edge the smallest code), without writing anything."""
     wlon, wlat = to_wgs84(float(lon), float(lat), coordsys)
-    ts = "coalesce(CAST(:at AS timestamptz), now())"
+    ts = at_or_now(":at")
     parts = []
     for level in ("streets", "communities", "grids"):
         parts.append(
@@ -433,6 +428,7 @@ def preview_attribution(conn: Connection, lon: float, lat: float, coordsys: str 
     ).mappings().one()
     return {"lon": wlon, "lat": wlat, "street": row["streets"], "community": row["communities"],
             "grid": row["grids"]}
+
 
 _SELECT = """
     SELECT i.id, i.state, st.name AS state_name, i.class_code, c.name AS class_name, c.major_code,
@@ -472,6 +468,14 @@ def get_incident(conn: Connection, incident_id: int) -> dict | None:
     """One incident with its attribution (names and codes) and deadline light, or None."""
     row = conn.execute(text(_select() + " WHERE i.id = :id"), {"id": incident_id}).mappings().first()
     return dict(row) if row else None
+
+
+def require_incident(conn: Connection, incident_id: int) -> dict:
+    """One incident as `get_incident` gives it; IncidentNotFound when there is none."""
+    row = get_incident(conn, incident_id)
+    if row is None:
+        raise IncidentNotFound(f"there is no incident {incident_id}")
+    return row
 
 
 def history(conn: Connection, incident_id: int) -> list[dict]:
@@ -535,7 +539,7 @@ class IncidentFilter:
         if self.states:
             unknown = sorted(set(self.states) - set(states()))
             if unknown:
-                raise IncidentError(f"unknown state(s) {unknown}; expected some of {list(states())}")
+                raise InvalidQuery(f"unknown state(s) {unknown}; expected some of {list(states())}")
             parts.append(f"{alias}.state = ANY(:states)")
             params["states"] = list(self.states)
         if self.source:
@@ -543,7 +547,7 @@ class IncidentFilter:
             params["source"] = self.source
         if self.light:
             if self.light not in ("green", "yellow", "red"):
-                raise IncidentError("light is one of green, yellow, red")
+                raise InvalidQuery("light is one of green, yellow, red")
             parts.append(f"({light_sql(alias)}) = :light")
             params["light"] = self.light
         if self.start:

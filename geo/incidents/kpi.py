@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
+from typing import Literal, get_args
 
 from sqlalchemy import Connection, text
 
-from geo.incidents.closed_loop import IncidentError, light_sql, states, unit_and_class_filters
+from geo.incidents.closed_loop import light_sql, states, unit_and_class_filters
+from geo.incidents.errors import InvalidQuery
+from geo.incidents.periods import month_starts, whole_months
 from geo.runtime import paused_gc
 
-GROUPS = ("district", "street", "community", "grid", "department", "month")
+#: How KPI rows are grouped.
+Grouping = Literal["district", "street", "community", "grid", "department", "month"]
+GROUPS: tuple[str, ...] = get_args(Grouping)
 
 _UNITS = {
     "street": ("i.street_id", "streets"),
@@ -78,6 +82,11 @@ RATES = ("closure_rate", "on_time_rate", "disposal_rate", "rework_rate", "extens
 
 def _rate_values(closed: int, on_time: int, due: int, handled: int, reworked: int, extended: int) -> tuple:
     # written out rather than looped: this runs once per group, ten thousand times for the grids
+    closure: float | None
+    on_time_r: float | None
+    disposal: float | None
+    extension: float | None
+    pcts: tuple[float | None, float | None, float | None, float | None]
     if due:
         closure, on_time_r, disposal, extension = closed / due, on_time / due, handled / due, extended / due
         pcts = (round(100.0 * closure, 2), round(100.0 * on_time_r, 2), round(100.0 * disposal, 2),
@@ -94,7 +103,7 @@ def rates(row: dict) -> dict:
     """The KPI ratios of a row of counts (fractions, and percentages rounded to 0.01): 结案率 closure_rate,
     按期结案率 on_time_rate, 处置率 disposal_rate, 返工率 rework_rate, 延期率 extension_rate."""
     return dict(zip(RATES, _rate_values(row["closed"], row["closed_on_time"], row["due"], row["handled"],
-                                        row["reworked"], row["extended"])))
+                                        row["reworked"], row["extended"]), strict=True))
 
 
 def _key_sql(by: str, alias: str = "i") -> str:
@@ -104,18 +113,7 @@ def _key_sql(by: str, alias: str = "i") -> str:
         return f"coalesce({alias}.{_UNITS[by][0].split('.')[1]}, 0)"
     if by == "department":
         return f"coalesce({alias}.department, '')"
-    raise IncidentError(f"unknown grouping {by!r}; expected one of {', '.join(GROUPS)}")
-
-
-def month_starts(start: dt.datetime, end: dt.datetime, tz: str) -> list[dt.datetime]:
-    """The local month boundaries from the month holding `start` to the first one after `end`."""
-    zone = ZoneInfo(tz)
-    m = start.astimezone(zone).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    out = [m]
-    while out[-1] < end:
-        nxt = (out[-1].replace(tzinfo=None) + dt.timedelta(days=32)).replace(day=1)
-        out.append(nxt.replace(tzinfo=zone))
-    return out
+    raise InvalidQuery(f"unknown grouping {by!r}; expected one of {', '.join(GROUPS)}")
 
 
 def _between(col: str) -> str:
@@ -191,15 +189,6 @@ def rollup_timezone(conn: Connection) -> str | None:
     if not conn.execute(text("SELECT to_regprocedure('incident_rollup_tz()') IS NOT NULL")).scalar():
         return None
     return conn.execute(text("SELECT incident_rollup_tz()")).scalar_one()
-
-
-def whole_months(start: dt.datetime, end: dt.datetime, tz: str) -> tuple[dt.datetime, dt.datetime] | None:
-    """(first, last) local month boundaries inside [start, end) with at least one whole month between, else None."""
-    bounds = month_starts(start, end, tz)
-    inside = [m for m in bounds if start <= m <= end]
-    if len(inside) < 2:
-        return None
-    return inside[0], inside[-1]
 
 
 def rollup_applies(q: KpiQuery, rollup_tz: str | None) -> tuple[dt.datetime, dt.datetime] | None:
@@ -353,10 +342,11 @@ def compute_kpis(conn: Connection, q: KpiQuery, use_rollup: bool = True) -> dict
             code, name = labels.get(k, (k, k))
             groups.append(dict(zip(fields, (code, name, *full, *_rate_values(
                 full[ix["closed"]], full[ix["closed_on_time"]], full[ix["due"]], full[ix["handled"]],
-                full[ix["reworked"]], full[ix["extended"]])))))
-        total = dict.fromkeys(COUNTS, 0)
-        for c, col in zip(names, zip(*(counts for _, counts in rows))):
-            total[c] = sum(col)
+                full[ix["reworked"]], full[ix["extended"]])), strict=True)))
+        total: dict[str, int | None] = dict.fromkeys(COUNTS, 0)
+        if rows:  # every row has one count per name
+            for c, col in zip(names, zip(*(counts for _, counts in rows), strict=True), strict=True):
+                total[c] = sum(col)
     if q.by != "district":
         groups.sort(key=lambda g: (g["key"] is None, g["key"] or ""))
     if q.by == "month":
