@@ -20,7 +20,9 @@ from api.routers import (
     auth,
     classification,
     coverage,
+    features,
     health,
+    home,
     imports,
     incidents,
     locate,
@@ -33,6 +35,7 @@ from api.routers import (
     open311,
     plans,
     staff,
+    tiles,
     users,
 )
 from api.security import SecurityHeadersMiddleware
@@ -46,6 +49,7 @@ ROUTERS = (
     audit.router, auth.router, classification.router, coverage.router, health.router, imports.router,
     incidents.router, locate.router, maps_classification.router, maps_coverage.router, maps_heatmap.router,
     maps_plan.router, mobile.router, mobile_report.router, open311.router, plans.router, staff.router, users.router,
+    features.router, home.router, tiles.router,
 )
 
 

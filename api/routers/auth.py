@@ -55,8 +55,7 @@ def _safe_next(request: Request, target: str | None) -> str:
     """A local path to go to after logging in (never another site)."""
     if target and target.startswith("/") and not target.startswith(("//", "/\\")):
         return target
-    paths = {getattr(r, "path", None) for r in request.app.routes}
-    return "/" if "/" in paths else "/docs"
+    return "/"  # the home page: the caller's jurisdiction, its figures and every map
 
 
 def _login_redirect(request: Request, error: str, next_path: str | None, retry: int | None = None) -> Response:
