@@ -185,11 +185,17 @@ def server_timing(base: str, paths: list[str]) -> dict:
             "roundtrip_p50_ms": float(np.percentile(trip, 50)), "roundtrip_p99_ms": float(np.percentile(trip, 99))}
 
 
+def csv_body(lon: np.ndarray, lat: np.ndarray) -> bytes:
+    """The points as a CSV request body (lon,lat header, 7 decimals)."""
+    return ("lon,lat\n" + "".join(f"{a:.7f},{b:.7f}\n" for a, b in zip(lon.tolist(), lat.tolist(), strict=True))
+            ).encode()
+
+
 def batch_over_http(base: str, headers: dict, lon: np.ndarray, lat: np.ndarray) -> dict:
     """Stream a CSV of the points through POST /v1/locate/batch; points/s from first byte sent to last received."""
     import httpx
 
-    body = ("lon,lat\n" + "".join(f"{a:.7f},{b:.7f}\n" for a, b in zip(lon.tolist(), lat.tolist()))).encode()
+    body = csv_body(lon, lat)
     step = 1 << 20
 
     def chunks():
@@ -198,12 +204,12 @@ def batch_over_http(base: str, headers: dict, lon: np.ndarray, lat: np.ndarray) 
 
     rows = 0
     t0 = time.perf_counter()
-    with httpx.Client(base_url=base, timeout=600) as client:
-        with client.stream("POST", "/v1/locate/batch", content=chunks(),
-                           headers={**headers, "Content-Type": "text/csv"}) as r:
-            r.raise_for_status()
-            for piece in r.iter_bytes():
-                rows += piece.count(b"\n")
+    with httpx.Client(base_url=base, timeout=600) as client, \
+            client.stream("POST", "/v1/locate/batch", content=chunks(),
+                          headers={**headers, "Content-Type": "text/csv"}) as r:
+        r.raise_for_status()
+        for piece in r.iter_bytes():
+            rows += piece.count(b"\n")
     elapsed = time.perf_counter() - t0
     return {"points": len(lon), "rows_out": rows - 1, "seconds": elapsed, "points_per_s": len(lon) / elapsed,
             "mb_in": len(body) / 2**20}
@@ -211,10 +217,9 @@ def batch_over_http(base: str, headers: dict, lon: np.ndarray, lat: np.ndarray) 
 
 def batch_in_process(index, lon: np.ndarray, lat: np.ndarray) -> dict:
     """The batch pipeline without HTTP (CSV parse, locate, render), for where the time goes."""
-    from api.routers.locate import _locate_chunk
-    from geo.locate.batch import BatchFormatter, CsvReader
+    from geo.locate.batch import BatchFormatter, CsvReader, locate_chunk
 
-    body = ("lon,lat\n" + "".join(f"{a:.7f},{b:.7f}\n" for a, b in zip(lon.tolist(), lat.tolist()))).encode()
+    body = csv_body(lon, lat)
     formatter = BatchFormatter(index, "csv", version=None, staff=None, staff_day=None)
     t0 = time.perf_counter()
     reader = CsvReader(len(lon) + 1)
@@ -223,7 +228,7 @@ def batch_in_process(index, lon: np.ndarray, lat: np.ndarray) -> dict:
         chunks += reader.feed(body[i:i + (1 << 20)])
     chunks += reader.close()
     t_parse = time.perf_counter() - t0
-    out = sum(len(_locate_chunk(index, formatter, c, "wgs84", 30.0)) for c in chunks)
+    out = sum(len(formatter.render(*locate_chunk(index, c, "wgs84", 30.0))) for c in chunks)
     elapsed = time.perf_counter() - t0
     return {"seconds": elapsed, "parse_s": t_parse, "points_per_s": len(lon) / elapsed, "bytes_out": out}
 
@@ -242,8 +247,14 @@ def make_token(engine) -> dict:
 
 
 def bench_scale(engine, url: str, scale: float, args) -> list[dict]:
-    from geo.locate.lookup import (LocateIndex, agreement_points, compare_with_reference, locate_sql, locate_sql_many,
-                            reference_epsg)
+    from geo.locate.index import LocateIndex
+    from geo.locate.reference import (
+        agreement_points,
+        compare_with_reference,
+        locate_sql,
+        locate_sql_many,
+        reference_epsg,
+    )
 
     rows = []
     before = rss_mb()
@@ -257,7 +268,8 @@ def bench_scale(engine, url: str, scale: float, args) -> list[dict]:
     summary = index.summary()
     console.print(f"scale {scale}: index {summary}")
     row = {"scale": scale, "compare_points": None, "disagreements": None, "disagreements_by_level": None,
-           "compare_kinds": None, "compare_s": None, "units": summary["units"], "build_s": build_s, "first_build_s": first_build,
+           "compare_kinds": None, "compare_s": None, "units": summary["units"], "build_s": build_s,
+           "first_build_s": first_build,
            "index_rss_mb": grown, "index_estimate_mb": summary["approx_mb"], "cell_m": summary["cell_m"]}
 
     if scale <= args.compare_up_to:
@@ -286,7 +298,7 @@ def bench_scale(engine, url: str, scale: float, args) -> list[dict]:
         epsg = reference_epsg(conn)
         n = args.sql_points
         t0 = time.perf_counter()
-        for a, b in zip(lon[:n].tolist(), lat[:n].tolist()):
+        for a, b in zip(lon[:n].tolist(), lat[:n].tolist(), strict=True):
             locate_sql(conn, a, b, accuracy_m=30.0, epsg=epsg, unbounded=False)
         row["postgis_per_point_points_per_s"] = n / (time.perf_counter() - t0)
         m = min(len(lon), 100_000)
@@ -298,7 +310,7 @@ def bench_scale(engine, url: str, scale: float, args) -> list[dict]:
     console.print(f"in process: locate_many {row['index_points_per_s']:,.0f} pts/s, pipeline {inproc}")
 
     ilon, ilat = sample_points(index, 20_000, 3, inside_only=True)
-    paths = [f"/v1/locate?lon={a:.7f}&lat={b:.7f}" for a, b in zip(ilon.tolist(), ilat.tolist())]
+    paths = [f"/v1/locate?lon={a:.7f}&lat={b:.7f}" for a, b in zip(ilon.tolist(), ilat.tolist(), strict=True)]
     headers = make_token(engine)
     for workers in args.workers:
         r = dict(row)
@@ -353,10 +365,7 @@ def main() -> None:
     args.workers = [int(w) for w in args.workers.split(",")]
     rows = []
     for scale in [float(s) for s in args.scales.split(",")]:
-        if args.url:
-            ctx = nullcontext(db.make_engine(args.url))
-        else:
-            ctx = fresh_database("gridatlas_bench_locate")
+        ctx = nullcontext(db.make_engine(args.url)) if args.url else fresh_database("gridatlas_bench_locate")
         with ctx as engine:
             url = args.url or engine.url.render_as_string(hide_password=False)
             if not args.url:

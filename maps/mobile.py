@@ -1,13 +1,18 @@
-"""The mobile locate page (`/m`, 手机定位页): phone-sized, Chinese, offline (vendored Leaflet, no tiles by default).
+"""The phone pages: the mobile locate page (`/m`, 手机定位页) and the report form (`/m/report`, 上报事件).
 
-The page asks the browser for its position (or takes a tapped point), calls `GET /v1/locate`, draws the outlines
-from `GET /v1/locate/outlines`, lists the chain street → community → grid → micro-grid → compound → building with
-the responsible staff (tap-to-call `tel:` links) and links to `/m/report` to report an incident at that point.
+Phone-sized, Chinese, offline. The locate page (vendored Leaflet, no tiles by default) asks the browser for its
+position (or takes a tapped point), calls `GET /v1/locate`, draws the outlines from `GET /v1/locate/outlines`, lists
+the chain street → community → grid → micro-grid → compound → building with the responsible staff (tap-to-call
+`tel:` links) and links to `/m/report` to report an incident at that point. The report form is small and
+self-contained (inline CSS and script, no map) for weak signal: it posts to `POST /v1/incidents` with the login
+cookie and keeps reports in the phone's storage while the network is down, sending them when it returns.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -15,6 +20,9 @@ from maps.assets import STATIC_URL, OfflineAssetError, external_resources
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+
+#: Coordinate systems as the report form names them.
+COORDSYS_NAMES = {"wgs84": "WGS-84", "cgcs2000": "CGCS2000", "gcj02": "GCJ-02（高德/腾讯）", "bd09": "BD-09（百度）"}
 
 #: The chain as shown, from large to small.
 LEVEL_LABELS = (
@@ -40,3 +48,24 @@ def render_mobile_page(bounds: tuple[float, float, float, float] | None = None, 
     if external:
         raise OfflineAssetError(f"the mobile page would load external resources: {external}")
     return page
+
+
+def _grouped_classes(rows: list[dict]) -> list[dict]:
+    """Incident classes as major classes, each with its minor classes as `children`."""
+    majors = [dict(r, children=[]) for r in rows if r["major_code"] is None]
+    by_code = {m["code"]: m for m in majors}
+    for r in rows:
+        if r["major_code"] in by_code:
+            by_code[r["major_code"]]["children"].append(r)
+    return majors
+
+
+def render_report_page(lon: float, lat: float, coordsys: str, preview: dict[str, Any], *, in_jurisdiction: bool,
+                       jurisdiction: str, classes: list[dict], sources: list[tuple[str, str]], username: str) -> str:
+    """The report form's HTML for a point (in `coordsys`, a canonical key): where the report will be attributed
+    (`preview`), whether that lies in the reporter's `jurisdiction`, the incident classes and report sources."""
+    return _env.get_template("mobile_report.html").render(
+        lon=lon, lat=lat, coordsys=coordsys, coordsys_name=COORDSYS_NAMES.get(coordsys, coordsys), preview=preview,
+        in_jurisdiction=in_jurisdiction, jurisdiction=jurisdiction, classes=_grouped_classes(classes),
+        sources=sources, username=username, point_json=json.dumps({"lon": lon, "lat": lat, "coordsys": coordsys}),
+    )

@@ -23,10 +23,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from geo.store import db
+from geo.locate.holder import IndexHolder
+from geo.locate.index import LocateIndex, read_frames
+from geo.locate.reference import agreement_points, compare_with_reference, locate_sql, locate_sql_many
 from geo.spatial.coords import wgs84_to_bd09, wgs84_to_gcj02
-from geo.locate.lookup import (IndexHolder, LocateIndex, agreement_points, compare_with_reference, locate_sql,
-                        locate_sql_many, read_frames)
+from geo.store import db
 
 # ----------------------------------------------------------------------------------------- hand-drawn district
 # Layout units of U degrees from (X0, Y0): a street [0,4]x[0,2]; communities A [0,2]x[0,2], B [2,4]x[0,2];
@@ -258,6 +259,23 @@ def test_get_locate_public_shows_only_public_phones(hand_client):
     assert "locate;dur=" in r.headers["server-timing"]
 
 
+def test_answers_are_what_their_response_models_say(hand_client):
+    # The models document the answers (the routes send orjson bytes, unvalidated): every member is declared with
+    # its type, none is left out, on every level of the chain and in the outlines.
+    from api.schemas.locate import FeatureCollection, LocateAnswer
+
+    body = hand_client.get("/v1/locate", params={"lon": X(0.4), "lat": Y(0.35)}).json()
+    answer = LocateAnswer.model_validate(body)
+    assert set(body) == set(LocateAnswer.model_fields)
+    for level in ("street", "community", "grid", "micro_grid", "compound", "building"):
+        assert set(body[level]) == set(type(getattr(answer, level)).model_fields), level
+    assert set(body["staff"][0]) == set(type(answer.staff[0]).model_fields)
+    assert set(body["version"]) == set(type(answer.version).model_fields)
+    outlines = hand_client.get("/v1/locate/outlines", params={"lon": X(0.4), "lat": Y(0.35), "radius_m": 100})
+    assert outlines.headers["content-type"].startswith("application/geo+json")
+    assert FeatureCollection.model_validate(outlines.json()).features
+
+
 def test_get_locate_shows_all_phones_inside_the_callers_jurisdiction(hand_client, hand_engine):
     inside = _token_headers(hand_engine, "worker", A1)
     outside = _token_headers(hand_engine, "worker", B1)
@@ -391,7 +409,7 @@ def test_batch_csv_in_order_with_bad_rows(hand_client, hand_engine):
     assert list(df["match"]) == ["inside", "boundary", "", "", "", "", "", "inside", "inside"]
     assert df.loc[0, "building_name"] == "幸福小区1号楼" and "网格长 张网格 13800000001" in df.loc[0, "staff"]
     assert "李专职 13800000002" in df.loc[0, "staff"]  # an admin sees every phone
-    errors = dict(zip(df["row"], df["error"]))
+    errors = dict(zip(df["row"], df["error"], strict=True))
     assert "not a number" in errors["3"] and "lat is missing" in errors["4"] and "empty row" in errors["5"]
     assert "swapped" in errors["6"] and errors["7"] == "" and errors["1"] == ""
 
@@ -400,9 +418,12 @@ def test_batch_geojson_to_json_lines(hand_client, hand_engine):
     headers = {**_token_headers(hand_engine, "worker", B), "Content-Type": "application/geo+json",
                "Accept": "application/x-ndjson"}
     feats = [
-        {"type": "Feature", "id": "p1", "properties": {}, "geometry": {"type": "Point", "coordinates": [X(0.4), Y(0.35)]}},
-        {"type": "Feature", "properties": {"id": 7}, "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}},
-        {"type": "Feature", "properties": {"note": "}{\"["}, "geometry": {"type": "Point", "coordinates": [X(3), Y(1.5)]}},
+        {"type": "Feature", "id": "p1", "properties": {},
+         "geometry": {"type": "Point", "coordinates": [X(0.4), Y(0.35)]}},
+        {"type": "Feature", "properties": {"id": 7},
+         "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}},
+        {"type": "Feature", "properties": {"note": "}{\"["},
+         "geometry": {"type": "Point", "coordinates": [X(3), Y(1.5)]}},
         {"type": "Feature", "properties": None, "geometry": None},
     ]
     lx, ly = wgs84_to_gcj02(X(3), Y(0.5))
@@ -453,7 +474,8 @@ def test_batch_streams_a_large_body_in_order(hand_client, hand_engine):
     def body():
         yield b"lon,lat\n"
         for i in range(0, n, 10_000):
-            yield "".join(f"{a!r},{b!r}\n" for a, b in zip(lon[i:i + 10_000].tolist(), lat[i:i + 10_000].tolist())).encode()
+            part = zip(lon[i:i + 10_000].tolist(), lat[i:i + 10_000].tolist(), strict=True)
+            yield "".join(f"{a!r},{b!r}\n" for a, b in part).encode()
 
     r = hand_client.post("/v1/locate/batch", content=body(), headers=headers)
     df = _csv_rows(r.text)
@@ -520,7 +542,7 @@ def test_swap_under_concurrent_lookups(hand_conn, hand_engine):
 
 
 def test_notify_rebuilds_in_the_background(hand_conn):
-    from geo.locate.lookup import notify_boundaries_changed
+    from geo.locate.holder import notify_boundaries_changed
 
     holder = holder_on(hand_conn)
     assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A2
@@ -620,10 +642,12 @@ def test_cell_candidates_agree_with_the_exact_path_on_every_level(engine):
         lat = np.r_[base_lat, xy[k[:5000], 1], (xy[k[5000:], 1] + xy[k[5000:] + 1, 1]) / 2]
         got, tested = level.owners(lon, lat)
         assert (got == _exact_owner(level, lon, lat)).all(), key
+        # One point at a time (as GET /v1/locate asks) gives the same owner and the same "tested" verdict.
         some = np.r_[0:2000, len(lon) - 2000:len(lon)]
-        single = [level.owner_one(a, b) for a, b in zip(lon[some].tolist(), lat[some].tolist())]
-        assert [p for p, _ in single] == got[some].tolist(), key
-        assert {int(some[i]) for i, (_, t) in enumerate(single) if t} == set(np.intersect1d(tested, some).tolist()), key
+        single = [level.owners(lon[i:i + 1], lat[i:i + 1]) for i in some.tolist()]
+        assert [int(p[0]) for p, _ in single] == got[some].tolist(), key
+        assert {int(some[i]) for i, (_, t) in enumerate(single) if len(t)} == \
+            set(np.intersect1d(tested, some).tolist()), key
         assert len(tested) > 1000, key  # the sample reaches boundary cells on every level
 
 
@@ -633,7 +657,7 @@ def test_cell_candidates_with_nested_units_keep_the_smallest_code():
     import geopandas as gpd
     import shapely
 
-    from geo.locate.lookup import LEVEL_SPECS, LevelIndex
+    from geo.locate.index import LEVEL_SPECS, LevelIndex
 
     big = shapely.box(0, 0, 0.01, 0.01)
     one = shapely.box(0.002, 0.002, 0.004, 0.004)

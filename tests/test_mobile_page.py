@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import text
 
-from geo.locate.lookup import locate_sql
+from geo.locate.reference import locate_sql
 
 pytestmark = pytest.mark.browser
 

@@ -7,37 +7,22 @@ network is down, sending them when it returns.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from api.auth import CurrentUser
 from api.deps import SessionDep
-from api.problems import Problem
+from api.problems import problem_responses
 from geo.incidents import closed_loop as inc
-from geo.spatial.coords import COORDSYS
+from geo.locate.points import coordsys_key
+from maps.mobile import render_report_page
 
 router = APIRouter(tags=["maps"])
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "maps" / "templates"
-_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-COORDSYS_NAMES = {"wgs84": "WGS-84", "cgcs2000": "CGCS2000", "gcj02": "GCJ-02（高德/腾讯）", "bd09": "BD-09（百度）"}
 
-
-def _grouped_classes(rows: list[dict]) -> list[dict]:
-    majors = [dict(r, children=[]) for r in rows if r["major_code"] is None]
-    by_code = {m["code"]: m for m in majors}
-    for r in rows:
-        if r["major_code"] in by_code:
-            by_code[r["major_code"]]["children"].append(r)
-    return majors
-
-
-@router.get("/m/report", response_class=HTMLResponse)
+@router.get("/m/report", response_class=HTMLResponse, responses=problem_responses(401, 422))
 def mobile_report(
     principal: CurrentUser,
     session: SessionDep,
@@ -46,18 +31,12 @@ def mobile_report(
     coordsys: Annotated[str, Query(description="wgs84, cgcs2000, gcj02 or bd09")] = "wgs84",
 ) -> HTMLResponse:
     """The report form for a point, showing the grid, community and street it will be attributed to."""
-    key = coordsys.strip().lower().replace("-", "").replace("_", "")
-    if key not in COORDSYS:
-        raise Problem(422, f"coordsys: expected one of {', '.join(sorted(COORDSYS))}", type="validation-error",
-                      title="Invalid request")
+    key = coordsys_key(coordsys)
     conn = session.connection()
     preview = inc.preview_attribution(conn, lon, lat, key)
     code = next((preview[k]["code"] for k in ("grid", "community", "street") if preview[k]), None)
-    page = _env.get_template("mobile_report.html").render(
-        lon=lon, lat=lat, coordsys=key, coordsys_name=COORDSYS_NAMES.get(key, key), preview=preview,
-        in_jurisdiction=code is None or principal.covers(code), jurisdiction=principal.jurisdiction_code or "全区",
-        classes=_grouped_classes(inc.incident_classes(conn)), sources=list(inc.SOURCES.items())[:5],
-        username=principal.username,
-        point_json=json.dumps({"lon": lon, "lat": lat, "coordsys": key}),
-    )
+    page = render_report_page(
+        lon, lat, key, preview, in_jurisdiction=code is None or principal.covers(code),
+        jurisdiction=principal.jurisdiction_code or "全区", classes=inc.incident_classes(conn),
+        sources=list(inc.SOURCES.items())[:5], username=principal.username)
     return HTMLResponse(page)

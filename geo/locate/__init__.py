@@ -1,1 +1,16 @@
-"""Locate (定位): which grid, micro-grid, compound and building a point lies in, and who is responsible; batch locate."""
+"""Locate (定位): which street, community, grid, micro-grid, compound and building a point lies in, and who is
+responsible there; one point or a million.
+
+- `index`: `LocateIndex`, the in-memory index of one boundary set (`locate`, `locate_many`, `describe`,
+  `outlines`), `read_frames`, the shared rules (`LEVEL_SPECS`, `TIE_M`, match kinds) and `NotInAnyGrid`;
+- `raster`: `CellRaster`, the cell lattice in front of each level's polygons (pure cells answer by arithmetic),
+  and `RasterStack`, every level's lattice looked up in one pass;
+- `directory`: `StaffDirectory`, the staff on grids, micro-grids and buildings, held in memory;
+- `holder`: `IndexHolder` (the current index, rebuilt in the background and swapped atomically),
+  `ChangeListener` (LISTEN for the database's change notifications), `notify_boundaries_changed`,
+  `notify_staff_changed`, `IndexUnavailable`;
+- `points`: input coordinates: `coordsys_key`, `checked_wgs84`, `range_errors`, `CoordinateError`;
+- `batch`: streamed batches: `make_reader` (CSV / GeoJSON readers), `locate_chunk`, `BatchRows`, `BatchFormatter`;
+- `reference`: the PostGIS reference (`locate_sql`, `locate_sql_many`, `covering`: the shared-edge rule as the
+  database's ``{level}_covering`` functions) and the agreement check (`agreement_points`, `compare_with_reference`).
+"""

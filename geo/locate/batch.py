@@ -15,16 +15,22 @@ import csv
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 
-from geo.locate.lookup import (LEVEL_KEYS, MATCH_NAMES, MATCH_NEAREST, MATCH_NONE, NONE, LocateBatch, LocateIndex,
-                        StaffDirectory)
+from geo.errors import DomainError
+from geo.locate.directory import StaffDirectory
+from geo.locate.index import LEVEL_KEYS, MATCH_NAMES, MATCH_NEAREST, LocateBatch, LocateIndex
+from geo.locate.points import WGS84_LIKE, range_errors
+from geo.locate.raster import NONE
 from geo.runtime import paused_gc
+from geo.spatial.coords import to_wgs84
 
 #: Rows parsed and located together (bounded memory, amortised per-call overheads).
 CHUNK_ROWS = 65_536
@@ -34,8 +40,12 @@ LAT_NAMES = ("lat", "latitude", "y", "纬度")
 ID_NAMES = ("id", "ref", "key", "编号", "序号")
 
 
-class BatchInputError(ValueError):
+class BatchInputError(DomainError):
     """The input cannot be read at all (no lon/lat columns, not GeoJSON): refused before any answer is sent."""
+
+    slug = "bad-batch-input"
+    kind = "invalid"
+    title = "Unreadable batch input"
 
 
 @dataclass
@@ -50,51 +60,6 @@ class PointChunk:
 
     def __len__(self) -> int:
         return len(self.rows)
-
-
-def range_errors(lon: np.ndarray, lat: np.ndarray, bounds: tuple | None) -> dict[int, str]:
-    """Out-of-range or swapped coordinates, by position (vectorised; only bad rows cost Python work)."""
-    errors: dict[int, str] = {}
-    finite = np.isfinite(lon) & np.isfinite(lat)
-    out = finite & ((np.abs(lat) > 90) | (np.abs(lon) > 180))
-    swapped_range = out & (np.abs(lon) <= 90) & (np.abs(lat) <= 180)
-    for i in np.flatnonzero(out).tolist():
-        if swapped_range[i]:
-            errors[i] = f"lat {lat[i]} is out of range but lon {lon[i]} is a valid latitude: lon and lat look swapped"
-        else:
-            errors[i] = f"lon {lon[i]} / lat {lat[i]} out of range (lon -180..180, lat -90..90)"
-    if bounds is not None:
-        near = _near(lon, lat, bounds)
-        swapped = finite & ~out & ~near & _near(lat, lon, bounds)
-        for i in np.flatnonzero(swapped).tolist():
-            errors[i] = (f"({lon[i]}, {lat[i]}) is far from the district but ({lat[i]}, {lon[i]}) lies in it: "
-                         "lon and lat look swapped")
-    return errors
-
-
-def _near(lon, lat, bounds, margin_deg: float = 0.5):
-    minx, miny, maxx, maxy = bounds
-    return (lon >= minx - margin_deg) & (lon <= maxx + margin_deg) & (lat >= miny - margin_deg) & \
-        (lat <= maxy + margin_deg)
-
-
-def coordinate_problem(lon: float, lat: float, bounds: tuple | None) -> str | None:
-    """Why a single point's coordinates are refused (non-finite, out of range, swapped), or None."""
-    if not (math.isfinite(lon) and math.isfinite(lat)):
-        return "lon and lat must be finite numbers"
-    if abs(lat) > 90 or abs(lon) > 180:
-        if abs(lon) <= 90 and abs(lat) <= 180:
-            return f"lat {lat} is out of range but lon {lon} is a valid latitude: lon and lat look swapped"
-        return f"lon {lon} / lat {lat} out of range (lon -180..180, lat -90..90)"
-    if bounds is not None and not _near_one(lon, lat, bounds) and _near_one(lat, lon, bounds):
-        return (f"({lon}, {lat}) is far from the district but ({lat}, {lon}) lies in it: "
-                "lon and lat look swapped")
-    return None
-
-
-def _near_one(lon: float, lat: float, bounds, margin_deg: float = 0.5) -> bool:
-    minx, miny, maxx, maxy = bounds
-    return minx - margin_deg <= lon <= maxx + margin_deg and miny - margin_deg <= lat <= maxy + margin_deg
 
 
 # ---------------------------------------------------------------------------------------------- CSV in
@@ -184,12 +149,14 @@ class CsvReader:
         return [self._parse(block)]
 
     def _parse(self, block: bytes) -> PointChunk:
+        if self.cols is None:
+            raise RuntimeError("CsvReader._parse before the header was read")
         ilon, ilat, iid = self.cols
         want = sorted({ilon, ilat} | ({iid} if iid is not None else set()))
         ids = None
         raw_lon = raw_lat = None
         try:  # fast path: every row well formed, numbers parsed in C
-            dtypes = {ilon: np.float64, ilat: np.float64}
+            dtypes: dict[int, type] = {ilon: np.float64, ilat: np.float64}
             if iid is not None:
                 dtypes[iid] = str
             df = pd.read_csv(io.BytesIO(block), header=None, sep=self.sep, usecols=want, dtype=dtypes,
@@ -295,8 +262,9 @@ class GeoJsonReader:
         """The remaining features; an unterminated one is reported as a bad row."""
         self._scan()
         out = []
-        if self.feat_start is not None or (self.top_start is not None and not self.top_has_features):
-            start = self.feat_start if self.feat_start is not None else self.top_start
+        start = self.feat_start if self.feat_start is not None else \
+            self.top_start if self.top_start is not None and not self.top_has_features else None
+        if start is not None:
             self.pending.append(bytes(self.buf[start - self.base:]))
             self.feat_start = self.top_start = None
         while self.pending:
@@ -339,7 +307,7 @@ class GeoJsonReader:
         l1 = np.flatnonzero(is_open & (depth_before == 1))
         l1_pos = struct[l1]
         l1_flag = np.zeros(len(l1), dtype=bool)
-        for j, (p, ch) in enumerate(zip(l1_pos.tolist(), char[l1].tolist())):
+        for j, (p, ch) in enumerate(zip(l1_pos.tolist(), char[l1].tolist(), strict=True)):
             if ch == 91:
                 start = max(0, off + p - 64)
                 l1_flag[j] = bool(_FEATURES_KEY.search(bytes(self.buf[start:off + p])))
@@ -386,7 +354,8 @@ class GeoJsonReader:
         ends = np.r_[f_ends[:m], t_ends[:k][~has_f]].astype(np.int64)
         order = np.argsort(starts, kind="stable")
         buf, b = self.buf, self.base
-        self.pending.extend(bytes(buf[s - b:e + 1 - b]) for s, e in zip(starts[order].tolist(), ends[order].tolist()))
+        self.pending.extend(bytes(buf[s - b:e + 1 - b])
+                            for s, e in zip(starts[order].tolist(), ends[order].tolist(), strict=True))
 
         # Carry the scan state to the next piece.
         if len(depth_after):
@@ -483,15 +452,18 @@ def _point_of(obj) -> tuple[float, float, object]:
     return float(c[0]), float(c[1]), fid
 
 
-def make_reader(content_type: str, max_rows: int):
-    """The reader for a request's Content-Type (CSV, GeoJSON or JSON)."""
-    ct = (content_type or "").split(";")[0].strip().lower()
-    if ct in ("text/csv", "application/csv", "text/plain", "text/tab-separated-values"):
+#: The input formats a batch is read in, by name (the HTTP layer maps media types to them).
+INPUT_FORMATS = ("csv", "geojson")
+
+
+def make_reader(fmt: str, max_rows: int) -> CsvReader | GeoJsonReader:
+    """The incremental reader for input format `fmt`: "csv" (lon,lat[,id] with a header) or "geojson" (a
+    FeatureCollection or a sequence of Features)."""
+    if fmt == "csv":
         return CsvReader(max_rows)
-    if ct in ("application/geo+json", "application/json", "application/geo+json-seq", "application/x-ndjson",
-              "application/json-seq"):
+    if fmt == "geojson":
         return GeoJsonReader(max_rows)
-    raise BatchInputError(f"unsupported Content-Type {content_type!r}: send text/csv or application/geo+json")
+    raise ValueError(f"unknown batch input format {fmt!r}; expected one of {INPUT_FORMATS}")
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -549,25 +521,28 @@ def number_texts(values: np.ndarray) -> list[bytes]:
         return [b"%d" % x for x in v.tolist()]
     width = np.searchsorted(_POWERS_OF_10, v, side="right") + 1
     lo, hi = int(width.min()), int(width.max())
-    out = None if lo == hi else np.empty(len(v), dtype=object)
+    if lo == hi:
+        return _digits(v, lo)
+    out = np.empty(len(v), dtype=object)
     for w in range(lo, hi + 1):
-        idx = np.flatnonzero(width == w) if out is not None else slice(None)
-        part = v[idx]
-        if len(part) == 0:
-            continue
-        text = np.empty((len(part), w + 1), dtype=np.uint8)
-        d = part.astype(np.uint64)
-        for j in range(w - 1, -1, -1):  # division by a scalar: numpy's fast constant-divisor path
-            q = d // 10
-            text[:, j] = d - q * 10 + 48
-            d = q
-        text[:, w] = 10
-        texts = text.tobytes().split(b"\n")
-        texts.pop()
-        if out is None:
-            return texts
-        out[idx] = texts
+        idx = np.flatnonzero(width == w)
+        if len(idx):
+            out[idx] = _digits(v[idx], w)
     return out.tolist()
+
+
+def _digits(part: np.ndarray, w: int) -> list[bytes]:
+    """Decimal texts of non-negative integers that all have `w` digits."""
+    text = np.empty((len(part), w + 1), dtype=np.uint8)
+    d = part.astype(np.uint64)
+    for j in range(w - 1, -1, -1):  # division by a scalar: numpy's fast constant-divisor path
+        q = d // 10
+        text[:, j] = d - q * 10 + 48
+        d = q
+    text[:, w] = 10
+    texts = text.tobytes().split(b"\n")
+    texts.pop()
+    return texts
 
 
 class BatchFormatter:
@@ -587,7 +562,7 @@ class BatchFormatter:
         self._frag: dict[str, list[str]] = {}
         self._staff_frag: dict[tuple[str, bool], dict[int, str]] = {}
         self._combos: dict[tuple, tuple[str, str]] = {}
-        self._tails: dict[str, dict[tuple, str]] = {}  # by the text before the units: whole line tails per combo
+        self._tails: dict[str, dict[Any, bytes]] = {}  # by the text before the units: whole line tails per combo
         grid = index.levels["grid"]
         codes = [r["code"] for r in grid.records]
         # Phones beyond the public notice board are shown where the caller's jurisdiction covers the grid.
@@ -603,7 +578,7 @@ class BatchFormatter:
         """The CSV header line ('' for JSON lines)."""
         return ",".join(CSV_COLUMNS) + "\n" if self.fmt == "csv" else ""
 
-    def _level_fragments(self, key: str) -> np.ndarray:
+    def _level_fragments(self, key: str) -> list[str]:
         records = self.index.levels[key].records
         if self.fmt == "csv":
             fields = _CSV_FIELDS[key]
@@ -637,7 +612,7 @@ class BatchFormatter:
     def _combination(self, pos: Sequence[int], match: int, full: bool) -> tuple[str, str]:
         """The text before and after the distance for one combination of units (positions in LEVEL_KEYS order),
         match and phone visibility."""
-        frags = [self._frag[k][p] for k, p in zip(LEVEL_KEYS, pos)]
+        frags = [self._frag[k][p] for k, p in zip(LEVEL_KEYS, pos, strict=True)]
         staff = [self._staff_text(k, pos[i], full) for i, k in _STAFF_LEVELS]
         name = MATCH_NAMES[match]
         if self.fmt == "csv":
@@ -659,7 +634,7 @@ class BatchFormatter:
         if self._radix is not None:
             # One mixed-radix integer per row identifies the combination exactly: one hash factorisation.
             key = np.zeros(n, dtype=np.int64)
-            for v, r in zip(values, self._radix):
+            for v, r in zip(values, self._radix, strict=True):
                 key *= r
                 key += v + 1
             codes, uniques = pd.factorize(key, sort=False)
@@ -694,10 +669,9 @@ class BatchFormatter:
         codes, keys, rep = self._combo_keys([*(pos[k] for k in LEVEL_KEYS), match * 2 + full])
         csv_out = self.fmt == "csv"
         ids = chunk.ids
-        if csv_out:
-            tail_pre = ",," if ids is None else ","
-        else:
-            tail_pre = ',"id":null,' if ids is None else ","
+        # What follows the row number when the input has no ids: an empty id column, or "id":null.
+        no_id = ",," if csv_out else ',"id":null,'
+        tail_pre = no_id if ids is None else ","
         # Inside, boundary and no match have a fixed distance text, so most rows are head + one cached string.
         fixed = ("" if csv_out else "null", "0", "0", "")
         tail_cache = self._tails.setdefault(tail_pre, {})
@@ -706,7 +680,7 @@ class BatchFormatter:
             miss = [j for j, t in enumerate(texts) if t is None]
             rows_of = rep[miss]
             values = np.column_stack([*(pos[k][rows_of] for k in LEVEL_KEYS), match[rows_of], full[rows_of]])
-            for j, v in zip(miss, values.tolist()):
+            for j, v in zip(miss, values.tolist(), strict=True):
                 part = self._part(keys[j], v[:6], v[6], bool(v[7]))
                 texts[j] = tail_cache[keys[j]] = (tail_pre + part[0] + fixed[v[6]] + part[1] + "\n").encode()
         # Each line is a few slots of one flat list joined once: (the JSON lead,) the row number, (the id,) and the
@@ -734,10 +708,10 @@ class BatchFormatter:
             row_list = rows.tolist()
             for i, msg in chunk.errors.items():
                 idv = ids[i] if ids is not None else None
-                k = (width + 1) * i
-                out[k:k + width + 1] = [b""] * (width + 1)
-                out[k] = (f"{row_list[i]},{_csv_field(idv)}{',' * (len(CSV_COLUMNS) - 2)}{_csv_field(msg)}\n"
-                          if csv_out else _json({"row": row_list[i], "id": idv, "error": msg}) + "\n").encode()
+                at = (width + 1) * i
+                out[at:at + width + 1] = [b""] * (width + 1)
+                out[at] = (f"{row_list[i]},{_csv_field(idv)}{',' * (len(CSV_COLUMNS) - 2)}{_csv_field(msg)}\n"
+                           if csv_out else _json({"row": row_list[i], "id": idv, "error": msg}) + "\n").encode()
         return b"".join(out)
 
     def _part(self, key, pos: Sequence[int], match: int, full: bool) -> tuple[str, str]:
@@ -762,3 +736,74 @@ def truncate(chunk: PointChunk, n: int) -> PointChunk:
     """The first n rows of a chunk."""
     return PointChunk(chunk.rows[:n], chunk.lon[:n], chunk.lat[:n], None if chunk.ids is None else chunk.ids[:n],
                       {i: m for i, m in chunk.errors.items() if i < n})
+
+
+def locate_chunk(index: LocateIndex, chunk: PointChunk, coordsys: str,
+                 accuracy_m: float) -> tuple[PointChunk, LocateBatch | None, np.ndarray]:
+    """Convert, check and locate one chunk of rows: (the chunk with its bad rows' errors, the answers for the valid
+    rows or None, positions of the valid rows), ready for `BatchFormatter.render`."""
+    lon, lat = chunk.lon, chunk.lat
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    if coordsys not in WGS84_LIKE:
+        # Range first: a conversion of out-of-range numbers is meaningless.
+        for i, msg in range_errors(lon, lat, None).items():
+            chunk.errors.setdefault(i, msg)
+        lon, lat = to_wgs84(lon, lat, coordsys)
+    for i, msg in range_errors(lon, lat, index.bounds).items():
+        chunk.errors.setdefault(i, msg)
+    if chunk.errors:
+        ok[list(chunk.errors)] = False
+    valid = np.flatnonzero(ok)
+    batch = index.locate_many(lon[valid], lat[valid], accuracy_m) if len(valid) else None
+    return chunk, batch, valid
+
+
+class BatchRows:
+    """The rows of one batch as its body arrives, in input order: parsed chunks (cut at the row limit) and lines
+    already final (bytes: the rest of the input unreadable, the limit reached). The HTTP layer feeds it and
+    drains `items`."""
+
+    def __init__(self, reader: CsvReader | GeoJsonReader, formatter: BatchFormatter, max_points: int):
+        self.reader = reader
+        self.formatter = formatter
+        self.max_points = max_points
+        self.items: deque[PointChunk | bytes] = deque()
+        self.done = 0
+        self.stopped = False
+
+    @property
+    def started(self) -> bool:
+        """Whether the input's shape is known (a header read, a GeoJSON document begun)."""
+        return self.reader.started
+
+    def start(self, data: bytes | None) -> None:
+        """Bytes from the start of the body (None: the body ended); `BatchInputError` when the input cannot be read
+        at all, so it is refused before any answer is sent."""
+        self._keep(self.reader.feed(data) if data is not None else self.reader.close())
+
+    def take(self, data: bytes | None) -> None:
+        """More bytes (None: the body ended); an unreadable rest becomes one error line and stops the batch."""
+        if self.stopped:
+            return
+        try:
+            chunks = self.reader.feed(data) if data is not None else self.reader.close()
+        except BatchInputError as exc:
+            self.items.append(self.formatter.error_line(
+                self.reader.next_row, f"the rest of the input cannot be read: {exc}").encode())
+            self.stopped = True
+            return
+        self._keep(chunks)
+
+    def _keep(self, chunks: Iterable[PointChunk]) -> None:
+        for chunk in chunks:
+            if self.stopped:
+                break
+            room = self.max_points - self.done
+            if len(chunk) > room:
+                chunk = truncate(chunk, room)
+                self.stopped = True
+            if len(chunk):
+                self.items.append(chunk)
+                self.done += len(chunk)
+            if self.stopped:
+                self.items.append(self.formatter.limit_line(self.done + 1, self.max_points).encode())
