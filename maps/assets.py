@@ -87,6 +87,13 @@ def _local_links(links: Sequence[tuple[str, str]], owner: str, static_url: str) 
     return out
 
 
+def page_root(m: folium.Map) -> Figure:
+    """The HTML page (branca Figure) a map renders into: its header, html and script sections."""
+    root = m.get_root()
+    assert isinstance(root, Figure)
+    return root
+
+
 def localise(element: Element, static_url: str = STATIC_URL) -> Element:
     """Point every folium JS/CSS resource in `element`'s tree at `/static/vendor/`; raise if one is not vendored.
 
@@ -192,8 +199,8 @@ def offline_map(
 
 def render_page(m: folium.Map, title: str, static_url: str | None = None) -> str:
     """The full HTML page for a map: lang zh-CN, UTF-8, a title, vendored assets plus /static/app.css."""
-    static_url = static_url or getattr(m, "static_url", STATIC_URL)
-    figure = m.get_root()
+    static_url = str(static_url or getattr(m, "static_url", STATIC_URL))
+    figure = page_root(m)
     localise(figure, static_url)
     page = figure.render()
     head = (

@@ -19,7 +19,7 @@ from branca.element import Element, MacroElement
 from folium.template import Template
 
 from geo.classify.classification import CLASS_ZH, CLASS_ZH_MICRO, CLASSES, LEVEL_ZH, THRESHOLD_ZH
-from maps.assets import legend_html, offline_map, render_page
+from maps.assets import legend_html, offline_map, page_root, render_page
 
 #: Class colours (ColorBrewer Dark2, readable for the colour-blind), legend order.
 COLOURS = {"same": "#1b9e77", "larger": "#d95f02", "smaller": "#7570b3", "straddling": "#e7298a",
@@ -149,7 +149,7 @@ def classification_page(rows: pd.DataFrame, compound_geoms: Sequence | np.ndarra
         layer.add_to(m)
     folium.LayerControl(collapsed=False).add_to(m)
     # No /favicon.ico on the server: an inline empty icon keeps the browser from asking for one (a 404).
-    m.get_root().header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
+    page_root(m).header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
     total = int(len(rows))
     legend_html(
         f"小区对比{unit}分类（{version_label}）" + (f" · {subtitle}" if subtitle else ""),

@@ -15,7 +15,7 @@ from folium.template import Template
 
 from geo.staff.coverage import STATUS_LABELS, CoverageReport, grid_problems
 from geo.staff.register import ROLE_LABELS
-from maps.assets import Panel, fitted_map, js_literal, legend_html, render_page
+from maps.assets import Panel, fitted_map, js_literal, legend_html, page_root, render_page
 
 #: Status colours, worst first (legend order).
 COLOURS = {"missing_role": "#d7191c", "over_capacity": "#e66101", "under_capacity": "#5e3c99",
@@ -124,7 +124,7 @@ def _grid_issues(r: dict, rules: dict) -> list[str]:
 
 
 def _unit_issue(u: dict, rules: dict) -> list[str]:
-    out = []
+    out: list[str] = []
     if u["households"] == 0:
         return out
     if u["unit_heads"] == 0:
@@ -178,7 +178,7 @@ def coverage_page(report: CoverageReport, role: str = "", subtitle: str = "") ->
                 bounds[0], bounds[1] = min(bounds[0], x), min(bounds[1], y)
                 bounds[2], bounds[3] = max(bounds[2], x), max(bounds[3], y)
 
-    counts = {"grid": {}, "building": {}}
+    counts: dict[str, dict[str, int]] = {"grid": {}, "building": {}}
     for r in report.grids.to_dict("records"):
         geometry = json.loads(r["geometry"])
         extend(geometry)
@@ -257,7 +257,7 @@ def coverage_page(report: CoverageReport, role: str = "", subtitle: str = "") ->
         "</table>"
     )
     Panel(body, css_class="ga-legend ga-coverage-panel", on_add=_ROLE_SELECT_JS, name="CoveragePanel").add_to(m)
-    m.get_root().header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
+    page_root(m).header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
     title = f"人员覆盖图 · {ROLE_FILTERS[role]}" + (f" · {subtitle}" if subtitle else "")
     return render_page(m, title)
 

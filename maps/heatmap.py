@@ -21,7 +21,7 @@ from folium.template import Template
 
 from geo.incidents.heatmap import GRID_QUANTUM_DEG, decode_rings
 from geo.incidents.hotspots import HOTSPOT_LABELS
-from maps.assets import Panel, fitted_map, js_literal, legend_html, render_page
+from maps.assets import Panel, fitted_map, js_literal, legend_html, page_root, render_page
 
 #: Sequential colours for counts and rates (light → dark), ColorBrewer YlOrRd.
 SEQUENTIAL = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"]
@@ -243,8 +243,8 @@ def heatmap_page(data: dict, filters: dict[str, str | None] | None = None) -> st
     # the panel's controls must exist before the layer script binds to them: the panel is added first
     Panel(body, css_class="ga-legend ga-heat-panel", name="HeatmapPanel").add_to(m)
     _Layers(data, grid_breaks).add_to(m)
-    m.get_root().header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
-    m.get_root().header.add_child(Element(
+    page_root(m).header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
+    page_root(m).header.add_child(Element(
         "<style>.ga-heat-panel{max-width:330px}.ga-heat-panel ul{list-style:none;margin:0;padding:0}"
         ".ga-heat-panel li{display:flex;align-items:center}.ga-note{color:#8a4b00;margin-top:4px}</style>"),
         name="heat-style")

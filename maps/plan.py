@@ -14,7 +14,7 @@ import folium
 import shapely
 from shapely.geometry import mapping
 
-from maps.assets import legend_html, offline_map, render_page
+from maps.assets import legend_html, offline_map, page_root, render_page
 
 #: Band status colours; the household-band problems are shown by these fills, not drawn again as problems.
 BAND_COLOURS = {"below": "#4575b4", "ok": "#1a9850", "above": "#7b3294", "dedicated": "#999999"}
@@ -90,7 +90,7 @@ def plan_page(info: dict, state, validation: dict, diff: dict, published: list[d
     summary = (f"方案 {info['id']} · {scope} · 修订 {info['revision']} · "
                f"错误 {validation['errors']} · 提醒 {validation['warnings']} · "
                f"调整楼栋 {diff['totals']['buildings']} 栋 / {diff['totals']['households']} 户")
-    m.get_root().html.add_child(folium.Element(
+    page_root(m).html.add_child(folium.Element(
         f'<div id="plan-summary" style="position:absolute;top:10px;left:60px;z-index:1000;background:#fff;'
         f'padding:6px 10px;border:1px solid #888;font-size:14px">{summary}</div>'))
     return render_page(m, f"改划方案 {info['id']} · {info['scope_name']}")

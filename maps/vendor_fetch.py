@@ -90,6 +90,12 @@ PACKAGES = [
         "dist/MarkerCluster.Default.css": "MarkerCluster.Default.css",
         "MIT-LICENCE.txt": "MIT-LICENCE.txt",
     }),
+    Package("@geoman-io/leaflet-geoman-free@2.20.2", "leaflet-geoman-free", "MIT", {
+        "dist/leaflet-geoman.min.js": "leaflet-geoman.min.js",
+        "dist/leaflet-geoman.css": "leaflet-geoman.css",
+        "LICENSE": "LICENSE",
+    }, note="the plan editor (/plans/{id}): drawing split lines and new grids, vertex editing with snapping; "
+            "loaded by that page only, after it is interactive"),
 ]
 
 
