@@ -33,6 +33,7 @@ from api.routers import (
     mobile,
     mobile_report,
     open311,
+    plan_editor,
     plans,
     staff,
     tiles,
@@ -49,7 +50,7 @@ ROUTERS = (
     audit.router, auth.router, classification.router, coverage.router, health.router, imports.router,
     incidents.router, locate.router, maps_classification.router, maps_coverage.router, maps_heatmap.router,
     maps_plan.router, mobile.router, mobile_report.router, open311.router, plans.router, staff.router, users.router,
-    features.router, home.router, tiles.router,
+    features.router, home.router, tiles.router, plan_editor.router,
 )
 
 
