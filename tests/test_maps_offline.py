@@ -179,7 +179,7 @@ def test_grid_map_renders_offline(live_server, page_offline):
     box = page.locator("path.leaflet-interactive").bounding_box()
     vw, vh = page.viewport_size["width"], page.viewport_size["height"]
     assert box["width"] > 200 and box["height"] > 200
-    assert 0 <= box["x"] and box["x"] + box["width"] <= vw and 0 <= box["y"] and box["y"] + box["height"] <= vh
+    assert box["x"] >= 0 and box["x"] + box["width"] <= vw and box["y"] >= 0 and box["y"] + box["height"] <= vh
     assert page.locator(".ga-legend").inner_text().startswith("小区与网格关系")
     assert "金鸡湖社区第3网格" in page.locator(".leaflet-tooltip").inner_text()
     assert page.locator("[class*='awesome-marker-icon-']").count() == 2

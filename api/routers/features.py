@@ -9,16 +9,26 @@ jurisdiction. `datetime` (an instant, a date or an interval) or `at` picks the b
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.problems import problem_responses
+from api.schemas.features import (
+    CollectionInfo,
+    Collections,
+    Conformance,
+    Extent,
+    LandingPage,
+    Link,
+    OgcFeature,
+    OgcFeatureCollection,
+    Queryables,
+)
 from geo.access.users import Principal
 from geo.features import items as fi
 from geo.features.collections import COLLECTIONS, Collection, get_collection
@@ -28,6 +38,12 @@ from geo.features.errors import InvalidFeatureQuery
 router = APIRouter(tags=["ogc-features"])
 
 GEOJSON = "application/geo+json"
+
+
+def _geojson_or_html(model: str) -> dict:
+    """OpenAPI content of an answer given as GeoJSON (the named model) or as an HTML page (`f=html`)."""
+    return {GEOJSON: {"schema": {"$ref": f"#/components/schemas/{model}"}},
+            "text/html": {"schema": {"type": "string"}}}
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
@@ -46,72 +62,6 @@ At = Annotated[str | None, Query(description="as elsewhere in the service: bound
                                              "(YYYY-MM-DD) or instant")]
 CollectionId = Annotated[str, Path(description="streets, communities, grids, micro_grids, compounds, buildings, "
                                                "incidents")]
-
-
-class Link(BaseModel):
-    href: str
-    rel: str
-    type: str | None = None
-    title: str | None = None
-
-
-class LandingPage(BaseModel):
-    title: str
-    description: str
-    links: list[Link]
-
-
-class Conformance(BaseModel):
-    conformsTo: list[str]  # noqa: N815 (the OGC member name)
-
-
-class Extent(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    spatial: dict[str, Any]
-    temporal: dict[str, Any] | None = None
-
-
-class CollectionInfo(BaseModel):
-    id: str
-    title: str
-    description: str
-    itemType: str = "feature"  # noqa: N815
-    links: list[Link]
-    extent: Extent | None = None
-    crs: list[str]
-    storageCrs: str = CRS84  # noqa: N815
-
-
-class Collections(BaseModel):
-    links: list[Link]
-    collections: list[CollectionInfo]
-
-
-class FeatureCollection(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: Literal["FeatureCollection"] = "FeatureCollection"
-    features: list[dict[str, Any]]
-    numberMatched: int | None = None  # noqa: N815
-    numberReturned: int  # noqa: N815
-    timeStamp: str | None = None  # noqa: N815
-    links: list[Link] = Field(default_factory=list)
-
-
-class Feature(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: Literal["Feature"] = "Feature"
-    id: int | str
-    geometry: dict[str, Any] | None
-    properties: dict[str, Any]
-
-
-class Queryables(BaseModel):
-    """A JSON Schema of the queryable properties (its `$schema` and `$id` members ride as extra members)."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-    title: str
-    properties: dict[str, Any]
 
 
 def _scope(principal: Principal) -> str | None:
@@ -227,8 +177,8 @@ def _crs_headers(crs_uri: str) -> dict[str, str]:
     return {"Content-Crs": f"<{crs_uri}>"}
 
 
-@router.get("/ogc/collections/{collection_id}/items", response_model=FeatureCollection,
-            responses={200: {"content": {GEOJSON: {}, "text/html": {}}}, **problem_responses(400, 401, 404)})
+@router.get("/ogc/collections/{collection_id}/items", response_model=OgcFeatureCollection,
+            responses={200: {"content": _geojson_or_html("OgcFeatureCollection")}, **problem_responses(400, 401, 404)})
 def items(
     principal: CurrentUser,
     session: SessionDep,
@@ -280,8 +230,8 @@ def items(
     return _json(body, GEOJSON, _crs_headers(out_crs.uri))
 
 
-@router.get("/ogc/collections/{collection_id}/items/{feature_id}", response_model=Feature,
-            responses={200: {"content": {GEOJSON: {}, "text/html": {}}}, **problem_responses(400, 401, 404)})
+@router.get("/ogc/collections/{collection_id}/items/{feature_id}", response_model=OgcFeature,
+            responses={200: {"content": _geojson_or_html("OgcFeature")}, **problem_responses(400, 401, 404)})
 def item(principal: CurrentUser, session: SessionDep, settings: SettingsDep, request: Request,
          collection_id: CollectionId, feature_id: Annotated[int, Path(ge=0, lt=2**63, description="the feature id")],
          f: Format = None,
