@@ -10,7 +10,9 @@ cookie and keeps reports in the phone's storage while the network is down, sendi
 
 from __future__ import annotations
 
+import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from maps.assets import STATIC_URL, OfflineAssetError, external_resources
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
+MOBILE_STATIC = STATIC / "mobile"
+#: What the service worker caches at install (besides /m itself): the phone pages' assets and vendored Leaflet.
+SHELL_ASSETS = ("mobile/locate.js", "mobile/queue.js", "mobile/app.js", "mobile/report.js",
+                "mobile/manifest.webmanifest", "mobile/icon.svg", "mobile/icon-192.png", "mobile/icon-512.png",
+                "vendor/leaflet/leaflet.js", "vendor/leaflet/leaflet.css")
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
 
 #: Coordinate systems as the report form names them.
@@ -31,19 +39,40 @@ LEVEL_LABELS = (
 )
 
 
+@lru_cache(maxsize=1)
+def asset_version() -> str:
+    """A digest of the shell's assets: it names the service worker's cache, so changed assets are fetched anew."""
+    digest = hashlib.sha256()
+    for name in SHELL_ASSETS + ("mobile/sw.js",):
+        digest.update((STATIC / name).read_bytes())
+    for name in ("mobile.html", "mobile_report.html"):
+        digest.update((TEMPLATES / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def service_worker_source(static_url: str = STATIC_URL) -> str:
+    """The service worker's script with its cache version and the assets to cache at install."""
+    assets = [f"{static_url}/{name}" for name in SHELL_ASSETS]
+    source = (MOBILE_STATIC / "sw.js").read_text(encoding="utf-8")
+    return source.replace("__VERSION__", asset_version()).replace("__ASSETS__", json.dumps(assets))
+
+
 def render_mobile_page(bounds: tuple[float, float, float, float] | None = None, start: dict | None = None, *,
                        tile_url: str | None = None, static_url: str = STATIC_URL, locate_url: str = "/v1/locate",
                        outlines_url: str = "/v1/locate/outlines", report_url: str = "/m/report",
-                       radius_m: float = 400) -> str:
+                       radius_m: float = 400, pack_url: str | None = None) -> str:
     """The page's HTML. `bounds` (minx, miny, maxx, maxy) frames the map before a point is known; `start`
-    ({lon, lat, coordsys}) locates that point at once instead of asking the device."""
+    ({lon, lat, coordsys}) locates that point at once instead of asking the device; `pack_url` (for a signed-in
+    worker) is where the page fetches the jurisdiction pack it locates against offline."""
     config = {
         "levels": [list(p) for p in LEVEL_LABELS], "bounds": list(bounds) if bounds else None, "start": start,
         "tile_url": tile_url, "locate_url": locate_url, "outlines_url": outlines_url, "report_url": report_url,
-        "radius_m": radius_m,
+        "radius_m": radius_m, "pack_url": pack_url,
+        "leaflet_css": f"{static_url}/vendor/leaflet/leaflet.css",
+        "leaflet_js": f"{static_url}/vendor/leaflet/leaflet.js",
     }
     page = _env.get_template("mobile.html").render(static_url=static_url, levels=LEVEL_LABELS, config=config,
-                                                   report_url=report_url)
+                                                   report_url=report_url, asset_version=asset_version())
     external = external_resources(page)
     if external:
         raise OfflineAssetError(f"the mobile page would load external resources: {external}")
@@ -65,7 +94,8 @@ def render_report_page(lon: float, lat: float, coordsys: str, preview: dict[str,
     """The report form's HTML for a point (in `coordsys`, a canonical key): where the report will be attributed
     (`preview`), whether that lies in the reporter's `jurisdiction`, the incident classes and report sources."""
     return _env.get_template("mobile_report.html").render(
-        lon=lon, lat=lat, coordsys=coordsys, coordsys_name=COORDSYS_NAMES.get(coordsys, coordsys), preview=preview,
+        static_url=STATIC_URL, asset_version=asset_version(), lon=lon, lat=lat, coordsys=coordsys,
+        coordsys_name=COORDSYS_NAMES.get(coordsys, coordsys), preview=preview,
         in_jurisdiction=in_jurisdiction, jurisdiction=jurisdiction, classes=_grouped_classes(classes),
         sources=sources, username=username, point_json=json.dumps({"lon": lon, "lat": lat, "coordsys": coordsys}),
     )

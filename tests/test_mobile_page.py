@@ -114,9 +114,8 @@ def test_mobile_page_locates_the_phone_at_a_building(engine, browser, live_serve
         box = page.locator("#ga-map").bounding_box()
         before = page.locator("#ga-where").inner_text()
         page.mouse.click(box["x"] + box["width"] * 0.85, box["y"] + box["height"] * 0.8)  # clear of the controls
-        page.wait_for_function("(b) => document.querySelector('#ga-where').innerText !== b", arg=before,
-                               timeout=20_000)
-        assert "地图点选" in page.locator("#ga-where").inner_text()
+        page.locator("#ga-where").filter(has_text="地图点选").wait_for(timeout=20_000)
+        assert page.locator("#ga-where").inner_text() != before
     assert record["external"] == [] and record["errors"] == []
     assert [f for f in record["failed"] if "/v1/locate?" not in f] == []  # a tap outside every grid may 404
 

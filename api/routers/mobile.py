@@ -1,24 +1,36 @@
-"""`/m`: the mobile locate page for grid workers (手机定位): which grid am I in, who is responsible, report here."""
+"""`/m`: the mobile locate page for grid workers (手机定位): which grid am I in, who is responsible, report here.
+
+Also what makes it an installable, offline page: the service worker at `/m/sw.js` (served from /m so that its
+scope covers `/m` and `/m/report`; assets, manifest and icons live in `maps/static/mobile/`) and
+`GET /v1/mobile/jurisdiction`, the signed-in worker's grids simplified for the phone with their staff, which the
+page caches and locates against when the network is gone.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 
-from api.locating import IndexDep, index_at
+from api.auth import CurrentUser, OptionalUser
+from api.locating import IndexDep, index_at, jurisdiction_pack
 from api.problems import problem_responses
+from api.schemas.mobile import JurisdictionPack
 from geo.locate.points import coordsys_key
 from geo.settings import get_settings
-from maps.mobile import render_mobile_page
+from maps.mobile import render_mobile_page, service_worker_source
 
 router = APIRouter(tags=["maps"])
 
 
-@router.get("/m", response_class=HTMLResponse, responses=problem_responses(422, 503))
+@router.get("/m", response_class=HTMLResponse, responses=problem_responses(401, 422, 503))
 async def mobile_page(
     holder: IndexDep,
+    principal: OptionalUser,
     lon: Annotated[float | None, Query(description="locate this point at once instead of asking the device")] = None,
     lat: Annotated[float | None, Query()] = None,
     coordsys: Annotated[str, Query(description="wgs84, cgcs2000, gcj02 or bd09")] = "wgs84",
@@ -27,5 +39,25 @@ async def mobile_page(
     index = await index_at(holder, None)
     start = {"lon": lon, "lat": lat, "coordsys": coordsys_key(coordsys)} if lon is not None and lat is not None \
         else None
-    page = render_mobile_page(index.bounds, start, tile_url=get_settings().tile_url)
+    page = render_mobile_page(index.bounds, start, tile_url=get_settings().tile_url,
+                              pack_url="/v1/mobile/jurisdiction" if principal is not None else None)
     return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/m/sw.js", response_class=Response, include_in_schema=False)  # a script for browsers, not an API
+def service_worker() -> Response:
+    """The phone pages' service worker (offline shell, assets and jurisdiction pack; scope /m)."""
+    return Response(service_worker_source(), media_type="text/javascript",
+                    headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/m"})
+
+
+@router.get("/v1/mobile/jurisdiction", response_model=JurisdictionPack, responses=problem_responses(401, 503))
+async def mobile_jurisdiction(principal: CurrentUser, holder: IndexDep) -> dict:
+    """The caller's grids simplified for the phone, with their staff and the boundary version: the phone caches
+    it and answers locate from it while offline (the same answers as `GET /v1/locate` for that version)."""
+    settings = get_settings()
+    index = await index_at(holder, None)
+    directory = holder.staff_directory() if holder.staff_loaded else await run_in_threadpool(holder.staff_directory)
+    day = dt.datetime.now(ZoneInfo(settings.timezone)).date()
+    return await run_in_threadpool(jurisdiction_pack, index, directory, principal, day, holder.version_at(None),
+                                   settings.rules.locate_accuracy_m)

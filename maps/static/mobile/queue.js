@@ -1,0 +1,149 @@
+/* The phone's outbox (待发送): reports and their photos kept in IndexedDB until the server has them, and the
+   draft being typed. Loaded by /m and /m/report; whichever page is open sends the queue, oldest first, when the
+   network is back, when the page opens (e.g. after logging in again) and when asked. A report keeps its original
+   report time (reported_at, set when the worker pressed 提交). An item leaves the outbox only once the server
+   has answered it for good: accepted (201) or refused (4xx other than 401/408/429); a 401 (session expired) stops
+   the run and keeps everything, in order, for after the next login. Photos go after their report, one by one;
+   an item remembers its incident id, so a retry never files the report twice (and the server ignores a photo it
+   already has). */
+(function (root) {
+  "use strict";
+  var GA = root.GA || (root.GA = {});
+  var DB_NAME = "gridatlas-phone", STORE = "outbox", DRAFTS = "drafts";
+  var dbPromise = null;
+
+  function db() {
+    if (dbPromise) return dbPromise;
+    dbPromise = new Promise(function (resolve, reject) {
+      var req = indexedDB.open(DB_NAME, 1);
+      req.onupgradeneeded = function () {
+        var d = req.result;
+        if (!d.objectStoreNames.contains(STORE)) d.createObjectStore(STORE, {keyPath: "seq", autoIncrement: true});
+        if (!d.objectStoreNames.contains(DRAFTS)) d.createObjectStore(DRAFTS);
+      };
+      req.onsuccess = function () { resolve(req.result); };
+      req.onerror = function () { reject(req.error); };
+    });
+    return dbPromise;
+  }
+  function tx(store, mode, fn) {
+    return db().then(function (d) {
+      return new Promise(function (resolve, reject) {
+        var t = d.transaction(store, mode), s = t.objectStore(store), result;
+        var r = fn(s);
+        if (r) r.onsuccess = function () { result = r.result; };
+        t.oncomplete = function () { resolve(result); };
+        t.onerror = function () { reject(t.error); };
+        t.onabort = function () { reject(t.error); };
+      });
+    });
+  }
+
+  /* GA.outbox.items: a synchronous copy of the outbox, refreshed after every read and write (for the page). */
+  function mirror(result) {
+    return tx(STORE, "readonly", function (s) { return s.getAll(); }).then(function (items) {
+      GA.outbox.items = items || []; return result;
+    });
+  }
+  GA.outbox = {
+    items: [],
+    all: function () { return mirror(null).then(function () { return GA.outbox.items; }); },
+    add: function (item) { return tx(STORE, "readwrite", function (s) { return s.add(item); }).then(mirror); },
+    put: function (item) { return tx(STORE, "readwrite", function (s) { return s.put(item); }).then(mirror); },
+    remove: function (seq) { return tx(STORE, "readwrite", function (s) { return s.delete(seq); }).then(mirror); }
+  };
+  GA.drafts = {
+    get: function (key) { return tx(DRAFTS, "readonly", function (s) { return s.get(key); }); },
+    set: function (key, value) { return tx(DRAFTS, "readwrite", function (s) { return s.put(value, key); }); },
+    remove: function (key) { return tx(DRAFTS, "readwrite", function (s) { return s.delete(key); }); }
+  };
+
+  var HEADERS = {"Accept": "application/json", "Accept-Language": "zh-CN"};
+  function retryable(status) { return status === 401 || status === 408 || status === 429 || status >= 500; }
+
+  function postReport(item) {
+    return fetch("/v1/incidents", {
+      method: "POST", credentials: "same-origin",
+      headers: Object.assign({"Content-Type": "application/json"}, HEADERS), body: JSON.stringify(item.body)
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (data) { return {status: r.status, data: data}; });
+    });
+  }
+  function postPhoto(incidentId, photo) {
+    var url = "/v1/incidents/" + incidentId + "/photos?stage=report" +
+      (photo.taken_at ? "&taken_at=" + encodeURIComponent(photo.taken_at) : "");
+    return fetch(url, {method: "POST", credentials: "same-origin",
+                       headers: Object.assign({"Content-Type": photo.blob.type || "image/jpeg"}, HEADERS),
+                       body: photo.blob}).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (data) { return {status: r.status, data: data}; });
+    });
+  }
+
+  /* Send one item as far as it goes: "done", "refused" (with a message), "later" (network or session). */
+  function sendItem(item) {
+    var step = item.incident_id ? Promise.resolve({status: 201, data: {id: item.incident_id}}) : postReport(item);
+    return step.then(function (res) {
+      if (res.status !== 201) {
+        if (retryable(res.status)) return {outcome: "later", status: res.status};
+        return {outcome: "refused", message: (res.data && res.data.detail) || ("HTTP " + res.status)};
+      }
+      if (!item.incident_id) {
+        item.incident_id = res.data.id;
+        item.sent_at = new Date().toISOString();
+        item.grid = res.data.attribution && res.data.attribution.grid || null;
+      }
+      var photos = item.photos || [];
+      var chain = GA.outbox.put(item);
+      photos.forEach(function (photo, i) {
+        chain = chain.then(function (state) {
+          if (state === "later" || photo.sent) return state;
+          return postPhoto(item.incident_id, photo).then(function (r) {
+            if (r.status === 200 || r.status === 201) { photo.sent = r.data.id; return GA.outbox.put(item); }
+            if (retryable(r.status)) return "later";
+            photo.sent = "refused"; photo.error = (r.data && r.data.detail) || ("HTTP " + r.status);
+            return GA.outbox.put(item);
+          });
+        });
+      });
+      return chain.then(function (state) {
+        return state === "later" ? {outcome: "later"} : {outcome: "done", id: item.incident_id, grid: item.grid};
+      });
+    }, function () { return {outcome: "later", status: 0}; });
+  }
+
+  var running = null;
+  /* Send the outbox in order; resolves to {sent: [ids], grids: {id: grid}, refused: [messages], left: n, status}. */
+  GA.flushOutbox = function () {
+    if (running) return running;
+    var report = {sent: [], grids: {}, refused: [], left: 0, status: null};
+    running = GA.outbox.all().then(function (items) {
+      var chain = Promise.resolve(true);
+      items.forEach(function (item) {
+        chain = chain.then(function (go) {
+          if (!go) { report.left++; return false; }
+          return sendItem(item).then(function (r) {
+            if (r.outcome === "later") { report.left++; report.status = r.status; return false; }  // keep the order
+            if (r.outcome === "done") { report.sent.push(r.id); report.grids[r.id] = r.grid; }
+            else report.refused.push(r.message);
+            return GA.outbox.remove(item.seq).then(function () { return true; });
+          });
+        });
+      });
+      return chain;
+    }).then(function () { running = null; return report; }, function (e) { running = null; throw e; });
+    return running;
+  };
+
+  GA.localIso = function (d) {
+    var off = -d.getTimezoneOffset(), sign = off >= 0 ? "+" : "-";
+    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" +
+      pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + sign + pad(Math.floor(Math.abs(off) / 60)) + ":" +
+      pad(Math.abs(off) % 60);
+  };
+
+  GA.registerServiceWorker = function () {
+    if (!("serviceWorker" in navigator)) return Promise.resolve(null);
+    return navigator.serviceWorker.register("/m/sw.js", {scope: "/m"}).catch(function () { return null; });
+  };
+})(typeof self !== "undefined" ? self : this);
