@@ -14,13 +14,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from geo.settings import get_settings
 
 
-def content_security_policy(tile_url: str | None) -> str:
-    """The Content-Security-Policy for this deployment (tiles from `tile_url`'s origin when set)."""
+def content_security_policy(tile_url: str | list[str] | None) -> str:
+    """The Content-Security-Policy for this deployment (tiles from the basemap URLs' origins when set)."""
     tiles = ""
-    if tile_url:
-        parts = urlsplit(tile_url.replace("{s}", "a"))
+    for url in [tile_url] if isinstance(tile_url, str) else (tile_url or []):
+        parts = urlsplit(url.replace("{s}", "a"))
         if parts.scheme and parts.netloc:
-            tiles = f" {parts.scheme}://{parts.netloc.split('@')[-1]}"
+            tiles += f" {parts.scheme}://{parts.netloc.split('@')[-1]}"
     return (
         "default-src 'self'; "
         "script-src 'self' 'unsafe-inline'; "
@@ -37,7 +37,7 @@ def content_security_policy(tile_url: str | None) -> str:
     )
 
 
-def security_headers(tile_url: str | None) -> list[tuple[bytes, bytes]]:
+def security_headers(tile_url: str | list[str] | None) -> list[tuple[bytes, bytes]]:
     """The headers added to every response."""
     return [
         (b"content-security-policy", content_security_policy(tile_url).encode()),
@@ -54,7 +54,8 @@ class SecurityHeadersMiddleware:
 
     def __init__(self, app: ASGIApp, tile_url: str | None = None):
         self.app = app
-        self.headers = security_headers(tile_url if tile_url is not None else get_settings().tile_url)
+        self.headers = security_headers(tile_url if tile_url is not None else
+                                        [b.url for b in get_settings().basemap_layers()])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

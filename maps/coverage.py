@@ -1,21 +1,20 @@
-"""The coverage map (人员覆盖图): grids and buildings coloured by staff status, legend, popups, role filter.
+"""The coverage map (人员覆盖图): what the page draws over the vector tiles, as small JSON.
 
-Page rendering only: the router hands over a `geo.staff.coverage.CoverageReport` read with geometry. Every name in a
-popup is escaped here, so a name containing markup shows as text. Works offline (vendored Leaflet, no tiles).
+The shapes come from `/tiles/grids|buildings/…` (vector tiles); this module turns a
+`geo.staff.coverage.CoverageReport` (read without geometry) into the page's data: per grid its status under every
+role filter, what is missing and whom to call, its label point and box; per building its status under every role
+filter (one letter each); the legend. The page (maps/static/leader/leadermap.js) colours, filters, lists and
+exports from it in the browser, so a filter change is a repaint, not a reload. Names are sent as JSON text and
+shown with ``textContent``: a name holding markup stays text.
 """
 
 from __future__ import annotations
 
-import html
-import json
-
+import numpy as np
 import pandas as pd
-from branca.element import Element, MacroElement
-from folium.template import Template
 
 from geo.staff.coverage import STATUS_LABELS, CoverageReport, grid_problems
 from geo.staff.register import ROLE_LABELS
-from maps.assets import Panel, fitted_map, js_literal, legend_html, page_root, render_page
 
 #: Status colours, worst first (legend order).
 COLOURS = {"missing_role": "#d7191c", "over_capacity": "#e66101", "under_capacity": "#5e3c99",
@@ -30,72 +29,8 @@ GRID_ROLE_FILTERS = ("grid_chief", "grid_worker_fulltime", "grid_worker_parttime
 #: Roles shown as "其他" (others) on buildings and units.
 OTHER_ROLES = ("volunteer", "seconded_cadre", "grid_worker_parttime", "grid_worker_fulltime", "grid_chief")
 
-_LAYERS = Template(
-    """
-{% macro script(this, kwargs) %}
-    (function (map) {
-        function style(weight, opacity) {
-            return function (f) {
-                return {color: f.properties.c, weight: weight, fillColor: f.properties.c, fillOpacity: opacity};
-            };
-        }
-        function bind(f, layer) {
-            layer.bindPopup(f.properties.p, {maxWidth: 420});
-            layer.bindTooltip(f.properties.t, {sticky: true});
-        }
-        var grids = L.geoJSON({{ this.grids }}, {style: style(2.5, 0.10), onEachFeature: bind}).addTo(map);
-        var buildings = L.geoJSON({{ this.buildings }}, {style: style(1, 0.75), onEachFeature: bind}).addTo(map);
-        L.control.layers(null, {"网格": grids, "楼栋": buildings}, {collapsed: false}).addTo(map);
-        window.gaCoverage = {grids: grids, buildings: buildings};
-    })({{ this._parent.get_name() }});
-{% endmacro %}
-"""
-)
-
-#: Run when the panel is built (`div` is the panel): the role filter reloads the page with ?role=.
-_ROLE_SELECT_JS = """\
-            var select = div.querySelector("select");
-            select.addEventListener("change", function () {
-                var url = new URL(window.location.href);
-                if (select.value) { url.searchParams.set("role", select.value); }
-                else { url.searchParams.delete("role"); }
-                window.location.href = url.toString();
-            });"""
-
-
-class _Layers(MacroElement):
-    _template = _LAYERS
-
-    def __init__(self, grids: dict, buildings: dict):
-        super().__init__()
-        self._name = "CoverageLayers"
-        self.grids = js_literal(grids)
-        self.buildings = js_literal(buildings)
-
-
-def _esc(v) -> str:
-    return html.escape("" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
-
-
-def _people(people, roles=None, with_households: bool = False) -> str:
-    out = []
-    for p in people or []:
-        if roles is not None and p["role"] not in roles:
-            continue
-        label = ROLE_LABELS.get(p["role"], p["role"])
-        extra = f"，{p['households']}户" if with_households and p.get("households") is not None else ""
-        load = f"（共{p['load']}户）" if with_households and p.get("load") is not None else ""
-        out.append(f"{_esc(p['name'])}<small>·{label}{extra}{load}</small>")
-    return "、".join(out) or "—"
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    return '<table class="ga-popup-table">' + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + \
-        "</table>"
-
-
-def _missing_html(items: list[str]) -> str:
-    return "<br>".join(f'<span style="color:{COLOURS["missing_role"]}">{_esc(i)}</span>' for i in items) or "无"
+#: One letter per status in the compact building arrays.
+STATUS_CODE = {"missing_role": "m", "over_capacity": "o", "under_capacity": "u", "covered": "c", "empty": "e"}
 
 
 def _grid_status(r: dict, role: str, rules: dict) -> str:
@@ -141,123 +76,83 @@ def _unit_issue(u: dict, rules: dict) -> list[str]:
     return out
 
 
-def _building_status(b: dict, units: list[dict], role: str) -> str:
-    if not role or role in GRID_ROLE_FILTERS:
-        return b["status"] if not role else ("empty" if b["households"] == 0 else "covered")
-    if b["households"] == 0:
-        return "empty"
-    if role == "building_head":
-        return "missing_role" if b["building_heads"] == 0 else "covered"
-    if role == "unit_head":
-        return "missing_role" if any(u["households"] > 0 and u["unit_heads"] == 0 for u in units) else "covered"
-    # steward
-    if any(u["unserved"] > 0 for u in units):
-        return "missing_role"
-    if any(u["over"] for u in units):
-        return "over_capacity"
-    if any(u["under"] for u in units):
-        return "under_capacity"
-    return "covered"
+def building_statuses(buildings: pd.DataFrame, units: pd.DataFrame) -> dict[str, str]:
+    """Per role filter one status letter per building (in `buildings` order), vectorised: overall status for
+    "" ; grid roles leave buildings neutral (covered, or empty without households); building head, unit head
+    (a unit with households and no head) and steward (unserved households, then over / under capacity)."""
+    n = len(buildings)
+    if not n:
+        return dict.fromkeys(ROLE_FILTERS, "")
+    ids = buildings["id"].to_numpy()
+    empty = buildings["households"].to_numpy() == 0
+
+    def per_building(mask: pd.Series) -> np.ndarray:
+        hit = units.loc[mask.to_numpy(dtype=bool), "building_id"].unique() if len(units) else []
+        return np.isin(ids, np.asarray(hit))
+
+    def letters(*choices: tuple[np.ndarray, str], default: str = "c") -> str:
+        out = np.full(n, default, dtype="<U1")
+        for mask, letter in reversed(choices):
+            out[mask] = letter
+        return "".join(out.tolist())
+
+    has_units = len(units) > 0
+    no_unit_head = per_building((units["households"] > 0) & (units["unit_heads"] == 0)) if has_units \
+        else np.zeros(n, bool)
+    unserved = per_building(units["unserved"] > 0) if has_units else np.zeros(n, bool)
+    over = per_building(units["over"].astype(bool)) if has_units else np.zeros(n, bool)
+    under = per_building(units["under"].astype(bool)) if has_units else np.zeros(n, bool)
+    neutral = letters((empty, "e"))
+    out = {"": "".join(STATUS_CODE[s] for s in buildings["status"])}
+    out |= dict.fromkeys(GRID_ROLE_FILTERS, neutral)
+    out["building_head"] = letters((empty, "e"), (buildings["building_heads"].to_numpy() == 0, "m"))
+    out["unit_head"] = letters((empty, "e"), (no_unit_head, "m"))
+    out["steward"] = letters((empty, "e"), (unserved, "m"), (over, "o"), (under, "u"))
+    return out
 
 
-def coverage_page(report: CoverageReport, role: str = "", subtitle: str = "") -> str:
-    """The offline HTML page: grids and buildings coloured by status (or by one role), legend, popups, filter."""
-    if role not in ROLE_FILTERS:
-        raise ValueError(f"unknown role filter {role!r}; expected one of {', '.join(r for r in ROLE_FILTERS if r)}")
+def _contacts(r: dict, people: dict[str, dict], community: str) -> list[dict]:
+    """Whom to call about a grid: its chief, else its full-time workers, else the community office."""
+    for roles in (("grid_chief",), ("grid_worker_fulltime",), ("grid_worker_parttime",)):
+        found = [p for p in r["people"] or [] if p["role"] in roles]
+        if found:
+            return [{"name": p["name"], "role": ROLE_LABELS.get(p["role"], p["role"]),
+                     "phone": (people.get(str(p["id"])) or {}).get("phone")} for p in found]
+    return [{"name": f"{community or ''}社区居委会", "role": "社区", "phone": None}]
+
+
+def coverage_data(report: CoverageReport, people: dict[str, dict], grid_places: dict[str, dict],
+                  community_places: dict[str, dict], street_places: dict[str, dict], subtitle: str = "") -> dict:
+    """The coverage page's data: legend, role filters, per-grid rows (status per role, gaps, contacts, label
+    point, box), per-building status letters per role, label points of communities and streets, totals."""
     rules = report.rules
-    units_by_b: dict[int, list[dict]] = {}
-    for u in report.units.to_dict("records"):
-        units_by_b.setdefault(u["building_id"], []).append(u)
-
-    grid_features, bounds = [], [180.0, 90.0, -180.0, -90.0]
-
-    def extend(geometry: dict) -> None:
-        for ring in (geometry["coordinates"] if geometry["type"] == "Polygon" else
-                     [r for poly in geometry["coordinates"] for r in poly]):
-            for x, y in ring:
-                bounds[0], bounds[1] = min(bounds[0], x), min(bounds[1], y)
-                bounds[2], bounds[3] = max(bounds[2], x), max(bounds[3], y)
-
-    counts: dict[str, dict[str, int]] = {"grid": {}, "building": {}}
+    names = {c: p["name"] for c, p in community_places.items()}
+    grids = []
     for r in report.grids.to_dict("records"):
-        geometry = json.loads(r["geometry"])
-        extend(geometry)
-        status = _grid_status(r, role, rules)
-        counts["grid"][status] = counts["grid"].get(status, 0) + 1
-        staff = [
-            ("网格", f"{_esc(r['name'])}<br><small>{_esc(r['code'])}</small>"),
-            ("状态", f'<b style="color:{COLOURS[status]}">{STATUS_LABELS[status]}</b>'),
-            ("户数", f"{r['households']:,}"),
-            *[(ROLE_LABELS[k], _people(r["people"], (k,)))
-              for k in ("grid_chief", "grid_worker_fulltime", "grid_worker_parttime", "volunteer", "seconded_cadre")],
-            ("缺口", _missing_html(_grid_issues(r, rules))),
-        ]
-        grid_features.append({"type": "Feature", "geometry": geometry, "properties": {
-            "c": COLOURS[status], "p": _table(staff), "t": f"{_esc(r['name'])}：{STATUS_LABELS[status]}"}})
-
-    building_features = []
-    for b in report.buildings.to_dict("records"):
-        geometry = json.loads(b["geometry"])
-        extend(geometry)
-        units = units_by_b.get(b["id"], [])
-        status = _building_status(b, units, role)
-        counts["building"][status] = counts["building"].get(status, 0) + 1
-        issues = ([] if b["households"] == 0 or b["building_heads"] else ["缺楼栋长"])
-        for u in units:
-            issues += _unit_issue(u, rules)
-        unit_lines = "<br>".join(
-            f"{u['number']}单元 {u['households']}户：单元长 {_people(u['people'], ('unit_head',))}；"
-            f"管家 {_people(u['stewards'], with_households=True)}"
-            + (f"；其他 {_people(u['people'], OTHER_ROLES)}" if any(p['role'] in OTHER_ROLES for p in u['people'])
-               else "")
-            for u in units) or "—"
-        name = b["name"] or b["code"] or f"楼栋 {b['id']}"
-        rows = [
-            ("楼栋", f"{_esc(name)}<br><small>编码 {_esc(b['code'])}</small>"),
-            ("网格", _esc(b["grid_code"] or "不在任何网格内")),
-            ("状态", f'<b style="color:{COLOURS[status]}">{STATUS_LABELS[status]}</b>'),
-            ("户数", f"{b['households']:,}"),
-            ("楼栋长", _people(b["people"], ("building_head",))),
-        ]
-        if any(p["role"] in OTHER_ROLES for p in b["people"]):
-            rows.append(("其他", _people(b["people"], OTHER_ROLES)))
-        if b["building_stewards"]:
-            rows.append(("楼栋管家", _people(b["building_stewards"], with_households=True)))
-        rows += [("单元", unit_lines), ("缺口", _missing_html(issues))]
-        building_features.append({"type": "Feature", "geometry": geometry, "properties": {
-            "c": COLOURS[status], "p": _table(rows), "t": f"{_esc(name)}：{STATUS_LABELS[status]}"}})
-
-    m = fitted_map(((bounds[1], bounds[0]), (bounds[3], bounds[2])) if bounds[0] <= bounds[2] else None)
-    _Layers({"type": "FeatureCollection", "features": grid_features},
-            {"type": "FeatureCollection", "features": building_features}).add_to(m)
-    legend_html("覆盖状态", [(COLOURS[s], f"{STATUS_NOTE[s]}（网格{counts['grid'].get(s, 0)}，"
-                                      f"楼栋{counts['building'].get(s, 0)}）") for s in COLOURS],
-                position="bottomright").add_to(m)
+        place = grid_places.get(r["code"], {})
+        community = names.get(r["community_code"], "")
+        grids.append({
+            "code": r["code"], "name": r["name"], "community": community, "kind": r["kind"],
+            "households": int(r["households"]),
+            "status": {role: STATUS_CODE[_grid_status(r, role, rules)] for role in ROLE_FILTERS},
+            "issues": _grid_issues(r, rules), "contacts": _contacts(r, people, community),
+            "staff": {k: [p["name"] for p in r["people"] or [] if p["role"] == k] for k in GRID_ROLE_FILTERS},
+            "lon": place.get("lon"), "lat": place.get("lat"), "bbox": place.get("bbox"),
+        })
+    b = report.buildings
+    buildings = {"id": [int(i) for i in b["id"]], "grid": [g or "" for g in b["grid_code"]],
+                 "status": building_statuses(b, report.units)}
     t = report.totals
-
-    def pct(v):
-        return "—" if v is None else f"{v * 100:.1f}%"
-
-    options = "".join(f'<option value="{k}"{" selected" if k == role else ""}>{v}</option>'
-                      for k, v in ROLE_FILTERS.items())
-    body = (
-        f'<div class="ga-legend-title">人员覆盖 {html.escape(subtitle or report.prefix or "全区")}'
-        f"（{report.at.isoformat()}）</div>"
-        f'<label>按岗位：<select id="ga-role" aria-label="按岗位筛选">{options}</select></label>'
-        '<table class="ga-popup-table">'
-        f"<tr><th>有专职网格员的综合网格</th><td>{t['grids_with_fulltime_worker']}/{t['comprehensive_grids']}"
-        f"（{pct(t['share_grids_with_fulltime_worker'])}）</td></tr>"
-        f"<tr><th>有楼栋长的楼栋</th><td>{t['buildings_with_head']}/{t['buildings']}"
-        f"（{pct(t['share_buildings_with_head'])}）</td></tr>"
-        f"<tr><th>有单元长的单元</th><td>{t['units_with_head']}/{t['units']}（{pct(t['share_units_with_head'])}）</td></tr>"
-        f"<tr><th>有管家的住户</th><td>{t['households_with_steward']:,}/{t['households']:,}"
-        f"（{pct(t['share_households_with_steward'])}）</td></tr>"
-        f"<tr><th>管家超过{t['steward_households_max']}户</th><td>{t['stewards_over']}人</td></tr>"
-        f"<tr><th>管家少于{t['steward_households_min']}户</th><td>{t['stewards_under']}人</td></tr>"
-        "</table>"
-    )
-    Panel(body, css_class="ga-legend ga-coverage-panel", on_add=_ROLE_SELECT_JS, name="CoveragePanel").add_to(m)
-    page_root(m).header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
-    title = f"人员覆盖图 · {ROLE_FILTERS[role]}" + (f" · {subtitle}" if subtitle else "")
-    return render_page(m, title)
-
+    return {
+        "kind": "coverage", "title": "人员覆盖图", "scope": subtitle or report.prefix or "全区",
+        "at": report.at.isoformat(),
+        "legend": [{"key": STATUS_CODE[k], "colour": c, "label": STATUS_LABELS[k], "note": STATUS_NOTE[k]}
+                   for k, c in COLOURS.items()],
+        "filters": [{"key": k, "label": v} for k, v in ROLE_FILTERS.items()],
+        "grids": grids, "buildings": buildings,
+        "communities": [{"code": c, **p} for c, p in community_places.items()],
+        "streets": [{"code": c, **p} for c, p in street_places.items()],
+        "totals": {k: t[k] for k in ("comprehensive_grids", "grids_with_fulltime_worker", "buildings",
+                                     "buildings_with_head", "units", "units_with_head", "households",
+                                     "households_with_steward", "stewards_over", "stewards_under") if k in t},
+    }

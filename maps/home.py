@@ -91,6 +91,18 @@ def render_maps_page(username: str, code: str | None, static_url: str = STATIC_U
     return _checked(page)
 
 
+def render_leader_map(kind: str, title: str, data_url: str, tile_query: str, basemaps: list[dict], username: str,
+                      bounds: list[float] | None = None, static_url: str = STATIC_URL) -> str:
+    """A leader's map page (coverage or classification): a shell that draws the vector tiles
+    (`/tiles/{layer}/…`), fetches its small JSON from `data_url` and does filters, lists and exports in the
+    browser (maps/static/leader/leadermap.js). `bounds` (WGS-84 box) lets the tiles load while the JSON is made."""
+    config = {"kind": kind, "title": title, "data": data_url, "tiles": "/tiles/{layer}/{z}/{x}/{y}.mvt" + tile_query,
+              "basemaps": basemaps, "bounds": bounds}
+    page = _env.get_template("leader_map.html").render(config=config, title=title, kind=kind, username=username,
+                                                       static_url=static_url)
+    return _checked(page)
+
+
 def _checked(page: str) -> str:
     external = external_resources(page)
     if external:

@@ -96,6 +96,11 @@ PACKAGES = [
         "LICENSE": "LICENSE",
     }, note="the plan editor (/plans/{id}): drawing split lines and new grids, vertex editing with snapping; "
             "loaded by that page only, after it is interactive"),
+    Package("leaflet.vectorgrid@1.3.0", "leaflet.vectorgrid", "Beerware (VectorGrid); BSD-3-Clause (pbf, "
+            "vector-tile bundled in)", {
+        "dist/Leaflet.VectorGrid.bundled.min.js": "Leaflet.VectorGrid.bundled.min.js",
+    }, note="the leaders' coverage and classification maps decode MVT tiles with its bundled pbf + vector-tile "
+            "(the package ships no LICENSE file; the licence is its package.json's)"),
 ]
 
 

@@ -1,38 +1,61 @@
-"""`/maps/classification`: the offline classification map (小区分类图) for leaders, in Chinese."""
+"""`/maps/classification`: the classification map (小区分类图) for leaders, in Chinese.
+
+The page draws the vector tiles (`/tiles/…`); `/maps/classification/data` is its small JSON (class, measures and
+the grids each compound overlaps, label points), so its weight does not grow with the district's geometry.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import shapely
+from typing import Any
+from urllib.parse import urlencode
+
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
-from sqlalchemy.orm import Session
 
 from api.auth import CurrentUser
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep
 from api.problems import problem_responses
-from api.scopes import ClassificationScope, ClassificationScopeDep
-from geo.access.users import Principal
+from api.schemas.leader_maps import ClassificationMapData
+from api.scopes import ClassificationScopeDep, check_filters
 from geo.classify import classification as gc
-from maps.classification import classification_page
+from geo.features import places
+from maps.classification import classification_data
+from maps.home import render_leader_map
 
 router = APIRouter(tags=["maps"])
 
 
-def _page(session: Session, principal: Principal, q: ClassificationScope) -> str:
-    run, rows = q.read(session, principal, with_geometry=True)
-    geoms = (shapely.from_wkb(np.array([bytes(g) for g in rows["geom"]], dtype=object)) if len(rows)
-             else np.array([], dtype=object))
-    # Outlines of the area asked for: the narrowest of filter and jurisdiction (codes are prefixes).
+@router.get("/maps/classification", response_class=HTMLResponse, responses=problem_responses(401, 403, 404, 422))
+def classification_map(principal: CurrentUser, session: SessionDep, settings: SettingsDep,
+                       q: ClassificationScopeDep) -> HTMLResponse:
+    """Compounds coloured by class (同等 / 大于 / 小于 / 跨界 / 未入格) over grid outlines from vector tiles, legend
+    with counts, the compound list (straddling ones naming both grids) with search and zoom-to, PNG/CSV exports."""
+    check_filters(principal, q.street, q.community)
+    params = {k: v for k, v in {"level": q.level, "street": q.street, "community": q.community, "at": q.at}.items()
+              if v}
+    basemaps = [b.model_dump() for b in settings.basemap_layers()]
+    tiles = "?" + urlencode({"at": q.at}) if q.at else ""
+    prefixes = [p for p in (q.community, q.street, None if principal.unrestricted else principal.jurisdiction_code)
+                if p]
+    bounds = places.extent(session.connection(), "grid", max(prefixes, key=len) if prefixes else None)
+    return HTMLResponse(render_leader_map("classification", "小区与网格对应关系分类图",
+                                          "/maps/classification/data?" + urlencode(params), tiles, basemaps,
+                                          principal.username, bounds))
+
+
+@router.get("/maps/classification/data", response_model=ClassificationMapData,
+            responses=problem_responses(401, 403, 404, 422))
+def classification_map_data(principal: CurrentUser, session: SessionDep, q: ClassificationScopeDep) -> Any:
+    """What the classification page colours and lists: per compound its class, measures, main unit and every unit
+    it overlaps with the share (a straddling compound names both), label points and boxes."""
+    run, rows = q.read(session, principal)
+    conn = session.connection()
+    when = gc.parse_when(q.at)
     prefixes = [p for p in (q.community, q.street, None if principal.unrestricted else principal.jurisdiction_code)
                 if p]
     prefix = max(prefixes, key=len) if prefixes else None
-    units, parents = gc.outlines(session.connection(), q.level, gc.parse_when(q.at), prefix)
-    subtitle = " ".join(p for p in (q.street, q.community) if p)
-    return classification_page(rows, geoms, units, q.level, run["version"]["label"], parents, subtitle)
-
-
-@router.get("/maps/classification", response_class=HTMLResponse, responses=problem_responses(401, 403, 404, 422))
-def classification_map(principal: CurrentUser, session: SessionDep, q: ClassificationScopeDep) -> HTMLResponse:
-    """Compounds coloured by class (同等 / 大于 / 小于 / 跨界 / 未入格) over grid outlines; works offline."""
-    return HTMLResponse(_page(session, principal, q))
+    return classification_data(
+        rows, places.compound_places(conn, [int(i) for i in rows["compound_id"]], q.level, when),
+        places.unit_places(conn, q.level, when, prefix),
+        places.unit_places(conn, "community", when, prefix[:12] if prefix else None),
+        q.level, run["version"]["label"], places.scope_name(conn, prefix, when))

@@ -1,28 +1,67 @@
-"""`/maps/coverage`: the offline staff coverage map (人员覆盖图), in Chinese, for leaders and community offices."""
+"""`/maps/coverage`: the staff coverage map (人员覆盖图), in Chinese, for leaders and community offices.
+
+The page is a shell drawing the vector tiles (`/tiles/…`); `/maps/coverage/data` is its small JSON (statuses per
+role, gaps and whom to call, label points), so its weight does not grow with the district's geometry.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import replace
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from api.auth import CurrentUser
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep
 from api.problems import Problem, problem_responses
-from api.scopes import CoverageScopeDep
-from maps.coverage import ROLE_FILTERS, coverage_page
+from api.schemas.leader_maps import CoverageMapData
+from api.scopes import CoverageScope, CoverageScopeDep, effective_prefix
+from geo.features import places
+from geo.staff import coverage as cov
+from maps.coverage import ROLE_FILTERS, coverage_data
+from maps.home import render_leader_map
 
 router = APIRouter(tags=["maps"])
 
 RoleQ = Annotated[str | None, Query(description="colour by one role: " + ", ".join(r for r in ROLE_FILTERS if r))]
 
 
+def _query(q: CoverageScope, **extra: str | None) -> str:
+    params = {"street": q.street, "community": q.community, "grid": q.grid, "at": q.at, **extra}
+    kept = {k: v for k, v in params.items() if v}
+    return "?" + urlencode(kept) if kept else ""
+
+
 @router.get("/maps/coverage", response_class=HTMLResponse, responses=problem_responses(401, 403, 422))
-def coverage_map(principal: CurrentUser, session: SessionDep, q: CoverageScopeDep, role: RoleQ = None) -> HTMLResponse:
-    """Grids and buildings coloured by coverage status (or by one role), popups naming who is responsible."""
+def coverage_map(principal: CurrentUser, session: SessionDep, settings: SettingsDep, q: CoverageScopeDep,
+                 role: RoleQ = None) -> HTMLResponse:
+    """Grids and buildings coloured by coverage status (or by one role) from vector tiles, legend with counts,
+    the gaps list (what is missing, whom to call) with search and zoom-to, PNG and CSV exports."""
     if role and role not in ROLE_FILTERS:
         raise Problem(422, f"role: unknown role filter {role!r}; expected one of "
                            f"{', '.join(r for r in ROLE_FILTERS if r)}", type="validation-error")
-    report = q.report(session, principal, with_geometry=True)
-    return HTMLResponse(coverage_page(report, role or "", q.subtitle))
+    prefix = effective_prefix(principal, q.street, q.community, q.grid)  # 403 here, not in the data call
+    basemaps = [b.model_dump() for b in settings.basemap_layers()]
+    tiles = "?" + urlencode({"at": q.at}) if q.at else ""
+    bounds = places.extent(session.connection(), "grid", prefix or None)
+    return HTMLResponse(render_leader_map("coverage", "人员覆盖图", "/maps/coverage/data" + _query(q), tiles,
+                                          basemaps, principal.username, bounds))
+
+
+@router.get("/maps/coverage/data", response_model=CoverageMapData, responses=problem_responses(401, 403, 422))
+def coverage_map_data(principal: CurrentUser, session: SessionDep, q: CoverageScopeDep) -> Any:
+    """What the coverage page colours and lists: per grid its status under each role filter, what is missing and
+    whom to call (phones as the phone rule allows), label point and box; per building one status letter per role."""
+    report = q.report(session, principal)
+    conn = session.connection()
+    prefix = report.prefix or None
+    # phones only of whom the gaps list names (grid staff): the people of buildings and units are not sent
+    people = cov.people_index(conn, replace(report, buildings=report.buildings.iloc[:0],
+                                            units=report.units.iloc[:0]), principal.covers)
+    return coverage_data(
+        report, people, places.unit_places(conn, "grid", report.ts, prefix),
+        places.unit_places(conn, "community", report.ts, prefix[:12] if prefix else None),
+        places.unit_places(conn, "street", report.ts, prefix[:9] if prefix else None),
+        places.scope_name(conn, prefix, report.ts))
