@@ -6,6 +6,12 @@ about 1 % bow-ties to repair and 1 % footprints cut in two pieces that share an 
 and compounds are imported first, so each building is placed in its community and compound by location.
 
     .venv/bin/python -m bench.bench_import [--buildings 100000]
+
+`--grids 1300` instead: the dry run of 1,300 grids in 180 communities without units (issue 17's real district:
+target under 3 s), GeoJSON in EPSG:4549 with Chinese columns (网格编码, 网格名称, TYPE 综合/专属, 所属社区) and about
+4 % invalid outlines (holes touching the shell, pinched rings) repaired losslessly.
+
+    .venv/bin/python -m bench.bench_import --grids 1300
 """
 
 from __future__ import annotations
@@ -146,6 +152,81 @@ def run(n: int, seed: int) -> dict:
     }
 
 
+GRIDS_TARGET_S = 3.0
+
+
+def make_grids(folder: Path, n: int, n_communities: int = 180, seed: int = 1) -> tuple[Path, Path, Path]:
+    """A street, its communities (a row of columns) and `n` grids tiling them, in EPSG:4549, as GeoJSON files."""
+    import geopandas as gpd
+    import shapely
+
+    rng = np.random.default_rng(seed)
+    per = int(np.ceil(n / n_communities))
+    side = 400.0  # metres per grid
+    street = "320571001"
+    c_codes = [f"{street}{k + 1:03d}" for k in range(n_communities)]
+    cols = 15
+    c_boxes = []
+    for k in range(n_communities):
+        x, y = X0 + (k % cols) * side * 2, Y0 + (k // cols) * side * (per // 2 + 1)
+        # vertices at every grid corner, so edges shared with the grids stay shared after reprojection
+        c_boxes.append(shapely.segmentize(shapely.box(x, y, x + side * 2, y + side * (per // 2 + per % 2)), side))
+    streets = gpd.GeoDataFrame({"街道编码": [street], "街道名称": ["开发区街道"]},
+                               geometry=[shapely.segmentize(shapely.union_all(c_boxes), side)], crs=CRS)
+    communities = gpd.GeoDataFrame({"社区编码": c_codes, "社区名称": [f"社区{k}" for k in range(n_communities)],
+                                    "所属街道编码": [street] * n_communities}, geometry=c_boxes, crs=CRS)
+    codes, names, kinds, parents, geoms = [], [], [], [], []
+    for k, box in enumerate(c_boxes):
+        x0, y0 = box.bounds[0], box.bounds[1]
+        for j in range(per):
+            if len(codes) >= n:
+                break
+            gx, gy = x0 + (j % 2) * side, y0 + (j // 2) * side
+            g = shapely.box(gx, gy, gx + side, gy + side)
+            r = rng.random()
+            if r < 0.02:  # a hole touching the shell along an edge
+                g = shapely.Polygon(g.exterior.coords, [[(gx, gy + 100), (gx + 80, gy + 100), (gx + 80, gy + 180),
+                                                         (gx, gy + 180)]])
+            elif r < 0.04:  # a pinched ring (a spike loop inside)
+                g = shapely.Polygon([(gx, gy), (gx + side, gy), (gx + side, gy + side), (gx + 200, gy + side),
+                                     (gx + 200, gy + 200), (gx + 240, gy + 200), (gx + 200, gy + side),
+                                     (gx, gy + side)])
+            codes.append(f"{c_codes[k]}{j + 1:03d}")
+            names.append(f"社区{k}第{j + 1}网格")
+            kinds.append("专属" if rng.random() < 0.1 else "综合")
+            parents.append(f"社区{k}")
+            geoms.append(g)
+    grids = gpd.GeoDataFrame({"网格编码": codes, "网格名称": names, "TYPE": kinds, "所属社区": parents},
+                             geometry=geoms, crs=CRS)
+    out = []
+    for name, frame in (("streets", streets), ("communities", communities), ("grids", grids)):
+        path = folder / f"{name}.geojson"
+        frame.to_file(path, driver="GeoJSON")
+        out.append(path)
+    return out[0], out[1], out[2]
+
+
+def run_grids(n: int, seed: int) -> dict:
+    from geo.io import ImportOptions, import_layer
+
+    with tempfile.TemporaryDirectory() as tmp, fresh_database("gridatlas_bench_grids") as engine:
+        streets, communities, grids = make_grids(Path(tmp), n, seed=seed)
+        for layer, path in (("streets", streets), ("communities", communities)):
+            import_layer(engine, layer, path)
+        timings = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            result = import_layer(engine, "grids", grids, ImportOptions(dry_run=True))
+            timings.append(time.perf_counter() - t0)
+    kinds = result.counts_by_kind()
+    best = min(timings)
+    return {"grids": n, "imported": result.imported, "repaired": result.repaired,
+            "repair_changed_area": kinds.get("repair-changed-area", 0), "problems": len(result.issues),
+            "problems_by_kind": kinds, "checks_skipped": len(result.checks_skipped),
+            "dry_run_s_best": round(best, 2), "dry_run_s_runs": [round(t, 2) for t in timings],
+            "target_s": GRIDS_TARGET_S, "ok": best < GRIDS_TARGET_S}
+
+
 def write_results(name: str, rows: list[dict]) -> Path:
     """The rows, with machine facts, as bench/results/<name>.json (the layout of bench.common.report)."""
     import json
@@ -166,10 +247,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--buildings", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--grids", type=int, help="instead: dry run of this many grids without units")
     parser.add_argument("--make", type=Path, help=argparse.SUPPRESS)  # child process: write the GeoPackage only
     args = parser.parse_args()
     if args.make:
         make_geopackage(args.make, args.buildings, args.seed)
+        return
+    if args.grids:
+        row = run_grids(args.grids, args.seed)
+        table = Table("measure", "value", title=f"dry run of {args.grids:,} grids without units "
+                                                 f"(target < {GRIDS_TARGET_S:.0f} s)")
+        for key, value in row.items():
+            table.add_row(key, str(value))
+        console.print(table)
+        write_results("import_grids", [row])
         return
     row = run(args.buildings, args.seed)
     table = Table("measure", "value", title=f"import of {args.buildings:,} buildings from a GeoPackage "

@@ -32,3 +32,20 @@ def generate(
     console.print(table)
     console.print({k: round(v, 2) for k, v in result["timings"].items()})
     console.print(f"fingerprint {result['fingerprint']}")
+
+
+@app.command()
+def remove(
+    dry_run: bool = typer.Option(False, "--dry-run", help="count what would be removed, remove nothing"),
+) -> None:
+    """Remove the demo district, keeping the real data imported beside it."""
+    from demo.load import remove_demo
+
+    with friendly_errors():
+        result = remove_demo(admin_engine(), dry_run)
+    table = Table("table", "rows", title="demo district " + ("(dry run: nothing removed)" if dry_run else "removed"))
+    for name, n in result["removed"].items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+    if result["kept_units"]:
+        console.print(f"kept (they have boundaries of other versions too): {', '.join(result['kept_units'][:20])}")

@@ -65,6 +65,14 @@ def import_command(
     version: int | None = typer.Option(None, help="import boundaries into this existing version id"),
     label: str | None = typer.Option(None, help="label of the new boundary version"),
     tolerance: float = typer.Option(1.0, help="overlaps/gaps smaller than this many m² are ignored"),
+    repair_tolerance: float = typer.Option(0.001, help="largest share of a feature's drawn area a geometry repair "
+                                                       "may change (0.001 = 0.1 %)"),
+    code_scheme: str | None = typer.Option(None, "--code-scheme", help="code scheme: a name in data/code_schemes "
+                                                                         "(default, devzone …) or a .json file"),
+    no_derive_parents: bool = typer.Option(False, "--no-derive-parents", help="refuse grids whose community (or "
+                                           "communities whose street) is missing instead of creating it"),
+    flag_repairs: bool = typer.Option(False, "--flag-repairs", help="import repairs beyond --repair-tolerance "
+                                                                    "(flagged) instead of refusing them"),
     report: Path | None = typer.Option(None, "--report", help="write the report (JSON) and problems (GeoJSON)"),
     show: int = typer.Option(20, help="problems listed on screen"),
 ) -> None:
@@ -84,7 +92,9 @@ def import_command(
             mapping=map_, crs=crs, source_layer=source_layer, encoding=encoding, strict=strict, dry_run=dry_run,
             axis_order="swap" if swap_axes else ("as-is" if keep_axes else "auto"),
             allow_outside_china=allow_outside_china, valid_from=valid_from, version_id=version, label=label,
-            actor=_actor(), tolerance_m2=tolerance, progress=progress)
+            actor=_actor(), tolerance_m2=tolerance, progress=progress, repair_tolerance=repair_tolerance,
+            repair_over_tolerance="flag" if flag_repairs else "refuse", code_scheme=code_scheme,
+            derive_parents=not no_derive_parents)
         with common.friendly_errors():
             try:
                 result = import_layer(common.engine(), layer, file, options)
@@ -113,14 +123,17 @@ def export_command(
     format_: str | None = typer.Option(None, "--format", help="geojson, gpkg, shapefile or csv (default: from FILE)"),
     at: str | None = typer.Option(None, "--at", help="boundary version in force on this date (default now)"),
     encoding: str = typer.Option("utf-8", "--encoding", help="utf-8 or gbk (Shapefile and CSV)"),
+    crs: str | None = typer.Option(None, "--crs", help="output CRS: EPSG code, PROJ string, WKT, gcj02 or bd09 "
+                                                       "(default WGS-84)"),
+    within: str | None = typer.Option(None, "--within", help="only this street, community or grid code"),
 ) -> None:
     """Export one layer at the current or a dated boundary version."""
     from geo.io import export_layer
     from geo.store.load import parse_at
 
     with common.friendly_errors():
-        result = export_layer(common.engine(), layer, file, format_, parse_at(at), encoding)
-    console.print(f"{result.count:,} {result.layer} written to {result.path} ({result.format})")
+        result = export_layer(common.engine(), layer, file, format_, parse_at(at), encoding, crs=crs, within=within)
+    console.print(f"{result.count:,} {result.layer} written to {result.path} ({result.format}, {result.crs})")
 
 
 def register(app: typer.Typer) -> None:

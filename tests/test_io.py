@@ -496,10 +496,15 @@ def test_missing_parent_and_bad_codes_are_refused(parents, tmp_path):
     g.loc[0, "community_code"] = "310115001009"
     g.loc[1, "code"] = "31011500100102"  # 14 digits
     g.loc[2, "community_code"] = S.EAST  # code says west
-    report = import_layer(parents, "grids", S.write(g, tmp_path / "codes.geojson"))
+    path = S.write(g, tmp_path / "codes.geojson")
+    report = import_layer(parents, "grids", path, ImportOptions(derive_parents=False))
     assert kinds(report) == {"bad-code": 2, "missing-parent": 1}
     assert report.imported == 0 and report.refused == 3
     assert "import communities first" in next(i.message for i in report.issues if i.kind == "missing-parent")
+    # by default the missing community is derived from the code (hierarchy as found) and said so
+    derived = import_layer(parents, "grids", path, ImportOptions(dry_run=True))
+    assert kinds(derived) == {"bad-code": 2} and derived.imported == 1
+    assert [(d["level"], d["code"]) for d in derived.parents_derived] == [("communities", "310115001009")]
 
 
 # --------------------------------------------------------------------------- transactions and versions

@@ -34,10 +34,16 @@ def _too_large(limit: int) -> Problem:
                    max_upload_bytes=limit)
 
 
+def _clean_name(name: str | None) -> str:
+    """The upload's base name without NUL bytes, control characters or folders (never a path to follow)."""
+    text = "".join(ch for ch in (name or "") if ch.isprintable()).replace("\\", "/")
+    base = text.rsplit("/", 1)[-1].strip()
+    return base if base not in ("", ".", "..") else "upload"
+
+
 async def _save_upload(file: UploadFile, limit: int, folder: Path) -> Path:
     """Copy the upload to a file, refusing it as soon as it passes the limit."""
-    name = Path(file.filename or "upload").name or "upload"
-    path = folder / name
+    path = folder / _clean_name(file.filename)
     size = 0
     with path.open("wb") as out:
         while chunk := await file.read(_CHUNK):
@@ -73,6 +79,16 @@ async def create_import(
     valid_from: Annotated[str | None, Form(description="date the new boundaries take effect (default now)")] = None,
     version_id: Annotated[int | None, Form(description="import boundaries into this existing version")] = None,
     tolerance_m2: Annotated[float, Form(ge=0)] = 1.0,
+    repair_tolerance: Annotated[float, Form(ge=0, le=1, description="largest share of a feature's drawn area a "
+                                                                    "geometry repair may change (0.001 = 0.1 %)")]
+    = 0.001,
+    code_scheme: Annotated[str | None, Form(pattern="^[A-Za-z0-9_-]{1,40}$", description="a code scheme of "
+                                            "data/code_schemes (default, devzone …)")] = None,
+    derive_parents: Annotated[bool, Form(description="create missing streets and communities from codes and a "
+                                                     "所属社区 column (listed in parents_derived)")] = True,
+    repair_over_tolerance: Annotated[str, Form(pattern="^(refuse|flag)$", description="a repair beyond the "
+                                               "tolerance: refuse the feature, or import it repaired and flag it")]
+    = "refuse",
 ) -> dict:
     """Import one layer; 201 with the validation report (200 for a dry run), 422 when refused.
 
@@ -85,6 +101,8 @@ async def create_import(
     if declared and declared.isdigit() and int(declared) > limit + _CHUNK:  # multipart framing adds a little
         raise _too_large(limit)
     spec = layer_spec(layer)
+    if file.filename and not all(ch.isprintable() for ch in file.filename):
+        raise Problem(422, "the file name holds NUL bytes or control characters", type="bad-filename")
     folder = Path(tempfile.mkdtemp(prefix="gridatlas-import-"))
     try:
         path = await _save_upload(file, limit, folder)
@@ -101,7 +119,10 @@ async def create_import(
         options = ImportOptions(
             mapping=map, crs=crs, source_layer=source_layer, encoding=encoding, strict=strict, dry_run=dry_run,
             axis_order=axis_order, allow_outside_china=allow_outside_china, valid_from=valid_from,
-            version_id=version_id, actor=principal.actor, tolerance_m2=tolerance_m2, filename=file.filename,
+            version_id=version_id, actor=principal.actor, tolerance_m2=tolerance_m2,
+            filename=_clean_name(file.filename),
+            repair_tolerance=repair_tolerance, repair_over_tolerance=repair_over_tolerance, code_scheme=code_scheme,
+            derive_parents=derive_parents,
             authorize=authorize, audit=record)
         report = await run_in_threadpool(import_layer, session.connection(), spec.name, path, options)
     finally:
@@ -126,8 +147,13 @@ def export(
     format: Annotated[str, Query(description=", ".join(EXPORT_FORMATS))] = "geojson",
     at: Annotated[str | None, Query(description="boundary version in force on this date (default now)")] = None,
     encoding: Annotated[str, Query(description="utf-8 or gbk (Shapefile and CSV)")] = "utf-8",
+    crs: Annotated[str | None, Query(max_length=2000, description="output CRS: an EPSG code (4547, EPSG:4490), a "
+                                     "PROJ string (+proj=tmerc +lon_0=121.47 …), WKT, gcj02 or bd09 (default "
+                                     "WGS-84)")] = None,
+    within: Annotated[str | None, Query(pattern="^[0-9]{1,24}$", description="only this street, community or "
+                                        "grid (its code), inside your jurisdiction")] = None,
 ) -> FileResponse:
-    """The layer at `at`, inside your jurisdiction, as a file download."""
+    """The layer at `at`, inside your jurisdiction, as a file download (X-CRS: the output's CRS)."""
     spec = exportable_layer(layer)  # 404 unknown-layer
     fmt = format_for(Path("x"), format)  # 422 for an unknown format or date
     when = parse_at(at)
@@ -136,10 +162,11 @@ def export(
     jurisdiction = None if principal.unrestricted else principal.jurisdiction_code
     try:
         result = export_layer(session.connection(), spec.name, folder / name, fmt, when, encoding, jurisdiction,
-                              reveal_private=principal.role in ("admin", "planner"))
+                              reveal_private=principal.role in ("admin", "planner"), crs=crs, within=within)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # the download's folder goes with it; here there is none
         raise
     return FileResponse(result.path, media_type=MEDIA_TYPES[fmt], filename=name,
-                        headers={"X-Feature-Count": str(result.count)},
+                        headers={"X-Feature-Count": str(result.count),
+                                 "X-CRS": result.crs.encode("ascii", "replace").decode()},
                         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))

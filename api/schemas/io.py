@@ -47,6 +47,13 @@ class ImportReportOut(BaseModel):
     source_layer: str | None
     field_mapping: dict[str, str] = Field(description="target field → source column")
     ignored_columns: list[str]
+    columns_read: list[str] = Field(default_factory=list,
+                                    description="how each column was read: \"we read column '网格编码' as code\"")
+    parents_derived: list[dict[str, str]] = Field(
+        default_factory=list, description="streets and communities created from the file's codes and names: level, "
+                                          "code, name and where they came from")
+    checks_skipped: list[str] = Field(default_factory=list,
+                                      description="checks that could not apply to this data, with the reason")
     features_read: int
     features: int = Field(description="features after merging split pieces")
     imported: int

@@ -6,8 +6,10 @@ Shapefile or CSV.
 
 - `readers`: reading a file of any supported format (`read_source`, `ReadError`);
 - `fields`: the layers and their fields, column matching and value conversion (`layer_spec`, `MappingError`);
+- `codes`: code schemes as data (data/code_schemes: lengths per level, parent prefixes; `load_scheme`);
 - `reproject`: the file's coordinate system to EPSG:4326, plausibility checks (`CoordinateError`);
-- `validate`: the geometry and database checks and the validation report's `Issue`s;
+- `validate`: the geometry and database checks (lossless repair with areas before and after) and the report's
+  `Issue`s;
 - `importer`: the import in one transaction (`import_layer`, `ImportReport`, `ImportRefused`, `ImportFailed`);
 - `exporter`: the export (`export_layer`, `read_layer`, `ExportError`).
 

@@ -132,6 +132,7 @@ class ExportResult:
     format: str
     layer: str
     count: int
+    crs: str = "EPSG:4326 WGS 84"
 
 
 def _iso(series: pd.Series, tz: str) -> pd.Series:
@@ -203,11 +204,43 @@ def _encoding(encoding: str | None) -> str:
     raise ExportError(f"unknown encoding {encoding!r}; expected utf-8 or gbk")
 
 
+def to_output_crs(frame: gpd.GeoDataFrame, crs: str | None) -> tuple[gpd.GeoDataFrame, str]:
+    """The frame (stored in EPSG:4326) in the CRS asked for: an EPSG code ('4547', 'EPSG:4547'), a PROJ string
+    ('+proj=tmerc +lon_0=121.47 …', a city's local grid), WKT, or gcj02/bd09 (no CRS definition: the file says
+    none). Returns the frame and the CRS's label."""
+    from geo.io.reproject import parse_crs
+    from geo.spatial import coords
+
+    if not crs:
+        return frame, "EPSG:4326 WGS 84"
+    target = parse_crs(crs)
+    if target.is_storage:
+        return frame, target.label
+    if target.named in ("gcj02", "bd09"):
+        convert = coords.wgs84_to_gcj02 if target.named == "gcj02" else coords.wgs84_to_bd09
+
+        def shift(xy: np.ndarray) -> np.ndarray:
+            lon, lat = convert(xy[:, 0], xy[:, 1])
+            return np.column_stack([lon, lat])
+
+        geoms = frame.geometry.to_numpy()
+        present = ~shapely.is_missing(geoms)
+        out = geoms.copy()
+        out[present] = shapely.transform(geoms[present], shift)
+        moved = frame.copy()
+        moved = moved.set_geometry(gpd.GeoSeries(out, index=frame.index, crs=None), crs=None)
+        return moved, target.label
+    assert target.crs is not None  # parse_crs gives a CRS unless the system is a named one
+    return frame.to_crs(target.crs), target.label
+
+
 def write_frame(frame: gpd.GeoDataFrame, path: Path, fmt: str, layer: str, encoding: str | None = None,
                 spatial: bool = True) -> Path:
-    """Write an exported frame in a format; Shapefiles are zipped with their .prj and .cpg."""
+    """Write an exported frame in a format; Shapefiles are zipped with their .prj and .cpg. GeoJSON is RFC 7946
+    (WGS-84) unless the frame is in another CRS (then the older form with a ``crs`` member)."""
     path = Path(path)
     enc = _encoding(encoding)
+    wgs84 = frame.crs is not None and frame.crs.to_epsg() == 4326
     if fmt == "csv":
         out = pd.DataFrame(frame.drop(columns="geometry"))
         if spatial:
@@ -225,8 +258,8 @@ def write_frame(frame: gpd.GeoDataFrame, path: Path, fmt: str, layer: str, encod
     if not spatial:
         frame = pd.DataFrame(frame.drop(columns="geometry"))
     if fmt == "geojson":
-        pyogrio.write_dataframe(frame, path, driver="GeoJSON",
-                                layer_options={"RFC7946": "YES", "COORDINATE_PRECISION": "15"} if spatial else None)
+        options = ({"RFC7946": "YES", "COORDINATE_PRECISION": "15"} if wgs84 else {"COORDINATE_PRECISION": "15"})
+        pyogrio.write_dataframe(frame, path, driver="GeoJSON", layer_options=options if spatial else None)
         return path
     if fmt == "gpkg":
         pyogrio.write_dataframe(frame, path, driver="GPKG", layer=layer)
@@ -247,20 +280,41 @@ def write_frame(frame: gpd.GeoDataFrame, path: Path, fmt: str, layer: str, encod
 
 def export_layer(target: Engine | Connection, layer: str, path: str | Path, fmt: str | None = None,
                  at: dt.datetime | None = None, encoding: str | None = None, jurisdiction: str | None = None,
-                 reveal_private: bool = True) -> ExportResult:
-    """Write a layer at `at` (now when None) to `path` as GeoJSON, GeoPackage, zipped Shapefile or CSV."""
+                 reveal_private: bool = True, crs: str | None = None, within: str | None = None) -> ExportResult:
+    """Write a layer at `at` (now when None) to `path` as GeoJSON, GeoPackage, zipped Shapefile or CSV, in `crs`
+    (`to_output_crs`; WGS-84 by default), limited to the street, community or grid code `within` if given."""
     spec = layer_spec(layer)
     path = Path(path)
     fmt = format_for(path, fmt)
     if fmt == "shapefile" and path.suffix.lower() != ".zip":
         path = path.with_suffix(".zip")
+    scope = narrower(jurisdiction, within)
     if isinstance(target, Engine):
         with target.connect() as conn:
-            frame = read_layer(conn, spec.name, at, jurisdiction, reveal_private)
+            frame = read_layer(conn, spec.name, at, scope, reveal_private)
     else:
-        frame = read_layer(target, spec.name, at, jurisdiction, reveal_private)
+        frame = read_layer(target, spec.name, at, scope, reveal_private)
+    if spec.geometry is not None:
+        frame, label = to_output_crs(frame, crs)
+    else:
+        label = "none"
     write_frame(frame, path, fmt, spec.name, encoding, spatial=spec.geometry is not None)
-    return ExportResult(path, fmt, spec.name, len(frame))
+    return ExportResult(path, fmt, spec.name, len(frame), label)
+
+
+#: A code no unit has: the scope of two codes that do not nest (nothing is exported).
+_NOWHERE = "-"
+
+
+def narrower(jurisdiction: str | None, within: str | None) -> str | None:
+    """The narrower of two unit codes that nest (a filter inside the caller's jurisdiction); none when they do not."""
+    if not within:
+        return jurisdiction
+    if not within.isdigit():
+        raise ExportError(f"within={within!r} is not a street, community or grid code")
+    if jurisdiction is None or within.startswith(jurisdiction):
+        return within
+    return jurisdiction if jurisdiction.startswith(within) else _NOWHERE
 
 
 def suffix_for(fmt: str) -> str:

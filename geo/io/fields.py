@@ -45,6 +45,9 @@ class FieldSpec:
     choices: dict[str, str] | None = None
     max_length: int | None = None
     minimum: int | None = None
+    #: An automatically matched column whose values are mostly not valid is set aside as meaning something else
+    #: (OSM's kind=residential is no compound kind); False: its values must be valid (refused one by one).
+    guessable: bool = True
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,9 @@ BOOL_CHOICES = _choices({
     "false": ("0", "f", "n", "no", "否", "无", "没有", "×", "0.0"),
 })
 GRID_KIND = _choices({
-    GridKind.comprehensive.value: ("综合", "综合网格", "comprehensive grid"),
-    GridKind.dedicated.value: ("专属", "专属网格", "专业网格", "dedicated grid"),
+    GridKind.comprehensive.value: ("综合", "综合网格", "综合类", "综合型", "comprehensive grid", "general"),
+    GridKind.dedicated.value: ("专属", "专属网格", "专属类", "专属型", "专业网格", "专用网格", "dedicated grid",
+                               "special"),
 })
 COMPOUND_KIND = _choices({
     CompoundKind.commercial.value: ("商品房", "商品房小区", "商品小区"),
@@ -173,9 +177,11 @@ LAYERS: dict[str, LayerSpec] = {
         "grids", "grids", "polygon",
         (
             *_level_fields(("grid_code", "网格编码", "网格代码", "网格编号", "wgbm"),
-                           ("grid_name", "网格名称", "网格", "wgmc"), "community_code", COMMUNITY_CODE, 15),
-            FieldSpec("kind", "choice", False, ("kind", "grid_kind", "网格类型", "网格类别", "类型", "类别", "wglx"),
-                      GRID_KIND),
+                           ("grid_name", "网格名称", "网格", "wgmc", "网格全称"), "community_code", COMMUNITY_CODE, 15),
+            FieldSpec("kind", "choice", False, ("kind", "grid_kind", "网格类型", "网格类别", "类型", "类别", "wglx",
+                                                "type", "网格属性", "lx"), GRID_KIND, guessable=False),
+            FieldSpec("community_name", "str", False, ("community_name", "所属社区", "所属社区名称", "社区名称",
+                                                       "社区", "sqmc", "community"), max_length=100),
             FieldSpec("dedicated_type", "str", False, ("dedicated_type", "ded_type", "专属类型", "专属网格类型"),
                       max_length=32),
             FieldSpec("households", "int", False, _HOUSEHOLDS, minimum=0),
@@ -362,8 +368,29 @@ def match_fields(spec: LayerSpec, columns: list[str], explicit: dict[str, str] |
                 result.mapping[f.name] = col
                 result.how[f.name] = "automatic"
                 used.add(col)
+    # Then a column whose name starts with a distinctive synonym ('网格编码（新）', 'grid_code_2024').
+    for f in spec.fields:
+        if f.name in result.mapping:
+            continue
+        for syn in f.synonyms:
+            key = normalise_name(syn)
+            if len(key) < 4:
+                continue
+            col = next((c for n, c in by_norm.items() if n.startswith(key) and c not in used), None)
+            if col is not None:
+                result.mapping[f.name] = col
+                result.how[f.name] = "automatic"
+                used.add(col)
+                break
     result.ignored = [c for c in columns if c not in used]
     return result
+
+
+def columns_read(match: FieldMatch) -> list[str]:
+    """How each column was read, in words for the dry run: "we read column '网格编码' as code (recognised)"."""
+    words = {"mapped": "as you mapped it", "automatic": "recognised"}
+    return [f"we read column {col!r} as {target} ({words.get(match.how.get(target, ''), 'recognised')})"
+            for target, col in match.mapping.items()]
 
 
 def required_missing(spec: LayerSpec, match: FieldMatch) -> list[str]:

@@ -19,7 +19,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,11 @@ import shapely
 from sqlalchemy import Connection, Engine, text
 
 from geo.errors import DomainError, NotFound
+from geo.io.codes import load_scheme
 from geo.io.fields import (
     LayerSpec,
     MappingError,
+    columns_read,
     convert_column,
     layer_spec,
     match_fields,
@@ -38,7 +40,7 @@ from geo.io.fields import (
     required_missing,
 )
 from geo.io.readers import SourceData, read_source
-from geo.io.reproject import source_crs, to_storage
+from geo.io.reproject import likely_crs, source_crs, to_storage
 from geo.io.validate import (
     Issue,
     check_geometries,
@@ -53,6 +55,7 @@ from geo.settings import get_settings
 from geo.spatial.geometry import ewkb_hex
 from geo.store.load import BOUNDARY_TABLES, LEVELS, copy_rows, create_version, parse_at
 from geo.store.locks import lock_communities
+from geo.store.models import Community, Grid, MicroGrid, Street
 from geo.store.versions import in_force
 
 #: Parent level, the column naming it in the file, the foreign key and the parent code length.
@@ -114,6 +117,17 @@ class ImportOptions:
     actor: str | None = None
     #: Overlaps, gaps and parts outside the parent smaller than this (m²) are digitising noise, not problems.
     tolerance_m2: float = 1.0
+    #: The code scheme (data/code_schemes/<name>.json, or a .json path): code lengths per level, parent prefixes.
+    code_scheme: str | None = None
+    #: Features further than this (km) from their parents, or from the boundaries in the database, are flagged as
+    #: read in an implausible CRS (with the likely intended one).
+    crs_check_km: float = 30.0
+    #: Create streets and communities named by grid and community codes (and a 所属社区 column) but missing.
+    derive_parents: bool = True
+    #: A geometry repair may change the drawn area by at most this fraction (0.001 = 0.1 %) …
+    repair_tolerance: float = 0.001
+    #: … else the feature is refused ("refuse") or imported as repaired and flagged ("flag").
+    repair_over_tolerance: str = "refuse"
     #: The name the file was uploaded under (picks the format when the stored path has none).
     filename: str | None = None
     #: Called inside the transaction with the jurisdiction code of every feature to be written (None when a
@@ -138,6 +152,12 @@ class ImportReport:
     source_layer: str | None = None
     field_mapping: dict[str, str] = field(default_factory=dict)
     ignored_columns: list[str] = field(default_factory=list)
+    #: "we read column X as Y", one line per column used (what the dry run shows).
+    columns_read: list[str] = field(default_factory=list)
+    #: Streets and communities the import created from codes and names in the file (hierarchy as found).
+    parents_derived: list[dict] = field(default_factory=list)
+    #: Checks that could not apply to this data and were skipped, each with the reason.
+    checks_skipped: list[str] = field(default_factory=list)
     features_read: int = 0
     features: int = 0
     imported: int = 0
@@ -172,7 +192,9 @@ class ImportReport:
         return {
             "layer": self.layer, "source": self.source, "format": self.format, "crs": self.crs,
             "encoding": self.encoding, "source_layer": self.source_layer, "field_mapping": self.field_mapping,
-            "ignored_columns": self.ignored_columns, **self.summary(), "created": self.created,
+            "ignored_columns": self.ignored_columns, "columns_read": self.columns_read,
+            "checks_skipped": self.checks_skipped, "parents_derived": self.parents_derived, **self.summary(),
+            "created": self.created,
             "updated": self.updated, "boundaries_ended": self.boundaries_ended, "version_id": self.version_id,
             "valid_from": self.valid_from.isoformat() if self.valid_from else None, "dry_run": self.dry_run,
             "strict": self.strict, "committed": self.committed, "problems_by_kind": self.counts_by_kind(),
@@ -206,6 +228,10 @@ class Prepared:
     report: ImportReport
     #: Jurisdiction codes of the features written (filled inside the transaction).
     codes: list[str | None] = field(default_factory=list)
+    #: A sample of the features' points in the file's own coordinates, and whether those are metres (for
+    #: guessing the intended CRS when the declared one puts the features far from where they belong).
+    source_points: np.ndarray | None = None
+    source_projected: bool = False
 
 
 def _labels(spec: LayerSpec, values: pd.DataFrame) -> list[str]:
@@ -236,6 +262,7 @@ def prepare(spec: LayerSpec, path: Path, options: ImportOptions, report: ImportR
             + ",".join(f"{m}=<column>" for m in missing))
     report.field_mapping = dict(match.mapping)
     report.ignored_columns = [str(c) for c in match.ignored]
+    report.columns_read = columns_read(match)
     _progress(options, "read", n, n)
 
     values = pd.DataFrame(index=pd.RangeIndex(n))
@@ -245,7 +272,7 @@ def prepare(spec: LayerSpec, path: Path, options: ImportOptions, report: ImportR
             raw = data.frame[match.mapping[f.name]].reset_index(drop=True)
             converted, bad = convert_column(f, raw, settings.timezone)
             given = int(raw.notna().sum())
-            if (match.how[f.name] == "automatic" and not f.required and given
+            if (match.how[f.name] == "automatic" and not f.required and f.guessable and given
                     and bad.sum() > given / 2):
                 # A same-named column meaning something else (OSM's kind=residential is no compound kind).
                 sample = ", ".join(map(str, raw[bad].drop_duplicates().head(3)))
@@ -253,6 +280,8 @@ def prepare(spec: LayerSpec, path: Path, options: ImportOptions, report: ImportR
                                     f"({sample}) are not valid; map it with --map to insist")
                 report.field_mapping.pop(f.name, None)
                 report.ignored_columns.append(str(match.mapping[f.name]))
+                report.columns_read = [c for c in report.columns_read
+                                       if not c.startswith(f"we read column {match.mapping[f.name]!r} ")]
                 values[f.name] = pd.Series([None] * n, dtype=object)
                 continue
             values[f.name] = converted
@@ -277,7 +306,9 @@ def prepare(spec: LayerSpec, path: Path, options: ImportOptions, report: ImportR
             for i in np.flatnonzero(blank):
                 issues.append(Issue("missing-value", "refused", f"{f.name} is empty", records[i], labels[i]))
             refused |= blank
-    refused |= _check_codes(spec, values, labels, records, issues, refused)
+    level_codes = load_scheme(options.code_scheme).level(spec.name)
+    refused |= _check_codes(spec, values, labels, records, issues, refused,
+                            level_codes.parent_lengths if level_codes else ())
     _check_layer_values(spec, values, labels, records, issues, refused)
 
     geoms = np.full(n, None, dtype=object)
@@ -287,8 +318,10 @@ def prepare(spec: LayerSpec, path: Path, options: ImportOptions, report: ImportR
         report.crs = crs.label + (" (from --crs)" if options.crs else f" ({data.crs_from})")
         if crs.crs is None and crs.named is None:
             report.crs = "EPSG:4326 WGS 84 (assumed: the file declares none)"
+        source_points, source_projected = _sample_points(data.geometry, crs)
         geoms = to_storage(data.geometry, crs, labels, options.axis_order, options.allow_outside_china)
-        check = check_geometries(geoms, spec.geometry, labels, records, data.ring_fixed, data.curved)
+        check = check_geometries(geoms, spec.geometry, labels, records, data.ring_fixed, data.curved,
+                                 options.repair_tolerance, options.repair_over_tolerance)
         geoms, repaired = check.geoms, check.repaired
         issues += [i for i in check.issues]
         refused |= check.refused
@@ -298,11 +331,44 @@ def prepare(spec: LayerSpec, path: Path, options: ImportOptions, report: ImportR
     report.merged = merge.merged_records
     keep = merge.keep & ~refused & ~merge.refused
     # A merged feature counts as repaired when any of its pieces was.
-    return Prepared(spec, values, merge.geoms, keep, repaired, labels, merge.records, issues, report)
+    prep = Prepared(spec, values, merge.geoms, keep, repaired, labels, merge.records, issues, report)
+    if spec.geometry:
+        prep.source_points, prep.source_projected = source_points, source_projected
+    return prep
 
 
-def _check_codes(spec: LayerSpec, values: pd.DataFrame, labels, records, issues, refused) -> np.ndarray:
-    """Codes of administrative levels: the level's length, and under the parent's code when one is given."""
+def _sample_points(geoms: np.ndarray, crs) -> tuple[np.ndarray | None, bool]:
+    """Up to 200 points on the features, in the file's coordinates (evenly spread over the records)."""
+    geoms = np.asarray(geoms, dtype=object)
+    present = np.flatnonzero(~shapely.is_missing(geoms) & ~shapely.is_empty(geoms))
+    if not present.size:
+        return None, False
+    pick = present[np.linspace(0, present.size - 1, min(200, present.size)).astype(int)]
+    with np.errstate(all="ignore"):
+        pts = shapely.get_coordinates(shapely.centroid(geoms[pick]))
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    metres = bool(len(pts)) and bool((np.abs(pts) > 400).any())
+    return (pts if len(pts) else None), metres
+
+
+#: The code widths the tables hold (their `<table>_code_format` constraints).
+_STORE_DIGITS = {"streets": Street.code_digits, "communities": Community.code_digits, "grids": Grid.code_digits,
+                 "micro_grids": MicroGrid.code_digits}
+
+
+def with_scheme(spec: LayerSpec, scheme: str | None) -> LayerSpec:
+    """The layer's spec with the code scheme's lengths (an administrative level's codes)."""
+    level = load_scheme(scheme).level(spec.name)
+    if level is None or not spec.code_lengths:
+        return spec
+    fields = tuple(replace(f, max_length=max(level.lengths)) if f.name == "code" else f for f in spec.fields)
+    return replace(spec, fields=fields, code_lengths=level.lengths)
+
+
+def _check_codes(spec: LayerSpec, values: pd.DataFrame, labels, records, issues, refused,
+                 parent_lengths: tuple[int, ...] = ()) -> np.ndarray:
+    """Codes of administrative levels: one of the level's lengths (the code scheme's), and under the parent's code
+    when one is given; the parent's code is derived from the code's leading digits when none is."""
     bad = np.zeros(len(values), dtype=bool)
     if not spec.code_lengths:
         return bad
@@ -313,11 +379,28 @@ def _check_codes(spec: LayerSpec, values: pd.DataFrame, labels, records, issues,
                             f"code {code.iloc[i]} has {len(code.iloc[i])} digits; a {spec.label} code has "
                             f"{' or '.join(map(str, spec.code_lengths))}", records[i], labels[i]))
     bad |= wrong_len
+    stored = _STORE_DIGITS.get(spec.name)
+    if stored is not None:
+        lo, hi = stored
+        unstorable = (code.notna() & ~code.fillna("").str.len().between(lo, hi)).to_numpy() & ~refused & ~bad
+        for i in np.flatnonzero(unstorable):
+            issues.append(Issue("bad-code", "refused",
+                                f"code {code.iloc[i]} has {len(code.iloc[i])} digits: the code scheme allows it, but "
+                                f"the database holds {spec.label} codes of {lo}–{hi} digits only", records[i],
+                                labels[i]))
+        bad |= unstorable
     if spec.name in PARENTS:
         _, col, _, plen = PARENTS[spec.name]
+        lengths = parent_lengths or (plen,)
         given = values[col]
-        derived = code.where(code.isna(), code.fillna("").str[:plen])
-        mismatch = (given.notna() & code.notna() & (given != derived)).to_numpy() & ~refused & ~bad
+        text_code = code.fillna("")
+        derived = pd.Series([None] * len(code), index=code.index, dtype=object)
+        for n in lengths:  # the first parent length shorter than the code
+            take = derived.isna() & code.notna() & (text_code.str.len() > n)
+            derived = derived.where(~take, text_code.str[:n])
+        prefix_ok = pd.Series([c.startswith(g) if isinstance(c, str) and isinstance(g, str) else True
+                               for c, g in zip(code, given, strict=True)], index=code.index)
+        mismatch = (given.notna() & code.notna() & ~prefix_ok).to_numpy() & ~refused & ~bad
         for i in np.flatnonzero(mismatch):
             issues.append(Issue("bad-code", "refused", f"code {code.iloc[i]} does not start with its parent's code "
                                 f"{given.iloc[i]}", records[i], labels[i]))
@@ -522,6 +605,117 @@ def _communities_touched(conn: Connection, level: str) -> list[int]:
     return list(conn.execute(text(_TOUCHED[level])).scalars().all())
 
 
+def _derive_parents(conn: Connection, prep: Prepared, level: str, options: ImportOptions) -> list[dict]:
+    """Create the missing parents the staged rows name (hierarchy as found): for grids, their communities (codes
+    from the grid codes' leading digits, names from a 所属社区-style column) and those communities' streets; for
+    communities, their streets. Identities only, without boundaries; each listed with where it came from.
+    """
+    scheme = load_scheme(options.code_scheme)
+    community_codes = scheme.level("communities")
+    names_col = "community_name" if level == "grids" and "community_name" in prep.report.field_mapping else None
+    source_col = prep.report.field_mapping.get("community_name")
+    name_sql = f"mode() WITHIN GROUP (ORDER BY s.{names_col})" if names_col else "NULL::text"
+    distinct_sql = f"count(DISTINCT s.{names_col})" if names_col else "0"
+    parent_table = "communities" if level == "grids" else "streets"
+    rows = conn.execute(text(f"""
+        SELECT s.parent_code AS code, {name_sql} AS name, {distinct_sql} AS names, count(*) AS children
+        FROM {STAGE} s
+        WHERE NOT s.refused AND s.parent_code IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM {parent_table} p WHERE p.code = s.parent_code)
+        GROUP BY s.parent_code ORDER BY s.parent_code
+    """)).mappings().all()
+    derived: list[dict] = []
+    child = SINGULAR[level]
+
+    def street_id(code: str, children: int) -> int | None:
+        found = conn.execute(text("SELECT id FROM streets WHERE code = :c"), {"c": code}).scalar()
+        if found is not None:
+            return found
+        if len(code) not in _range(Street.code_digits):
+            return None
+        derived.append({"level": "streets", "code": code, "name": f"街道 {code}",
+                        "from": f"the leading digits of the {child} codes; no name in the file"})
+        return conn.execute(text("INSERT INTO streets (code, name) VALUES (:c, :n) RETURNING id"),
+                            {"c": code, "n": f"街道 {code}"}).scalar_one()
+
+    for r in rows:
+        code = r["code"]
+        if level == "communities":
+            street_id(code, r["children"])
+            continue
+        if len(code) not in _range(Community.code_digits):
+            continue  # left to missing-parent: no community can hold this code
+        street_code = community_codes.parent_of(code) if community_codes else code[:9]
+        sid = street_id(street_code, r["children"]) if street_code else None
+        if sid is None:
+            continue
+        name = r["name"] or f"社区 {code}"
+        how = (f"name from column {source_col!r}" + (f" (the most common of {r['names']} names)"
+                                                      if r["names"] > 1 else "")
+               if r["name"] else "no name in the file")
+        conn.execute(text("INSERT INTO communities (code, name, street_id) VALUES (:c, :n, :s)"),
+                     {"c": code, "n": name[:100], "s": sid})
+        derived.append({"level": "communities", "code": code, "name": name,
+                        "from": f"the leading digits of {r['children']} grid code(s); {how}"})
+    if derived:
+        prep.report.notes.append(
+            f"hierarchy as found: {len(derived)} missing parent(s) created from the file "
+            f"({', '.join(d['level'] + ' ' + d['code'] for d in derived[:5])}{' …' if len(derived) > 5 else ''}); "
+            "they have no boundary yet, so containment in them is not checked")
+        prep.report.checks_skipped.append("outside-parent and coverage-gap for the derived parents: they have no "
+                                          "boundary yet")
+    return derived
+
+
+def _crs_plausibility(conn: Connection, prep: Prepared, level: str, at: dt.datetime,
+                      options: ImportOptions) -> list[Issue]:
+    """The staged features far (more than `crs_check_km`) from their parents' boundaries, or from the boundaries
+    already in the database: a wrong CRS (a plausible EPSG code that puts a district in the sea). Flagged with the
+    usual CRSs that would put them where they belong, nearest first."""
+    parent = PARENTS.get(level)
+    reference = None
+    if parent:
+        reference = conn.execute(text(f"""
+            SELECT ST_X(c), ST_Y(c), 'their parents' AS what FROM (
+                SELECT ST_Centroid(ST_Extent(p.geom)::geometry) AS c FROM {parent[0]}_at(CAST(:t AS timestamptz)) p
+                WHERE p.code IN (SELECT parent_code FROM {STAGE} WHERE NOT refused)) x WHERE c IS NOT NULL
+        """), {"t": at}).first()
+    if reference is None:
+        reference = conn.execute(text("""
+            SELECT ST_X(c), ST_Y(c), 'the boundaries already in the database' FROM (
+                SELECT ST_Centroid(ST_Extent(geom)::geometry) AS c FROM (
+                    SELECT geom FROM streets_at(CAST(:t AS timestamptz)) UNION ALL
+                    SELECT geom FROM communities_at(CAST(:t AS timestamptz)) UNION ALL
+                    SELECT geom FROM grids_at(CAST(:t AS timestamptz))) b) x WHERE c IS NOT NULL
+        """), {"t": at}).first()
+    if reference is None:
+        prep.report.checks_skipped.append("crs-plausibility: nothing in the database to compare the features with")
+        return []
+    ref_lon, ref_lat, what = reference
+    here = conn.execute(text(f"""
+        SELECT ST_X(c), ST_Y(c), ST_Distance(c::geography, ST_SetSRID(ST_Point(:x, :y), 4326)::geography) / 1000
+        FROM (SELECT ST_Centroid(ST_Extent(geom)::geometry) AS c FROM {STAGE} WHERE NOT refused) s
+        WHERE c IS NOT NULL
+    """), {"x": ref_lon, "y": ref_lat}).first()
+    if here is None or here[2] <= options.crs_check_km:
+        return []
+    candidates = []
+    if prep.source_points is not None:
+        candidates = likely_crs(prep.source_points, ref_lon, ref_lat, prep.source_projected)
+    near = [c for c in candidates if c["distance_km"] <= options.crs_check_km]
+    hint = (f"; the likely intended CRS is {near[0]['crs']} (puts them {near[0]['distance_km']:.1f} km from "
+            f"{what})" if near else "; none of the usual CRSs puts them near either: check the file's CRS")
+    return [Issue("implausible-crs", "flagged",
+                  f"the features lie {here[2]:,.0f} km from {what} when read as {prep.report.crs}{hint}",
+                  [], None, geom=shapely.Point(here[0], here[1]),
+                  details={"distance_km": round(float(here[2]), 1), "reference": what,
+                           "candidates": candidates})]
+
+
+def _range(digits: tuple[int, int]) -> range:
+    return range(digits[0], digits[1] + 1)
+
+
 def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> None:
     spec, report = prep.spec, prep.report
     level = spec.name
@@ -538,6 +732,8 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
     if parent:
         plevel, pcol, pfk, _ = parent
         conn.execute(text(f'UPDATE {STAGE} SET parent_code = "{pcol}"'))
+        if options.derive_parents and level in ("grids", "communities"):
+            report.parents_derived = _derive_parents(conn, prep, level, options)
         conn.execute(text(f"UPDATE {STAGE} s SET parent_id = p.id FROM {plevel} p WHERE p.code = s.parent_code"))
         prep.issues += _refuse(conn, prep, "s.parent_id IS NULL", "missing-parent",
                                f"'{SINGULAR[plevel]} ' || s.parent_code || ' does not exist: import {plevel} first'")
@@ -548,8 +744,12 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
         {"t": at})
 
     tol = options.tolerance_m2
+    prep.issues += _crs_plausibility(conn, prep, level, at, options)
     if parent:
-        prep.issues += outside_parent(conn, STAGE, parent[0], at, tol, prep.labels, prep.records)
+        derived_codes = {d["code"] for d in report.parents_derived if d["level"] == parent[0]}
+        prep.issues += [i for i in outside_parent(conn, STAGE, parent[0], at, tol, prep.labels, prep.records)
+                        if not (i.kind == "parent-without-boundary" and any(
+                            i.message.startswith(f"parent {c} ") for c in derived_codes))]
     parent_code = "p.code" if parent else "NULL::text"
     parent_join = f"JOIN {parent[0]} p ON p.id = h.{parent[2]}" if parent else ""
     conn.execute(text(f"DROP TABLE IF EXISTS pg_temp.{RESULT}"))
@@ -571,9 +771,15 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
                                       prep.labels, prep.records)
         prep.issues += band
         report.notes.append(f"households per grid from: {source}")
+        if source.startswith("none: check skipped"):
+            report.checks_skipped.append("households-out-of-band: the file gives no households and no units lie in "
+                                         "these grids")
     _progress(options, "check", 1, 1)
     _strict(prep, options)
     _authorize(conn, prep, options, "s.code")
+    if not conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {STAGE} WHERE NOT refused)")).scalar():
+        report.notes.append("nothing to import: no boundary version created")
+        return
 
     if version_id is None:
         version_id = _existing_version_at(conn, at)
@@ -880,7 +1086,7 @@ def import_layer(target: Engine | Connection, layer: str, path: str | Path,
                  options: ImportOptions | None = None) -> ImportReport:
     """Import one layer from a file in one transaction; returns the report (ImportRefused under strict)."""
     options = options or ImportOptions()
-    spec = layer_spec(layer)
+    spec = with_scheme(layer_spec(layer), options.code_scheme)
     started = time.perf_counter()
     path = Path(path)
     report = ImportReport(spec.name, options.filename or path.name, dry_run=options.dry_run, strict=options.strict)

@@ -9,8 +9,11 @@ linearised by GDAL; which records were curves is looked up with OGR SQL so the r
 
 from __future__ import annotations
 
+import csv
 import io
+import shutil
 import struct
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,89 @@ class ReadError(DomainError, ValueError):
 
     slug = "unreadable-file"
     title = "File not readable as asked"
+
+
+class UnsafeArchive(ReadError):
+    """A zip archive with a member path that could escape its folder (zip slip: '..', absolute, NUL bytes)."""
+
+    slug = "unsafe-archive"
+    title = "Unsafe archive"
+
+
+class ArchiveTooLarge(DomainError, ValueError):
+    """A zip archive that expands beyond the limits (a zip bomb): refused before anything is extracted."""
+
+    slug = "archive-too-large"
+    kind = "too-large"
+    title = "Archive expands too much"
+
+
+#: Limits on zip archives (zipped Shapefiles, XLSX workbooks), checked on the directory before any member is read
+#: and again while members are streamed out (the directory's sizes may lie): the total expanded size, and the
+#: expansion ratio of any member larger than `ZIP_RATIO_FROM` bytes expanded (real .dbf files compress up to ~50×).
+ZIP_MAX_BYTES = 512 << 20
+ZIP_MAX_RATIO = 200
+ZIP_RATIO_FROM = 1 << 20
+ZIP_MAX_MEMBERS = 10_000
+_CHUNK = 1 << 20
+
+
+def check_zip(path: Path, max_bytes: int | None = None, max_ratio: float | None = None) -> list[zipfile.ZipInfo]:
+    """The members of a zip archive, refused before extraction when a path could escape its folder (UnsafeArchive)
+    or the archive would expand beyond `max_bytes` or `max_ratio` (ArchiveTooLarge); ReadError when not a zip.
+    The limits default to the module's `ZIP_MAX_BYTES` and `ZIP_MAX_RATIO`."""
+    max_bytes = ZIP_MAX_BYTES if max_bytes is None else max_bytes
+    max_ratio = ZIP_MAX_RATIO if max_ratio is None else max_ratio
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise ReadError(f"{path.name} is not a readable zip archive: {exc}") from exc
+    if len(infos) > ZIP_MAX_MEMBERS:
+        raise ArchiveTooLarge(f"{path.name} holds {len(infos):,} members, more than {ZIP_MAX_MEMBERS:,}",
+                              max_members=ZIP_MAX_MEMBERS)
+    for info in infos:
+        name = info.filename
+        parts = name.replace("\\", "/").split("/")
+        if ("\x00" in name or name.startswith(("/", "\\")) or ".." in parts
+                or (len(name) > 1 and name[1] == ":")):
+            shown = name.replace("\x00", "\\0")
+            raise UnsafeArchive(f"{path.name} holds a member whose path could escape its folder: {shown!r}; "
+                                "nothing was extracted")
+    total = sum(i.file_size for i in infos)
+    if total > max_bytes:
+        raise ArchiveTooLarge(f"{path.name} would expand to {total:,} bytes, more than the limit of {max_bytes:,}; "
+                              "nothing was extracted", max_expanded_bytes=max_bytes)
+    for info in infos:
+        if info.file_size > ZIP_RATIO_FROM and info.file_size > max_ratio * max(info.compress_size, 1):
+            raise ArchiveTooLarge(
+                f"{path.name}: {info.filename} would expand {info.file_size / max(info.compress_size, 1):,.0f}-fold "
+                f"(to {info.file_size:,} bytes), more than {max_ratio:,.0f}-fold; nothing was extracted",
+                max_ratio=max_ratio)
+    return infos
+
+
+def _extract(path: Path, members: list[str], folder: Path, max_bytes: int | None = None) -> dict[str, Path]:
+    """Stream the named members out of a (checked) zip into `folder` under their base names, counting the bytes
+    actually produced: past `max_bytes` (default `ZIP_MAX_BYTES`) in all the copy stops and the archive is refused."""
+    max_bytes = ZIP_MAX_BYTES if max_bytes is None else max_bytes
+    out: dict[str, Path] = {}
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as z:
+            for member in members:
+                target = folder / Path(member).name
+                with z.open(member) as src, target.open("wb") as dst:
+                    while chunk := src.read(_CHUNK):
+                        total += len(chunk)
+                        if total > max_bytes:
+                            raise ArchiveTooLarge(f"{path.name} expands beyond the limit of {max_bytes:,} bytes",
+                                                  max_expanded_bytes=max_bytes)
+                        dst.write(chunk)
+                out[member] = target
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+        raise ReadError(f"cannot extract from {path.name}: {exc}") from exc
+    return out
 
 
 @dataclass
@@ -89,7 +175,7 @@ def _zip_has(path: Path, member: str) -> bool:
     try:
         with zipfile.ZipFile(path) as z:
             return member in z.namelist()
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         return False
 
 
@@ -103,7 +189,12 @@ def list_layers(path: Path, fmt: str | None = None) -> list[str]:
     if fmt == "xlsx":
         import openpyxl
 
-        wb = openpyxl.load_workbook(path, read_only=True)
+        check_zip(path)
+        try:
+            wb = openpyxl.load_workbook(path, read_only=True)
+        except Exception as exc:  # openpyxl raises many kinds on a broken workbook
+            raise ReadError(f"{Path(path).name} is not a readable XLSX workbook: {type(exc).__name__}: "
+                            f"{str(exc)[:200]}") from exc
         try:
             return list(wb.sheetnames)
         finally:
@@ -113,8 +204,7 @@ def list_layers(path: Path, fmt: str | None = None) -> list[str]:
 
 def _zip_shapefiles(path: Path) -> list[str]:
     """The .shp members of a zip; a zip of attribute tables only (.dbf, no .shp) lists its .dbf members."""
-    with zipfile.ZipFile(path) as z:
-        names = [m for m in z.namelist() if not Path(m).name.startswith("._")]
+    names = [i.filename for i in check_zip(path) if not Path(i.filename).name.startswith("._")]
     shp = [m for m in names if m.lower().endswith(".shp")]
     return shp or [m for m in names if m.lower().endswith(".dbf")]
 
@@ -236,16 +326,32 @@ def _read_table(path: Path, fmt: str, layer: str | None, encoding: str | None, g
     notes: list[str] = []
     if fmt == "csv":
         data = path.read_bytes()
+        if not data.strip():
+            raise ReadError(f"{path.name} is empty")
+        if b"\x00" in data[: 1 << 20]:
+            raise ReadError(f"{path.name} holds NUL bytes: a binary file, not CSV text")
         enc = encoding or detect_text_encoding(data[: 4 << 20])
         sep = "\t" if path.suffix.lower() == ".tsv" else None
-        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding=enc, sep=sep,
-                            engine="python" if sep is None else "c")
+        try:
+            frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding=enc, sep=sep,
+                                engine="python" if sep is None else "c")
+        except UnicodeDecodeError as exc:
+            raise ReadError(f"{path.name} is not {enc} text ({exc.reason} at byte {exc.start}); "
+                            "give its encoding") from exc
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError, LookupError) as exc:
+            raise ReadError(f"{path.name} is not readable CSV: {str(exc).splitlines()[0][:200]}") from exc
         sheet = None
     else:
         enc = None
         sheets = list_layers(path, "xlsx")
+        if not sheets:
+            raise ReadError(f"{path.name} has no sheet")
         sheet = _pick(sheets, layer, None, "sheet", path.name) if (layer or len(sheets) > 1) else sheets[0]
-        frame = pd.read_excel(path, sheet_name=sheet, dtype=str, keep_default_na=False, engine="openpyxl")
+        try:
+            frame = pd.read_excel(path, sheet_name=sheet, dtype=str, keep_default_na=False, engine="openpyxl")
+        except Exception as exc:  # openpyxl and pandas raise many kinds on a broken workbook
+            raise ReadError(f"{path.name} is not a readable XLSX workbook: {type(exc).__name__}: "
+                            f"{str(exc)[:200]}") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     frame = frame.replace({"": None})
     n = len(frame)
@@ -305,14 +411,22 @@ def read_source(path: str | Path, layer: str | None = None, encoding: str | None
             member_stem = member[: -len(".shp")]  # .shp and .dbf have the same length
             with zipfile.ZipFile(path) as z:
                 names = {n.lower(): n for n in z.namelist()}
-                cpg = names.get((member_stem + ".cpg").lower())
-                dbf = names.get((member_stem + ".dbf").lower())
-                has_prj = names.get((member_stem + ".prj").lower()) is not None
+            parts = {ext: names.get((member_stem + ext).lower()) for ext in (".shp", ".shx", ".dbf", ".prj", ".cpg")}
+            folder = Path(tempfile.mkdtemp(prefix="gridatlas-unzip-"))
+            try:
+                # streamed out under plain base names (never the member's path), counting the bytes produced
+                files = _extract(path, [m for m in parts.values() if m], folder)
+                local = {ext: files[m] for ext, m in parts.items() if m}
+                cpg, dbf, has_prj = local.get(".cpg"), local.get(".dbf"), ".prj" in local
                 enc = encoding
                 if enc is None and cpg is None and dbf is not None:
-                    enc = dbf_encoding(z.read(dbf))
+                    with dbf.open("rb") as f:
+                        enc = dbf_encoding(f.read(8 << 20))
                     notes.append(f"no .cpg: attributes read as {enc} (detected)")
-            data = _read_gdal(f"/vsizip/{path.resolve()}/{member}", None, enc, fmt)
+                main = local.get(".shp") or local[".dbf"]
+                data = _read_gdal(str(main), None, enc, fmt)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
         else:
             stem = path.with_suffix("")
             enc = encoding

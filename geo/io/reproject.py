@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -187,3 +188,54 @@ def to_storage(geoms: np.ndarray, crs: SourceCrs, labels: Sequence[str], axis_or
             # Only wrong-way-round or wrong-CRS data lands outside China after projection: say which.
             check_degrees(out, labels, "as-is", allow_outside_china, after=f" after projection from {crs.label}")
     return out
+
+
+# --- CRS plausibility: which usual CRS puts the features where they belong ------------------------------------
+
+def _usual_candidates(projected: bool) -> list[tuple[str, CRS | str]]:
+    """The CRSs Chinese boundary files usually come in: CGCS2000 Gauss-Krüger 3° zones (EPSG:4513–4533 with the
+    zone number in the false easting, 4534–4554 without) and 6° zones (4491–4501 with, 4502–4512 without), plus the
+    same on Xi'an 80 / Beijing 54 are rare enough to leave out; in degrees WGS-84/CGCS2000, GCJ-02 and BD-09."""
+    if not projected:
+        return [("EPSG:4326", CRS.from_epsg(4326)), ("gcj02", "gcj02"), ("bd09", "bd09")]
+    codes = [*range(4513, 4555), *range(4491, 4513)]
+    return [(f"EPSG:{c}", CRS.from_epsg(c)) for c in codes]
+
+
+def _lonlat(points: np.ndarray, crs: CRS | str) -> np.ndarray:
+    if isinstance(crs, str):
+        lon, lat = coords.to_wgs84(points[:, 0], points[:, 1], crs)
+        return np.column_stack([lon, lat])
+    t = Transformer.from_crs(crs, STORAGE_SRID, always_xy=True)
+    x, y = t.transform(points[:, 0], points[:, 1])
+    return np.column_stack([x, y])
+
+
+def distance_km(lonlat: np.ndarray, lon: float, lat: float) -> np.ndarray:
+    """Great-circle distances (km) from points (n × 2, degrees) to one point."""
+    p1, p2 = np.radians(lonlat[:, 1]), np.radians(lat)
+    dl = np.radians(lonlat[:, 0] - lon)
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 6371.0 * 2 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+
+
+def likely_crs(points: np.ndarray, lon: float, lat: float, projected: bool, limit: int = 3) -> list[dict]:
+    """The usual CRSs ranked by how near they put `points` (source coordinates, n × 2) to (lon, lat): the
+    median distance in km of each candidate, nearest first (axes also tried swapped)."""
+    points = np.asarray(points, dtype=float)
+    out: list[dict[str, Any]] = []
+    for label, crs in _usual_candidates(projected):
+        for swapped in (False, True):
+            xy = points[:, ::-1] if swapped else points
+            try:
+                with np.errstate(all="ignore"):
+                    ll = _lonlat(xy, crs)
+            except Exception:  # noqa: BLE001 - a candidate PROJ cannot apply is simply no candidate
+                continue
+            ok = np.isfinite(ll).all(axis=1)
+            if not ok.any():
+                continue
+            km = float(np.median(distance_km(ll[ok], lon, lat)))
+            out.append({"crs": label + (" (axes swapped)" if swapped else ""), "distance_km": round(km, 2)})
+    out.sort(key=lambda c: c["distance_km"])
+    return out[:limit]

@@ -24,13 +24,18 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Connection, text
 
-from geo.spatial.geometry import polygonal_parts, repair_polygons
+from geo.spatial.geometry import polygonal_parts, repair_polygons, with_empty
 
 #: What each issue kind means (the report's legend).
 ISSUE_KINDS = {
     "empty-geometry": "the record has no geometry or an empty one",
     "wrong-geometry-type": "the geometry is not of the layer's type (polygon or point)",
-    "invalid-geometry": "the geometry is invalid (GEOS's reason given); repaired with make_valid",
+    "invalid-geometry": "the geometry is invalid (GEOS's reason given); repaired losslessly (make_valid 'structure': "
+                        "every part of the drawn area kept), area before and after given",
+    "repair-changed-area": "the only repair found changes the drawn area by more than the tolerance: refused (or "
+                           "imported as repaired when asked), both outlines in the problem layer",
+    "implausible-crs": "the features lie far from their parents or the boundaries in the database: the file's CRS is "
+                       "likely wrong (the usual CRSs that would put them there are listed)",
     "unrepairable-geometry": "the geometry is invalid and make_valid left nothing of the layer's type",
     "ring-fixed": "a ring was not closed or had too few points and was closed on reading",
     "ring-to-polygon": "a closed line (ring) was given where a polygon belongs and was turned into one",
@@ -122,8 +127,16 @@ class GeometryCheck:
 
 
 def check_geometries(geoms: np.ndarray, kind: str, labels: Sequence[str], records: Sequence[list[int]],
-                     ring_fixed: np.ndarray | None = None, curved: np.ndarray | None = None) -> GeometryCheck:
-    """Null/empty, type, ring, curve and validity checks; invalid polygons repaired with make_valid."""
+                     ring_fixed: np.ndarray | None = None, curved: np.ndarray | None = None,
+                     repair_tolerance: float = 0.001, repair_over_tolerance: str = "refuse") -> GeometryCheck:
+    """Null/empty, type, ring, curve and validity checks; invalid polygons repaired losslessly.
+
+    The repair is `repair_polygons` with make_valid "structure" (every lobe of a self-crossing ring kept, holes
+    cut from their shell only); each repaired feature's area before (the region its rings enclose as drawn) and
+    after is reported. A repair that drops or adds more than `repair_tolerance` (a fraction of the drawn area) is a
+    ``repair-changed-area`` problem with both outlines: refused, or with `repair_over_tolerance` = "flag" imported
+    as repaired and flagged.
+    """
     geoms = np.asarray(geoms, dtype=object)
     has_z = shapely.has_z(geoms)
     if has_z.any():
@@ -194,20 +207,47 @@ def check_geometries(geoms: np.ndarray, kind: str, labels: Sequence[str], record
         refused[none] = True
 
     live = np.flatnonzero(~refused)
-    fixed, report = repair_polygons(geoms[live])
+    fixed, report = repair_polygons(geoms[live], measure=True)
     if len(report):
         invalid = live[report.index]
-        for i, reason, gone in zip(invalid, report.reasons, report.lost, strict=True):
+        before = with_empty(report.before, shapely.is_missing(report.before))
+        after = with_empty(fixed[report.index], report.lost)
+        both = metric_area(np.concatenate([before, after]))  # one projection for both
+        m2_before, m2_after = both[: len(before)], both[len(before):]
+        # the lost and added parts in m² by the same scale as the whole (areas here are in square degrees)
+        scale = np.divide(m2_before, report.area_before, out=np.zeros(len(before)), where=report.area_before > 0)
+        changed = report.changed(repair_tolerance)
+        over = np.zeros(len(invalid), dtype=bool)
+        for j, (i, reason, gone) in enumerate(zip(invalid, report.reasons, report.lost, strict=True)):
             loc = reason_location(reason) or shapely.point_on_surface(geoms[i])
+            areas = {"area_before_m2": round(float(m2_before[j]), 2), "area_after_m2": round(float(m2_after[j]), 2),
+                     "lost_m2": round(float(report.area_lost[j] * scale[j]), 2),
+                     "added_m2": round(float(report.area_added[j] * scale[j]), 2)}
             if gone:
                 issues.append(Issue("unrepairable-geometry", "refused", f"{reason}; make_valid left no polygon",
-                                    list(records[i]), labels[i], geom=loc, details={"reason": reason}))
+                                    list(records[i]), labels[i], geom=loc, details={"reason": reason, **areas}))
+            elif changed[j]:
+                share = max(areas["lost_m2"], areas["added_m2"]) / m2_before[j] if m2_before[j] > 0 else 1.0
+                refuse = repair_over_tolerance != "flag"
+                over[j] = refuse
+                outlines = shapely.GeometryCollection([shapely.boundary(before[j]), shapely.boundary(after[j])])
+                issues.append(Issue(
+                    "repair-changed-area", "refused" if refuse else "flagged",
+                    f"{reason}; the repair would change the area from {m2_before[j]:.1f} m² to {m2_after[j]:.1f} m² "
+                    f"({areas['lost_m2']:.1f} m² dropped, {areas['added_m2']:.1f} m² added: {share:.2%}, more than "
+                    f"the tolerance of {repair_tolerance:.2%}); "
+                    + ("refused: fix the outline or import with the repair flagged" if refuse
+                       else "imported as repaired; check the outlines (drawn, then repaired)"),
+                    list(records[i]), labels[i], area_m2=float(m2_after[j]), geom=outlines,
+                    details={"reason": reason, **areas, "outlines": ["drawn", "repaired"]}))
             else:
-                issues.append(Issue("invalid-geometry", "repaired", f"{reason}; repaired with make_valid",
-                                    list(records[i]), labels[i], geom=loc, details={"reason": reason}))
+                issues.append(Issue("invalid-geometry", "repaired",
+                                    f"{reason}; repaired losslessly: {m2_before[j]:.1f} m² before, "
+                                    f"{m2_after[j]:.1f} m² after", list(records[i]), labels[i],
+                                    area_m2=float(m2_after[j]), geom=loc, details={"reason": reason, **areas}))
         geoms[live] = fixed
-        refused[invalid[report.lost]] = True
-        repaired[invalid[~report.lost]] = True
+        refused[invalid[report.lost | over]] = True
+        repaired[invalid[~report.lost & ~over]] = True
     live = np.flatnonzero(~refused)
     # One orientation (exterior counter-clockwise, RFC 7946) whatever the source format wrote.
     geoms[live] = polygonal_parts(shapely.orient_polygons(geoms[live], exterior_cw=False))
@@ -308,7 +348,7 @@ def outside_parent(conn: Connection, stage: str, parent_level: str, at, toleranc
                    labels: Sequence[str], records: Sequence[list[int]]) -> list[Issue]:
     """Features reaching outside their parent's boundary at `at` by more than the tolerance (m²)."""
     rows = conn.execute(text(f"""
-        SELECT s.row_idx, p.code AS parent_code, p.geom IS NULL AS no_boundary,
+        SELECT s.row_idx, s.parent_code, p.geom IS NULL AS no_boundary,
                ST_Area(ST_Difference(s.geom, p.geom)::geography) AS area,
                ST_AsBinary(ST_Difference(s.geom, p.geom)) AS loc
         FROM {stage} s
@@ -377,23 +417,37 @@ def coverage_gaps(conn: Connection, result: str, parent_level: str, at, toleranc
 def household_band(conn: Connection, stage: str, low: int, high: int, labels: Sequence[str],
                    records: Sequence[list[int]]) -> tuple[list[Issue], str]:
     """Comprehensive grids whose households (the file's count, else the units of the buildings inside) are
-    outside [low, high]; returns the issues and where the counts came from."""
-    has_buildings = conn.execute(text("SELECT EXISTS (SELECT 1 FROM units)")).scalar()
+    outside [low, high]; returns the issues and where the counts came from.
+
+    A check that cannot apply is skipped and says so: when the file gives no household counts and no unit of any
+    building lies in the imported grids (boundaries loaded before their buildings), no grid is "0 households".
+    """
+    given_any = conn.execute(text(f"SELECT bool_or(households IS NOT NULL) FROM {stage} WHERE NOT refused")).scalar()
     rows = conn.execute(text(f"""
-        SELECT s.row_idx, s.households AS given,
-               CASE WHEN :db THEN (
-                   SELECT coalesce(sum(u.households), 0) FROM buildings b JOIN units u ON u.building_id = b.id
-                   WHERE ST_Covers(s.geom, ST_PointOnSurface(b.geom))) END AS counted
-        FROM {stage} s
+        WITH inside AS (
+            SELECT s.row_idx, sum(u.households) AS households
+            FROM {stage} s
+            JOIN buildings b ON ST_Intersects(s.geom, b.geom) AND ST_Covers(s.geom, ST_PointOnSurface(b.geom))
+            JOIN units u ON u.building_id = b.id
+            WHERE NOT s.refused AND EXISTS (SELECT 1 FROM units)
+            GROUP BY s.row_idx
+        )
+        SELECT s.row_idx, s.households AS given, i.households AS counted
+        FROM {stage} s LEFT JOIN inside i USING (row_idx)
         WHERE NOT s.refused AND coalesce(s.kind, 'comprehensive') = 'comprehensive'
-    """), {"db": bool(has_buildings)}).mappings().all()
+    """)).mappings().all()
+    counted_any = any(r["counted"] is not None for r in rows)
+    if not given_any and not counted_any:
+        return [], ("none: check skipped (the file gives no households and no units lie in these grids; "
+                    "import buildings and units, then check)")
     issues = []
     sources = set()
     for r in rows:
-        value = r["given"] if r["given"] is not None else r["counted"]
+        given = r["given"]
+        value = given if given is not None else ((r["counted"] or 0) if counted_any else None)
         if value is None:
             continue
-        sources.add("file" if r["given"] is not None else "units in the database")
+        sources.add("file" if given is not None else "units in the database")
         if not low <= value <= high:
             i = r["row_idx"]
             issues.append(Issue("households-out-of-band", "flagged",
@@ -406,5 +460,10 @@ def metric_area(geoms: np.ndarray) -> np.ndarray:
     """Areas in m² of EPSG:4326 geometries (projected to their UTM zone)."""
     from geo.spatial.crs import to_metric
 
+    geoms = np.asarray(geoms, dtype=object)
+    present = ~shapely.is_missing(geoms)
+    present[present] = ~shapely.is_empty(geoms[present])
+    if not present.any():
+        return np.zeros(len(geoms))
     s = gpd.GeoSeries(geoms, crs=4326)
-    return to_metric(s).area.to_numpy()
+    return np.nan_to_num(to_metric(s).area.to_numpy())
