@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import SessionDep
 from api.problems import Problem
-from geo.access import audit
+from geo.access import audit, sessions
 from geo.access.apikeys import principal_for_key
 from geo.access.scope import SCOPE_PARAMS, unit_code
 from geo.access.users import Principal, principal_of, user_for_token
@@ -59,6 +59,7 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/v1/locate"),
         ("GET", "/v1/locate/outlines"),
         ("GET", "/m"),
+        ("GET", "/m/sw.js"),
     }
 )
 
@@ -103,15 +104,18 @@ def token_lifetime(kind: str, settings: Settings | None = None) -> dt.timedelta:
 
 
 def issue_token(user: User, kind: str = "access", settings: Settings | None = None,
-                lifetime: dt.timedelta | None = None) -> str:
-    """A signed token for a user: short-lived access, or longer-lived refresh."""
+                lifetime: dt.timedelta | None = None, family: str | None = None, jti: str | None = None) -> str:
+    """A signed token for a user: short-lived access, or longer-lived refresh; `family` names the login session
+    (`geo.access.sessions`) it belongs to, which logout or a reused refresh token revokes."""
     if kind not in ("access", "refresh"):
         raise ValueError(f"unknown token kind {kind!r}")
     settings = settings or get_settings()
     now = dt.datetime.now(dt.UTC)
     life = lifetime if lifetime is not None else token_lifetime(kind, settings)
     claims = {"sub": user.username, "kind": kind, "tv": user.token_version or 0, "iss": ISSUER,
-              "iat": now, "exp": now + life, "jti": secrets.token_urlsafe(9)}
+              "iat": now, "exp": now + life, "jti": jti or secrets.token_urlsafe(9)}
+    if family:
+        claims["fam"] = family
     return jwt.encode(claims, signing_key(settings), algorithm=ALGORITHM)
 
 
@@ -142,14 +146,28 @@ def user_for_claims(session: Session, claims: dict) -> User:
     user = user_for_token(session, claims["sub"], claims.get("tv"))
     if user is None:
         raise unauthorised("the token is no longer valid (revoked, password changed or user disabled)")
+    family = claims.get("fam")
+    if family is not None and (not isinstance(family, str) or not sessions.is_active(session, family)):
+        raise unauthorised("the token is no longer valid (its session was logged out or revoked)")
     return user
 
 
 # ------------------------------------------------------------------------------------------ request info
 
+def client_address(request: Request) -> str | None:
+    """The caller's address: the peer's, or the one a trusted proxy put in X-Forwarded-For (`api.proxies`
+    rewrites the peer only when it is one of GRIDATLAS_TRUSTED_PROXIES)."""
+    return request.client.host if request.client else None
+
+
 def request_info(request: Request) -> audit.RequestInfo:
     """Method, path and client address of a request, for the audit log."""
-    return audit.RequestInfo(request.method, request.url.path, request.client.host if request.client else None)
+    return audit.RequestInfo(request.method, request.url.path, client_address(request))
+
+
+def is_https(request: Request) -> bool:
+    """Whether the caller reached us over https (directly, or through a trusted proxy's X-Forwarded-Proto)."""
+    return request.url.scheme == "https"
 
 
 def route_template(request: Request) -> str:
@@ -217,13 +235,18 @@ def authenticate_request(request: Request, session: Session, bearer: str | None,
             raise unauthorised("the API key is not valid (unknown, revoked, or its user is disabled)")
         return principal
     if bearer:
-        return principal_of(user_for_claims(session, decode_token(bearer)), via="token")
+        claims = decode_token(bearer)
+        principal = principal_of(user_for_claims(session, claims), via="token")
+        request.state.token_claims = claims
+        return principal
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie:
         try:
-            principal = principal_of(user_for_claims(session, decode_token(cookie)), via="cookie")
+            claims = decode_token(cookie)
+            principal = principal_of(user_for_claims(session, claims), via="cookie")
         except Problem:
             return None  # a stale browser session counts as none: pages send the visitor to log in again
+        request.state.token_claims = claims
         if request.method not in SAFE_METHODS and not _same_origin(request):
             raise Problem(403, "a cross-site request cannot use the browser session", type="cross-site-request")
         return principal

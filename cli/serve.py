@@ -52,4 +52,6 @@ def serve(
 
     console.print(f"[bold green]GridAtlas serving on http://{host}:{port}[/bold green]  "
                   f"(API docs http://{host}:{port}/docs, mobile page http://{host}:{port}/m)")
-    uvicorn.run(create_app(engine), host=host, port=port, log_level="info")
+    from api.proxies import uvicorn_options
+
+    uvicorn.run(create_app(engine), host=host, port=port, log_level="info", **uvicorn_options())

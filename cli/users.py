@@ -117,3 +117,23 @@ def reset_password(
     console.print(f"password of [cyan]{username}[/cyan] reset")
     if generated:
         console.print(f"password: [bold]{password}[/bold]  (shown once)")
+
+
+@app.command()
+def unlock(
+    username: str = typer.Argument(...),
+    address: str | None = typer.Option(None, "--address", help="also forget this address's failed logins"),
+) -> None:
+    """Forget a user's failed logins, ending the login delay they built up (audited)."""
+    from geo.access import audit, throttle
+    from geo.access.users import get_user
+    from geo.store.db import session_scope
+
+    with friendly_errors(), session_scope(common.engine()) as session:
+        user = get_user(session, username)
+        cleared = throttle.unlock(session, user.username)
+        if address:
+            cleared += throttle.unlock(session, remote_addr=address)
+        audit.record(session, cli_actor(), "user.unlock", "user", user.username, user.jurisdiction_code,
+                     None, {"cleared": cleared, "address": address}, audit.LOCAL)
+    console.print(f"[cyan]{username}[/cyan]: {cleared} failed login(s) forgotten")

@@ -35,7 +35,8 @@ def start_api(port: int, env: dict[str, str] | None = None, log: Path | None = N
     """One API process on 127.0.0.1:`port` (its output to `log`, else discarded)."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (handed to the child)
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", "--no-access-log"]
+           "--port", str(port), "--log-level", "warning", "--no-access-log",
+           "--no-proxy-headers"]  # the app believes X-Forwarded-* only from GRIDATLAS_TRUSTED_PROXIES (api/proxies.py)
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
 

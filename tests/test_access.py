@@ -497,7 +497,7 @@ def test_password_login_refresh_and_me(client, db_session, world):
 
 
 def test_no_user_enumeration(client, db_session, world, auth_settings):
-    auth_settings(max_failures_per_account=1000, max_failures_per_address=1000)
+    auth_settings(max_failures_per_pair=1000, max_failures_per_account=1000, max_failures_per_address=1000)
     create_user(db_session, "wang.worker", "a long enough password", "worker", world.grid)
     disabled = create_user(db_session, "gone.worker", "a long enough password", "worker", world.grid)
     disabled.disabled = True
@@ -523,11 +523,13 @@ def test_no_user_enumeration(client, db_session, world, auth_settings):
 
 
 def test_login_throttled_per_account_with_retry_after(client, db_session, world, auth_settings, caplog):
-    settings = auth_settings(max_failures_per_account=3, max_failures_per_address=100, window_seconds=600)
+    # the delay starts at 5 minutes here, so the next request comes within it however slow the machine
+    settings = auth_settings(max_failures_per_pair=3, max_failures_per_account=100, max_failures_per_address=100,
+                             window_seconds=600, backoff_base_seconds=300)
     create_user(db_session, "zhao.leader", "the right password", "leader", world.community)
     db_session.flush()
     caplog.set_level(logging.WARNING, logger="gridatlas.auth")
-    for _ in range(settings.max_failures_per_account):
+    for _ in range(settings.max_failures_per_pair):
         assert client.post("/v1/auth/token", data={"username": "zhao.leader", "password": "wrong"}).status_code \
             == 401
     r = client.post("/v1/auth/token", data={"username": "zhao.leader", "password": "the right password"})
@@ -554,7 +556,8 @@ def test_login_throttled_per_account_with_retry_after(client, db_session, world,
 
 
 def test_login_throttled_per_address(engine, db_session, world, auth_settings):
-    auth_settings(max_failures_per_account=100, max_failures_per_address=4, window_seconds=300)
+    auth_settings(max_failures_per_pair=100, max_failures_per_account=100, max_failures_per_address=4,
+                  window_seconds=300, backoff_base_seconds=300)
     from api.deps import session_dep
     from api.main import create_app
 
@@ -581,7 +584,8 @@ def test_login_throttled_per_address(engine, db_session, world, auth_settings):
 
 
 def test_throttle_forgets_failures_before_a_success(db_session):
-    settings = AuthSettings(max_failures_per_account=3, max_failures_per_address=1000, window_seconds=900)
+    settings = AuthSettings(max_failures_per_pair=3, max_failures_per_account=1000, max_failures_per_address=1000,
+                            window_seconds=900, backoff_base_seconds=60)
     now = dt.datetime(2025, 5, 1, 9, 0, tzinfo=dt.UTC)
     for i in range(2):
         throttle.record_attempt(db_session, "Zhou", "a", False, now + dt.timedelta(seconds=i), settings)
@@ -590,8 +594,9 @@ def test_throttle_forgets_failures_before_a_success(db_session):
         v = throttle.record_attempt(db_session, "ZHOU", "a", False, now + dt.timedelta(seconds=10 + i), settings)
     assert v.allowed  # 2 failures since the success
     v = throttle.record_attempt(db_session, "zhou", "a", False, now + dt.timedelta(seconds=20), settings)
-    assert not v.allowed and v.reason == "account" and v.retry_after == 900 - 10
-    assert throttle.check(db_session, "zhou", "b", now + dt.timedelta(seconds=911), settings).allowed
+    assert not v.allowed and v.reason == "pair" and v.retry_after == 60
+    assert throttle.check(db_session, "zhou", "b", now + dt.timedelta(seconds=21), settings).allowed  # other address
+    assert throttle.check(db_session, "zhou", "a", now + dt.timedelta(seconds=81), settings).allowed  # delay over
 
 
 # =================================================================================== the browser login page
@@ -615,11 +620,13 @@ def test_login_page_is_chinese_offline_and_sets_an_httponly_cookie(client, db_se
     assert "已登录" in client.get("/login", cookies={COOKIE_NAME: cookie}).text
 
     # writes with the cookie: same-site allowed, cross-site refused
+    cross = client.post("/v1/auth/logout", cookies={COOKIE_NAME: cookie}, headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403 and _is_problem(cross)
     same = client.post("/v1/auth/logout", cookies={COOKIE_NAME: cookie},
                        headers={"Origin": "http://testserver"})
     assert same.status_code == 204 and f'{COOKIE_NAME}=""' in same.headers["set-cookie"]
-    cross = client.post("/v1/auth/logout", cookies={COOKIE_NAME: cookie}, headers={"Origin": "https://evil.example"})
-    assert cross.status_code == 403 and _is_problem(cross)
+    # logged out: the cookie's session is over, even for a copy of the cookie kept aside
+    assert client.get("/v1/auth/me", cookies={COOKIE_NAME: cookie}).status_code == 401
 
     # a wrong password and an open redirect both land back on the login page
     bad = client.post("/v1/auth/token", data={"username": "zhou.leader", "password": "nope", "cookie": "true",

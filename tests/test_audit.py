@@ -256,6 +256,20 @@ def test_cli_users_and_keys_are_audited(cli_db):
     assert refused.exit_code == 1
     assert "chen" in runner.invoke(app, ["users", "list"]).output
 
+    # unlock: an admin on the machine ends the login delay failures built up
+    from geo.access import throttle
+    from geo.settings import AuthSettings
+
+    slow = AuthSettings(backoff_base_seconds=300)  # the delay outlasts the test however slow the machine
+    with session_scope(cli_db) as session:
+        for _ in range(6):
+            throttle.record_attempt(session, "chen", "10.6.6.6", False, settings=slow)
+        assert not throttle.check(session, "chen", "10.6.6.6", settings=slow).allowed
+    r = runner.invoke(app, ["users", "unlock", "chen"])
+    assert r.exit_code == 0 and "6 failed login(s) forgotten" in r.output, r.output
+    with session_scope(cli_db) as session:
+        assert throttle.check(session, "chen", "10.6.6.6", settings=slow).allowed
+
     r = runner.invoke(app, ["keys", "create", "hotline", "--user", "chen"])
     assert r.exit_code == 0, r.output
     key = next(w for w in r.output.split() if w.startswith("ga_"))
@@ -277,6 +291,6 @@ def test_cli_users_and_keys_are_audited(cli_db):
         assert session.get(User, session.scalar(text("SELECT id FROM users WHERE username = 'chen'"))).disabled
         rows = session.execute(text(
             "SELECT action, actor, remote_addr, method FROM audit_log ORDER BY id")).all()
-    assert [r.action for r in rows] == ["user.create", "apikey.create", "apikey.revoke", "user.reset_password",
-                                        "user.disable"]
+    assert [r.action for r in rows] == ["user.create", "user.unlock", "apikey.create", "apikey.revoke",
+                                        "user.reset_password", "user.disable"]
     assert all(r.actor.startswith("cli") and r.remote_addr == "local" and r.method is None for r in rows)

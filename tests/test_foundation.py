@@ -171,6 +171,7 @@ def test_models_match_the_migrated_schema(empty_database_url):
     from sqlalchemy import CheckConstraint
     from sqlalchemy.dialects.postgresql import ExcludeConstraint
 
+    import geo.access.sessions  # noqa: F401  (its table is part of the metadata)
     import geo.access.throttle  # noqa: F401  (its table is part of the metadata)
     from geo.store.models import Base
 

@@ -17,21 +17,22 @@ from api.auth import (
     CurrentUser,
     OptionalUser,
     decode_token,
+    is_https,
     issue_token,
     request_info,
     token_lifetime,
-    user_for_claims,
 )
 from api.deps import SessionDep
 from api.problems import Problem, problem_response, problem_responses
 from api.schemas.access import Me, PasswordChange, RefreshRequest, TokenPair
-from geo.access import audit, throttle
+from geo.access import audit, sessions, throttle
 from geo.access.users import (
     authenticate,
     change_own_password,
     get_user,
     jurisdiction_name,
     revoke_tokens,
+    user_for_token,
     verify_password,
 )
 
@@ -42,11 +43,17 @@ INVALID_LOGIN = "incorrect username or password"
 ROLE_NAMES = {"admin": "管理员", "planner": "规划员", "leader": "领导", "worker": "网格员"}
 
 
-def _tokens(user) -> TokenPair:
+def _tokens(session, user) -> TokenPair:
+    """A fresh pair for a new login session (a new refresh-token family)."""
+    family = sessions.start(session, user.username, token_lifetime("refresh"))
+    return _pair(user, family.id, family.current_jti)
+
+
+def _pair(user, family: str, refresh_jti: str) -> TokenPair:
     return TokenPair(
-        access_token=issue_token(user, "access"),
+        access_token=issue_token(user, "access", family=family),
         expires_in=int(token_lifetime("access").total_seconds()),
-        refresh_token=issue_token(user, "refresh"),
+        refresh_token=issue_token(user, "refresh", family=family, jti=refresh_jti),
         refresh_expires_in=int(token_lifetime("refresh").total_seconds()),
     )
 
@@ -81,8 +88,11 @@ def login(
 ):
     """Exchange a username and password for an access and a refresh token (OAuth2 password flow).
 
-    Unknown user, wrong password and disabled user get the same answer. After too many failures for one account
-    or one address within the window, logins are refused with 429 and Retry-After.
+    Unknown user, wrong password and disabled user get the same answer. After repeated failures for one account
+    from one address (or many accounts from one address, or one account from many addresses, for addresses the
+    account does not usually log in from), further attempts wait an exponentially growing delay: 429 with
+    Retry-After. The owner at their usual address is not locked out; an admin can clear the failures
+    (`POST /v1/users/{username}/unlock`). Every refusal is audited.
     """
     info = request_info(request)
     verdict = throttle.check(session, username, info.remote_addr)
@@ -90,7 +100,8 @@ def login(
         log.warning("login refused (throttled by %s) for %r from %s; retry in %ss",
                     verdict.reason, username, info.remote_addr, verdict.retry_after)
         audit.record(session, None, "auth.login_refused", "login", username[:64], None, None,
-                     {"reason": verdict.reason, "retry_after": verdict.retry_after}, info)
+                     {"reason": verdict.reason, "retry_after": verdict.retry_after,
+                      "remote_addr": info.remote_addr}, info)
         if cookie:
             return _login_redirect(request, "throttled", next, verdict.retry_after)
         return problem_response(request, 429, f"too many failed logins; try again in {verdict.retry_after} s",
@@ -100,7 +111,8 @@ def login(
     outcome = throttle.record_attempt(session, username, info.remote_addr, success=user is not None)
     if user is None:
         log.warning("failed login for %r from %s", username, info.remote_addr)
-        audit.record(session, None, "auth.login_failed", "login", username[:64], request_info=info)
+        audit.record(session, None, "auth.login_failed", "login", username[:64], None, None,
+                     {"remote_addr": info.remote_addr}, info)
         if not outcome.allowed:
             log.warning("login throttle tripped (%s) for %r from %s for %ss",
                         outcome.reason, username, info.remote_addr, outcome.retry_after)
@@ -114,23 +126,47 @@ def login(
                                 headers={"WWW-Authenticate": "Bearer"})
     audit.record(session, user.username, "auth.login", "user", user.username, user.jurisdiction_code,
                  None, {"via": "cookie" if cookie else "token"}, info)
-    tokens = _tokens(user)
+    tokens = _tokens(session, user)
     if cookie:
         response = RedirectResponse(_safe_next(request, next), status_code=303)
+        # Secure when the browser came over https, directly or through a trusted proxy (X-Forwarded-Proto)
         response.set_cookie(COOKIE_NAME, tokens.access_token, max_age=tokens.expires_in, httponly=True,
-                            samesite="lax", secure=request.url.scheme == "https", path="/")
+                            samesite="lax", secure=is_https(request), path="/")
         return response
     return tokens
 
 
 @router.post("/v1/auth/refresh", response_model=TokenPair, responses=problem_responses(401, 422))
-def refresh(body: RefreshRequest, request: Request, session: SessionDep) -> TokenPair:
-    """A new access token for a valid refresh token (refused once the user is disabled or their tokens revoked)."""
-    user = user_for_claims(session, decode_token(body.refresh_token, kind="refresh"))
+def refresh(body: RefreshRequest, request: Request, session: SessionDep):
+    """A new access token and a new refresh token for the current refresh token of a session (rotation).
+
+    The refresh token presented is spent. Presenting a spent one again (it was copied) revokes the whole session:
+    every access and refresh token of that login stops working. Refused once the user is disabled, their tokens
+    revoked or the session logged out. Refusals are audited.
+    """
+    info = request_info(request)
+    claims = decode_token(body.refresh_token, kind="refresh")
+    family, jti = claims.get("fam"), claims.get("jti")
+    user = user_for_token(session, claims["sub"], claims.get("tv"))  # the name is signed: ours
+    outcome = sessions.Rotation.UNKNOWN
+    new_jti = None
+    if user is not None and isinstance(family, str) and isinstance(jti, str):
+        outcome, new_jti = sessions.rotate(session, family, jti, user.username, token_lifetime("refresh"))
+    if user is None or outcome is not sessions.Rotation.ROTATED or new_jti is None:
+        reason = "user" if user is None else outcome.value
+        action = "auth.refresh_reused" if outcome is sessions.Rotation.REUSED else "auth.refresh_refused"
+        log.warning("refresh refused (%s) for %r from %s", reason, claims.get("sub"), info.remote_addr)
+        audit.record(session, None, action, "user", str(claims.get("sub"))[:64],
+                     user.jurisdiction_code if user else None, None,
+                     {"reason": reason, "remote_addr": info.remote_addr}, info)
+        detail = ("this refresh token was already used: the session is revoked, log in again"
+                  if outcome is sessions.Rotation.REUSED else
+                  "the refresh token is no longer valid (rotated, logged out, revoked or user disabled)")
+        # answered, not raised: the revocation and the audit entry must be committed
+        return problem_response(request, 401, detail, type="unauthorised", headers={"WWW-Authenticate": "Bearer"})
     audit.record(session, user.username, "auth.refresh", "user", user.username, user.jurisdiction_code,
-                 request_info=request_info(request))
-    return TokenPair(access_token=issue_token(user, "access"),
-                     expires_in=int(token_lifetime("access").total_seconds()))
+                 request_info=info)
+    return _pair(user, str(family), new_jti)
 
 
 @router.get("/v1/auth/me", response_model=Me, responses=problem_responses(401))
@@ -160,18 +196,26 @@ def change_password(body: PasswordChange, request: Request, principal: CurrentUs
         audit_entry("user.password_change_failed", "user", user.username, user.jurisdiction_code)
         return problem_response(request, 401, "the current password is wrong", type="invalid-credentials")
     change_own_password(session, user, body.new_password)
+    sessions.revoke_user(session, user.username, "password changed")
     audit_entry("user.password_change", "user", user.username, user.jurisdiction_code)
-    return _tokens(user)
+    return _tokens(session, user)
 
 
 @router.post("/v1/auth/logout", status_code=204,
              responses={**problem_responses(401, 403), 303: {"description": "back to the login page"}})
 def logout(request: Request, principal: CurrentUser, session: SessionDep, audit_entry: AuditDep,
            everywhere: Annotated[bool, Query(description="revoke every token issued to you so far")] = False):
-    """End the browser session (clears the cookie); with `everywhere`, every token of yours stops working."""
-    if everywhere:
+    """End the session: its access token (bearer or cookie) and its refresh tokens stop working at once, and the
+    cookie is cleared. With `everywhere`, every token issued to you so far stops working."""
+    claims = getattr(request.state, "token_claims", None) or {}
+    family = claims.get("fam")
+    if everywhere or (principal.via in ("token", "cookie") and not isinstance(family, str)):
+        # a token from before login sessions carries no family: only the token version can end it
         revoke_tokens(get_user(session, principal.username))
+        sessions.revoke_user(session, principal.username, "logout everywhere" if everywhere else "logout")
         session.flush()
+    elif isinstance(family, str):
+        sessions.revoke(session, family, "logout")
     audit_entry("auth.logout", "user", principal.username, principal.jurisdiction_code,
                 after={"everywhere": everywhere, "via": principal.via})
     wants_page = "text/html" in request.headers.get("accept", "")

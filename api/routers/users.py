@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from api.auth import Admin, AuditDep
 from api.deps import SessionDep
@@ -16,12 +16,13 @@ from api.schemas.access import (
     KeyOut,
     PasswordOut,
     PasswordReset,
+    UnlockOut,
     UserChange,
     UserCreate,
     UserCreated,
     UserOut,
 )
-from geo.access import apikeys
+from geo.access import apikeys, throttle
 from geo.access.users import (
     UNCHANGED,
     check_jurisdiction,
@@ -111,6 +112,21 @@ def revoke_user_tokens(username: str, admin: Admin, session: SessionDep, audit: 
     audit("user.revoke_tokens", "user", target.username, target.jurisdiction_code)
 
 
+@router.post("/v1/users/{username}/unlock", response_model=UnlockOut,
+             responses=problem_responses(*_AUTH, 404, 422))
+def unlock_user(username: str, admin: Admin, session: SessionDep, audit: AuditDep,
+                address: Annotated[str | None, Query(max_length=64, description="also forget this address's "
+                                                     "failures (every account)")] = None):
+    """Forget the user's failed logins (from every address), so the login delay they built up ends now."""
+    target = get_user(session, username)
+    cleared = throttle.unlock(session, target.username)
+    if address:
+        cleared += throttle.unlock(session, remote_addr=address)
+    audit("user.unlock", "user", target.username, target.jurisdiction_code,
+          after={"cleared": cleared, "address": address})
+    return {"username": target.username, "address": address, "cleared": cleared}
+
+
 @router.get("/v1/keys", response_model=list[KeyOut], responses=problem_responses(*_AUTH, 404))
 def keys(admin: Admin, session: SessionDep, username: Annotated[str | None, Query()] = None):
     """API keys (prefix, owner, dates; never the key or its hash), newest first."""
@@ -128,7 +144,8 @@ def add_key(body: KeyCreate, admin: Admin, session: SessionDep, audit: AuditDep)
 
 
 @router.delete("/v1/keys/{key_id}", response_model=KeyOut, responses=problem_responses(*_AUTH, 404))
-def revoke_key(key_id: int, admin: Admin, session: SessionDep, audit: AuditDep):
+def revoke_key(key_id: Annotated[int, Path(ge=1, le=2**31 - 1)], admin: Admin, session: SessionDep,
+               audit: AuditDep):
     """Revoke an API key (kept on record with its revocation time)."""
     row = apikeys.find_key(session, key_id)
     before = apikeys.key_summary(row)

@@ -96,6 +96,14 @@ class PasswordOut(BaseModel):
     password: str | None = Field(default=None, description="the generated password, shown this once")
 
 
+class UnlockOut(BaseModel):
+    """The outcome of clearing a user's failed logins."""
+
+    username: str
+    address: str | None = Field(default=None, description="the address whose failures were cleared too, if any")
+    cleared: int = Field(description="how many failed login attempts were forgotten")
+
+
 # -------------------------------------------------------------------------------------------------- API keys
 
 class KeyCreate(BaseModel):

@@ -5,7 +5,9 @@
 - `apikeys`: long-lived API keys (shown once, stored hashed, revocable); `principal_for_key`;
 - `scope`: which unit (and so which jurisdiction) an id names (`SCOPE_PARAMS`, `unit_code`);
 - `audit`: the append-only audit log (`record`, `entries`);
-- `throttle`: login throttling per account and per address (`check`, `record_attempt`).
+- `throttle`: login backoff per account and address, never a lock of the owner (`check`, `record_attempt`,
+  `unlock`);
+- `sessions`: login sessions as refresh-token families (rotation, reuse detection, logout revocation).
 
 The numbers (password length, throttle limits) are `geo.settings.AuthSettings`.
 """

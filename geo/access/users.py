@@ -7,6 +7,7 @@ The numbers (password length, throttling) are `geo.settings.AuthSettings` (``get
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -134,6 +135,25 @@ def password_problem(password: str) -> str | None:
     return f"the password needs at least {minimum} characters" if len(password) < minimum else None
 
 
+#: Unicode categories refused in a username: controls, format characters (zero-width spaces and joiners,
+#: bidirectional overrides, soft hyphens), surrogates, private use, unassigned; line and paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def normalise_username(username: str) -> str:
+    """The stored form of a username: NFKC (full-width letters and compatibility forms folded), 1 to 100
+    characters, no surrounding spaces, no invisible or control characters (UserError naming the first)."""
+    name = unicodedata.normalize("NFKC", username)
+    for char in name:
+        category = unicodedata.category(char)
+        if category in _REFUSED_CATEGORIES:
+            raise UserError(f"a username cannot contain U+{ord(char):04X} ({unicodedata.name(char, 'unnamed')}, "
+                            f"category {category}): invisible and control characters are refused")
+    if not name or len(name) > 100 or name != name.strip():
+        raise UserError("a username has 1 to 100 characters and no surrounding spaces")
+    return name
+
+
 def jurisdiction_name(session: Session, code: str) -> str | None:
     """The name of the street, community or grid with this code, or None when there is none."""
     level = LEVEL_BY_CODE_LENGTH.get(len(code or ""))
@@ -165,8 +185,7 @@ def create_user(session: Session, username: str, password: str, role: str,
         raise UserError(f"a {role} needs a jurisdiction (a 9-digit street, 12-digit community or 15-digit grid code)")
     if jurisdiction_code and len(jurisdiction_code) not in LEVEL_BY_CODE_LENGTH:
         raise UserError(f"jurisdiction {jurisdiction_code!r} is not a 9-, 12- or 15-digit code")
-    if not username or len(username) > 100 or username != username.strip():
-        raise UserError("a username has 1 to 100 characters and no surrounding spaces")
+    username = normalise_username(username)
     if session.scalar(select(User.id).where(User.username == username)):
         raise UserConflict(f"user {username!r} exists already")
     user = User(
@@ -184,8 +203,8 @@ def create_user(session: Session, username: str, password: str, role: str,
 
 
 def get_user(session: Session, username: str) -> User:
-    """The user with this name; UnknownUser otherwise."""
-    user = session.scalar(select(User).where(User.username == username))
+    """The user with this name (NFKC-normalised as stored); UnknownUser otherwise."""
+    user = session.scalar(select(User).where(User.username == unicodedata.normalize("NFKC", username)))
     if user is None:
         raise UnknownUser(f"there is no user {username!r}")
     return user
@@ -269,8 +288,15 @@ def change_own_password(session: Session, user: User, password: str) -> None:
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    """The active user with these credentials, or None (the same answer for unknown user and wrong password)."""
-    user = session.scalar(select(User).where(User.username == username))
+    """The active user with these credentials, or None (the same answer for unknown user and wrong password).
+
+    The typed name is NFKC-normalised like stored names; one with invisible or control characters names no one.
+    """
+    try:
+        name: str | None = normalise_username(username)
+    except UserError:
+        name = None
+    user = session.scalar(select(User).where(User.username == name)) if name is not None else None
     ok = verify_password(user.password_hash if user else None, password)
     return user if ok and user is not None and not user.disabled else None
 

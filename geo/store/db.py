@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -166,19 +167,44 @@ def downgrade(url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(url), revision)
 
 
-def migration_heads(url: str) -> tuple[set[str], set[str]]:
-    """(revisions the code knows as heads, revisions the database is at)."""
-    from alembic.runtime.migration import MigrationContext
+def _script_heads() -> frozenset[str]:
+    """The migration heads the code knows; parsed again only when a migration file is added, removed or changed."""
+    versions = MIGRATIONS_DIR / "versions"
+    stamp = tuple(sorted((entry.name, entry.stat().st_mtime_ns) for entry in os.scandir(versions)
+                         if entry.name.endswith(".py")))
+    return _parse_script_heads(stamp)
+
+
+@lru_cache(maxsize=4)
+def _parse_script_heads(stamp: tuple) -> frozenset[str]:
     from alembic.script import ScriptDirectory
 
-    script = ScriptDirectory.from_config(alembic_config(url))
-    with make_engine(url).connect() as conn:
-        current = set(MigrationContext.configure(conn).get_current_heads())
-    return set(script.get_heads()), current
+    return frozenset(ScriptDirectory.from_config(alembic_config("postgresql://")).get_heads())
+
+
+def _current_heads(conn) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
+    return set(MigrationContext.configure(conn).get_current_heads())
+
+
+def migration_heads(url: str) -> tuple[set[str], set[str]]:
+    """(revisions the code knows as heads, revisions the database at `url` is at); a short-lived engine."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = _current_heads(conn)
+    finally:
+        engine.dispose()
+    return set(_script_heads()), current
 
 
 def readiness(engine: Engine) -> dict:
-    """Check the database is reachable, has PostGIS and is migrated; raise DatabaseNotReady otherwise."""
+    """Check the database is reachable, has PostGIS and is migrated; raise DatabaseNotReady otherwise.
+
+    Runs on one connection of `engine`'s pool (the app's): no engine is built per call, so a probe every few
+    seconds neither opens connections nor leaves any behind.
+    """
     try:
         with engine.connect() as conn:
             pg = conn.execute(text("SHOW server_version")).scalar()
@@ -186,11 +212,12 @@ def readiness(engine: Engine) -> dict:
                 text("SELECT 1 FROM pg_extension WHERE extname = 'postgis'")
             ).scalar()
             postgis = conn.execute(text("SELECT postgis_lib_version()")).scalar() if has_postgis else None
+            current = _current_heads(conn) if postgis else set()
     except Exception as exc:  # any driver error means "not reachable"
         raise DatabaseNotReady(f"database unreachable: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
     if not postgis:
         raise DatabaseNotReady("PostGIS is not installed in this database (CREATE EXTENSION postgis)")
-    heads, current = migration_heads(engine.url.render_as_string(hide_password=False))
+    heads = set(_script_heads())
     if heads != current:
         raise DatabaseNotReady(f"migrations not at head: database at {sorted(current)}, code at {sorted(heads)}")
     return {"postgres": pg, "postgis": postgis, "migrations": sorted(current)}
