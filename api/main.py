@@ -11,7 +11,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
-from api import access_log
+from api import access_log, proxies
 from api.compression import CompressionMiddleware
 from api.limits import BodyLimitMiddleware
 from api.problems import install_problem_handlers
@@ -33,6 +33,7 @@ from api.routers import (
     mobile,
     mobile_report,
     open311,
+    photos,
     plan_editor,
     plans,
     staff,
@@ -49,8 +50,8 @@ DOCS_ASSETS = Path(__file__).resolve().parent / "static" / "docs"
 ROUTERS = (
     audit.router, auth.router, classification.router, coverage.router, health.router, imports.router,
     incidents.router, locate.router, maps_classification.router, maps_coverage.router, maps_heatmap.router,
-    maps_plan.router, mobile.router, mobile_report.router, open311.router, plans.router, staff.router, users.router,
-    features.router, home.router, tiles.router, plan_editor.router,
+    maps_plan.router, mobile.router, mobile_report.router, open311.router, photos.router, plans.router,
+    staff.router, users.router, features.router, home.router, tiles.router, plan_editor.router,
 )
 
 
@@ -81,6 +82,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(CompressionMiddleware)
+    proxies.install(app)  # outermost: X-Forwarded-* believed only from GRIDATLAS_TRUSTED_PROXIES
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     try:
         from maps.static_mount import mount_static

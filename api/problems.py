@@ -127,12 +127,24 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError):
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.kind == "unavailable" else None
+        from api.problems_zh import localize  # Accept-Language: zh-CN → Chinese title and detail, with names
+
+        zh = await localize(request, exc)
+        if zh is not None:
+            return problem_response(request, KIND_STATUS[exc.kind], zh[1], type=exc.slug, title=zh[0],
+                                    headers={**(headers or {}), "Content-Language": "zh-CN"}, **zh[2])
         return problem_response(request, KIND_STATUS[exc.kind], exc.message, type=exc.slug, title=exc.title,
-                                **exc.extra)
+                                headers=headers, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not UTF-8: the same as any other malformed JSON (422 json_invalid)
+            return problem_response(request, 422, "body: the request body is not JSON (UTF-8)",
+                                    type="validation-error", title="Invalid request",
+                                    errors=[{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}])
         return problem_response(request, exc.status_code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +48,22 @@ class AuthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDATLAS_AUTH_", extra="ignore")
 
     password_min_length: int = 10
-    #: Failed logins for one account (since its last success) within the window before it is throttled.
-    max_failures_per_account: int = 5
-    #: Failed logins from one address within the window before the address is throttled.
+    #: Failed logins for one account from one address (since that pair's last success) within the window before
+    #: that pair is slowed down (exponential delay). The owner at another address is not affected.
+    max_failures_per_pair: int = 5
+    #: Failed logins for one account from all addresses within the window before addresses the account has not
+    #: logged in from lately are slowed down too (a distributed guess); its usual addresses are not.
+    max_failures_per_account: int = 20
+    #: Failed logins from one address (any accounts) within the window before that address is slowed down for
+    #: every account that has not logged in from it lately (password spraying).
     max_failures_per_address: int = 20
-    window_seconds: int = 900
+    #: Failures older than this do not count.
+    window_seconds: int = 3600
+    #: The delay once a limit is reached; it doubles with every further failure, up to `backoff_max_seconds`.
+    backoff_base_seconds: float = 2.0
+    backoff_max_seconds: int = 900
+    #: A successful login makes its address "usual" for the account for this many days.
+    known_address_days: int = 30
 
 
 #: The classification thresholds (names of `ClassifyRules` fields): what stored results depend on.
@@ -92,6 +103,22 @@ class ClassifyRules(BaseSettings):
         return {name: float(getattr(self, name)) for name in CLASSIFY_THRESHOLDS}
 
 
+class BasemapLayer(BaseModel):
+    """One XYZ layer of an intranet basemap (``GRIDATLAS_BASEMAPS``, a JSON list of these, bottom layer first).
+
+    Tianditu serves the base and its labels as two layers (e.g. ``vec`` + ``cva``); AMap/Tencent tiles are drawn
+    in GCJ-02 (``coordsys: gcj02``), so the pages shift their overlays to line up; ``bd09`` likewise for tiles in
+    BD-09 coordinates on the standard Web Mercator matrix. ``wgs84`` also stands for CGCS2000 (within a metre)."""
+
+    url: str
+    name: str = "底图"
+    kind: Literal["base", "labels"] = "base"
+    coordsys: Literal["wgs84", "cgcs2000", "gcj02", "bd09"] = "wgs84"
+    max_native_zoom: int = Field(18, ge=0, le=22)
+    attribution: str = ""
+    subdomains: str = ""
+
+
 class Settings(BaseSettings):
     """Process settings. `DATABASE_URL` picks an external PostGIS; without it the project-managed cluster is used."""
 
@@ -111,16 +138,35 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     #: Optional intranet tile server (``https://tiles.example/{z}/{x}/{y}.png``); none by default: pages stay offline.
     tile_url: str | None = None
+    #: Basemap layers (JSON list of `BasemapLayer`); when empty, `tile_url` (if set) is the one WGS-84 base layer.
+    basemaps: list[BasemapLayer] = Field(default_factory=list)
     #: Largest file upload or point batch (imports, staff sheets, POST /v1/locate/batch).
     max_upload_bytes: int = 200 * 1024 * 1024
     #: Largest body of any other request (JSON edits such as a plan operation's GeoJSON).
     max_body_bytes: int = 32 * 1024 * 1024
+    #: A plan operation's geometry: most vertices it may have, and how far (metres) it may reach past its community.
+    plan_max_vertices: int = 20_000
+    plan_max_outside_m: float = 100.0
+    #: Incident photos: the largest one accepted, how many per case and stage, and the types (magic bytes checked).
+    photo_dir: Path | None = None  # var_dir/photos when unset
+    photo_max_bytes: int = 2 * 1024 * 1024
+    photo_max_per_stage: int = 3
+    photo_types: tuple[str, ...] = ("image/jpeg", "image/png", "image/webp")
     jwt_secret: str | None = None
     access_token_minutes: int = 30
     refresh_token_days: int = 7
+    #: Addresses (IPs or CIDR networks, comma-separated) of reverse proxies whose X-Forwarded-For and
+    #: X-Forwarded-Proto are believed (GRIDATLAS_TRUSTED_PROXIES); none by default: the peer's address is used.
+    trusted_proxies: str = ""
     rules: Rules = Field(default_factory=Rules)
     classify: ClassifyRules = Field(default_factory=ClassifyRules)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    def basemap_layers(self) -> list[BasemapLayer]:
+        """The basemap layers pages draw under their overlays (none: the pages orient by their own outlines)."""
+        if self.basemaps:
+            return list(self.basemaps)
+        return [BasemapLayer(url=self.tile_url)] if self.tile_url else []
 
 
 @lru_cache

@@ -209,7 +209,9 @@ def render_page(m: folium.Map, title: str, static_url: str | None = None) -> str
         # An explicit icon, so browsers do not ask for /favicon.ico (a 404 in every page's console otherwise).
         f'    <link rel="icon" href="{static_url}/favicon.svg" type="image/svg+xml">\n'
     )
-    page, n = re.subn(r"<html[^>]*>\s*<head>", f'<html lang="zh-CN">\n<head>\n    {head}', page, count=1)
+    # a function, not a template: the title is user text, never a regex replacement (its backslashes are text)
+    opening = f'<html lang="zh-CN">\n<head>\n    {head}'
+    page, n = re.subn(r"<html[^>]*>\s*<head>", lambda _: opening, page, count=1)
     if n != 1:
         raise RuntimeError("unexpected folium page template: no <html><head>")
     page = page.replace("</head>", f'    <link rel="stylesheet" href="{static_url}/{APP_CSS}"/>\n</head>', 1)

@@ -490,6 +490,29 @@ class IncidentEvent(Base):
     __table_args__ = (Index("ix_incident_events_incident_at", "incident_id", "at"),)
 
 
+class IncidentPhoto(Base):
+    """A photo of a case (事件照片), at report or as handling evidence; the bytes are a file under the data
+    directory (`geo.incidents.photos`), named by `path` relative to it (migration 0015)."""
+
+    __tablename__ = "incident_photos"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("incidents.id", ondelete="CASCADE"),
+                                             index=True)
+    stage: Mapped[str] = mapped_column(String(16), server_default="report")
+    media_type: Mapped[str] = mapped_column(String(32))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    taken_at: Mapped[dt.datetime | None] = _ts()
+    uploaded_at: Mapped[dt.datetime] = _ts(server_default=func.now())
+    uploaded_by: Mapped[str | None] = mapped_column(String(100))
+    __table_args__ = (
+        CheckConstraint("stage IN ('report','handling')", name="incident_photos_stage"),
+        CheckConstraint("size_bytes > 0", name="incident_photos_size"),
+        UniqueConstraint("incident_id", "sha256", name="incident_photos_incident_sha256"),
+    )
+
+
 class User(Base):
     """A user with a role and a jurisdiction (a street, community or grid code; none for admins)."""
 
