@@ -1,7 +1,8 @@
-"""Request parameters of incident reads, shared by the incident, heatmap page and Open311 routers (not a router).
+"""Request parameters of incidents, shared by the incident, heatmap page and Open311 routers (not a router).
 
 What a request's filters mean for the caller: reads see the caller's jurisdiction (`scope_of`), a filter naming a
 unit must overlap it (`check_filter_codes`), and a heatmap request becomes a `HeatmapQuery` (`HeatmapQueryDep`).
+A transition names the incident's revision in ``If-Match`` (`required_incident_revision`; ETag `incident_etag`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from fastapi import Depends, Query
 
 from api.auth import CurrentUser, ensure_covers
 from api.deps import SettingsDep
+from api.preconditions import required_if_match
+from api.problems import Problem
+from api.schemas.incidents import NO_NUL
 from geo.access.users import Principal
+from geo.incidents.closed_loop import incident_token, revision_in_token
 from geo.incidents.heatmap import MAX_CELL_M, MIN_CELL_M, HeatmapQuery
 from geo.incidents.periods import parse_period
 
@@ -29,14 +34,29 @@ def check_filter_codes(principal: Principal, **codes: str | None) -> None:
             ensure_covers(principal, code, f"{name} {code}")
 
 
+def incident_etag(incident_id: int, revision: int) -> str:
+    """The ETag header of an incident at a revision (strong)."""
+    return f'"{incident_token(incident_id, revision)}"'
+
+
+def required_incident_revision(value: str | None, incident_id: int) -> int:
+    """The incident revision a transition's If-Match names: 428 without it (or with ``*``), 412 when it is weak
+    or not an ETag of this incident."""
+    token = required_if_match(value, "an incident transition")
+    revision = revision_in_token(token, incident_id)
+    if revision is None:
+        raise Problem(412, f"If-Match {value} is not an ETag of incident {incident_id}", type="stale-incident")
+    return revision
+
+
 def heatmap_query(
     principal: CurrentUser,
     settings: SettingsDep,
     start: Annotated[str | None, Query(alias="from", description="date, YYYY-MM or datetime; "
                                                                  "default: the last 12 months of data")] = None,
     end: Annotated[str | None, Query(alias="to", description="a date or month includes that day or month")] = None,
-    class_code: Annotated[str | None, Query(alias="class", description="class code; a major class includes its "
-                                                                       "minor ones")] = None,
+    class_code: Annotated[str | None, Query(alias="class", max_length=16, pattern=NO_NUL,
+                                            description="class code; a major class includes its minor ones")] = None,
     street: Annotated[str | None, Query(pattern=r"^\d{9}$")] = None,
     community: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
     grid: Annotated[str | None, Query(pattern=r"^\d{15}$")] = None,

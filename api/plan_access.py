@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from api.auth import ensure_covers
-from api.preconditions import if_match_token
+from api.preconditions import if_match_token, required_if_match
 from api.problems import Problem
 from geo.access.users import Principal
 from geo.plans.drafts import plan_info
@@ -28,6 +28,16 @@ def if_match_revision(value: str | None, plan_id: int) -> int | None:
     token = if_match_token(value)
     if token is None:
         return None
+    revision = revision_in_token(token, plan_id)
+    if revision is None:
+        raise Problem(412, f"If-Match {value} is not an ETag of plan {plan_id}", type="stale-plan")
+    return revision
+
+
+def required_revision(value: str | None, plan_id: int, what: str) -> int:
+    """The plan revision an edit's If-Match names: 428 without it (or with ``*``), 412 when it is weak or not an
+    ETag of this plan."""
+    token = required_if_match(value, what)
     revision = revision_in_token(token, plan_id)
     if revision is None:
         raise Problem(412, f"If-Match {value} is not an ETag of plan {plan_id}", type="stale-plan")

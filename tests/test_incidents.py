@@ -610,6 +610,7 @@ def test_api_report_and_loop_with_roles_and_jurisdiction(tiny_client, tiny_user)
     r = tiny_client.post("/v1/incidents", json=body, headers=worker["headers"])
     assert r.status_code == 201, r.text
     created = r.json()
+    created_etag = r.headers["ETag"]
     iid = created["id"]
     assert created["state"] == "collected" and created["attribution"]["grid"]["code"] == GRID_SW
     assert created["history"][0]["action"] == "collect"
@@ -631,21 +632,36 @@ def test_api_report_and_loop_with_roles_and_jurisdiction(tiny_client, tiny_user)
     assert r.status_code == 403
     r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json={"action": "register"}, headers=other["headers"])
     assert r.status_code == 403
-    r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json={"action": "close"}, headers=worker["headers"])
+    # a transition names the revision it moves on from (If-Match): 428 without, 412 weak or stale
+    etag = tiny_client.get(f"/v1/incidents/{iid}", headers=worker["headers"]).headers["ETag"]
+    assert etag == created_etag
+    r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json={"action": "register"}, headers=worker["headers"])
+    assert r.status_code == 428 and r.json()["type"].endswith("precondition-required")
+    r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json={"action": "register"},
+                         headers={**worker["headers"], "If-Match": f"W/{etag}"})
+    assert r.status_code == 412 and r.json()["type"].endswith("weak-etag")
+    r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json={"action": "close"},
+                         headers={**worker["headers"], "If-Match": etag})
     assert r.status_code == 409
     problem = r.json()
     assert r.headers["content-type"].startswith("application/problem+json")
     assert problem["allowed"] == ["registered", "rejected"] and problem["state"] == "collected"
     for step in ({"action": "register"}, {"to": "dispatched", "department": "环卫所"},
                  {"action": "extend", "hours": 4}, {"action": "handle", "note": "已清理"}):
-        r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json=step, headers=worker["headers"])
+        r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json=step,
+                             headers={**worker["headers"], "If-Match": etag})
         assert r.status_code == 200, r.text
+        stale, etag = etag, r.headers["ETag"]
     out = r.json()
+    r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json={"action": "report"},
+                         headers={**worker["headers"], "If-Match": stale})
+    assert r.status_code == 412 and r.json()["current_etag"] == etag
     assert out["state"] == "handled" and out["deadline"]["light"] == "green"
     assert out["deadline"]["time_limit_hours"] == 24 and out["counts"]["extensions"] == 1
     assert [e["action"] for e in out["history"]] == ["collect", "register", "dispatch", "extend", "handle"]
     assert all(e["actor"] == worker["user"].username for e in out["history"][1:])
-    r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json={"action": "extend"}, headers=worker["headers"])
+    r = tiny_client.post(f"/v1/incidents/{iid}/transitions", json={"action": "extend"},
+                         headers={**worker["headers"], "If-Match": etag})
     assert r.status_code == 409  # handled: no extension any more
     classes = tiny_client.get("/v1/incident-classes", headers=worker["headers"]).json()
     assert {"code": "D04", "name": "火灾", "major_code": "D", "major_name": "突发事件",

@@ -95,8 +95,11 @@ def test_outside_community_and_not_contiguous(db_session, plan_id):
     state = plans.load_state(conn, plan_id)
     key = state.live("grid")[0]["key"]
     g = state.rows[key]["geom"]
-    minx, miny, maxx, maxy = shapely.bounds(state.rows[key]["geom"])
-    far = shapely.box(maxx + 0.05, maxy + 0.05, maxx + 0.052, maxy + 0.052)  # a detached island outside
+    community = plans.community_geom(conn, state.community_id)
+    # a detached island just outside the community (20-40 m east of its easternmost vertex)
+    east = max(shapely.get_coordinates(community), key=lambda c: c[0])
+    far = shapely.box(east[0] + 0.0002, east[1] - 0.0001, east[0] + 0.0004, east[1] + 0.0001)
+    assert not shapely.intersects(far, community)
     plans.apply_operation(conn, plan_id, {"type": "replace_geometry", "key": key,
                                           "geometry": mapping(shapely.union(g, far))})
     v = validate(conn, plan_id)
@@ -498,7 +501,8 @@ def test_http_publish_412_on_stale_version_and_rollback(client, make_user, commu
     p2 = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner).json()
     state = plans.load_state(db_session.connection(), p1["id"])
     a, b = _neighbours(state)
-    r = client.post(f"/v1/plans/{p1['id']}/operations", json={"type": "merge", "keys": [a, b]}, headers=planner)
+    r = client.post(f"/v1/plans/{p1['id']}/operations", json={"type": "merge", "keys": [a, b]},
+                    headers={**planner, "If-Match": p1["etag"]})
     assert r.status_code == 200
     pub = client.post(f"/v1/plans/{p1['id']}/publish", json={"allow_errors": True},
                       headers={**planner, "If-Match": p1["published_etag"]})
@@ -608,7 +612,8 @@ def test_suggestion_infeasible_is_explained_and_apply(client, make_user, communi
 
     rules = get_settings().rules
     planner = make_user("planner", community["code"])["headers"]
-    pid = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner).json()["id"]
+    created = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner)
+    pid = created.json()["id"]
     monkeypatch.setattr(rules, "grid_households_min", 10_000)
     monkeypatch.setattr(rules, "grid_households_max", 10_001)
     r = client.post(f"/v1/plans/{pid}/suggest", json={"seed": 1}, headers=planner)
@@ -619,6 +624,9 @@ def test_suggestion_infeasible_is_explained_and_apply(client, make_user, communi
     monkeypatch.setattr(rules, "grid_households_min", int(total / 8))
     monkeypatch.setattr(rules, "grid_households_max", int(total / 3))
     r = client.post(f"/v1/plans/{pid}/suggest", json={"seed": 1, "apply": True}, headers=planner)
+    assert r.status_code == 428  # applying is an edit: it names the revision it changes
+    r = client.post(f"/v1/plans/{pid}/suggest", json={"seed": 1, "apply": True},
+                    headers={**planner, "If-Match": created.headers["ETag"]})
     assert r.status_code == 200, r.text
     s = r.json()
     assert s["feasible"] and s["in_band"] and s["applied"]["revision"] == 1
@@ -1077,7 +1085,8 @@ def test_http_community_rollback_412_over_later_changes_then_current_etag(client
     def publish_merge():
         p = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner).json()
         a, b = _neighbours(plans.load_state(db_session.connection(), p["id"]))
-        r = client.post(f"/v1/plans/{p['id']}/operations", json={"type": "merge", "keys": [a, b]}, headers=planner)
+        r = client.post(f"/v1/plans/{p['id']}/operations", json={"type": "merge", "keys": [a, b]},
+                        headers={**planner, "If-Match": p["etag"]})
         assert r.status_code == 200, r.text
         pub = client.post(f"/v1/plans/{p['id']}/publish", json={"allow_errors": True},
                           headers={**planner, "If-Match": p["published_etag"]})
@@ -1111,13 +1120,24 @@ def test_http_community_rollback_412_over_later_changes_then_current_etag(client
 
 
 def test_if_match_is_read_in_the_http_layer():
-    """Weak tags, lists and ``*`` are header syntax (api.preconditions); the domain gets plain tokens."""
-    from api.preconditions import if_match_token, if_match_tokens
+    """Weak tags, lists and ``*`` are header syntax (api.preconditions); the domain gets plain tokens. If-Match
+    compares strongly: a weak tag never matches (412); a required one that is absent is 428."""
+    from api.preconditions import if_match_token, if_match_tokens, required_if_match
+    from api.problems import Problem
 
     assert if_match_token(None) is None and if_match_token("") is None and if_match_token(" * ") is None
-    assert if_match_token('W/"plan-3-r2"') == if_match_token('"plan-3-r2"') == "plan-3-r2"
+    assert if_match_token('"plan-3-r2"') == "plan-3-r2"
     assert if_match_tokens(None) == [] and if_match_tokens("*") == []
-    assert if_match_tokens('W/"c5-ab", "c6-cd" ,') == ["c5-ab", "c6-cd"]
+    assert if_match_tokens('"c5-ab", "c6-cd" ,') == ["c5-ab", "c6-cd"]
+    for weak in ('W/"plan-3-r2"', '"c5-ab", W/"c6-cd"'):
+        with pytest.raises(Problem) as exc:
+            if_match_tokens(weak)
+        assert exc.value.status == 412 and exc.value.type == "weak-etag"
+    for absent in (None, "", "*"):
+        with pytest.raises(Problem) as exc:
+            required_if_match(absent, "an edit")
+        assert exc.value.status == 428 and exc.value.type == "precondition-required"
+    assert required_if_match('"plan-3-r2"', "an edit") == "plan-3-r2"
 
 
 def test_http_refusals_keep_their_status_and_type(client, make_user, community, db_session):
@@ -1135,9 +1155,14 @@ def test_http_refusals_keep_their_status_and_type(client, make_user, community, 
     problem(client.get("/v1/plans/987654", headers=admin), 404, "not-found")
     created = client.post("/v1/plans", json={"community_code": community["code"]}, headers=planner)
     pid, etag = created.json()["id"], created.headers["ETag"]
-    problem(client.post(f"/v1/plans/{pid}/undo", headers=planner), 409, "nothing-to-undo")
+    problem(client.post(f"/v1/plans/{pid}/undo", headers=planner), 428, "precondition-required")
+    problem(client.post(f"/v1/plans/{pid}/undo", headers={**planner, "If-Match": etag}), 409, "nothing-to-undo")
     problem(client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": "nope"}, headers=planner),
-            422, "plan-operation")
+            428, "precondition-required")
+    problem(client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": "nope"},
+                        headers={**planner, "If-Match": f"W/{etag}"}), 412, "weak-etag")
+    problem(client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": "nope"},
+                        headers={**planner, "If-Match": etag}), 422, "plan-operation")
     body = problem(client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": "nope"},
                                headers={**planner, "If-Match": '"plan-0-r1"'}), 412, "stale-plan")
     assert "current_etag" not in body  # not an ETag of this plan: nothing to compare with
@@ -1153,14 +1178,17 @@ def test_http_refusals_keep_their_status_and_type(client, make_user, community, 
     body = problem(client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True},
                                headers={**planner, "If-Match": '"c1-not-current"'}), 412, "stale-version")
     assert body["current_etag"] == created.json()["published_etag"]
-    pub = client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True}, headers=planner)
+    problem(client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True}, headers=planner), 428,
+            "precondition-required")
+    now = {**planner, "If-Match": r.headers["ETag"]}
+    pub = client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True}, headers=now)
     assert pub.status_code == 200, pub.text
-    problem(client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True}, headers=planner), 409,
+    problem(client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True}, headers=now), 409,
             "plan-not-publishable")
-    problem(client.post(f"/v1/plans/{pid}/undo", headers=planner), 409, "nothing-to-undo")
-    problem(client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": a}, headers=planner), 422,
+    problem(client.post(f"/v1/plans/{pid}/undo", headers=now), 409, "nothing-to-undo")
+    problem(client.post(f"/v1/plans/{pid}/operations", json={"type": "retire", "key": a}, headers=now), 422,
             "plan-operation")
-    problem(client.post(f"/v1/plans/{pid}/suggest", json={"apply": True}, headers=planner), 422, "plan-suggest")
+    problem(client.post(f"/v1/plans/{pid}/suggest", json={"apply": True}, headers=now), 422, "plan-suggest")
     problem(client.post("/v1/versions/987654/rollback", headers=admin), 404, "rollback")
 
 

@@ -264,7 +264,8 @@ def test_http_street_plan_edit_suggest_publish_and_map(client, make_user, street
     assert back.headers["ETag"] == back.json()["etag"] != pub.headers["ETag"]
     assert db_session.execute(text("SELECT count(*) FROM grids_at(clock_timestamp()) WHERE id = :i"),
                               {"i": int(b1[1:])}).scalar() == 1
-    stale = client.post(f"/v1/plans/{again['id']}/publish", json={"allow_errors": True}, headers=street_planner)
+    stale = client.post(f"/v1/plans/{again['id']}/publish", json={"allow_errors": True},
+                        headers={**street_planner, "If-Match": again["etag"]})
     assert stale.status_code == 412 and stale.json()["type"].endswith("stale-version")
 
 
@@ -390,9 +391,11 @@ def test_http_street_rollback_jurisdiction_412_audit_and_locate_refresh(client, 
     pid = created["id"]
     state = plans.load_state(db_session.connection(), pid)
     (c1, (a1, b1)), _ = _two_communities_with_neighbours(state)
-    r = client.post(f"/v1/plans/{pid}/operations", json={"type": "merge", "keys": [a1, b1]}, headers=street_planner)
+    r = client.post(f"/v1/plans/{pid}/operations", json={"type": "merge", "keys": [a1, b1]},
+                    headers={**street_planner, "If-Match": created["etag"]})
     assert r.status_code == 200, r.text
-    pub = client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True}, headers=street_planner)
+    pub = client.post(f"/v1/plans/{pid}/publish", json={"allow_errors": True},
+                      headers={**street_planner, "If-Match": r.headers["ETag"]})
     assert pub.status_code == 200, pub.text
     vid, n_refreshed = pub.json()["version_id"], len(refreshed)
     url = f"/v1/versions/{vid}/rollback"

@@ -1,7 +1,8 @@
 """Incidents (网格事件) and their closed loop, KPIs (考核指标) and heatmap aggregates (热力图) over HTTP.
 
 Reads need a signed-in caller and see only their jurisdiction; transitions need the worker, planner or admin role
-inside the incident's jurisdiction. An illegal transition is a 409 problem+json listing the allowed next states
+inside the incident's jurisdiction and ``If-Match`` naming the incident's revision (its ETag; 428 without, 412 when
+stale). An illegal transition is a 409 problem+json listing the allowed next states
 (`geo.incidents.errors`; every domain refusal is answered by the one handler in `api.problems`).
 """
 
@@ -9,14 +10,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import JSONResponse
 
 from api.auth import AuditDep, CurrentUser, scoped
 from api.deps import SessionDep, SettingsDep
-from api.incident_params import HeatmapQueryDep, check_filter_codes, scope_of
+from api.incident_params import (
+    HeatmapQueryDep,
+    check_filter_codes,
+    incident_etag,
+    required_incident_revision,
+    scope_of,
+)
 from api.problems import problem_responses
 from api.schemas.incidents import (
+    NO_NUL,
     HeatmapAnswer,
     IncidentClass,
     IncidentIn,
@@ -123,13 +131,16 @@ def incident_states(principal: CurrentUser) -> dict:
 
 @router.post("/v1/incidents", status_code=201, response_model=IncidentOut, response_model_exclude_unset=True,
              responses=problem_responses(401, 403, 422))
-def create_incident(body: IncidentIn, principal: CurrentUser, session: SessionDep, audit: AuditDep) -> dict:
+def create_incident(body: IncidentIn, principal: CurrentUser, session: SessionDep, audit: AuditDep,
+                    response: Response) -> dict:
     """Report an incident at a point; it is attributed to the units whose boundaries are in force at its report
     time and must lie inside the caller's jurisdiction."""
     row = inc.report_incident(session.connection(), principal, body.model_dump())
     audit("incident.create", "incident", row["id"], inc.unit_code(row),
           after={k: row[k] for k in ("state", "class_code", "source", "lon", "lat", "grid_code", "reported_at")})
-    return incident_out(row, principal, inc.history(session.connection(), row["id"]))
+    out = incident_out(row, principal, inc.history(session.connection(), row["id"]))
+    response.headers["ETag"] = incident_etag(row["id"], len(out["history"]))
+    return out
 
 
 @router.get("/v1/incidents", response_model=IncidentPage, response_model_exclude_unset=True,
@@ -138,18 +149,20 @@ def list_incidents(
     principal: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
-    state: Annotated[str | None, Query(description="comma-separated states")] = None,
-    class_code: Annotated[str | None, Query(alias="class",
+    state: Annotated[str | None, Query(max_length=500, pattern=NO_NUL, description="comma-separated states")] = None,
+    class_code: Annotated[str | None, Query(alias="class", max_length=16, pattern=NO_NUL,
                                             description="class code; a major class includes its minor ones")] = None,
     street: Annotated[str | None, Query(pattern=r"^\d{9}$")] = None,
     community: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
     grid: Annotated[str | None, Query(pattern=r"^\d{15}$")] = None,
-    source: Annotated[str | None, Query()] = None,
+    source: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
     light: Annotated[Literal["green", "yellow", "red"] | None, Query()] = None,
-    start: Annotated[str | None, Query(alias="from", description="reported from (date or datetime)")] = None,
-    end: Annotated[str | None, Query(alias="to", description="reported until (a date includes that day)")] = None,
+    start: Annotated[str | None, Query(alias="from", max_length=64, pattern=NO_NUL,
+                                       description="reported from (date or datetime)")] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=64, pattern=NO_NUL,
+                                     description="reported until (a date includes that day)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> dict:
     """Incidents in the caller's jurisdiction, newest first, with filters; `total` counts every match."""
     check_filter_codes(principal, street=street, community=community, grid=grid)
@@ -163,23 +176,32 @@ def list_incidents(
 
 @router.get("/v1/incidents/{incident_id}", response_model=IncidentOut, response_model_exclude_unset=True,
             responses=problem_responses(401, 403, 404, 422))
-def get_incident(incident_id: int, principal: IncidentReader, session: SessionDep) -> dict:
+def get_incident(incident_id: int, principal: IncidentReader, session: SessionDep, response: Response) -> dict:
     """One incident with its full history, its attribution at report time and its re-attribution by today's
-    boundaries."""
-    return _detail(session, incident_id, principal)
+    boundaries. `ETag`: its revision, to send as `If-Match` with a transition."""
+    out = _detail(session, incident_id, principal)
+    response.headers["ETag"] = incident_etag(incident_id, len(out["history"]))
+    return out
 
 
 @router.post("/v1/incidents/{incident_id}/transitions", response_model=IncidentOut,
-             response_model_exclude_unset=True, responses=problem_responses(401, 403, 404, 409, 422))
+             response_model_exclude_unset=True,
+             responses=problem_responses(401, 403, 404, 409, 412, 422, 428))
 def transition(incident_id: int, body: TransitionIn, principal: IncidentWriter, session: SessionDep,
-               audit: AuditDep) -> dict:
-    """Move the incident along the closed loop; 409 with the allowed next states when the move is illegal."""
+               audit: AuditDep, response: Response, if_match: Annotated[str | None, Header()] = None) -> dict:
+    """Move the incident along the closed loop; 409 with the allowed next states when the move is illegal.
+
+    `If-Match` is required (428 without it): the incident's ETag from its last answer. When the incident moved
+    on meanwhile the transition is refused with 412 (`stale-incident`, `current_etag`) and nothing is written, so
+    of concurrent transitions on one revision exactly one wins."""
     conn = session.connection()
     before = inc.require_incident(conn, incident_id)
+    revision = required_incident_revision(if_match, incident_id)
     t = inc.apply_transition(conn, incident_id, actor=principal.username, action=body.action, to_state=body.to,
                              note=body.note, hours=body.hours, evaluation=body.evaluation,
-                             department=body.department)
+                             department=body.department, if_revision=revision)
     out = _detail(session, incident_id, principal)
+    response.headers["ETag"] = incident_etag(incident_id, len(out["history"]))
     audit(f"incident.{t.action}", "incident", incident_id, inc.unit_code(before),
           before={"state": before["state"], "due_at": before["due_at"]},
           after={"state": out["state"], "due_at": out["deadline"]["due_at"], "note": body.note})
@@ -199,8 +221,8 @@ def kpi(
     street: Annotated[str | None, Query(pattern=r"^\d{9}$")] = None,
     community: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
     grid: Annotated[str | None, Query(pattern=r"^\d{15}$")] = None,
-    class_code: Annotated[str | None, Query(alias="class")] = None,
-    department: Annotated[str | None, Query(max_length=100)] = None,
+    class_code: Annotated[str | None, Query(alias="class", max_length=16, pattern=NO_NUL)] = None,
+    department: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
 ) -> dict:
     """结案率, 按期结案率, 处置率, 返工率, 延期率 and their counts per group for a period, in the caller's
     jurisdiction, plus the deadline light of the open cases now."""

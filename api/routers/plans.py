@@ -4,7 +4,8 @@ A plan covers one community (``community_code``) or a whole street (``street_cod
 caller whose jurisdiction overlaps the plan's community or street; writes need the planner or admin role with the
 community or street inside the caller's jurisdiction (a community planner cannot draft or publish a street plan),
 and are audited. A plan answers with an ``ETag``
-(its revision); an edit or publish carrying a stale ``If-Match`` gets 412 problem+json listing what changed since.
+(its revision); edits (operations, undo, applying a suggestion) and publishes must carry it in ``If-Match``: 428
+problem+json without it, 412 with a stale or weak one (listing what changed since).
 Publishing also checks the community's published boundaries against the plan's base (and against ``If-Match``
 when it names the published version's ETag), so two planners never overwrite each other.
 
@@ -22,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from api.auth import AuditDep, CurrentUser, Planner, ensure_covers
 from api.deps import SessionDep
-from api.plan_access import if_match_revision, plan_for
-from api.preconditions import if_match_token, if_match_tokens
+from api.plan_access import if_match_revision, plan_for, required_revision
+from api.preconditions import if_match_tokens, required_if_match
 from api.problems import problem_responses
 from api.schemas.plans import (
     DiffOut,
@@ -85,15 +86,18 @@ def get_plan(plan_id: int, principal: CurrentUser, session: SessionDep, response
 
 
 @router.post("/v1/plans/{plan_id}/operations", response_model=OperationOut, response_model_exclude_unset=True,
-             responses=problem_responses(*_ACCESS, 404, 412, 422))
+             responses=problem_responses(*_ACCESS, 404, 412, 422, 428))
 def operate(plan_id: int, body: OperationIn, principal: Planner, session: SessionDep, audit: AuditDep,
             response: Response, if_match: Annotated[str | None, Header()] = None) -> dict:
-    """Apply one operation; answers the new revision (ETag) and the live validation."""
+    """Apply one operation; answers the new revision (ETag) and the live validation. `If-Match` (the plan's ETag)
+    is required: 428 without it, 412 when the plan moved on. Geometry that is invalid (a bow-tie, an unclosed
+    ring, NaN), lies outside the community or exceeds the size limits is refused with 422 before any write."""
     from geo.plans.validation import validate
 
     info = plan_for(session, plan_id, principal, write=True)
+    revision = required_revision(if_match, plan_id, "a plan operation")
     op = body.model_dump(exclude_none=True)
-    out = gp.apply_operation(session.connection(), plan_id, op, principal.actor, if_match_revision(if_match, plan_id))
+    out = gp.apply_operation(session.connection(), plan_id, op, principal.actor, revision)
     audit(f"plan.operation.{body.type}", "plan", plan_id, info["scope_code"],
           after={"seq": out["seq"], "revision": out["revision"], "op": {k: v for k, v in op.items()
                                                                          if k not in ("geometry", "line")},
@@ -105,14 +109,15 @@ def operate(plan_id: int, body: OperationIn, principal: Planner, session: Sessio
 
 
 @router.post("/v1/plans/{plan_id}/undo", response_model=UndoOut, response_model_exclude_unset=True,
-             responses=problem_responses(*_ACCESS, 404, 409, 412))
+             responses=problem_responses(*_ACCESS, 404, 409, 412, 428))
 def undo(plan_id: int, principal: Planner, session: SessionDep, audit: AuditDep, response: Response,
          if_match: Annotated[str | None, Header()] = None) -> dict:
-    """Undo the latest operation not yet undone."""
+    """Undo the latest operation not yet undone (`If-Match`: the plan's ETag, required)."""
     from geo.plans.validation import validate
 
     info = plan_for(session, plan_id, principal, write=True)
-    out = gp.undo(session.connection(), plan_id, principal.actor, if_match_revision(if_match, plan_id))
+    revision = required_revision(if_match, plan_id, "undo")
+    out = gp.undo(session.connection(), plan_id, principal.actor, revision)
     audit("plan.undo", "plan", plan_id, info["scope_code"], after=out)
     out["validation"] = validate(session.connection(), plan_id)
     out["etag"] = plan_etag(plan_id, out["revision"])
@@ -143,20 +148,22 @@ def plan_diff(plan_id: int, principal: CurrentUser, session: SessionDep, geometr
 
 
 @router.post("/v1/plans/{plan_id}/publish", response_model=PublishOut, response_model_exclude_unset=True,
-             responses=problem_responses(*_ACCESS, 404, 409, 412))
+             responses=problem_responses(*_ACCESS, 404, 409, 412, 422, 428))
 def publish(plan_id: int, principal: Planner, session: SessionDep, audit: AuditDep, response: Response,
             background: BackgroundTasks, body: PublishIn | None = None,
             if_match: Annotated[str | None, Header()] = None) -> dict:
-    """Publish the plan as a new boundary version (If-Match: the plan's or the published version's ETag)."""
+    """Publish the plan as a new boundary version. `If-Match` is required: the plan's or the published
+    boundaries' ETag (428 without it). `allow_errors` publishes over validation errors of the layout (gaps,
+    overlaps, the household band …) but never geometry that is invalid or lies outside its community."""
     from geo.locate.holder import notify_boundaries_changed
     from geo.plans.publish import publish as do_publish
 
     before_commit = time.monotonic()
     body = body or PublishIn()
     info = plan_for(session, plan_id, principal, write=True)
-    token = if_match_token(if_match)
+    token = required_if_match(if_match, "publishing a plan")
     # one If-Match names either the plan's revision or the published boundaries the plan replaces
-    for_plan = token is not None and names_plan(token, plan_id)
+    for_plan = names_plan(token, plan_id)
     out = do_publish(session.connection(), plan_id, principal.actor, None if for_plan else token, body.label,
                      body.allow_errors, if_revision=if_match_revision(if_match, plan_id) if for_plan else None)
     audit("plan.publish", "boundary_version", out["version_id"], info["scope_code"],
@@ -168,18 +175,20 @@ def publish(plan_id: int, principal: Planner, session: SessionDep, audit: AuditD
 
 
 @router.post("/v1/plans/{plan_id}/suggest", response_model=SuggestionOut, response_model_exclude_unset=True,
-             responses=problem_responses(*_ACCESS, 404, 412, 422))
+             responses=problem_responses(*_ACCESS, 404, 412, 422, 428))
 def suggest(plan_id: int, principal: Planner, session: SessionDep, audit: AuditDep, response: Response,
             body: SuggestIn | None = None, if_match: Annotated[str | None, Header()] = None) -> dict:
-    """Suggest comprehensive grids within the household band (see geo/plans/suggest.py); optionally apply it."""
+    """Suggest comprehensive grids within the household band (see geo/plans/suggest.py); optionally apply it
+    (`apply`: an edit, so `If-Match` with the plan's ETag is required)."""
     from geo.plans import suggest as gs
 
     body = body or SuggestIn()
     info = plan_for(session, plan_id, principal, write=True)
+    revision = required_revision(if_match, plan_id, "applying a suggestion") if body.apply else None
     conn = session.connection()
     out = gs.suggest_for_plan(conn, plan_id, seed=body.seed)
     if body.apply and out["feasible"]:
-        applied = gs.apply_suggestion(conn, plan_id, out, principal.actor, if_match_revision(if_match, plan_id))
+        applied = gs.apply_suggestion(conn, plan_id, out, principal.actor, revision)
         out["applied"] = {"revision": applied["revision"], "seq": applied["seq"]}
         response.headers["ETag"] = plan_etag(plan_id, applied["revision"])
     audit("plan.suggest", "plan", plan_id, info["scope_code"],

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Path, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import AuditDep, CurrentUser, Planner, ensure_covers
@@ -35,6 +35,9 @@ from api.schemas.staff import (
 )
 from geo.access.users import Principal
 from geo.staff import register as staff
+
+#: A row id in a path (32-bit serial columns: a larger number names nothing, and is refused before any query).
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 router = APIRouter(tags=["staff"])
 
@@ -87,7 +90,7 @@ def create_person(body: PersonIn, principal: Planner, session: SessionDep, audit
 
 
 @router.get("/v1/people/{person_id}", response_model=PersonDetail, responses=problem_responses(401, 403, 404, 422))
-def get_person(person_id: int, principal: CurrentUser, session: SessionDep,
+def get_person(person_id: RowId, principal: CurrentUser, session: SessionDep,
                at: Annotated[dt.date | None, Query()] = None) -> dict:
     """One person with their assignments in force on `at` (and ended ones)."""
     row = staff.person_in_reach(session.connection(), person_id, principal, at)
@@ -97,7 +100,7 @@ def get_person(person_id: int, principal: CurrentUser, session: SessionDep,
 
 
 @router.patch("/v1/people/{person_id}", response_model=PersonOut, responses=problem_responses(401, 403, 404, 422))
-def change_person(person_id: int, body: PersonChange, principal: Planner, session: SessionDep,
+def change_person(person_id: RowId, body: PersonChange, principal: Planner, session: SessionDep,
                   audit: AuditDep) -> dict:
     """Change a person tied to your jurisdiction; a new home building must lie in it too."""
     row = staff.person_in_reach(session.connection(), person_id, principal)
@@ -144,7 +147,7 @@ def create_assignment(body: AssignmentIn, principal: Planner, session: SessionDe
 
 @router.get("/v1/assignments/{assignment_id}", response_model=AssignmentOut,
             responses=problem_responses(401, 403, 404, 422))
-def get_assignment(assignment_id: int, principal: CurrentUser, session: SessionDep) -> dict:
+def get_assignment(assignment_id: RowId, principal: CurrentUser, session: SessionDep) -> dict:
     """One assignment in your jurisdiction."""
     a = staff.get_assignment(session, assignment_id)
     code = staff.assignment_code(session, a)
@@ -154,7 +157,7 @@ def get_assignment(assignment_id: int, principal: CurrentUser, session: SessionD
 
 @router.post("/v1/assignments/{assignment_id}/end", response_model=AssignmentOut,
              responses=problem_responses(401, 403, 404, 422))
-def end_assignment(assignment_id: int, body: AssignmentEnd, principal: Planner, session: SessionDep,
+def end_assignment(assignment_id: RowId, body: AssignmentEnd, principal: Planner, session: SessionDep,
                    audit: AuditDep) -> dict:
     """End an assignment (it stays on record with its period); from `valid_to` on it is no longer in force."""
     a = staff.get_assignment(session, assignment_id)

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 #: A timestamp with its time zone (ISO 8601).
 Timestamp = dt.datetime
 Light = Literal["green", "yellow", "red"]
+#: Text the database can store: no NUL byte (PostgreSQL text refuses it).
+NO_NUL = r"^[^\x00]*$"
 
 
 # ------------------------------------------------------------------------------------------------ requests
@@ -23,28 +25,32 @@ class IncidentIn(BaseModel):
 
     lon: float = Field(description="longitude in `coordsys`")
     lat: float = Field(description="latitude in `coordsys`")
-    coordsys: str = Field("wgs84", description="wgs84, cgcs2000, gcj02 (AMap/Tencent) or bd09 (Baidu)")
-    class_code: str = Field(max_length=16, description="a code of the class table (GET /v1/incident-classes)")
-    source: str = Field("patrol", description="patrol, public, hotline_12345, video, department, open311")
-    description: str | None = Field(None, max_length=4000)
-    reporter: str | None = Field(None, max_length=100)
-    reporter_phone: str | None = Field(None, max_length=32)
-    reporter_email: str | None = Field(None, max_length=200)
-    department: str | None = Field(None, max_length=100)
-    address: str | None = Field(None, max_length=500)
-    media_url: str | None = Field(None, max_length=2000)
+    coordsys: str = Field("wgs84", max_length=16, pattern=NO_NUL,
+                          description="wgs84, cgcs2000, gcj02 (AMap/Tencent) or bd09 (Baidu)")
+    class_code: str = Field(max_length=16, pattern=NO_NUL,
+                            description="a code of the class table (GET /v1/incident-classes)")
+    source: str = Field("patrol", max_length=32, pattern=NO_NUL,
+                        description="patrol, public, hotline_12345, video, department, open311")
+    description: str | None = Field(None, max_length=4000, pattern=NO_NUL)
+    reporter: str | None = Field(None, max_length=100, pattern=NO_NUL)
+    reporter_phone: str | None = Field(None, max_length=32, pattern=NO_NUL)
+    reporter_email: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    department: str | None = Field(None, max_length=100, pattern=NO_NUL)
+    address: str | None = Field(None, max_length=500, pattern=NO_NUL)
+    media_url: str | None = Field(None, max_length=2000, pattern=NO_NUL)
     reported_at: dt.datetime | None = Field(None, description="when it was reported; default now")
 
 
 class TransitionIn(BaseModel):
     """A move along the closed loop: an action (e.g. 'dispatch') or the target state (e.g. 'dispatched')."""
 
-    action: str | None = Field(None, max_length=32)
-    to: str | None = Field(None, max_length=32, description="target state, instead of the action")
-    note: str | None = Field(None, max_length=4000)
+    action: str | None = Field(None, max_length=32, pattern=NO_NUL)
+    to: str | None = Field(None, max_length=32, pattern=NO_NUL, description="target state, instead of the action")
+    note: str | None = Field(None, max_length=4000, pattern=NO_NUL)
     hours: float | None = Field(None, gt=0, le=24 * 365, description="extension in hours (extend)")
     evaluation: int | None = Field(None, ge=1, le=5, description="score 1–5 (evaluate)")
-    department: str | None = Field(None, max_length=100, description="the department dispatched to (dispatch)")
+    department: str | None = Field(None, max_length=100, pattern=NO_NUL,
+                                   description="the department dispatched to (dispatch)")
 
 
 # ------------------------------------------------------------------------------------- the class table, states

@@ -8,11 +8,15 @@ Field names are those the API has always answered. Members that only some answer
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 GeoJSONGeometry = dict[str, Any]
+#: Text the database can store: no NUL byte (PostgreSQL text refuses it).
+NO_NUL = r"^[^\x00]*$"
+#: A row id (32-bit serial columns).
+RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 # ------------------------------------------------------------------------------------------------ requests
@@ -20,9 +24,9 @@ GeoJSONGeometry = dict[str, Any]
 class RedrawPlanIn(BaseModel):
     """A new draft plan of one community's (or one street's) grids and micro-grids: give exactly one code."""
 
-    community_code: str | None = Field(None, min_length=12, max_length=12, description="a community (12 digits)")
-    street_code: str | None = Field(None, min_length=9, max_length=9, description="a whole street (9 digits)")
-    label: str | None = Field(None, max_length=200)
+    community_code: str | None = Field(None, pattern=r"^\d{12}$", description="a community (12 digits)")
+    street_code: str | None = Field(None, pattern=r"^\d{9}$", description="a whole street (9 digits)")
+    label: str | None = Field(None, max_length=200, pattern=NO_NUL)
 
     @model_validator(mode="after")
     def _one_scope(self) -> RedrawPlanIn:
@@ -34,36 +38,39 @@ class RedrawPlanIn(BaseModel):
 class OperationIn(BaseModel):
     """One operation: ``type`` and its arguments (see geo/plans/drafts.py)."""
 
-    type: str = Field(description="replace_geometry, split, merge, move_buildings, move_compounds, create, retire")
-    key: str | None = None
-    keys: list[str] | None = None
-    to: str | None = None
-    into: str | None = None
-    parent: str | None = None
-    level: str | None = None
-    name: str | None = Field(None, max_length=100)
-    kind: str | None = None
-    dedicated_type: str | None = None
+    type: str = Field(max_length=32, pattern=NO_NUL,
+                      description="replace_geometry, split, merge, move_buildings, move_compounds, create, retire")
+    key: str | None = Field(None, max_length=64, pattern=NO_NUL)
+    keys: list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] | None = None
+    to: str | None = Field(None, max_length=64, pattern=NO_NUL)
+    into: str | None = Field(None, max_length=64, pattern=NO_NUL)
+    parent: str | None = Field(None, max_length=64, pattern=NO_NUL)
+    level: str | None = Field(None, max_length=64, pattern=NO_NUL)
+    name: str | None = Field(None, max_length=100, pattern=NO_NUL)
+    kind: str | None = Field(None, max_length=64, pattern=NO_NUL)
+    dedicated_type: str | None = Field(None, max_length=64, pattern=NO_NUL)
     geometry: dict[str, Any] | None = None
     line: dict[str, Any] | None = None
-    building_ids: list[int] | None = None
-    compound_ids: list[int] | None = None
+    building_ids: list[RowId] | None = None
+    compound_ids: list[RowId] | None = None
     carve: bool | None = None
-    community: str | None = Field(None, description="street plans: the community a new grid goes to (12 digits); "
-                                                    "otherwise the community of the units named")
+    community: str | None = Field(None, pattern=r"^\d{12}$",
+                                  description="street plans: the community a new grid goes to (12 digits); "
+                                              "otherwise the community of the units named")
 
 
 class PublishIn(BaseModel):
     """Publish options."""
 
-    label: str | None = Field(None, max_length=200)
+    label: str | None = Field(None, max_length=200, pattern=NO_NUL)
     allow_errors: bool = Field(False, description="publish even when validation reports errors")
 
 
 class SuggestIn(BaseModel):
     """Suggestion options."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1,
+                      description="random seed (0 … 2^32 − 1): the same seed, the same suggestion")
     apply: bool = Field(False, description="apply the suggestion to the plan as one operation")
 
 

@@ -26,6 +26,7 @@ from geo.access.users import Principal
 from geo.incidents.attribution import attribute_incidents, attribution_sql
 from geo.incidents.errors import (
     IllegalTransition,
+    IncidentError,
     IncidentNotFound,
     InvalidIncident,
     InvalidQuery,
@@ -313,11 +314,39 @@ def report_incident(conn: Connection, principal: Principal, fields: dict) -> dic
     return row
 
 
+class StaleIncident(IncidentError):
+    """A transition naming a revision of the incident that is no longer its latest: someone moved it meanwhile
+    (nothing was written; ``current_etag`` names the revision now)."""
+
+    slug = "stale-incident"
+    kind = "precondition-failed"
+    title = "The incident changed"
+
+
+def incident_token(incident_id: int, revision: int) -> str:
+    """The entity-tag value naming an incident at a revision (its number of events: every transition adds one)."""
+    return f"incident-{incident_id}-r{revision}"
+
+
+def revision_in_token(token: str, incident_id: int) -> int | None:
+    """The revision an incident token names; None when it is not a token of this incident."""
+    prefix = f"incident-{incident_id}-r"
+    rest = token[len(prefix):] if token.startswith(prefix) else ""
+    return int(rest) if rest.isdigit() and len(rest) < 10 else None
+
+
+def incident_revision(conn: Connection, incident_id: int) -> int:
+    """The incident's revision: how many events its history holds (the report is the first)."""
+    return int(conn.execute(text("SELECT count(*) FROM incident_events WHERE incident_id = :id"),
+                            {"id": incident_id}).scalar_one())
+
+
 def apply_transition(
     conn: Connection,
     incident_id: int,
     *,
     actor: str | None,
+    if_revision: int | None = None,
     action: str | None = None,
     to_state: str | None = None,
     note: str | None = None,
@@ -330,6 +359,9 @@ def apply_transition(
 
     `hours` is required to extend (延时); `evaluation` (1–5) is recorded when evaluating; `department` may be
     set when dispatching. `at` defaults to the database clock and may not precede the last event.
+
+    `if_revision`: the revision the caller saw (`incident_revision`); compared under the row lock taken here, so of
+    concurrent transitions naming one revision exactly one wins and the others get `StaleIncident`.
     """
     row = conn.execute(
         text("SELECT i.*, (SELECT max(e.at) FROM incident_events e WHERE e.incident_id = i.id) AS last_at "
@@ -338,6 +370,12 @@ def apply_transition(
     ).mappings().first()
     if row is None:
         raise IncidentNotFound(f"there is no incident {incident_id}")
+    if if_revision is not None:
+        current = incident_revision(conn, incident_id)  # read under the lock: no transition can slip in between
+        if current != if_revision:
+            raise StaleIncident(f"incident {incident_id} is at revision {current}, not {if_revision} (it is now "
+                                f"'{row['state']}'): reload it and retry", state=row["state"],
+                                current_etag=f'"{incident_token(incident_id, current)}"')
     t = resolve_transition(row["state"], action, to_state)
     at = at or _now(conn)
     if at.tzinfo is None:

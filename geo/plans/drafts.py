@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
-from shapely.geometry import mapping, shape
+from shapely.geometry import mapping
 from sqlalchemy import Connection, text
 
 from geo.plans.errors import (
+    InvalidPlanGeometry,
     NothingToUndo,
     OperationRefused,
     PlanError,
@@ -41,6 +42,7 @@ from geo.plans.errors import (
     StaleRevision,
     refused_as,
 )
+from geo.plans.geometry_checks import check_near, checked_geojson
 from geo.spatial.geometry import as_multipolygons, repair_polygons
 
 LEVELS = ("grid", "micro_grid")
@@ -48,6 +50,8 @@ OP_TYPES = ("replace_geometry", "split", "merge", "move_buildings", "move_compou
             "suggestion")
 #: Pieces smaller than this (square degrees, about 0.01 m²) are numerical dust from overlays, not land.
 DUST_DEG2 = 1e-12
+#: The largest id a plan, unit or version row can have (32-bit serial columns): a larger one names nothing.
+ROW_ID_MAX = 2**31 - 1
 COLUMNS = ("key", "level", "unit_id", "parent_key", "code", "name", "kind", "dedicated_type", "retired", "geom",
            "community_id")
 
@@ -77,18 +81,15 @@ def clean(geom) -> shapely.MultiPolygon | None:
     return as_multipolygons([shapely.multipolygons(polys)])[0]
 
 
-def geojson_geom(value) -> shapely.Geometry:
-    """A shapely geometry from a GeoJSON geometry (dict or string), longitude/latitude."""
+def geojson_geom(value, what: str = "geometry") -> shapely.Geometry:
+    """A shapely geometry from a GeoJSON geometry (dict or string), longitude/latitude, after the input checks of
+    `geo.plans.geometry_checks` (finite coordinates in range, closed rings, no bow-ties, the vertex limit)."""
     if isinstance(value, str):
-        value = json.loads(value)
-    if not isinstance(value, dict) or "type" not in value:
-        raise PlanError("geometry must be a GeoJSON geometry object")
-    if value["type"] == "Feature":
-        value = value.get("geometry") or {}
-    try:
-        return shape(value)
-    except Exception as exc:  # shapely raises several types for malformed input
-        raise PlanError(f"invalid GeoJSON geometry: {exc}") from exc
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidPlanGeometry(f"{what} is not JSON: {exc}") from exc
+    return checked_geojson(value, what)
 
 
 def to_geojson(geom) -> dict | None:
@@ -287,6 +288,8 @@ def _delete_rows(conn: Connection, plan_id: int, keys: list[str]) -> None:
 
 def load_state(conn: Connection, plan_id: int, lock: bool = False) -> PlanState:
     """A plan's rows; `lock` takes the plan row FOR UPDATE (serialises edits of one plan)."""
+    if not 0 < plan_id <= ROW_ID_MAX:
+        raise PlanNotFound(f"no plan {plan_id}")
     plan = conn.execute(text(f"""
         SELECT p.id, p.community_id, c.code AS community_code, p.street_id, s.code AS street_code, p.revision,
                p.status
@@ -323,6 +326,8 @@ def load_state(conn: Connection, plan_id: int, lock: bool = False) -> PlanState:
 
 def plan_info(conn: Connection, plan_id: int) -> dict:
     """The plan's header (id, community, status, revision, base token, operations)."""
+    if not 0 < plan_id <= ROW_ID_MAX:
+        raise PlanNotFound(f"no plan {plan_id}")
     row = conn.execute(text("""
         SELECT p.id, CASE WHEN p.street_id IS NULL THEN 'community' ELSE 'street' END AS scope,
                coalesce(c.code, s.code) AS scope_code, coalesce(c.name, s.name) AS scope_name,
@@ -566,7 +571,9 @@ def apply_to_state(state: PlanState, op: dict, community: shapely.Geometry, buil
     if kind == "replace_geometry":
         key = op["key"]
         state.get(key)
-        geom = clean(geojson_geom(op["geometry"]))
+        drawn = geojson_geom(op["geometry"])
+        check_near(drawn, community, f"the new geometry of {key}")
+        geom = clean(drawn)
         if geom is None:
             raise PlanError("the new geometry has no area")
         if op.get("carve", False):
@@ -579,7 +586,7 @@ def apply_to_state(state: PlanState, op: dict, community: shapely.Geometry, buil
             edit.set_geom(key, geom)
         result["keys"] = [key]
     elif kind == "split":
-        result["keys"] = _split(edit, op["key"], geojson_geom(op["line"]))
+        result["keys"] = _split(edit, op["key"], geojson_geom(op["line"], "line"))
     elif kind == "merge":
         keys = list(op.get("keys") or [])
         if len(keys) < 2:
@@ -626,7 +633,9 @@ def apply_to_state(state: PlanState, op: dict, community: shapely.Geometry, buil
         parent = op.get("parent") if level == "micro_grid" else None
         if level == "micro_grid":
             state.get(parent, "grid")
-        geom = clean(shapely.intersection(geojson_geom(op["geometry"]), _parent_geom(state, community, level, parent)))
+        drawn = geojson_geom(op["geometry"])
+        check_near(drawn, community, "the new unit's geometry")
+        geom = clean(shapely.intersection(drawn, _parent_geom(state, community, level, parent)))
         if geom is None:
             raise PlanError("the new unit has no area inside its parent")
         nk = state.new_key(level)

@@ -125,3 +125,11 @@ def refused_as(cls: type[PlanError]) -> Callable[[Callable[P, R]], Callable[P, R
         return entry
 
     return decorate
+
+
+class InvalidPlanGeometry(PlanError):
+    """Geometry a plan may not take or publish: not valid GeoJSON, NaN or out-of-range coordinates, an unclosed
+    ring, a self-crossing (bow-tie) ring, more vertices than allowed, or lying outside its community (nothing was
+    written)."""
+
+    slug = "plan-geometry"

@@ -39,7 +39,9 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from geo.plans.drafts import (
+    ROW_ID_MAX,
     PlanState,
+    community_geom,
     community_token,
     create_plan,
     load_state,
@@ -59,6 +61,7 @@ from geo.plans.errors import (
     refused_as,
 )
 from geo.plans.etags import etag_list
+from geo.plans.geometry_checks import check_publishable
 from geo.store.locks import lock_communities
 
 #: Area (square degrees, ≈0.01 m²) under which a changed boundary counts as unchanged.
@@ -126,6 +129,8 @@ def _fingerprint(conn: Connection, community_ids: list[int], at: dt.datetime | N
 def version_scope(conn: Connection, version_id: int) -> dict | None:
     """What a boundary version changed: ``communities`` (id → code, every community whose grids or micro-grids it
     started or ended) and, when a street plan published it, ``street`` (id, code); None for an unknown version."""
+    if not 0 < version_id <= ROW_ID_MAX:
+        return None
     v = conn.execute(text("SELECT id, valid_from, label FROM boundary_versions WHERE id = :v"),
                      {"v": version_id}).mappings().first()
     if v is None:
@@ -330,6 +335,11 @@ def publish_plain(conn: Connection, plan_id: int, actor: str | None = None, if_p
         stale = (f"the published boundaries of {what} changed since this plan was drafted" if current != base
                  else f"the ETag {etag_list([if_published or ''])} is not the current published version")
         raise StalePublished(stale, current, changes_since(conn, list(state.communities), created))
+    # invalid or misplaced geometry is never published, whatever allow_errors says
+    for cid in state.communities:
+        rows = list(state.sub(cid).rows.values())
+        if any(not r["retired"] and r["geom"] is not None for r in rows):
+            check_publishable(rows, community_geom(conn, cid), f"community {state.communities[cid]}")
     check = validate(conn, plan_id)
     if check["errors"] and not allow_errors:
         raise PlanError(f"the plan has {check['errors']} validation errors; fix them or publish with allow_errors",

@@ -407,6 +407,9 @@ def update_person(session: Session, person_id: int, *, caller: Caller | None = N
         raise StaffError(f"cannot change {', '.join(sorted(unknown))}")
     if "name" in changes and not (changes["name"] or "").strip():
         raise StaffError("a person needs a name")
+    required = sorted(k for k in ("phone_public", "party_member") if k in changes and changes[k] is None)
+    if required:
+        raise StaffError(f"{', '.join(required)} is true or false, never null")
     if caller is not None:
         person_in_reach(session.connection(), person_id, caller)
     if changes.get("home_building_id") is not None:

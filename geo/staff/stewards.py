@@ -624,6 +624,10 @@ def _building_pools_to_units(pools: pd.DataFrame, units: pd.DataFrame, unit_clai
     return pd.DataFrame(rows, columns=["id", "person_id", "unit_id", "households"])
 
 
+#: The days a steward plan may be made for (a register's periods; the database and pandas cannot go much further).
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2200, 12, 31)
+
+
 def plan_stewards(conn: Connection, prefix: str = "", at: str | dt.date | None = None, allow_move: bool = False,
                   release_over_capacity: bool = True, extra_stewards: list[int] | None = None,
                   rules: Rules | None = None, time_limit_s: float = DEFAULT_SPLIT_SECONDS, workers: int = 1,
@@ -643,6 +647,9 @@ def plan_stewards(conn: Connection, prefix: str = "", at: str | dt.date | None =
     if len(prefix) > 12:
         raise PlanError("stewards are planned community by community: give a street or community code")
     d = as_date(at) or today()
+    if not FIRST_DAY <= d <= LAST_DAY:
+        raise PlanError(f"the plan's day {d.isoformat()} lies outside {FIRST_DAY.isoformat()} to "
+                        f"{LAST_DAY.isoformat()}")
     t0 = time.perf_counter()
     ensure_statistics(conn)
     data = _load(conn, prefix, d, list(extra_stewards or []), caller.covers if caller is not None else None)
