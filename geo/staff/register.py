@@ -238,7 +238,7 @@ def end_of_day(d: dt.date) -> dt.datetime:
 
 def normalise_role(value: str) -> str:
     """A role from its Chinese or English name."""
-    role = ROLE_ALIASES.get(_norm(value))
+    role = _ROLES_BY_NORM.get(_norm(value))
     if role is None:
         known = ", ".join(f"{k} ({v})" for k, v in ROLE_LABELS.items())
         raise StaffError(f"unknown role {value!r}; expected one of {known}")
@@ -255,6 +255,10 @@ def normalise_target_type(value: str) -> str:
 
 def _norm(s) -> str:
     return re.sub(r"[\s_\-()（）/:：]+", "", str(s)).lower()
+
+
+#: ROLE_ALIASES by normalised name (``grid_worker_fulltime`` and ``Grid worker (fulltime)`` alike).
+_ROLES_BY_NORM: dict[str, str] = {_norm(k): v for k, v in ROLE_ALIASES.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -684,7 +688,7 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
 
     for i in np.flatnonzero((df["name"] == "").to_numpy()).tolist():
         problems.append(ImportProblem(i + 2, "name", "empty name"))
-    roles = [ROLE_ALIASES.get(_norm(v)) if v else None for v in df["role"]]
+    roles = [_ROLES_BY_NORM.get(_norm(v)) if v else None for v in df["role"]]
     for i, (raw, role) in enumerate(zip(df["role"], roles, strict=True)):
         if raw and role is None:
             problems.append(ImportProblem(i + 2, "role", f"unknown role {raw!r}"))
