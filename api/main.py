@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from api import access_log, proxies
 from api.compression import CompressionMiddleware
+from api.concurrency import ConcurrencyLimitMiddleware, pool_capacity
 from api.limits import BodyLimitMiddleware
 from api.problems import install_problem_handlers
 from api.routers import (
@@ -79,6 +80,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.state.shutdown_hooks = []
     install_problem_handlers(app)
     access_log.install()
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=pool_capacity(app.state.engine))
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(CompressionMiddleware)
