@@ -7,8 +7,26 @@ connection held by a request waiting for a thread); `bench/bench_load.py` shows 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from api.concurrency import ConcurrencyLimitMiddleware, pool_capacity
+
+
+def _run(coroutine) -> None:
+    """Run `coroutine` on a loop of its own, in a thread (browser tests leave a loop running in this one)."""
+    errors: list[BaseException] = []
+
+    def target():
+        try:
+            asyncio.run(coroutine)
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def test_no_more_requests_in_the_app_than_the_limit():
@@ -27,7 +45,7 @@ def test_no_more_requests_in_the_app_than_the_limit():
     async def main():
         await asyncio.gather(*(limited({"type": "http", "path": f"/v1/x{i}"}, None, None) for i in range(20)))
 
-    asyncio.run(main())
+    _run(main())
     assert peak == 3 and inside == 0
 
 
@@ -37,7 +55,7 @@ def test_liveness_is_never_queued():
 
     limited = ConcurrencyLimitMiddleware(app, limit=1)
     scope = {"type": "http", "path": "/healthz"}
-    asyncio.run(limited(scope, None, None))
+    _run(limited(scope, None, None))
     assert scope["seen"] and limited._semaphore is None
 
 
