@@ -32,6 +32,7 @@ import pandas as pd
 from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.orm import Session
 
+from geo import errors
 from geo.errors import DomainError, Kind
 from geo.settings import get_settings
 from geo.store.models import Building, Grid, MicroGrid, Person, StaffAssignment, StaffRole, TargetType, Unit
@@ -126,7 +127,7 @@ class StaffError(DomainError, ValueError):
     title: ClassVar[str | None] = "Invalid staff change"
 
 
-class NotFound(StaffError):
+class NotFound(StaffError, errors.NotFound):
     """The person, assignment or target does not exist."""
 
     slug = "not-found"
@@ -134,7 +135,7 @@ class NotFound(StaffError):
     title = None
 
 
-class OutOfJurisdiction(StaffError):
+class OutOfJurisdiction(StaffError, errors.OutOfJurisdiction):
     """A write on a target or person outside the caller's jurisdiction. `required` is a code the caller would need
     to cover (None: the whole district), `codes` the units the person is tied to (for a person), `yours` the
     caller's own jurisdiction; the message names it, the problem carries both codes."""
