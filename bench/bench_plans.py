@@ -9,6 +9,11 @@ results) is timed too, first with the street's community contexts not cached, th
 `--only street` runs the street part alone (no community script, no suggestions) into
 bench/results/plans_street.json.
 
+The browser part (`--only browser` alone, and after a full run): the editor in headless Chromium at
+`--browser-scales` (default 1), each in a fresh database: page weight and time to interactive of a community plan
+and a whole-street plan, and edit-to-feedback latency (panel figures, map, diff) p50/p95 over `--edits` (50)
+scripted edits; bench/results/plans_browser.json.
+
 Then for every community both suggestion methods run on the same input (atoms = whole compounds that fit the
 band, else buildings; their Delaunay adjacency; the current grids): ours (geo.plans.suggest, ReCom with networkx) and
 spopt's MaxPHeuristic (floor = the band's minimum; max-p has no ceiling). Each runs in a forked child stopped
@@ -295,6 +300,92 @@ def _summary(sug, key):
     }
 
 
+def browser_part(engine, scale: float, edits: int = 50) -> dict:
+    """The editor in headless Chromium on a loaded database: page weight and time to interactive for a community
+    plan and a whole-street plan (the community with the most comprehensive grids, and its street), then the
+    edit-to-feedback latency over a scripted sequence of `edits` edits (tests.test_plan_editor.edit_latency:
+    buildings painted across a border and back, lasso and brush strokes, undo and redo), p50/p95."""
+    from playwright.sync_api import sync_playwright
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    from api.main import create_app
+    from geo.access.users import create_user
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS, serve
+    from tests.test_plan_editor import PASSWORD, _api, _login, edit_latency, page_weight, summarise
+
+    with engine.connect() as conn:
+        code = conn.execute(text("""
+            SELECT c.code FROM communities c JOIN grids g ON g.community_id = c.id
+            WHERE g.kind = 'comprehensive' GROUP BY c.id ORDER BY count(*) DESC, c.code LIMIT 1
+        """)).scalar_one()
+    user = f"bench_planner_{int(time.time())}"
+    with Session(engine) as s:
+        create_user(s, user, PASSWORD, "planner", code[:9])
+        s.commit()
+    out: dict = {"scale": scale, "community": code, "street": code[:9], "edits": edits}
+    with serve(create_app(engine)) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            api = _api(base, user)
+            plan = api.post("/v1/plans", json={"community_code": code}).json()
+            street = api.post("/v1/plans", json={"street_code": code[:9]}).json()
+            res, context = _login(browser, base, user, "/plans")
+            try:
+                page_weight(context, base, plan["id"])  # warm the server's caches once; not counted
+                out["community_page"] = page_weight(context, base, plan["id"])
+                out["street_page"] = page_weight(context, base, street["id"])
+                latencies, _ = edit_latency(res.page, plan, edits)
+                out["latency"] = summarise(latencies)
+                out["records"] = latencies
+            finally:
+                context.close()
+        finally:
+            browser.close()
+    return out
+
+
+def _browser_rows(b: dict) -> list[dict]:
+    rows = []
+    for what in ("community_page", "street_page"):
+        p = b[what]
+        rows.append({"what": f"scale {b['scale']}: open {what.split('_')[0]} plan ({p['grids']} grids, "
+                             f"{p['buildings']} buildings)", "n": 1,
+                     "median_ms": p["interactive_ms"], "p95_ms": None, "max_ms": None,
+                     "kb": round(p["total_bytes"] / 1024, 1)})
+    names = {"figures_ms": "panel figures", "map_ms": "map redrawn", "diff_ms": "diff"}
+    for key, label in names.items():
+        q = b["latency"].get(key)
+        if q:
+            rows.append({"what": f"scale {b['scale']}: edit → {label} ({q['n']} edits)", "n": q["n"],
+                         "median_ms": q["p50"], "p95_ms": q["p95"],
+                         "max_ms": max(r[key] for r in b["records"] if r.get(key) is not None), "kb": None})
+    return rows
+
+
+def run_browser(scales: list[float], seed: int, edits: int) -> None:
+    """The browser part at each scale (a fresh database each), table printed, bench/results/plans_browser.json."""
+    import json
+
+    from bench.common import RESULTS
+
+    parts, rows = [], []
+    for scale in scales:
+        t0 = time.perf_counter()
+        with fresh_database("gridatlas_bench_plans_browser") as engine:
+            loaded = generate_and_load(engine, scale, seed)
+            console.print(f"scale {scale}: {loaded['counts']} in {time.perf_counter() - t0:.0f} s")
+            b = browser_part(engine, scale, edits)
+        b["generate_and_load_s"] = round(time.perf_counter() - t0, 1)
+        parts.append(b)
+        rows += _browser_rows(b)
+    report("plans_browser", rows, "Plan editor in Chromium: time to interactive (median_ms, with kb), "
+                                  "edit-to-feedback latency")
+    data = json.loads((RESULTS / "plans_browser.json").read_text())
+    data.update({"seed": seed, "runs": parts, "note": "one run per scale on a shared machine: noisy"})
+    (RESULTS / "plans_browser.json").write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0)
@@ -316,10 +407,17 @@ def main() -> None:
                         help="per-community time limit (s) for each suggestion method, in a child process")
     parser.add_argument("--repeat", type=int, default=1,
                         help="street plans: time each street's full validations (cold and cached) this many times")
-    parser.add_argument("--only", choices=("all", "street"), default="all",
+    parser.add_argument("--only", choices=("all", "street", "browser"), default="all",
                         help="street: only the street plans (no community script, no suggestions); results go to "
-                             "bench/results/plans_street.json, leaving plans.json as the full run wrote it")
+                             "bench/results/plans_street.json, leaving plans.json as the full run wrote it; "
+                             "browser: only the editor in Chromium (bench/results/plans_browser.json)")
+    parser.add_argument("--browser-scales", type=float, nargs="+", default=[1.0],
+                        help="the browser part's scales (each in a fresh database)")
+    parser.add_argument("--edits", type=int, default=50, help="the browser part's scripted edits")
     args = parser.parse_args()
+    if args.only == "browser":
+        run_browser(args.browser_scales, args.seed, args.edits)
+        return
     result_name = "plans" if args.only == "all" else "plans_street"
     if args.codes and args.only == "all":
         result_name = "plans_selected"
@@ -419,6 +517,8 @@ def main() -> None:
                  "codes": args.codes, "methods": methods, "suggestions": sug,
                  "streets": street_rows, "wall_s": round(time.perf_counter() - t_start, 1)})
     (RESULTS / f"{result_name}.json").write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    if args.only == "all" and not args.codes:
+        run_browser(args.browser_scales, args.seed, args.edits)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from maps.assets import STATIC_URL, OfflineAssetError, external_resources, js_literal
+from maps.assets import STATIC_URL, OfflineAssetError, external_resources, install_asset_helper, js_literal
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+install_asset_helper(_env)  # asset(path): /static/<path>?v=<content hash>
 
 ROLE_NAMES = {"admin": "管理员", "planner": "规划员", "leader": "领导", "worker": "网格员"}
 EDIT_ROLES = frozenset({"planner", "admin"})
@@ -78,10 +79,12 @@ def render_plans_list(overview: dict, user: dict) -> str:
 
 
 def render_editor(scope: dict, context: dict, user: dict, same_area: list[dict], band: tuple[int, int],
-                  tile_url: str | None = None) -> str:
-    """The `/plans/{id}` editor page (`tile_url`: the intranet tile server, if any; no base map otherwise)."""
+                  tile_url: str | None = None, steward_band: tuple[int, int] = (5, 15)) -> str:
+    """The `/plans/{id}` editor page (`tile_url`: the intranet tile server, if any; no base map otherwise;
+    `steward_band`: households per steward, 管家)."""
     data = {"plan": scope, "context": context, "user": user, "can_edit": user["role"] in EDIT_ROLES,
-            "same_area": same_area, "band": list(band), "api": f"/v1/plans/{scope['id']}",
+            "same_area": same_area, "band": list(band), "steward_band": list(steward_band),
+            "api": f"/v1/plans/{scope['id']}",
             "static_url": STATIC_URL, "tile_url": tile_url or None}
     return _render("plan_editor.html", plan=scope, user=user, role_name=ROLE_NAMES.get(user["role"], user["role"]),
                    can_edit=user["role"] in EDIT_ROLES, data_json=js_literal(data))

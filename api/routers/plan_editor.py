@@ -53,5 +53,6 @@ def plan_editor_page(plan_id: int, principal: CurrentUser, session: SessionDep) 
     settings = get_settings()
     page = pe.render_editor(scope, context, _user(principal), same_area,
                             (settings.rules.grid_households_min, settings.rules.grid_households_max),
-                            settings.tile_url)
+                            settings.tile_url,
+                            (settings.rules.steward_households_min, settings.rules.steward_households_max))
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})

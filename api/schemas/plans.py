@@ -39,7 +39,8 @@ class OperationIn(BaseModel):
     """One operation: ``type`` and its arguments (see geo/plans/drafts.py)."""
 
     type: str = Field(max_length=32, pattern=NO_NUL,
-                      description="replace_geometry, split, merge, move_buildings, move_compounds, create, retire")
+                      description="replace_geometry, reshape, split, merge, move_buildings, move_compounds, "
+                                  "create, retire, rename")
     key: str | None = Field(None, max_length=64, pattern=NO_NUL)
     keys: list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] | None = None
     to: str | None = Field(None, max_length=64, pattern=NO_NUL)
@@ -54,6 +55,9 @@ class OperationIn(BaseModel):
     building_ids: list[RowId] | None = None
     compound_ids: list[RowId] | None = None
     carve: bool | None = None
+    snap_m: float | None = Field(None, ge=0, le=50, description="reshape: metres within which the outline's vertices "
+                                 "snap to the neighbours', the compound walls' and its own old vertices "
+                                 "(default GRIDATLAS_PLAN_SNAP_M, 1 m)")
     community: str | None = Field(None, pattern=r"^\d{12}$",
                                   description="street plans: the community a new grid goes to (12 digits); "
                                               "otherwise the community of the units named")
@@ -235,6 +239,8 @@ class OperationResult(BaseModel):
     communities: list[str] | None = Field(None, description="a street suggestion: the communities it redrew")
     buildings: list[int] | None = Field(None, description="move_buildings / move_compounds: the buildings moved")
     lost_area_left_as_gap: bool | None = Field(None, description="replace_geometry with carve: land left as a gap")
+    gained_m2: float | None = Field(None, description="reshape: land taken from the neighbours (m²)")
+    lost_m2: float | None = Field(None, description="reshape: land handed to the neighbours across its edges (m²)")
 
 
 class OperationOut(BaseModel):
@@ -293,6 +299,7 @@ class UnitChanged(BaseModel):
     name: str | None
     changed_m2: float = Field(description="area gained plus lost, m²")
     parent_changed: bool
+    renamed_from: str | None = Field(None, description="the published name, when the plan renames the unit")
     community: str | None = None
 
 

@@ -30,7 +30,7 @@ def _changed(ctx, a, b) -> float:
 
 
 def unit_changes(state: PlanState, published: list[dict], ctx) -> dict:
-    """Per level: created, retired, changed (key, code, name, area changed m²), unchanged count."""
+    """Per level: created, retired, changed (key, code, name, area changed m², renamed_from), unchanged count."""
     pub = {r["key"]: r for r in published}
     out: dict = {}
     for level in ("grid", "micro_grid"):
@@ -48,9 +48,10 @@ def unit_changes(state: PlanState, published: list[dict], ctx) -> dict:
                 continue
             d = _changed(ctx, old["geom"], row["geom"])
             moved_parent = row["parent_key"] != old["parent_key"]
-            if d > CHANGED_M2 or moved_parent:
+            renamed = row["name"] != old["name"]
+            if d > CHANGED_M2 or moved_parent or renamed:
                 changed.append({"key": key, "code": old["code"], "name": row["name"], "changed_m2": round(d, 1),
-                                "parent_changed": moved_parent})
+                                "parent_changed": moved_parent, "renamed_from": old["name"] if renamed else None})
             else:
                 same += 1
         for key, old in pub.items():

@@ -16,8 +16,9 @@ measures (areas, widths) are taken in the community's UTM zone by geo.plans.vali
 
 Operations (``type``): ``replace_geometry``, ``split`` (along a LineString), ``merge``, ``move_buildings``,
 ``move_compounds`` (the moved area is the moved buildings' Voronoi cells inside their grid, plus the compounds'
-own polygons: the geometry follows the buildings), ``create`` (carved out of the neighbours) and ``retire``
-(its area handed to ``into`` when given). Each works on grids or micro-grids (``level``).
+own polygons: the geometry follows the buildings), ``create`` (carved out of the neighbours), ``retire``
+(its area handed to ``into`` when given), ``rename`` and ``reshape`` (a vertex edit that keeps the partition: the
+neighbours' shared edges follow, see `reshape`). Each works on grids or micro-grids (``level``).
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ from geo.plans.errors import (
     refused_as,
 )
 from geo.plans.geometry_checks import check_near, checked_geojson
+from geo.settings import get_settings
 from geo.spatial.geometry import as_multipolygons, repair_polygons
 
 LEVELS = ("grid", "micro_grid")
-OP_TYPES = ("replace_geometry", "split", "merge", "move_buildings", "move_compounds", "create", "retire",
-            "suggestion")
+OP_TYPES = ("replace_geometry", "reshape", "split", "merge", "move_buildings", "move_compounds", "create", "retire",
+            "rename", "suggestion")
 #: Pieces smaller than this (square degrees, about 0.01 m²) are numerical dust from overlays, not land.
 DUST_DEG2 = 1e-12
 #: The largest id a plan, unit or version row can have (32-bit serial columns): a larger one names nothing.
@@ -201,16 +203,20 @@ def version_etag(token: str) -> str:
 
 def published_rows(conn: Connection, community_id: int | list[int], at: dt.datetime | None = None) -> list[dict]:
     """The grids and micro-grids of the communities in force (now, or at `at`) as plan rows (keys ``g<id>``,
-    ``m<id>``; shapely geometries)."""
+    ``m<id>``; shapely geometries), named as they were then (the name kept with the boundary version)."""
     ids = [int(community_id)] if isinstance(community_id, (int, np.integer)) else [int(c) for c in community_id]
     rows = conn.execute(text("""
-        SELECT 'g' || id AS key, 'grid' AS level, id AS unit_id, NULL AS parent_key, code, name, kind,
-               dedicated_type, false AS retired, ST_AsBinary(geom) AS geom, community_id
-        FROM grids_at(coalesce(CAST(:at AS timestamptz), clock_timestamp())) WHERE community_id = ANY(:c)
+        SELECT 'g' || u.id AS key, 'grid' AS level, u.id AS unit_id, NULL AS parent_key, u.code,
+               coalesce(b.name, u.name) AS name, u.kind, u.dedicated_type, false AS retired,
+               ST_AsBinary(u.geom) AS geom, u.community_id
+        FROM grids_at(coalesce(CAST(:at AS timestamptz), clock_timestamp())) u
+        LEFT JOIN grid_boundaries b ON b.id = u.boundary_id
+        WHERE u.community_id = ANY(:c)
         UNION ALL
-        SELECT 'm' || m.id, 'micro_grid', m.id, 'g' || m.grid_id, m.code, m.name, NULL, NULL, false,
+        SELECT 'm' || m.id, 'micro_grid', m.id, 'g' || m.grid_id, m.code, coalesce(b.name, m.name), NULL, NULL, false,
                ST_AsBinary(m.geom), g.community_id
         FROM micro_grids_at(coalesce(CAST(:at AS timestamptz), clock_timestamp())) m JOIN grids g ON g.id = m.grid_id
+        LEFT JOIN micro_grid_boundaries b ON b.id = m.boundary_id
         WHERE g.community_id = ANY(:c)
     """), {"c": ids, "at": at}).mappings().all()
     out = []
@@ -520,6 +526,29 @@ def _follow_buildings_region(state: PlanState, buildings: dict, moved_ids: np.nd
     return shapely.union_all(pieces) if pieces else None
 
 
+def _micro_grids_follow_pieces(edit: _Edit, key: str, piece_keys: list[str]) -> None:
+    """After grid `key` was cut into `piece_keys` (its own key first), each of its micro-grids is cut by the same
+    pieces: the micro-grid keeps its part in the first piece it reaches (the kept grid when it has one there,
+    else its largest part) and every other part becomes a new micro-grid of that piece. All parts come from one
+    vectorised intersection with the micro-grid as it was before the split, so they never overlap."""
+    state = edit.state
+    pieces = np.array([state.rows[k]["geom"] for k in piece_keys], dtype=object)
+    for m in state.live("micro_grid", key):
+        parts = [clean(p) for p in shapely.intersection(m["geom"], pieces)]
+        reached = [i for i, p in enumerate(parts) if p is not None]
+        if not reached or reached == [0]:
+            continue
+        home = 0 if parts[0] is not None else max(reached, key=lambda i: shapely.area(parts[i]))
+        mrow = edit.touch(m["key"])
+        mrow["parent_key"] = piece_keys[home]
+        mrow["geom"] = parts[home]
+        for n, i in enumerate((i for i in reached if i != home), start=1):
+            mk = state.new_key("micro_grid")
+            edit.add({**{c: m.get(c) for c in COLUMNS}, "key": mk, "unit_id": None, "code": None,
+                      "parent_key": piece_keys[i], "name": f"{m['name']}-拆{n if n > 1 else ''}",
+                      "retired": False, "geom": parts[i]})
+
+
 def _split(edit: _Edit, key: str, line) -> list[str]:
     state = edit.state
     row = state.get(key)
@@ -542,22 +571,140 @@ def _split(edit: _Edit, key: str, line) -> list[str]:
                   "name": f"{row['name']}-{len(new_keys) + 2}", "retired": False, "geom": clean(pieces[i])})
         new_keys.append(nk)
     if row["level"] == "grid":
-        # micro-grids follow: the part of each in a new piece becomes a micro-grid of that piece
-        for m in state.live("micro_grid", key):
-            for nk in new_keys:
-                part = clean(shapely.intersection(m["geom"], state.rows[nk]["geom"]))
-                if part is None:
-                    continue
-                rest = clean(shapely.difference(m["geom"], state.rows[nk]["geom"]))
-                if rest is None:
-                    mrow = edit.touch(m["key"])
-                    mrow["parent_key"] = nk
-                else:
-                    edit.set_geom(m["key"], rest)
-                    mk = state.new_key("micro_grid")
-                    edit.add({**{c: m.get(c) for c in COLUMNS}, "key": mk, "unit_id": None, "code": None,
-                              "parent_key": nk, "name": f"{m['name']}-拆", "retired": False, "geom": part})
+        _micro_grids_follow_pieces(edit, key, [key, *new_keys])
     return [key, *new_keys]
+
+
+#: Metres per degree of latitude (and of longitude at the equator): tolerances in metres, not degrees.
+M_PER_DEG_LAT = 111_320.0
+
+
+def snap_to_vertices(geom: shapely.Geometry, reference: np.ndarray, tolerance_m: float) -> shapely.Geometry:
+    """`geom` with each vertex within `tolerance_m` metres of a reference vertex moved exactly onto the nearest one
+    (coordinates copied, so shared edges stay bit-identical); distances in a local equirectangular frame."""
+    coords = shapely.get_coordinates(geom)
+    ref = np.unique(reference.reshape(-1, 2), axis=0) if len(reference) else reference.reshape(-1, 2)
+    if tolerance_m <= 0 or len(coords) == 0 or len(ref) == 0:
+        return geom
+    kx = M_PER_DEG_LAT * np.cos(np.radians(float(np.mean(coords[:, 1]))))
+    scale = np.array([kx, M_PER_DEG_LAT])
+    tree = shapely.STRtree(shapely.points(ref * scale))
+    vi, ri = tree.query_nearest(shapely.points(coords * scale), max_distance=tolerance_m, all_matches=False)
+    if vi.size == 0:
+        return geom
+    out = coords.copy()
+    out[vi] = ref[ri]
+    return shapely.set_coordinates(geom, out)
+
+
+def _split_among(part: shapely.Geometry, neighbours: list[dict],
+                 cut: shapely.Geometry | None = None) -> list[tuple[str, shapely.Geometry]]:
+    """Share a piece of land among the neighbours whose boundaries it touches; [] when it touches none.
+
+    With `cut` (the segment a dragged vertex travelled), the piece is first cut along it, so where the dragged
+    vertex was a junction of several units their common edge runs on to the vertex's new place; each face then
+    goes to the one neighbour it touches, or, touching several, each takes the part nearer to its shared edge than
+    to any other's (Voronoi cells of points along the shared edges)."""
+    if not neighbours:
+        return []
+    if cut is not None and shapely.intersects(cut, part):
+        faces = shapely.get_parts(shapely.polygonize([shapely.union(shapely.boundary(part), cut)]))
+        faces = faces[shapely.contains(part, shapely.point_on_surface(faces))]
+        if len(faces) >= 2:
+            shares = [_split_among(face, neighbours) for face in faces]
+            if all(shares):
+                return [s for share in shares for s in share]
+    return _share_by_edges(part, neighbours)
+
+
+def _share_by_edges(part: shapely.Geometry, neighbours: list[dict]) -> list[tuple[str, shapely.Geometry]]:
+    """`_split_among` without a cut: by the neighbours' shared edges alone."""
+    geoms = np.array([n["geom"] for n in neighbours], dtype=object)
+    ring = shapely.boundary(part)
+    shared = shapely.intersection(ring, geoms)
+    length = shapely.length(shared)
+    touching = np.flatnonzero(length > 1e-9)
+    if touching.size == 0:
+        return []
+    if touching.size == 1:
+        return [(neighbours[touching[0]]["key"], part)]
+    step = float(shapely.length(ring)) / 400
+    coords, labels = [], []
+    for i in touching:
+        c = shapely.get_coordinates(shapely.segmentize(shared[i], step))
+        coords.append(c)
+        labels.append(np.full(len(c), i))
+    pts = np.concatenate(coords)
+    label = np.concatenate(labels)
+    pts, first = np.unique(pts, axis=0, return_index=True)
+    label = label[first]
+    sites = np.asarray(shapely.points(pts), dtype=object)
+    cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(pts), extend_to=part))
+    ci, si = shapely.STRtree(sites).query(cells, predicate="intersects")
+    # a cell holds exactly its own site; a site on a cell edge would match twice, so keep one cell per site
+    _, once = np.unique(ci, return_index=True)
+    ci, si = ci[once], si[once]
+    out: list[tuple[str, shapely.Geometry]] = []
+    for i in touching:
+        piece = clean(shapely.intersection(shapely.union_all(cells[ci[label[si] == i]]), part))
+        if piece is not None:
+            out.append((neighbours[i]["key"], piece))
+    return out
+
+
+def reshape(edit: _Edit, key: str, drawn: shapely.Geometry, community: shapely.Geometry,
+            compounds: dict | None = None, snap_m: float = 1.0) -> dict:
+    """Give unit `key` a new outline while keeping the partition (改边界，相邻网格随之调整): the outline's vertices snap
+    to the neighbours', the compound walls' and its own old vertices within `snap_m` metres; it is clipped to the
+    parent (community or grid); the land it gains is taken from the neighbours and the land it loses goes to the
+    neighbour across the edge it left (shared by nearness when it touches several). Micro-grids follow their grids.
+    Refused when land it loses touches no neighbour (it would become a gap)."""
+    state = edit.state
+    row = state.get(key)
+    level, parent = row["level"], row["parent_key"]
+    parent_geom = _parent_geom(state, community, level, parent)
+    others = [r for r in state.live(level, parent if level == "micro_grid" else None) if r["key"] != key]
+    refs = [shapely.get_coordinates(np.array([r["geom"] for r in others] + [row["geom"], parent_geom],
+                                             dtype=object))]
+    if compounds is not None and len(compounds["geom"]):
+        refs.append(shapely.get_coordinates(compounds["geom"]))
+    snapped = snap_to_vertices(drawn, np.concatenate(refs), snap_m)
+    new = clean(shapely.intersection(clean(snapped), parent_geom))
+    if new is None:
+        raise PlanError(f"the new outline of {key} has no area inside its parent")
+    old = row["geom"]
+    lost = clean(shapely.difference(old, new))
+    gained = clean(shapely.difference(new, old))
+    # one vertex dragged (the editor's case): the segment it travelled, along which the land it gives up is cut
+    gone = {tuple(c) for c in shapely.get_coordinates(old)} - {tuple(c) for c in shapely.get_coordinates(new)}
+    came = {tuple(c) for c in shapely.get_coordinates(new)} - {tuple(c) for c in shapely.get_coordinates(old)}
+    cut = shapely.LineString([gone.pop(), came.pop()]) if len(gone) == 1 and len(came) == 1 else None
+    handed: list[tuple[str, shapely.Geometry]] = []
+    if gained is not None:
+        _move_region(edit, gained, key)
+    if lost is not None:
+        # the neighbours as they are after giving up what the unit gained: land lost goes only to a unit it
+        # still touches (an outline that crosses its old one gains on one side and loses on the other)
+        others = [state.rows[r["key"]] for r in others if not state.rows[r["key"]]["retired"]
+                  and state.rows[r["key"]]["geom"] is not None]
+        for part in shapely.get_parts(lost):
+            shares = _split_among(part, others, cut)
+            if not shares:
+                raise PlanError(f"the land {key} would lose touches no neighbour: it would become a gap; drag the "
+                                "vertex towards a neighbour or use retire/merge")
+            handed += shares
+    for to_key, piece in handed:
+        _move_region(edit, piece, to_key)
+    return {"keys": [key, *sorted({k for k, _ in handed} | {r["key"] for r in others if r["key"] in edit.before})],
+            "gained_m2": _area_m2(gained), "lost_m2": _area_m2(lost)}
+
+
+def _area_m2(geom) -> float:
+    """An area in square metres (local equirectangular frame: well under 1% off at a community's size)."""
+    if geom is None:
+        return 0.0
+    lat = float(np.mean(shapely.get_coordinates(geom)[:, 1]))
+    return round(float(shapely.area(geom)) * M_PER_DEG_LAT ** 2 * np.cos(np.radians(lat)), 1)
 
 
 def apply_to_state(state: PlanState, op: dict, community: shapely.Geometry, buildings: dict | None = None,
@@ -585,6 +732,16 @@ def apply_to_state(state: PlanState, op: dict, community: shapely.Geometry, buil
         else:
             edit.set_geom(key, geom)
         result["keys"] = [key]
+    elif kind == "reshape":
+        key = op["key"]
+        state.get(key)
+        drawn = geojson_geom(op["geometry"])
+        check_near(drawn, community, f"the new geometry of {key}")
+        snap_m = op.get("snap_m")
+        snap_m = get_settings().plan_snap_m if snap_m is None else float(snap_m)
+        if not 0 <= snap_m <= 50:
+            raise PlanError("snap_m is 0 to 50 metres")
+        result.update(reshape(edit, key, drawn, community, compounds, snap_m))
     elif kind == "split":
         result["keys"] = _split(edit, op["key"], geojson_geom(op["line"], "line"))
     elif kind == "merge":
@@ -673,6 +830,14 @@ def apply_to_state(state: PlanState, op: dict, community: shapely.Geometry, buil
         if into:
             edit.set_geom(into, shapely.union(state.rows[into]["geom"], geom))
         result["keys"] = [key] + ([into] if into else [])
+    elif kind == "rename":
+        key = op["key"]
+        state.get(key)
+        name = (op.get("name") or "").strip()
+        if not name or len(name) > 100:
+            raise PlanError("a unit's name is 1 to 100 characters")
+        edit.touch(key)["name"] = name
+        result["keys"] = [key]
     elif kind == "suggestion":
         if buildings is None:
             raise PlanError("a suggestion needs the community's buildings")
@@ -809,7 +974,8 @@ def _apply_scoped(conn: Connection, state: PlanState, op: dict) -> tuple[dict[st
     community = community_geom(conn, cid)
     needs_buildings = op.get("type") in ("move_buildings", "move_compounds", "suggestion")
     buildings = buildings_frame(conn, cid) if needs_buildings else None
-    compounds = compounds_frame(conn, cid) if needs_buildings else None
+    # a reshape snaps to the compound walls
+    compounds = compounds_frame(conn, cid) if needs_buildings or op.get("type") == "reshape" else None
     try:
         before, result = apply_to_state(sub, op, community, buildings, compounds)
     except KeyError as exc:

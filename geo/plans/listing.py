@@ -110,7 +110,8 @@ def _features(rows: Iterable, props: Iterable[str]) -> dict:
 def editor_context(conn: Connection, community_ids: list[int]) -> dict:
     """What the editor draws around the plan and counts with: the plan's communities and their neighbours (in
     force now), the buildings (households, population, units, point on surface, responsible people), compounds, and
-    the people assigned to each grid and micro-grid (in force today)."""
+    the people assigned to each grid and micro-grid (in force today), stewards apart (the steward rule per
+    micro-grid)."""
     ids = [int(i) for i in community_ids]
     d = OUTLINE_DECIMALS
     communities = conn.execute(text(f"""
@@ -132,7 +133,8 @@ def editor_context(conn: Connection, community_ids: list[int]) -> dict:
         FROM compounds WHERE community_id = ANY(:c) ORDER BY id
     """), {"c": ids}).mappings().all()
     staff = conn.execute(text("""
-        SELECT coalesce(a.building_id, u.building_id) AS building_id, a.grid_id, a.micro_grid_id, a.person_id
+        SELECT coalesce(a.building_id, u.building_id) AS building_id, a.grid_id, a.micro_grid_id, a.person_id,
+               a.role = 'steward' AS steward
         FROM staff_assignments a
         LEFT JOIN units u ON u.id = a.unit_id
         LEFT JOIN buildings b ON b.id = coalesce(a.building_id, u.building_id)
@@ -143,13 +145,21 @@ def editor_context(conn: Connection, community_ids: list[int]) -> dict:
     """), {"c": ids}).mappings().all()
     people_by_building: dict[int, set[int]] = {}
     people_by_unit: dict[str, set[int]] = {}
+    # stewards (管家) apart: the editor checks each micro-grid against the steward rule (households per steward)
+    stewards_by_building: dict[int, set[int]] = {}
+    stewards_by_unit: dict[str, set[int]] = {}
     for r in staff:
         if r["building_id"] is not None:
             people_by_building.setdefault(int(r["building_id"]), set()).add(int(r["person_id"]))
-        elif r["grid_id"] is not None:
-            people_by_unit.setdefault(f"g{r['grid_id']}", set()).add(int(r["person_id"]))
-        elif r["micro_grid_id"] is not None:
-            people_by_unit.setdefault(f"m{r['micro_grid_id']}", set()).add(int(r["person_id"]))
+            if r["steward"]:
+                stewards_by_building.setdefault(int(r["building_id"]), set()).add(int(r["person_id"]))
+            continue
+        key = f"g{r['grid_id']}" if r["grid_id"] is not None else (
+            f"m{r['micro_grid_id']}" if r["micro_grid_id"] is not None else None)
+        if key is not None:
+            people_by_unit.setdefault(key, set()).add(int(r["person_id"]))
+            if r["steward"]:
+                stewards_by_unit.setdefault(key, set()).add(int(r["person_id"]))
     compound_names = {int(r["id"]): r["name"] for r in compounds}
     b_features = []
     for r in buildings:
@@ -159,12 +169,14 @@ def editor_context(conn: Connection, community_ids: list[int]) -> dict:
             "id": int(r["id"]), "name": name, "label": f"{where} {name}" if where else name,
             "compound_id": r["compound_id"], "community_id": r["community_id"], "use": r["use"],
             "households": r["households"], "population": r["population"], "units": r["units"],
-            "pt": [r["x"], r["y"]], "people": sorted(people_by_building.get(int(r["id"]), ()))}})
+            "pt": [r["x"], r["y"]], "people": sorted(people_by_building.get(int(r["id"]), ())),
+            "stewards": sorted(stewards_by_building.get(int(r["id"]), ()))}})
     return {
         "communities": _features(communities, ("id", "code", "name", "own")),
         "buildings": {"type": "FeatureCollection", "features": b_features},
         "compounds": _features(compounds, ("id", "name", "community_id")),
         "unit_people": {k: sorted(v) for k, v in sorted(people_by_unit.items())},
+        "unit_stewards": {k: sorted(v) for k, v in sorted(stewards_by_unit.items())},
     }
 
 

@@ -164,12 +164,30 @@ def _end(conn: Connection, level: str, unit_id: int, ts: dt.datetime) -> None:
                  {"t": ts, "u": unit_id})
 
 
-def _start(conn: Connection, level: str, unit_id: int, version_id: int, ts: dt.datetime, geom) -> None:
+def _start(conn: Connection, level: str, unit_id: int, version_id: int, ts: dt.datetime, geom,
+           name: str | None = None) -> None:
+    """Start a boundary row; the unit's name is kept with it (name history, migration 0017) and, when it differs,
+    becomes the unit's current name."""
     table, fk = ("grid_boundaries", "grid_id") if level == "grid" else ("micro_grid_boundaries", "micro_grid_id")
+    identity = "grids" if level == "grid" else "micro_grids"
+    if name is not None:
+        conn.execute(text(f"UPDATE {identity} SET name = :n WHERE id = :u AND name IS DISTINCT FROM :n"),
+                     {"n": name, "u": unit_id})
     conn.execute(text(f"""
-        INSERT INTO {table} ({fk}, version_id, valid_from, geom)
-        VALUES (:u, :v, :t, ST_Multi(ST_GeomFromWKB(:g, 4326)))
-    """), {"u": unit_id, "v": version_id, "t": ts, "g": shapely.to_wkb(geom)})
+        INSERT INTO {table} ({fk}, version_id, valid_from, geom, name)
+        VALUES (:u, :v, :t, ST_Multi(ST_GeomFromWKB(:g, 4326)), :n)
+    """), {"u": unit_id, "v": version_id, "t": ts, "g": shapely.to_wkb(geom), "n": name})
+
+
+def _current_name(conn: Connection, level: str, unit_id: int) -> str:
+    identity = "grids" if level == "grid" else "micro_grids"
+    return conn.execute(text(f"SELECT name FROM {identity} WHERE id = :u"), {"u": unit_id}).scalar_one()
+
+
+def _same(current, row: dict, name: str) -> bool:
+    """Whether the open boundary row already says what the plan row says (geometry and name)."""
+    return (current is not None and row["name"] == name
+            and shapely.area(shapely.symmetric_difference(current[1], row["geom"])) <= SAME_DEG2)
 
 
 def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: str,
@@ -217,12 +235,13 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
                 _end(conn, "grid", uid, ts)
                 summary["grids"]["ended"].append(grid_code_of[r["key"]])
             continue
-        if current is not None and shapely.area(shapely.symmetric_difference(current[1], r["geom"])) <= SAME_DEG2:
+        if _same(current, r, _current_name(conn, "grid", uid)):
             summary["grids"]["unchanged"] += 1
             continue
         if current is not None:
             _end(conn, "grid", uid, ts)
-        _start(conn, "grid", uid, version_id, ts, r["geom"])
+        # a rename alone starts a new boundary row too: the name is part of the version (rollback restores it)
+        _start(conn, "grid", uid, version_id, ts, r["geom"], r["name"])
         summary["grids"]["changed"].append(grid_code_of[r["key"]])
     # new grids: codes in reading order
     new = [r for r in grids if r["unit_id"] is None and not r["retired"] and r["geom"] is not None]
@@ -235,7 +254,7 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
             VALUES (:code, :name, :kind, :dt, :c) RETURNING id
         """), {"code": code, "name": r["name"], "kind": r["kind"] or "comprehensive", "dt": r["dedicated_type"],
                "c": state.community_id}).scalar_one()
-        _start(conn, "grid", uid, version_id, ts, r["geom"])
+        _start(conn, "grid", uid, version_id, ts, r["geom"], r["name"])
         grid_id_of[r["key"]], grid_code_of[r["key"]] = uid, code
         summary["grids"]["created"].append(code)
 
@@ -245,8 +264,8 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
         live = not r["retired"] and r["geom"] is not None
         if r["unit_id"] is not None:
             uid = r["unit_id"]
-            old_grid, code = conn.execute(text("SELECT grid_id, code FROM micro_grids WHERE id = :i"),
-                                          {"i": uid}).one()
+            old_grid, code, old_name = conn.execute(text("SELECT grid_id, code, name FROM micro_grids WHERE id = :i"),
+                                                    {"i": uid}).one()
             current = _open_boundary(conn, "micro_grid", uid)
             same_parent = live and grid_id_of.get(r["parent_key"]) == old_grid
             if not live or not same_parent:
@@ -256,13 +275,12 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
                 if not live:
                     continue
             else:
-                if current is not None and shapely.area(
-                        shapely.symmetric_difference(current[1], r["geom"])) <= SAME_DEG2:
+                if _same(current, r, old_name):
                     summary["micro_grids"]["unchanged"] += 1
                     continue
                 if current is not None:
                     _end(conn, "micro_grid", uid, ts)
-                _start(conn, "micro_grid", uid, version_id, ts, r["geom"])
+                _start(conn, "micro_grid", uid, version_id, ts, r["geom"], r["name"])
                 summary["micro_grids"]["changed"].append(code)
                 continue
         if live:
@@ -277,7 +295,7 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
             r = rows[i]
             uid = conn.execute(text("INSERT INTO micro_grids (code, name, grid_id) VALUES (:c, :n, :g) RETURNING id"),
                                {"c": code, "n": r["name"], "g": grid_id_of[parent]}).scalar_one()
-            _start(conn, "micro_grid", uid, version_id, ts, r["geom"])
+            _start(conn, "micro_grid", uid, version_id, ts, r["geom"], r["name"])
             summary["micro_grids"]["created"].append(code)
     return summary
 

@@ -19,9 +19,14 @@
     plan: null, etag: null, status: DATA.plan.status, units: {}, gridKeys: [], microKeys: [],
     validation: null, diff: null, owner: {}, selected: [], target: null, mode: "select", redo: [],
     colours: {}, names: {}, labelPts: {}, latencies: [], chain: Promise.resolve(), pending: 0,
-    canEdit: !!DATA.can_edit, preview: null, loaded: false
+    canEdit: !!DATA.can_edit, preview: null, loaded: false,
+    // the level being edited: "grid", or "micro_grid" inside the grid S.parent (selection S.microSelected)
+    level: "grid", parent: null, microSelected: [], microTarget: null
   };
   var band = DATA.band;
+  var STEWARD = DATA.steward_band || [5, 15];
+  var STEWARDS_APPLY = CTX.buildings.features.some(function (f) { return (f.properties.stewards || []).length; }) ||
+    Object.keys(CTX.unit_stewards || {}).length > 0;
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
                  "#393b79", "#637939", "#8c6d31", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1"];
   var buildings = CTX.buildings.features;
@@ -128,8 +133,8 @@
     return ramp(["#a1d99b", "#41ab5d", "#a1d99b"], (h - band[0]) / Math.max(1, band[1] - band[0]));
   }
   /** Stable identity colours: a new grid gets a colour none of its neighbours (touching bounding boxes) has. */
-  function assignColours() {
-    var keys = S.gridKeys, boxes = {};
+  function assignColours(keys) {
+    var boxes = {};
     keys.forEach(function (k) { boxes[k] = bboxOf(S.units[k].geometry); });
     function touch(a, b) {
       var e = 1e-4;
@@ -237,6 +242,44 @@
 
   // ---------------------------------------------------------------------------------------------- names
   function nameOf(key) { return S.names[key] || "（已退役网格）"; }
+
+  // ------------------------------------------------------------------------------------------ levels
+  // In the micro-grid level (微网格) every tool works on the micro-grids of one grid (S.parent): the same
+  // operations with level "micro_grid", a selection and a target of their own, figures per micro-grid.
+  function inMicro() { return S.level === "micro_grid" && !!S.parent && !!S.units[S.parent]; }
+  function microOf(g) {
+    return S.microKeys.filter(function (k) { return S.units[k].properties.parent_key === g; });
+  }
+  function levelKeys() { return inMicro() ? microOf(S.parent) : S.gridKeys; }
+  function selection() { return inMicro() ? S.microSelected : S.selected; }
+  function setSelection(keys) { if (inMicro()) S.microSelected = keys; else S.selected = keys; }
+  function target() { return inMicro() ? S.microTarget : S.target; }
+  function ownerOf(id) { return inMicro() ? S.microOwner[id] : S.owner[id]; }
+  function unitWord() { return inMicro() ? "微网格" : "网格"; }
+  function setLevel(level, parent) {
+    if (S.mode === "vertex") cancelVertex();
+    stopDraw();
+    S.level = level === "micro_grid" && parent && S.units[parent] ? "micro_grid" : "grid";
+    S.parent = S.level === "micro_grid" ? parent : null;
+    S.microSelected = [];
+    S.microTarget = null;
+    if (S.level === "micro_grid") { S.selected = [parent]; S.target = parent; }
+    var btn = document.getElementById("ga-level");
+    btn.setAttribute("aria-pressed", String(S.level === "micro_grid"));
+    btn.textContent = S.level === "micro_grid" ? "返回网格" : "编辑微网格";
+    document.getElementById("ga-micro-section").hidden = S.level !== "micro_grid";
+    document.getElementById("ga-target-label").textContent = "目标" + unitWord();
+    document.querySelector(".ga-map").setAttribute("data-level", S.level);
+    if (S.level === "micro_grid") {
+      var b = bboxOf(S.units[parent].geometry);
+      map.fitBounds(toLatLngBounds(b), {maxZoom: 19, padding: [30, 30]});
+      hint("微网格编辑：" + S.names[parent] + " 的微网格。点选、套索、笔刷、拆分、合并、新建、退役、编辑边界都作用于微网格；" +
+           "点击其他网格可切换。");
+    } else bannerEl.hidden = true;
+    S.mode = "";
+    setMode("select");
+    renderAll();
+  }
   function buildingLabel(id) {
     var f = bById[id];
     return f ? f.properties.label : "楼栋";
@@ -260,8 +303,10 @@
       case "split": return "拆分 " + nameOf(op.key);
       case "merge": return "合并 " + names(op.keys);
       case "retire": return "退役 " + nameOf(op.key) + (op.into ? "，并入 " + nameOf(op.into) : "");
-      case "create": return "新建网格「" + (op.name || "新网格") + "」";
+      case "create": return (op.level === "micro_grid" ? "新建微网格「" : "新建网格「") + (op.name || "新网格") + "」";
       case "replace_geometry": return "修改 " + nameOf(op.key) + " 的边界";
+      case "reshape": return "拖动 " + nameOf(op.key) + " 的边界（相邻单元随之调整）";
+      case "rename": return "把 " + nameOf(op.key) + " 改名为「" + (op.name || "") + "」";
       case "suggestion": return "应用智能建议";
     }
     return GA.opName(op.type);
@@ -284,7 +329,11 @@
     S.microKeys.sort();
     S.selected = S.selected.filter(function (k) { return S.units[k] && S.units[k].properties.level === "grid"; });
     if (S.target && !S.units[S.target]) S.target = null;
-    assignColours();
+    S.microSelected = S.microSelected.filter(function (k) { return !!S.units[k]; });
+    if (S.microTarget && !S.units[S.microTarget]) S.microTarget = null;
+    if (S.level === "micro_grid" && !S.units[S.parent]) { S.level = "grid"; S.parent = null; }
+    assignColours(S.gridKeys);
+    assignColours(S.microKeys);
     computeOwners();
     var cache = S.labelCache || {};
     S.labelCache = {};
@@ -297,18 +346,48 @@
     });
   }
 
-  /** Each building's grid: the first grid (by key) covering its point on surface, the validator's rule. */
+  /** Each building's grid and micro-grid: the first unit (by key) covering its point on surface, the
+   *  validator's rule. */
   function computeOwners() {
-    var boxes = S.gridKeys.map(function (k) { return [k, bboxOf(S.units[k].geometry)]; });
-    S.owner = {};
-    buildings.forEach(function (f) {
-      var x = f.properties.pt[0], y = f.properties.pt[1];
-      for (var i = 0; i < boxes.length; i++) {
-        var b = boxes[i][1];
-        if (x < b[0] || x > b[2] || y < b[1] || y > b[3]) continue;
-        if (inGeom(x, y, S.units[boxes[i][0]].geometry)) { S.owner[f.properties.id] = boxes[i][0]; return; }
-      }
+    function owners(keys) {
+      var boxes = keys.map(function (k) { return [k, bboxOf(S.units[k].geometry)]; }), out = {};
+      buildings.forEach(function (f) {
+        var x = f.properties.pt[0], y = f.properties.pt[1];
+        for (var i = 0; i < boxes.length; i++) {
+          var b = boxes[i][1];
+          if (x < b[0] || x > b[2] || y < b[1] || y > b[3]) continue;
+          if (inGeom(x, y, S.units[boxes[i][0]].geometry)) { out[f.properties.id] = boxes[i][0]; return; }
+        }
+      });
+      return out;
+    }
+    S.owner = owners(S.gridKeys);
+    S.microOwner = owners(S.microKeys);
+  }
+
+  /** Per micro-grid of a grid: households, population, buildings, units, stewards (管家) and the steward rule
+   *  (each steward serves STEWARD[0]–STEWARD[1] households; it applies where the plan's area has stewards). */
+  function microFigures(parent) {
+    var out = {}, keys = microOf(parent), up = CTX.unit_stewards || {};
+    keys.forEach(function (k) {
+      out[k] = {households: 0, population: 0, buildings: 0, units: 0, stewards: {}};
+      (up[k] || []).forEach(function (p) { out[k].stewards[p] = 1; });
     });
+    buildings.forEach(function (f) {
+      var k = S.microOwner[f.properties.id], o = out[k];
+      if (!o) return;
+      o.households += f.properties.households; o.population += f.properties.population;
+      o.buildings += 1; o.units += f.properties.units;
+      (f.properties.stewards || []).forEach(function (p) { o.stewards[p] = 1; });
+    });
+    keys.forEach(function (k) {
+      var o = out[k], n = Object.keys(o.stewards).length;
+      o.steward_count = n;
+      o.steward_need = Math.ceil(o.households / STEWARD[1]);
+      o.steward_status = !STEWARDS_APPLY ? "na" : n * STEWARD[1] < o.households ? "short" :
+        n * STEWARD[0] > o.households ? "surplus" : "ok";
+    });
+    return out;
   }
 
   function gridFigures() {
@@ -357,17 +436,31 @@
         gridLayer.addLayer(l);
       });
     });
+    var micro = inMicro(), mfigs = micro ? microFigures(S.parent) : {};
     S.microKeys.forEach(function (k) {
-      L.geoJSON(S.units[k], {pane: "ga-micro", interactive: false, snapIgnore: true,
-        style: {color: "#546e7a", weight: 1, dashArray: "2 3", fill: false}}).eachLayer(function (l) {
+      var p = S.units[k].properties, active = micro && p.parent_key === S.parent;
+      var st = active ? mfigs[k].steward_status : "na";
+      L.geoJSON(S.units[k], {pane: "ga-micro", interactive: active, snapIgnore: !active,
+        style: active ? {color: st === "short" ? "#99000d" : st === "surplus" ? "#08519c" : "#263238",
+                         weight: st === "short" || st === "surplus" ? 2.5 : 1.5, fillColor: S.colours[k],
+                         fillOpacity: 0.3}
+          : {color: "#546e7a", weight: 1, dashArray: "2 3", fill: false}}).eachLayer(function (l) {
+        if (active) {
+          l.gaKey = k;
+          l.on("click", function (e) { onMicroClick(k, e); });
+          l.bindTooltip(function () { return "<b>" + esc(p.name) + "</b><br>" + GA.fmtInt(mfigs[k].households) + " 户 · 管家 " +
+                                             mfigs[k].steward_count + " 人"; }, {sticky: true, direction: "top"});
+        }
         microLayer.addLayer(l);
       });
     });
   }
 
   function drawBuildings() {
+    var micro = inMicro();
     buildings.forEach(function (f) {
-      var k = S.owner[f.properties.id], c = k ? S.colours[k] : "#bdbdbd";
+      var k = micro ? (S.owner[f.properties.id] === S.parent ? S.microOwner[f.properties.id] : null) : S.owner[f.properties.id];
+      var c = k ? S.colours[k] : "#bdbdbd";
       var layer = bLayers[f.properties.id];
       layer.setStyle({fillColor: c, color: darker(c), weight: 0.8, dashArray: null, fillOpacity: 0.9});
       if (layer.isTooltipOpen()) layer.getTooltip().update();  // its grid may have changed
@@ -388,14 +481,18 @@
 
   function drawSelection() {
     selectLayer.clearLayers();
-    var keys = S.selected.slice();
-    if (S.target && keys.indexOf(S.target) < 0 && S.mode !== "select") keys.push(S.target);
+    var keys = selection().slice(), tk = target();
+    if (tk && keys.indexOf(tk) < 0 && S.mode !== "select") keys.push(tk);
+    if (inMicro()) {
+      L.geoJSON(S.units[S.parent], {pane: "ga-select", interactive: false, snapIgnore: true,
+        style: {color: "#0d47a1", weight: 3, dashArray: "8 5", fill: false}}).eachLayer(function (l) { selectLayer.addLayer(l); });
+    }
     keys.forEach(function (k) {
       if (!S.units[k]) return;
-      var isTarget = k === S.target && S.mode !== "select";
+      var isTarget = k === tk && S.mode !== "select";
       L.geoJSON(S.units[k], {pane: "ga-select", interactive: false, snapIgnore: true,
         style: {color: isTarget ? S.colours[k] : "#ff6f00", weight: 5, fill: false,
-                dashArray: isTarget && S.selected.indexOf(k) < 0 ? "10 6" : null}}).eachLayer(function (l) {
+                dashArray: isTarget && selection().indexOf(k) < 0 ? "10 6" : null}}).eachLayer(function (l) {
         selectLayer.addLayer(l);
       });
     });
@@ -404,6 +501,19 @@
   function drawLabels() {
     labelLayer.clearLayers();
     var figs = gridFigures(), z = map.getZoom();
+    if (inMicro()) {
+      var mf = microFigures(S.parent);
+      microOf(S.parent).forEach(function (k) {
+        var pt = labelPoint(S.units[k].geometry);
+        if (!pt) return;
+        var st = mf[k].steward_status;
+        L.marker([pt[1], pt[0]], {pane: "ga-labels", interactive: false, keyboard: false, snapIgnore: true,
+          icon: L.divIcon({className: "ga-label-icon", html: '<span class="ga-label"><b>' + esc(S.names[k]) + "</b><br>" +
+            GA.fmtInt(mf[k].households) + " 户" + (st === "na" ? "" : ' · <span class="' + (st === "ok" ? "ok" : "above") + '">管家 ' +
+            mf[k].steward_count + "</span>") + "</span>", iconSize: null})}).addTo(labelLayer);
+      });
+      return;
+    }
     S.gridKeys.forEach(function (k) {
       var pt = S.labelPts[k];
       if (!pt) return;
@@ -482,12 +592,57 @@
 
   function renderTargetSelect() {
     var sel = document.getElementById("ga-target");
+    if (inMicro()) {
+      var mf = microFigures(S.parent);
+      sel.innerHTML = '<option value="">（请选择）</option>' + sortedMicro().map(function (k) {
+        return '<option value="' + k + '"' + (k === S.microTarget ? " selected" : "") + ">" + esc(S.names[k]) + "（" +
+          mf[k].households + " 户）</option>";
+      }).join("");
+      sel.setAttribute("aria-label", "目标微网格：楼栋将划入此微网格");
+      return;
+    }
     var figs = gridFigures();
+    sel.setAttribute("aria-label", "目标网格：楼栋将划入此网格");
     sel.innerHTML = '<option value="">（请选择）</option>' + sortedGrids().map(function (k) {
       return '<option value="' + k + '"' + (k === S.target ? " selected" : "") + ">" + esc(S.names[k]) + "（" +
         figs[k].households + " 户）</option>";
     }).join("");
   }
+  function sortedMicro() {
+    return microOf(S.parent).sort(function (a, b) { return collator.compare(S.names[a], S.names[b]); });
+  }
+  var STEWARD_TEXT = {ok: "管家配置在规则内", short: "管家不足", surplus: "管家多于所需", na: "不适用"};
+  function renderMicroTable() {
+    var sec = document.getElementById("ga-micro-section");
+    sec.hidden = !inMicro();
+    if (!inMicro()) return;
+    document.getElementById("ga-micro-parent").textContent = S.names[S.parent] + "，每名管家 " + STEWARD[0] + "–" +
+      STEWARD[1] + " 户";
+    var mf = microFigures(S.parent), tot = {households: 0, buildings: 0, stewards: 0};
+    var tbody = document.querySelector("#ga-micros tbody");
+    var rows = sortedMicro();
+    tbody.innerHTML = rows.map(function (k) {
+      var f = mf[k], st = f.steward_status;
+      tot.households += f.households; tot.buildings += f.buildings; tot.stewards += f.steward_count;
+      var cls = (S.microSelected.indexOf(k) >= 0 ? " ga-selected" : "") + (k === S.microTarget ? " ga-target" : "");
+      return '<tr data-key="' + k + '" class="' + cls.trim() + '"><td><span class="ga-grid-name"><span class="ga-swatch" ' +
+        'style="background:' + S.colours[k] + '"></span><button type="button" data-key="' + k + '" aria-label="选择微网格 ' +
+        esc(S.names[k]) + "，" + f.households + " 户，管家 " + f.steward_count + " 人，" + STEWARD_TEXT[st] + '">' +
+        esc(S.names[k]) + '</button></span></td><td class="num">' + GA.fmtInt(f.households) + '</td><td class="num">' +
+        GA.fmtInt(f.population) + '</td><td class="num">' + f.buildings + '</td><td class="num"><span class="ga-band ' +
+        (st === "ok" ? "ok" : st === "na" ? "na" : st === "short" ? "above" : "below") + '" title="' + STEWARD_TEXT[st] +
+        (st === "na" ? "" : "：至少需要 " + f.steward_need + " 人") + '">' + f.steward_count + (st === "na" ? "" : "/" + f.steward_need) +
+        "</span></td></tr>";
+    }).join("") || '<tr><td colspan="5" class="ga-muted">这个网格还没有微网格：用“新建”画一个，或“拆分”。</td></tr>';
+    document.querySelector("#ga-micros tfoot").innerHTML = "<tr><td>合计 " + rows.length + ' 个微网格</td><td class="num">' +
+      GA.fmtInt(tot.households) + '</td><td class="num">—</td><td class="num">' + tot.buildings + '</td><td class="num">' +
+      tot.stewards + "</td></tr>";
+  }
+  document.querySelector("#ga-micros tbody").addEventListener("click", function (e) {
+    var tr = e.target.closest("tr[data-key]");
+    if (!tr) return;
+    onMicroClick(tr.getAttribute("data-key"), {originalEvent: e, fromPanel: true});
+  });
   document.getElementById("ga-target").addEventListener("change", function (e) {
     setTarget(e.target.value || null);
   });
@@ -536,7 +691,11 @@
     if (!d) { el.innerHTML = '<p class="ga-muted">载入中…</p>'; return; }
     (d.grid.retired || []).forEach(function (r) { if (!S.names[r.key]) S.names[r.key] = r.name; });
     var g = d.grid, m = d.micro_grid, parts = [];
-    function list(items) { return items.map(function (x) { return esc(x.name || nameOf(x.key)); }).join("、"); }
+    function list(items) {
+      return items.map(function (x) {
+        return esc(x.name || nameOf(x.key)) + (x.renamed_from ? "（原名 " + esc(x.renamed_from) + "）" : "");
+      }).join("、");
+    }
     var any = g.created.length || g.retired.length || g.changed.length || d.totals.buildings;
     if (!any && !m.created.length && !m.retired.length && !m.changed.length) {
       el.innerHTML = "<p>与现行边界相同，尚无改动。</p>";
@@ -544,7 +703,7 @@
     }
     parts.push("<p><b>网格</b>：新建 " + g.created.length + (g.created.length ? "（" + list(g.created) + "）" : "") +
       "，退役 " + g.retired.length + (g.retired.length ? "（" + list(g.retired) + "）" : "") +
-      "，边界改动 " + g.changed.length + (g.changed.length ? "（" + list(g.changed) + "）" : "") +
+      "，改动 " + g.changed.length + (g.changed.length ? "（" + list(g.changed) + "）" : "") +
       "，未变 " + g.unchanged + "</p>");
     parts.push("<p><b>微网格</b>：新建 " + m.created.length + "，退役 " + m.retired.length + "，改动 " + m.changed.length +
       "，未变 " + m.unchanged + "</p>");
@@ -599,8 +758,10 @@
     var live = ((S.plan && S.plan.operations) || []).some(function (o) { return !o.undone_at; });
     document.getElementById("ga-undo").disabled = !editable || !live;
     document.getElementById("ga-redo").disabled = !editable || !S.redo.length;
-    document.getElementById("ga-merge").disabled = !editable || S.selected.length < 2;
-    document.getElementById("ga-retire").disabled = !editable || S.selected.length < 1;
+    document.getElementById("ga-merge").disabled = !editable || selection().length < 2;
+    document.getElementById("ga-retire").disabled = !editable || selection().length < 1;
+    document.getElementById("ga-rename").disabled = !editable || selection().length !== 1;
+    document.getElementById("ga-level").disabled = !(inMicro() || S.selected.length === 1);
     document.getElementById("ga-suggest").disabled = !editable;
     document.getElementById("ga-publish").disabled = !editable;
     document.getElementById("ga-target").disabled = !editable;
@@ -614,6 +775,7 @@
     drawSelection();
     drawLabels();
     renderGridTable();
+    renderMicroTable();
     renderProblems();
     renderHistory();
     renderDiff();
@@ -676,7 +838,7 @@
       }
       if (needValidation && r[1].ok) S.validation = r[1].data;
       drawGrids(); drawBuildings(); drawProblems(); drawSelection(); drawLabels();
-      renderGridTable(); renderProblems(); renderHistory(); renderButtons(); renderStatus();
+      renderGridTable(); renderMicroTable(); renderProblems(); renderHistory(); renderButtons(); renderStatus();
       S.lastRefresh = {fetch_ms: t1 - t0, render_ms: performance.now() - t1};
       return {diff: diffDone};
     });
@@ -734,7 +896,8 @@
     [/no area inside its parent/, "新网格与社区没有重叠。"],
     [/only drafts can be edited/, "方案已发布或已作废，不能再修改。"],
     [/one community/, "一次操作只能在一个社区内进行：网格不能跨社区。"],
-    [/not in this community/, "所选楼栋不在该社区内。"]
+    [/not in this community/, "所选楼栋不在该社区内。"],
+    [/would become a gap/, "这样会留下空隙：让出的区域旁边没有相邻单元可以接收（社区或网格的外边界不能向内收）。"]
   ];
   function explainOp(res) {
     var detail = (res.data && res.data.detail) || "";
@@ -767,6 +930,7 @@
         if (!res.ok) return failed(res, label);
         S.etag = res.data.etag || res.etag;
         S.validation = res.data.validation;
+        S.lastResult = res.data.result;
         renderGridTable(); renderProblems(); drawProblems();
         var tFig = performance.now();
         return refresh(false).then(function (r) {
@@ -812,12 +976,40 @@
 
   // ------------------------------------------------------------------------------------------- selection
   function setTarget(k) {
-    S.target = k && S.units[k] ? k : null;
+    if (inMicro()) S.microTarget = k && S.units[k] ? k : null;
+    else S.target = k && S.units[k] ? k : null;
     drawSelection();
     renderGridTable();
+    renderMicroTable();
+  }
+  function onMicroClick(k, e) {
+    var oe = e && e.originalEvent;
+    if (e && e.target && S.mode !== "split" && S.mode !== "create") L.DomEvent.stopPropagation(e);
+    if (S.mode === "paint" || S.mode === "lasso" || S.mode === "brush") {
+      if (performance.now() - (S.strokeEnded || 0) < 400) return;
+      setTarget(k);
+      hint("目标微网格：" + S.names[k] + "。点选或圈选楼栋把它们划入该微网格。");
+      return;
+    }
+    if (S.mode !== "select" && S.mode !== "vertex") return;
+    var multi = oe && (oe.shiftKey || oe.ctrlKey || oe.metaKey);
+    if (multi) {
+      var i = S.microSelected.indexOf(k);
+      if (i >= 0) S.microSelected.splice(i, 1); else S.microSelected.push(k);
+    } else {
+      S.microSelected = S.microSelected.length === 1 && S.microSelected[0] === k && !(e && e.fromPanel) ? [] : [k];
+    }
+    if (S.microSelected.length) S.microTarget = S.microSelected[S.microSelected.length - 1];
+    drawSelection(); renderMicroTable(); renderTargetSelect(); renderButtons();
   }
   function onGridClick(k, e) {
     var oe = e && e.originalEvent;
+    if (inMicro()) {
+      // in the micro-grid level a click on another grid opens its micro-grids
+      if (e && e.target && S.mode !== "split" && S.mode !== "create") L.DomEvent.stopPropagation(e);
+      if (k !== S.parent && (S.mode === "select" || e && e.fromPanel)) setLevel("micro_grid", k);
+      return;
+    }
     if (e && e.target && S.mode !== "split" && S.mode !== "create") L.DomEvent.stopPropagation(e);
     if (S.mode === "paint" || S.mode === "lasso" || S.mode === "brush") {
       if (performance.now() - (S.strokeEnded || 0) < 400) return;  // the click that ends a stroke
@@ -838,7 +1030,10 @@
   }
   map.on("click", function () {
     // grid and building clicks stop before reaching the map in these modes: this is a click on no grid
-    if (S.mode === "select" && S.selected.length) {
+    if (S.mode === "select" && inMicro() && S.microSelected.length) {
+      S.microSelected = [];
+      drawSelection(); renderMicroTable(); renderButtons();
+    } else if (S.mode === "select" && !inMicro() && S.selected.length) {
       S.selected = [];
       drawSelection(); renderGridTable(); renderButtons();
     }
@@ -848,8 +1043,9 @@
     if (S.mode === "split" || S.mode === "create") return;  // the drawing tool takes the click
     L.DomEvent.stopPropagation(e);
     if (S.mode === "select" || S.mode === "vertex") {
-      var k = S.owner[p.id];
-      if (k) onGridClick(k, e);
+      var k = ownerOf(p.id);
+      if (k && inMicro()) onMicroClick(k, e);
+      else if (k) onGridClick(k, e);
       return;
     }
     if (S.mode !== "paint") return;
@@ -858,9 +1054,12 @@
 
   /** Paint buildings into the target grid: one move_buildings (or, whole compounds, move_compounds) operation. */
   function paint(ids, t0) {
-    if (!S.target) { hint("请先选择目标网格：在“目标网格”中选择，或在地图上点击一个网格。"); return Promise.resolve(null); }
+    if (!target()) {
+      hint("请先选择目标" + unitWord() + "：在“目标" + unitWord() + "”中选择，或在地图上点击一个" + unitWord() + "。");
+      return Promise.resolve(null);
+    }
     var whole = document.getElementById("ga-whole-compound").checked;
-    var to = S.target;
+    var to = target();
     var community = S.units[to].properties.community_id;
     var across = ids.filter(function (id) { return bById[id].properties.community_id !== community; });
     if (across.length) {
@@ -875,15 +1074,15 @@
       var comps = {};
       ids.forEach(function (id) { var c = bById[id].properties.compound_id; if (c != null) comps[c] = 1; });
       var cids = Object.keys(comps).map(Number);
-      var loose = ids.filter(function (id) { return bById[id].properties.compound_id == null && S.owner[id] !== to; });
+      var loose = ids.filter(function (id) { return bById[id].properties.compound_id == null && ownerOf(id) !== to; });
       if (cids.length) {
         buildings.forEach(function (f) { if (comps[f.properties.compound_id]) pending(f.properties.id, to); });
         return act({type: "move_compounds", compound_ids: cids, to: to}, {t0: t0});
       }
       ids = loose;
     }
-    ids = ids.filter(function (id) { return S.owner[id] !== to; });
-    if (!ids.length) { hint("这些楼栋已在目标网格 " + S.names[to] + " 中。"); return Promise.resolve(null); }
+    ids = ids.filter(function (id) { return ownerOf(id) !== to; });
+    if (!ids.length) { hint("这些楼栋已在目标" + unitWord() + " " + S.names[to] + " 中。"); return Promise.resolve(null); }
     ids.forEach(function (id) { pending(id, to); });
     return act({type: "move_buildings", building_ids: ids, to: to}, {t0: t0});
   }
@@ -915,7 +1114,7 @@
   container.addEventListener("pointerdown", function (e) {
     if ((S.mode !== "lasso" && S.mode !== "brush") || e.button !== 0) return;
     if (e.target.closest(".leaflet-control")) return;
-    if (!S.target) { hint("请先选择目标网格：在“目标网格”中选择，或在地图上点击一个网格。"); return; }
+    if (!target()) { hint("请先选择目标" + unitWord() + "：在“目标" + unitWord() + "”中选择，或在地图上点击一个" + unitWord() + "。"); return; }
     e.preventDefault();
     e.stopPropagation();
     canvasSize();
@@ -960,14 +1159,14 @@
       if (stroke.picked[b.id]) return;
       var cx = Math.max(b.box[0], Math.min(p[0], b.box[2])), cy = Math.max(b.box[1], Math.min(p[1], b.box[3]));
       var dx = cx - p[0], dy = cy - p[1];
-      if (dx * dx + dy * dy <= BRUSH * BRUSH && S.owner[b.id] !== S.target) {
+      if (dx * dx + dy * dy <= BRUSH * BRUSH && ownerOf(b.id) !== target()) {
         stroke.picked[b.id] = 1;
-        pending(b.id, S.target);
+        pending(b.id, target());
       }
     });
   }
   function drawStroke() {
-    var ctx = canvas.getContext("2d"), pts = stroke.points, c = S.colours[S.target] || "#0d47a1";
+    var ctx = canvas.getContext("2d"), pts = stroke.points, c = S.colours[target()] || "#0d47a1";
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     ctx.lineJoin = ctx.lineCap = "round";
     ctx.beginPath();
@@ -1046,12 +1245,14 @@
       for (var t = 0; t <= 20; t++) {
         var x = coords[i - 1][0] + (coords[i][0] - coords[i - 1][0]) * t / 20;
         var y = coords[i - 1][1] + (coords[i][1] - coords[i - 1][1]) * t / 20;
-        for (var j = 0; j < S.gridKeys.length; j++) {
-          if (inGeom(x, y, S.units[S.gridKeys[j]].geometry)) { votes[S.gridKeys[j]] = (votes[S.gridKeys[j]] || 0) + 1; break; }
+        var keys = levelKeys();
+        for (var j = 0; j < keys.length; j++) {
+          if (inGeom(x, y, S.units[keys[j]].geometry)) { votes[keys[j]] = (votes[keys[j]] || 0) + 1; break; }
         }
       }
     }
-    if (S.selected.length === 1 && votes[S.selected[0]]) return S.selected[0];
+    var sel = selection();
+    if (sel.length === 1 && votes[sel[0]]) return sel[0];
     var best = null;
     Object.keys(votes).forEach(function (k) { if (!best || votes[k] > votes[best]) best = k; });
     return best;
@@ -1064,46 +1265,92 @@
     if (e.shape === "Line" && S.mode === "split") {
       var coords = extendLine(gj.coordinates);
       var key = gridUnderLine(coords);
-      if (!key) { hint("这条线没有穿过任何网格。"); startDraw("Line"); return; }
+      if (!key) { hint("这条线没有穿过任何" + unitWord() + "。"); startDraw("Line"); return; }
       act({type: "split", key: key, line: {type: "LineString", coordinates: coords}}, {t0: t0}).then(function () {
         if (S.mode === "split") startDraw("Line");
       });
     } else if (e.shape === "Polygon" && S.mode === "create") {
-      GA.dialog({title: "新建网格", withInputs: true,
-                 html: '<label for="ga-new-name">网格名称</label><input id="ga-new-name" name="name" type="text" ' +
-                   'maxlength="100" value="新网格"><p class="ga-muted">新网格从相邻网格中划出这块区域。</p>',
+      var word = unitWord(), micro = inMicro(), parent = S.parent;
+      GA.dialog({title: "新建" + word, withInputs: true,
+                 html: '<label for="ga-new-name">' + word + '名称</label><input id="ga-new-name" name="name" type="text" ' +
+                   'maxlength="100" value="新' + word + '"><p class="ga-muted">新' + word + "从相邻" + word +
+                   (micro ? "中划出这块区域（限于 " + esc(S.names[parent]) + " 之内）。" : "中划出这块区域。") + "</p>",
                  buttons: [{label: "取消", value: false}, {label: "新建", value: true, primary: true}]})
         .then(function (r) {
           if (r && r.value) {
-            act({type: "create", level: "grid", geometry: gj, name: r.inputs.name || "新网格", carve: true}, {t0: t0});
+            var op = {type: "create", level: micro ? "micro_grid" : "grid", geometry: gj,
+                      name: r.inputs.name || "新" + word, carve: true};
+            if (micro) op.parent = parent;
+            act(op, {t0: t0});
           }
           if (S.mode === "create") startDraw("Polygon");
         });
     }
   }
 
-  // vertex editing: the selected grid as an editable polygon snapping to neighbours and compound walls
+  // vertex editing: the selected unit as an editable polygon snapping to neighbours and compound walls. Each
+  // vertex drag (or removal) is one `reshape` operation: the server moves the neighbours' shared edges with it
+  // (land given up goes to the neighbour across the edge, land taken comes from the neighbours), and the outline
+  // is then re-seated on what the server holds, so the next drag starts from the partition as it is.
   var editing = null;
   function startVertex() {
-    if (S.selected.length !== 1) {
-      hint("请先在“选择”工具下选中一个网格，再编辑边界。");
+    var key = editableKey();
+    if (!key) {
+      hint("请先在“选择”工具下选中一个网格（或微网格），再编辑边界。");
       setMode("select");
       return;
     }
-    var key = S.selected[0];
     ensureGeoman().then(function () {
       if (S.mode !== "vertex") return;
-      var f = S.units[key];
-      var layer = L.geoJSON(f, {pane: "ga-select", style: {color: "#0d47a1", weight: 3, fillOpacity: 0.05}})
-        .getLayers()[0];
-      layer.options.snapIgnore = true;
-      layer.addTo(map);
-      layer.pm.enable({snappable: true, snapDistance: 14, allowSelfIntersection: false, draggable: false,
-                       removeVertexOn: "contextmenu"});
-      editing = {key: key, layer: layer};
-      banner("正在编辑 " + esc(S.names[key]) + " 的边界：拖动顶点（吸附相邻网格和小区围墙），拖动边中点增加顶点，右键删除顶点。", null, [
-        {label: "完成", primary: true, aria: "完成边界编辑并保存", onClick: finishVertex},
-        {label: "取消", aria: "放弃边界编辑", onClick: function () { cancelVertex(); setMode("select"); }}]);
+      editVertices(key);
+      banner("正在编辑 " + esc(nameOf(key)) + " 的边界：拖动顶点（吸附相邻单元和小区围墙），相邻单元的共用边随之移动；" +
+             "拖动边中点增加顶点，右键删除顶点。每次拖动即保存，可撤销。", null, [
+        {label: "完成", primary: true, aria: "结束边界编辑", onClick: function () { cancelVertex(); setMode("select"); }}]);
+    });
+  }
+  function editableKey() {
+    if (S.level === "micro_grid") return S.microSelected.length === 1 ? S.microSelected[0] : null;
+    return S.selected.length === 1 ? S.selected[0] : null;
+  }
+  function editVertices(key) {
+    if (editing) { editing.layer.pm.disable(); map.removeLayer(editing.layer); editing = null; }
+    var f = S.units[key];
+    if (!f) return;
+    var layer = L.geoJSON(f, {pane: "ga-select", style: {color: "#0d47a1", weight: 3, fillOpacity: 0.05}})
+      .getLayers()[0];
+    layer.options.snapIgnore = true;
+    // a vertex snaps to the neighbours and the compound walls, never back onto the unit's own old outline
+    [gridLayer, microLayer].forEach(function (g) {
+      g.eachLayer(function (l) { if (l.gaKey === key) l.options.snapIgnore = true; });
+    });
+    layer.addTo(map);
+    layer.pm.enable({snappable: true, snapDistance: 14, allowSelfIntersection: false, draggable: false,
+                     removeVertexOn: "contextmenu"});
+    var sent = JSON.stringify(layer.toGeoJSON(false).geometry.coordinates);
+    var timer = null;
+    layer.on("pm:edit", function () {
+      // one drag can fire more than one edit event: send the outline once it has settled
+      clearTimeout(timer);
+      timer = setTimeout(function () {
+        var gj = layer.toGeoJSON(false).geometry, now = JSON.stringify(gj.coordinates);
+        if (now === sent) return;
+        sent = now;
+        reshape(key, gj);
+      }, 30);
+    });
+    editing = {key: key, layer: layer};
+  }
+  function reshape(key, gj) {
+    var t0 = performance.now();
+    return act({type: "reshape", key: key, geometry: gj}, {t0: t0, quiet: true}).then(function (rec) {
+      if (S.mode === "vertex" && editing && editing.key === key) editVertices(key);
+      if (rec) {
+        var r = S.lastResult || {};
+        banner("已保存边界：" + esc(nameOf(key)) + (r.gained_m2 ? " 并入 " + GA.fmtInt(r.gained_m2) + " m²" : "") +
+               (r.lost_m2 ? " 让出 " + GA.fmtInt(r.lost_m2) + " m²（归相邻单元）" : "") + "（可撤销 Ctrl+Z）", "ok", [
+          {label: "完成", primary: true, aria: "结束边界编辑", onClick: function () { cancelVertex(); setMode("select"); }}]);
+      }
+      return rec;
     });
   }
   function cancelVertex() {
@@ -1112,17 +1359,6 @@
     map.removeLayer(editing.layer);
     editing = null;
     bannerEl.hidden = true;
-  }
-  function finishVertex() {
-    if (!editing) return;
-    var gj = editing.layer.toGeoJSON(false).geometry, key = editing.key;
-    cancelVertex();
-    setMode("select");
-    act({type: "replace_geometry", key: key, geometry: gj, carve: true}).then(function (rec) {
-      if (rec && S.validation && S.validation.problems.some(function (p) { return p.rule === "gap"; })) {
-        banner("边界已保存。收缩出的区域没有并入相邻网格，成了空隙（见校验）：可用“点选楼栋”把它划回，或撤销。", null);
-      }
-    });
   }
 
   // ---------------------------------------------------------------------------------------------- modes
@@ -1135,7 +1371,7 @@
     el.className = el.className.replace(/\bga-mode-\S+/g, "").trim() + " ga-mode-" + m;
     if (m === "lasso" || m === "brush") map.dragging.disable(); else map.dragging.enable();
     if (m === "split" || m === "create") map.doubleClickZoom.disable(); else map.doubleClickZoom.enable();
-    if ((m === "paint" || m === "lasso" || m === "brush") && !S.target && S.selected.length) S.target = S.selected[0];
+    if ((m === "paint" || m === "lasso" || m === "brush") && !target() && selection().length) setTarget(selection()[0]);
     var tips = {
       select: "选择：点击网格选中，Shift+点击多选；选中后可合并、退役或编辑边界。",
       paint: "点选楼栋：点击楼栋划入目标网格（点击网格空白处可改目标）。勾选“整小区”则整个小区一起划入。",
@@ -1157,18 +1393,20 @@
 
   // ------------------------------------------------------------------------------ merge, retire, suggest
   function merge() {
-    if (S.selected.length < 2) { hint("请按住 Shift 选择两个或多个网格。"); return Promise.resolve(null); }
-    var keys = S.selected.slice();
-    S.selected = [keys[0]];
+    var sel = selection();
+    if (sel.length < 2) { hint("请按住 Shift 选择两个或多个" + unitWord() + "。"); return Promise.resolve(null); }
+    var keys = sel.slice();
+    setSelection([keys[0]]);
     return act({type: "merge", keys: keys});
   }
   document.getElementById("ga-merge").addEventListener("click", merge);
 
   function retire() {
-    if (!S.selected.length) return Promise.resolve(null);
-    var key = S.selected[0];
-    var into = S.selected[1] || "";
-    var options = sortedGrids().filter(function (k) { return k !== key; }).map(function (k) {
+    var sel = selection();
+    if (!sel.length) return Promise.resolve(null);
+    var key = sel[0];
+    var into = sel[1] || "";
+    var options = (inMicro() ? sortedMicro() : sortedGrids()).filter(function (k) { return k !== key; }).map(function (k) {
       return '<option value="' + k + '"' + (k === into ? " selected" : "") + ">" + esc(S.names[k]) + "</option>";
     }).join("");
     return GA.dialog({title: "退役 " + S.names[key], withInputs: true,
@@ -1178,11 +1416,31 @@
       if (!r || !r.value) return null;
       var op = {type: "retire", key: key};
       if (r.inputs.into) op.into = r.inputs.into;
-      S.selected = r.inputs.into ? [r.inputs.into] : [];
+      setSelection(r.inputs.into ? [r.inputs.into] : []);
       return act(op);
     });
   }
   document.getElementById("ga-retire").addEventListener("click", retire);
+
+  function rename() {
+    var sel = selection();
+    if (sel.length !== 1) return Promise.resolve(null);
+    var key = sel[0];
+    return GA.dialog({title: "改名：" + S.names[key], withInputs: true,
+      html: '<label for="ga-new-name">新名称</label><input id="ga-new-name" name="name" type="text" maxlength="100" value="' +
+        esc(S.names[key]) + '"><p class="ga-muted">名称随边界版本保存：发布后生效，回滚该版本时恢复原名。</p>',
+      buttons: [{label: "取消", value: false}, {label: "改名", value: true, primary: true}]}).then(function (r) {
+      var name = r && r.value ? (r.inputs.name || "").trim() : "";
+      if (!name || name === S.names[key]) return null;
+      return act({type: "rename", key: key, name: name});
+    });
+  }
+  document.getElementById("ga-rename").addEventListener("click", rename);
+  document.getElementById("ga-level").addEventListener("click", function () {
+    if (inMicro()) setLevel("grid");
+    else if (S.selected.length === 1) setLevel("micro_grid", S.selected[0]);
+    else hint("请先选中一个网格，再编辑它的微网格。");
+  });
   document.getElementById("ga-undo").addEventListener("click", undo);
   document.getElementById("ga-redo").addEventListener("click", redo);
 
@@ -1378,6 +1636,8 @@
     figures: gridFigures,
     buildingPt: function (id) { return bById[id].properties.pt; },
     buildingFill: function (id) { return bLayers[id].options.fillColor; },
-    owners: function () { return S.owner; }
+    owners: function () { return S.owner; },
+    setLevel: setLevel,
+    microFigures: function () { return inMicro() ? microFigures(S.parent) : null; }
   };
 })();
