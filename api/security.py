@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from geo.features.basemaps import tile_origins
 from geo.settings import get_settings
 
 
@@ -54,8 +55,9 @@ class SecurityHeadersMiddleware:
 
     def __init__(self, app: ASGIApp, tile_url: str | None = None):
         self.app = app
+        # Every subdomain expanded: Tianditu serves from t0…t7, and `{s}` read as one host would block seven.
         self.headers = security_headers(tile_url if tile_url is not None else
-                                        [b.url for b in get_settings().basemap_layers()])
+                                        tile_origins(get_settings().basemap_layers()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

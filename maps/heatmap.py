@@ -1,19 +1,21 @@
-"""The incident heatmap page (事件热力图): hexagon counts with a monthly time slider, a choropleth of incidents per
-1,000 households by grid, and Getis-Ord Gi* hot and cold spots, in Chinese and offline.
+"""The incident heatmap page (事件热力图) for leaders, on vector tiles and small JSON.
 
-Page rendering only: the router hands over `geo.incidents.heatmap.compact(...)`. The page carries aggregates, never
-incidents, so its size depends on the number of cells and months (bounded by geo.incidents.heatmap), not on the
-incident count. The cells' geometry is the server's (`geo.incidents.hexagons.cell_lattice`): each cell's place on
-the lattice (its axial q, r times two step vectors from an origin) and the six corner offsets every cell shares,
-all in lon/lat. The page only adds those up; it knows nothing of hexagons. Sending each cell's six corners instead
-would multiply the answer's size by about six for the same outlines (the district frame is affine in lon/lat, so
-the sums are exact).
+`/maps/heatmap` is the shell the leaders' pages share (templates/leader_map.html, static/leader/leadermap.js):
+street, community and grid outlines come from the vector tiles, names by zoom; the heat comes from
+`heatmap_data`: the sparse cube of `geo.incidents.heat_cube` (counts per hexagon, month, class, state and grid),
+which the page adds up for its filters (month, class, status) without a request, drawn as hexagons on the lattice
+of `geo.incidents.hexagons` or as grids (per 1,000 households). Hot spots and a cell's incidents come from two more
+small JSON answers. The page carries aggregates, never incidents, so its size does not grow with the incident count.
+
+`heatmap_page` is the older one-file folium page (everything inlined), still used to embed the aggregates of
+`geo.incidents.heatmap.compact` in one HTML file (benchmarks, a page sent by mail).
 """
 
 from __future__ import annotations
 
 import html
 import math
+from pathlib import Path
 
 import numpy as np
 from branca.element import Element, MacroElement
@@ -21,7 +23,9 @@ from folium.template import Template
 
 from geo.incidents.heatmap import GRID_QUANTUM_DEG, decode_rings
 from geo.incidents.hotspots import HOTSPOT_LABELS
-from maps.assets import Panel, fitted_map, js_literal, legend_html, page_root, render_page
+from maps.assets import STATIC_URL, Panel, fitted_map, js_literal, legend_html, page_root, render_page
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 #: Sequential colours for counts and rates (light → dark), ColorBrewer YlOrRd.
 SEQUENTIAL = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"]
@@ -249,3 +253,61 @@ def heatmap_page(data: dict, filters: dict[str, str | None] | None = None) -> st
         ".ga-heat-panel li{display:flex;align-items:center}.ga-note{color:#8a4b00;margin-top:4px}</style>"),
         name="heat-style")
     return render_page(m, "网格事件热力图" + (f" · {filter_text}" if filters else ""))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the page on tiles
+
+#: What Gi* is, for the hot-spot list's tooltip (the method) and its plain words (the list's heading).
+GI_METHOD = ("Getis-Ord Gi*（局部 G* 统计量，esda）：每个六边形连同相邻 6 格的事件数之和，与全区随机分布时的期望相比；"
+             "z 值越大越“热”。置信度由 {perm} 次条件随机置换得出（双侧伪 p 值）：p ≤ 0.01 为 99%，≤ 0.05 为 95%，"
+             "≤ 0.10 为 90%。研究范围内无事件的格也参与计算。")
+GI_PLAIN = ("热点：这一片（本格和周边格）的事件明显比全区平均多，不是偶然；冷点：明显少。"
+            "置信度越高，越不可能是巧合。")
+
+
+def heatmap_data(cube: dict, classes: list[dict], states: list[dict], grids: dict[str, dict],
+                 households: dict[str, int], communities: dict[str, dict], streets: dict[str, dict],
+                 scope: str, at: str, filters: dict[str, str | None], permutations: int) -> dict:
+    """The heatmap page's data: the cube (`heat_cube.compact_cube`), class and state names, grid label points with
+    households and community, label points of communities and streets, colours and the Gi* method in words."""
+    community_names = {c: p["name"] for c, p in communities.items()}
+    notes = []
+    if cube["cell_m"] > float(filters.get("cell_m") or cube["cell_m"]) + 0.01:
+        notes.append(f"六边形边长放大到 {cube['cell_m']:g} 米，以控制数据量")
+    return {
+        "kind": "heatmap", "title": "网格事件热力图", "scope": scope, "at": at, "cube": cube,
+        "classes": [{"code": c["code"], "name": c["name"], "major_code": c["major_code"]} for c in classes],
+        "states": states,
+        "status_groups": [{"key": "open", "label": "未结案"}, {"key": "closed", "label": "已结案"}],
+        "grids": [{"code": code, **p, "community": community_names.get(code[:12]),
+                   "households": int(households.get(code, 0))} for code, p in grids.items()],
+        "communities": [{"code": c, **p} for c, p in communities.items()],
+        "streets": [{"code": c, **p} for c, p in streets.items()],
+        "colours": {"sequential": SEQUENTIAL},
+        "hotspot_colours": {str(k): v for k, v in HOTSPOT_COLOURS.items()},
+        "method": GI_METHOD.format(perm=permutations), "plain": GI_PLAIN,
+        "filters": {k: v for k, v in filters.items() if k in ("class", "status", "month")},
+        "notes": notes,
+    }
+
+
+def render_heatmap_page(data_url: str, tile_query: str, basemaps: list[dict], username: str,
+                        bounds: list[float] | None, api_query: str, static_url: str = STATIC_URL) -> str:
+    """The heatmap page: the leaders' map shell (kind "heatmap") with month, class and status filters; `api_query`
+    (units, period, cell size) is what its hot-spot and incident requests keep."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    from maps.assets import OfflineAssetError, external_resources, install_asset_helper
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    install_asset_helper(env)  # asset(path): /static/<path>?v=<content hash>
+    config = {"kind": "heatmap", "title": "网格事件热力图", "data": data_url,
+              "tiles": "/tiles/{layer}/{z}/{x}/{y}.mvt" + tile_query, "basemaps": basemaps, "bounds": bounds,
+              "hotspots": "/maps/heatmap/hotspots", "incidents": "/maps/heatmap/incidents", "query": api_query}
+    page = env.get_template("leader_map.html").render(config=config, title="网格事件热力图", kind="heatmap",
+                                                      username=username, static_url=static_url)
+    external = external_resources(page)
+    if external:
+        raise OfflineAssetError(f"the page would load external resources: {external}")
+    return page

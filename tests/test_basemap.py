@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
+from sqlalchemy import text
 
 from geo.spatial import coords
 from tests import staff_data as sd
@@ -178,3 +179,130 @@ def test_overlay_edge_lands_on_the_basemap_within_a_pixel(basemap_app, live_serv
         assert errors == []
     finally:
         context.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# basemaps kept by admins (/v1/basemaps, /admin/basemaps)
+
+TDT = [{"url": "http://t{s}.tdt.intra/vec_w/{z}/{x}/{y}", "name": "天地图矢量", "subdomains": "01",
+        "coordsys": "cgcs2000", "max_native_zoom": 18, "attribution": "天地图"},
+       {"url": "http://t{s}.tdt.intra/cva_w/{z}/{x}/{y}", "name": "天地图注记", "kind": "labels", "subdomains": "01"}]
+
+
+def _page_config(html: str) -> dict:
+    return json.loads(html.split('id="ga-config">')[1].split("</script>")[0])
+
+
+def test_admins_save_reorder_and_reset_basemaps_and_pages_use_them_at_once(client, make_user, db_session):
+    street = db_session.execute(text("SELECT code FROM streets ORDER BY code LIMIT 1")).scalar_one()
+    admin, leader = make_user("admin"), make_user("leader", street)
+    r = client.get("/v1/basemaps", headers=admin["headers"])
+    assert r.status_code == 200 and r.json()["source"] == "settings" and r.json()["revision"] == 0
+    # non-admins: 403 on every operation and on the page
+    for method, path in (("GET", "/v1/basemaps"), ("PUT", "/v1/basemaps"), ("DELETE", "/v1/basemaps"),
+                         ("GET", "/admin/basemaps")):
+        r = client.request(method, path, headers=leader["headers"], json={"layers": []} if method == "PUT" else None)
+        assert r.status_code == 403, (method, path, r.status_code)
+    r = client.put("/v1/basemaps", json={"layers": TDT, "revision": 0}, headers=admin["headers"])
+    assert r.status_code == 200, r.text
+    saved = r.json()
+    assert saved["source"] == "database" and saved["revision"] == 1 and saved["updated_by"] == admin["username"]
+    assert [x["name"] for x in saved["layers"]] == ["天地图矢量", "天地图注记"]
+    assert saved["tile_origins"] == ["http://t0.tdt.intra", "http://t1.tdt.intra"]
+    # every leader page uses them at once, and its policy lets it load their tiles (each subdomain)
+    for path in ("/maps/coverage", "/maps/classification", "/maps/heatmap?permutations=0"):
+        r = client.get(path, headers=leader["headers"])
+        assert r.status_code == 200, (path, r.text[:200])
+        assert [b["url"] for b in _page_config(r.text)["basemaps"]] == [x["url"] for x in TDT], path
+        csp = r.headers["content-security-policy"]
+        assert "img-src 'self' data: blob: http://t0.tdt.intra http://t1.tdt.intra;" in csp, (path, csp)
+    # reorder (labels first is allowed: the list is bottom first), with a stale revision refused
+    swapped = {"layers": TDT[::-1], "revision": 0}
+    r = client.put("/v1/basemaps", json=swapped, headers=admin["headers"])
+    assert r.status_code == 409 and r.json()["type"].endswith("stale-basemaps")
+    r = client.put("/v1/basemaps", json={**swapped, "revision": 1}, headers=admin["headers"])
+    assert r.status_code == 200 and r.json()["revision"] == 2
+    assert [x["kind"] for x in r.json()["layers"]] == ["labels", "base"]
+    # bad layers are refused with words, nothing saved
+    for bad in ({"url": "javascript:alert(1)//{z}/{x}/{y}"}, {"url": "http://a.intra/{z}/{x}"},
+                {"url": "http://t{s}.intra/{z}/{x}/{y}"}, {"url": "http://a.intra/{z}/{x}/{y}", "coordsys": "mars"},
+                {"url": "http://a.intra/{z}/{x}/{y}", "max_native_zoom": 40},
+                {"url": "http://a.intra/{z}/{x}/{y}?k={key}"}):
+        r = client.put("/v1/basemaps", json={"layers": [bad]}, headers=admin["headers"])
+        assert r.status_code == 422, (bad, r.status_code, r.text)
+    assert client.get("/v1/basemaps", headers=admin["headers"]).json()["revision"] == 2
+    # no basemap at all is a choice too (the pages orient by their own outlines)
+    r = client.put("/v1/basemaps", json={"layers": []}, headers=admin["headers"])
+    assert r.status_code == 200 and r.json()["layers"] == [] and r.json()["source"] == "database"
+    assert _page_config(client.get("/maps/coverage", headers=leader["headers"]).text)["basemaps"] == []
+    # reset: the settings again
+    r = client.delete("/v1/basemaps", headers=admin["headers"])
+    assert r.status_code == 200 and r.json()["source"] == "settings"
+    actions = [a for (a,) in db_session.execute(text(
+        "SELECT action FROM audit_log WHERE action LIKE 'basemaps.%' ORDER BY id")).all()]
+    assert actions == ["basemaps.save", "basemaps.save", "basemaps.save", "basemaps.reset"]
+
+
+def test_admin_page_edits_previews_and_saves(migrated_engine, live_server, browser):
+    """In Chromium: the admin adds a layer pointing at a local tile server, moves it, saves; the preview and then the
+    coverage page load its tiles (the page's CSP allows the host), with no console error."""
+    from api.main import create_app
+
+    server = _TileServer(sd.X0)
+    try:
+        sd.build_staffed(migrated_engine)
+        headers = sd.bearer_headers(migrated_engine, {"admin": ("admin", None), "leader": ("leader", sd.COMMUNITY)})
+        base = live_server(create_app(migrated_engine))
+        context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN",
+                                      extra_http_headers=headers["admin"])
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(base + "/admin/basemaps", wait_until="networkidle")
+        assert "底图设置" in page.title()
+        assert "部署设置" in page.inner_text("#bm-source")
+        page.click("#bm-add")
+        page.click("#bm-add")
+        rows = page.locator("#bm-table tbody tr")
+        assert rows.count() == 2
+        rows.nth(0).locator("input[name=name]").fill("测试注记")
+        rows.nth(0).locator("select[name=kind]").select_option("labels")
+        rows.nth(0).locator("input[name=url]").fill(server.base + "/labels/{z}/{x}/{y}.png")
+        rows.nth(1).locator("input[name=name]").fill("测试底图")
+        rows.nth(1).locator("input[name=url]").fill(server.base + "/base/{z}/{x}/{y}.png")
+        rows.nth(1).locator("select[name=coordsys]").select_option("gcj02")
+        rows.nth(1).locator("input[name=attribution]").fill("测试版权")
+        page.click("#bm-table tbody tr >> nth=1 >> button:has-text('↑')")  # the base goes to the bottom
+        page.wait_for_timeout(600)
+        page.wait_for_load_state("networkidle")
+        assert any(p.startswith("/base/") for p in server.requests), "the preview loaded no tile"
+        from tests.browser import screenshot
+
+        screenshot(page, "basemaps_admin")
+        page.click("#bm-save")
+        page.wait_for_selector("#bm-status.ok", timeout=10_000)
+        assert "第 1 版" in page.inner_text("#bm-source")
+        with migrated_engine.connect() as conn:
+            stored = conn.execute(text("SELECT layers FROM basemap_config")).scalar_one()
+        assert [(x["name"], x["kind"], x["coordsys"]) for x in stored] == [
+            ("测试底图", "base", "gcj02"), ("测试注记", "labels", "wgs84")]
+        context.close()
+
+        # a leader's page now draws that basemap (shifted to GCJ-02), its tiles allowed by the page's CSP
+        server.requests.clear()
+        context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN",
+                                      extra_http_headers=headers["leader"])
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(base + "/maps/coverage?at=2025-03-01", wait_until="networkidle")
+        page.wait_for_function("() => window.gaMap && window.gaMap.ready")
+        assert page.evaluate("() => window.gaMap.coordsys") == "gcj02"
+        assert any(p.startswith("/base/") for p in server.requests)
+        assert "测试版权" in page.inner_text(".leaflet-control-attribution")
+        screenshot(page, "basemaps_used_by_coverage")
+        context.close()
+        assert errors == []
+    finally:
+        server.close()

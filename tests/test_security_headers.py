@@ -21,3 +21,16 @@ def test_the_policy_names_the_intranet_tile_server_and_nothing_else():
     csp = content_security_policy("https://tiles.intra.example:8443/{z}/{x}/{y}.png")
     assert "img-src 'self' data: blob: https://tiles.intra.example:8443;" in csp
     assert "http" not in content_security_policy(None)
+
+
+def test_the_default_policy_allows_every_subdomain_of_a_basemap(monkeypatch):
+    """Tianditu serves tiles from t0…t7: a policy naming only one of them would leave most tiles blank."""
+    from api.security import SecurityHeadersMiddleware
+    from geo.settings import BasemapLayer, get_settings
+
+    layer = BasemapLayer(url="https://t{s}.tianditu.gov.cn/vec_w/wmts?x={x}&y={y}&l={z}",
+                         subdomains="017")
+    monkeypatch.setattr(type(get_settings()), "basemap_layers", lambda self: [layer])
+    csp = dict(SecurityHeadersMiddleware(app=None).headers)[b"content-security-policy"].decode()  # type: ignore[arg-type]
+    for host in ("t0", "t1", "t7"):
+        assert f"https://{host}.tianditu.gov.cn" in csp

@@ -103,3 +103,123 @@ class ClassificationMapData(BaseModel):
     compounds: list[MapCompound]
     units: list[Place]
     communities: list[Place]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the heatmap page (/maps/heatmap/data, /hotspots, /incidents)
+
+
+class Lattice(BaseModel):
+    """Where hexagon (q, r) lies: centre = origin + q·step_q + r·step_r, corners = centre + corners ([lon, lat])."""
+
+    origin: list[float]
+    step_q: list[float]
+    step_r: list[float]
+    corners: list[list[float]]
+
+
+class HeatCells(BaseModel):
+    q: list[int]
+    r: list[int]
+
+
+class HeatColumns(BaseModel):
+    """Sparse counts, one entry per (cell, month, class, state, grid) holding incidents: indexes into the lists."""
+
+    cell: list[int]
+    month: list[int]
+    cls: list[int]
+    state: list[int]
+    grid: list[int]
+    n: list[int]
+
+
+class HeatCubeData(BaseModel):
+    cell_m: float
+    lattice: Lattice
+    months: list[str]
+    from_: str | None = Field(None, alias="from")
+    to: str | None
+    cells: HeatCells
+    class_codes: list[str]
+    state_codes: list[str]
+    grid_codes: list[str | None]
+    columns: HeatColumns
+    incidents: int
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class HeatClass(BaseModel):
+    code: str
+    name: str
+    major_code: str | None
+
+
+class HeatState(BaseModel):
+    code: str
+    name: str
+    is_open: bool
+
+
+class HeatGrid(Place):
+    community: str | None = None
+    households: int
+
+
+class HeatmapMapData(BaseModel):
+    kind: str
+    title: str
+    scope: str
+    at: str
+    cube: HeatCubeData
+    classes: list[HeatClass]
+    states: list[HeatState]
+    status_groups: list[RoleFilter]
+    grids: list[HeatGrid]
+    communities: list[Place]
+    streets: list[Place]
+    colours: dict[str, list[str]]
+    hotspot_colours: dict[str, str]
+    method: str  # Gi* in a statistician's words (the tooltip)
+    plain: str  # hot and cold spots in plain words
+    filters: dict[str, str | None]
+    notes: list[str]
+
+
+class HotspotItem(BaseModel):
+    q: int
+    r: int
+    klass: int = Field(alias="class", description="−3 … 3: cold 99/95/90 %, not significant, hot 90/95/99 %")
+    label: str
+    z: float
+    p: float
+    count: int
+    lon: float
+    lat: float
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class HeatHotspots(BaseModel):
+    cell_m: float
+    permutations: int
+    incidents: int
+    cells: int
+    items: list[HotspotItem]
+
+
+class HeatIncident(BaseModel):
+    id: int
+    class_code: str
+    class_name: str
+    reported_at: str
+    state: str
+    state_name: str
+    grid_code: str | None
+    grid_name: str | None
+    address: str | None
+    href: str
+
+
+class HeatIncidents(BaseModel):
+    total: int
+    items: list[HeatIncident]

@@ -66,6 +66,8 @@ class HeatmapQuery:
     community: str | None = None
     grid: str | None = None
     scope: str | None = None  # the caller's jurisdiction code
+    #: Closed-loop states kept (empty: every state); the rollups have no state key.
+    states: tuple[str, ...] = ()
     cell_m: float = 150.0
     timezone: str = "Asia/Shanghai"
     permutations: int = 999
@@ -79,6 +81,9 @@ class HeatmapQuery:
         """Filters on incidents (period, class, units, jurisdiction)."""
         parts, params = unit_and_class_filters(alias, self.class_code, scope=self.scope, street=self.street,
                                                community=self.community, grid=self.grid)
+        if self.states:
+            parts.append(f"{alias}.state = ANY(:states)")
+            params["states"] = list(self.states)
         if self.start:
             parts.append(f"{alias}.reported_at >= :start")
             params["start"] = self.start
@@ -88,8 +93,8 @@ class HeatmapQuery:
         return " AND ".join(parts) or "TRUE", params
 
     def unfiltered(self) -> bool:
-        """No class or unit filter and no jurisdiction: the hexagon rollup (which has no such keys) applies."""
-        return not (self.class_code or self.street or self.community or self.grid or self.scope)
+        """No class, state or unit filter and no jurisdiction: the hexagon rollup (which has no such keys) applies."""
+        return not (self.class_code or self.street or self.community or self.grid or self.scope or self.states)
 
     def area_code(self) -> str | None:
         """The most specific unit code bounding the study area (filters, else the jurisdiction)."""
@@ -319,8 +324,8 @@ def households_by_grid(conn: Connection, at: dt.datetime, key: tuple | None = No
 
 def grid_rollup_span(conn: Connection, q: HeatmapQuery) -> tuple[dt.datetime, dt.datetime] | None:
     """The whole months of the period whose incidents per grid incident_rollup can count (None: read incidents)."""
-    if not q.use_rollup or q.start is None or q.end is None:
-        return None
+    if not q.use_rollup or q.start is None or q.end is None or q.states:
+        return None  # incident_rollup has no state key
     if any(c and len(c) not in (9, 12, 15) for c in (q.scope, q.street, q.community, q.grid)):
         return None  # micro-grids are not a rollup key
     tz = rollup_timezone(conn)

@@ -1,4 +1,6 @@
-/* Leaders' maps (coverage /maps/coverage, classification /maps/classification) drawn from vector tiles.
+/* Leaders' maps (coverage /maps/coverage, classification /maps/classification, heatmap /maps/heatmap) drawn from
+ * vector tiles; the heatmap's own part (its data cube, hexagons, hot spots, click-through) is heatlayer.js, whose
+ * hooks (HEAT) this file calls where the pages differ.
  *
  * Shapes come from /tiles/{layer}/{z}/{x}/{y}.mvt (decoded by the vendored Leaflet.VectorGrid's pbf reader) and
  * are painted on one canvas per tile; what colours them comes from the page's small JSON (cfg.data). A filter
@@ -78,7 +80,8 @@
                            lastFilterMs: null, coordsys: SYS, toMap: toMap};
 
   // what each page draws, bottom first; minzoom as the tiles' own (TileJSON)
-  var LAYERS = cfg.kind === "coverage"
+  var LAYERS = cfg.kind === "heatmap" ? [{id: "streets", min: 0}, {id: "communities", min: 8}, {id: "grids", min: 10}]
+    : cfg.kind === "coverage"
     ? [{id: "streets", min: 0}, {id: "communities", min: 8}, {id: "grids", min: 10}, {id: "buildings", min: 14}]
     : [{id: "streets", min: 0}, {id: "communities", min: 8}, {id: "grids", min: 10},
        {id: "micro_grids", min: 13, only: "micro_grid"}, {id: "compounds", min: 12}];
@@ -122,6 +125,7 @@
   }
   /** {fill, alpha, stroke, width, dash, problem} or null (not drawn). */
   function styleOf(layer, props, z) {
+    if (HEAT) { return HEAT.style(layer, props, z); }
     if (layer === "streets") { return {stroke: "#37474f", width: 2.5, dash: [8, 4]}; }
     if (layer === "communities") { return {stroke: "#0d47a1", width: z >= 14 ? 2.5 : 1.8}; }
     if (cfg.kind === "classification" && (layer === "grids" || layer === "micro_grids")) {
@@ -160,6 +164,7 @@
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     ctx.lineJoin = "round";
     var passes = [[], [], []];  // fills, outlines, problems and the selection (always on top)
+    var selected = HEAT ? HEAT.selectedKey() : state.selected;
     LAYERS.forEach(function (spec) {
       var data = rec.layers[spec.id];
       if (!data) { return; }
@@ -173,7 +178,7 @@
         if (st.fill) { passes[0].push(item); }
         if (spec.id === "streets" || spec.id === "communities") { passes[2].unshift(item); } else { passes[1].push(item); }
         if (st.problem) { passes[2].push({f: f, k: k, st: {stroke: st.problem, width: spec.id === "grids" ? 2.6 : 1.6}}); }
-        if (state.selected === keyOf(spec.id, f.properties)) {
+        if (selected && selected === keyOf(spec.id, f.properties)) {
           passes[2].push({f: f, k: k, st: {stroke: "#00e5ff", width: 4}});
         }
       }
@@ -182,6 +187,7 @@
       path(ctx, it.f, it.k); ctx.globalAlpha = it.st.alpha; ctx.fillStyle = it.st.fill; ctx.fill("evenodd");
     });
     ctx.globalAlpha = 1;
+    if (HEAT) { HEAT.paintUnder(ctx, rec); }
     [passes[1], passes[2]].forEach(function (items) {
       items.forEach(function (it) {
         if (!it.st.stroke) { return; }
@@ -190,6 +196,7 @@
         ctx.stroke();
       });
     });
+    if (HEAT) { HEAT.paintOver(ctx, rec); }
     ga.paints += 1;
   }
 
@@ -245,6 +252,9 @@
   var overlay = new Overlay({pane: "gaOverlay", tileSize: TILE, maxNativeZoom: 18, maxZoom: 20,
                              updateWhenZooming: false, keepBuffer: 1});
   ga.overlay = overlay;
+  var HEAT = cfg.kind === "heatmap" ? window.GaHeat({map: map, cfg: cfg, state: state, TILE: TILE, $: $, ll: ll,
+                                                     fromMap: fromMap, overlay: overlay, refresh: applyFilters}) : null;
+  ga.heat = HEAT;
 
   function inside(feat, x, y) {
     var hit = false, rings = feat.geometry;
@@ -260,7 +270,7 @@
   function featureAt(latlng) {
     var at = overlay.recordAt(latlng);
     if (!at) { return null; }
-    var order = cfg.kind === "coverage" ? ["buildings", "grids"] : ["compounds", state.level === "grid" ? "grids" : "micro_grids"];
+    var order = cfg.kind === "heatmap" ? ["grids"] : cfg.kind === "coverage" ? ["buildings", "grids"] : ["compounds", state.level === "grid" ? "grids" : "micro_grids"];
     for (var o = 0; o < order.length; o++) {
       var data = at.rec.layers[order[o]];
       if (!data) { continue; }
@@ -296,7 +306,9 @@
       d.communities.forEach(function (c) { items.push([c, c.name, null, "community"]); });
     }
     if (z >= 15) {
-      if (cfg.kind === "coverage") {
+      if (HEAT) {
+        d.grids.forEach(function (g) { items.push([g, g.name, HEAT.gridLabel(g, z), "grid"]); });
+      } else if (cfg.kind === "coverage") {
         d.grids.forEach(function (g) { items.push([g, g.name, z >= 16 ? g.households + "户" : null, "grid"]); });
       } else {
         d.units.forEach(function (u) { items.push([u, u.name || u.code, null, "grid"]); });
@@ -338,7 +350,30 @@
     if (cfg.kind === "coverage") { return l.label + "：网格 " + (n ? n.g : 0) + "，楼栋 " + (n ? n.b : 0); }
     return l.label + "：" + (n ? n.n : 0);
   }
+  function renderHeatLegend() {
+    var ul = $("ga-legend");
+    ul.textContent = "";
+    HEAT.legend().forEach(function (l) {
+      var li = document.createElement("li");
+      if (l.note) { li.title = l.note; }
+      if (l.head) {
+        li.className = "ga-legend-sub"; li.textContent = l.head;
+        if (l.note) { var help = document.createElement("span"); help.className = "ga-help"; help.textContent = "？"; li.appendChild(help); }
+        ul.appendChild(li);
+        return;
+      }
+      li.dataset.key = l.key;
+      if (state.hidden[l.key]) { li.className = "off"; }
+      var sw = document.createElement("span"); sw.className = "sw"; sw.style.background = l.colour;
+      var t = document.createElement("span"); t.textContent = l.label;
+      li.appendChild(sw); li.appendChild(t);
+      li.addEventListener("click", function () { state.hidden[l.key] = !state.hidden[l.key]; applyFilters(); });
+      ul.appendChild(li);
+    });
+    $("ga-legend-title").textContent = HEAT.legendTitle();
+  }
   function renderLegend() {
+    if (HEAT) { renderHeatLegend(); return; }
     var ul = $("ga-legend"), n = counts();
     ul.textContent = "";
     ga.data.legend.forEach(function (l) {
@@ -397,15 +432,15 @@
     rows.sort(function (a, b) { return ORDER[a.item["class"]] - ORDER[b.item["class"]]; });
     return rows;
   }
-  var HEAD = cfg.kind === "coverage" ? ["网格", "编码", "社区", "缺什么", "联系谁"] : ["小区", "编号", "社区", "类型", "所在网格（面积占比）"];
+  var HEAD = HEAT ? HEAT.head : cfg.kind === "coverage" ? ["网格", "编码", "社区", "缺什么", "联系谁"] : ["小区", "编号", "社区", "类型", "所在网格（面积占比）"];
   var visibleRows = [];
   var MAX_ROWS = 300;
   function renderList() {
     var q = state.search.trim().toLowerCase();
-    var rows = cfg.kind === "coverage" ? coverageRows() : classificationRows();
+    var rows = HEAT ? HEAT.rows() : cfg.kind === "coverage" ? coverageRows() : classificationRows();
     if (q) { rows = rows.filter(function (r) { return (r.cells[0] + " " + r.cells[1]).toLowerCase().indexOf(q) >= 0; }); }
     visibleRows = rows;
-    $("ga-list-title").textContent = cfg.kind === "coverage" ? "缺口清单" : "小区清单";
+    $("ga-list-title").textContent = HEAT ? HEAT.listTitle : cfg.kind === "coverage" ? "缺口清单" : "小区清单";
     $("ga-list-count").textContent = rows.length + " 条" + (rows.length > MAX_ROWS ? "（显示前 " + MAX_ROWS + " 条，导出含全部）" : "");
     var table = $("ga-table"), thead = table.tHead, tbody = table.tBodies[0];
     thead.textContent = ""; tbody.textContent = "";
@@ -417,7 +452,7 @@
       var c0 = document.createElement("td"); c0.textContent = r.cells[0];
       var small = document.createElement("div"); small.className = "muted"; small.textContent = r.cells[1] + (r.cells[2] ? " · " + r.cells[2] : "");
       c0.appendChild(small);
-      var c1 = document.createElement("td"); c1.textContent = r.cells[3]; c1.className = "bad";
+      var c1 = document.createElement("td"); c1.textContent = r.cells[3]; c1.className = HEAT ? "" : "bad";
       var c2 = document.createElement("td"); c2.textContent = r.cells[4];
       var c3 = document.createElement("td");
       var btn = document.createElement("button"); btn.type = "button"; btn.textContent = "定位"; btn.className = "ga-zoom";
@@ -429,6 +464,7 @@
     tbody.appendChild(frag);
   }
   function zoomTo(r) {
+    if (HEAT) { HEAT.zoomTo(r); return; }
     var bb = r.item.bbox;
     if (!bb) { return; }
     state.selected = r.key;
@@ -481,6 +517,7 @@
     }
   }
   map.on("click", function (e) {
+    if (HEAT) { HEAT.click(e.latlng, featureAt); return; }
     var hit = featureAt(e.latlng);
     if (!hit) { state.selected = null; overlay.repaint(); $("ga-info").hidden = true; return; }
     state.selected = keyOf(hit.layer, hit.props);
@@ -493,6 +530,7 @@
     overlay.repaint();
     renderLegend();
     renderList();
+    if (HEAT) { refreshLabels(); }
     ga.lastFilterMs = performance.now() - t0;
   }
   ga.applyFilters = applyFilters;
@@ -509,7 +547,7 @@
   $("ga-csv").addEventListener("click", function () {
     var esc = function (v) { v = String(v === null || v === undefined ? "" : v); return /[",\n\r]/.test(v) || /^[=+\-@]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v; };
     var lines = [HEAD.map(esc).join(",")].concat(visibleRows.map(function (r) { return r.cells.map(esc).join(","); }));
-    download((cfg.kind === "coverage" ? "缺口清单" : "小区清单") + "-" + stamp() + ".csv",
+    download((HEAT ? HEAT.listTitle : cfg.kind === "coverage" ? "缺口清单" : "小区清单") + "-" + stamp() + ".csv",
              new Blob(["\ufeff" + lines.join("\r\n") + "\r\n"], {type: "text/csv;charset=utf-8"}));
   });
   /** The current view on one canvas: overlay tiles where they sit, labels, then a title band and the legend. */
@@ -545,7 +583,9 @@
     ctx.fillText($("ga-legend-title").textContent + " · 导出于 " + new Date().toLocaleString("zh-CN"), 10, 34);
     // legend, bottom right
     var items = Array.prototype.map.call(document.querySelectorAll("#ga-legend li"), function (li) {
-      return {colour: li.querySelector(".sw").style.background, text: li.textContent, off: li.classList.contains("off")};
+      var sw = li.querySelector(".sw"), help = li.querySelector(".ga-help");
+      var text = help ? li.firstChild.textContent : li.textContent;
+      return {colour: sw ? sw.style.background : null, text: text, off: li.classList.contains("off")};
     });
     ctx.font = "13px sans-serif";
     var w = 40 + Math.max.apply(null, items.map(function (i) { return ctx.measureText(i.text).width; }).concat([80]));
@@ -557,8 +597,13 @@
     items.forEach(function (it, i) {
       var y = y0 + 22 + i * 18;
       ctx.globalAlpha = it.off ? 0.35 : 1;
-      ctx.fillStyle = it.colour; ctx.fillRect(x0 + 8, y + 3, 14, 12);
-      ctx.fillStyle = "#1f2328"; ctx.fillText(it.text, x0 + 28, y + 9);
+      if (it.colour) {
+        ctx.fillStyle = it.colour; ctx.fillRect(x0 + 8, y + 3, 14, 12);
+        ctx.fillStyle = "#1f2328"; ctx.fillText(it.text, x0 + 28, y + 9);
+      } else {  // a section's heading (heatmap: heat, hot spots)
+        ctx.font = "bold 13px sans-serif"; ctx.fillStyle = "#1f2328"; ctx.fillText(it.text, x0 + 8, y + 9);
+        ctx.font = "13px sans-serif";
+      }
     });
     ctx.globalAlpha = 1;
     return out;
@@ -576,7 +621,9 @@
     }).then(function (d) {
       ga.data = d;
       lookup = {grid: {}, building: {}, compound: {}};
-      if (d.kind === "coverage") {
+      if (d.kind === "heatmap") {
+        HEAT.loaded(d);
+      } else if (d.kind === "coverage") {
         d.grids.forEach(function (g) { lookup.grid[g.code] = g; });
         d.buildings.id.forEach(function (id, i) { lookup.building[id] = i; });
       } else {
@@ -600,7 +647,9 @@
       renderLegend(); renderList();
     });
   }
-  if (cfg.kind === "coverage") {
+  if (HEAT) {
+    // heatlayer.js wires its own filters
+  } else if (cfg.kind === "coverage") {
     var select = $("ga-role");
     select.addEventListener("change", function () { state.role = select.value; applyFilters(); });
   } else {
@@ -621,7 +670,7 @@
         var o = document.createElement("option"); o.value = f.key; o.textContent = f.label; $("ga-role").appendChild(o);
       });
       $("ga-role").value = state.role;
-    } else {
+    } else if (!HEAT) {
       $("ga-level").value = ga.data.level;
     }
     if (b0) { overlay.repaint(); } else { overlay.addTo(map); }
