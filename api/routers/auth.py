@@ -1,18 +1,27 @@
-"""Logging in: OAuth2 password flow (access + refresh JWTs), the caller's identity, and a browser login page."""
+"""Logging in: OAuth2 password flow (access + refresh JWTs), the caller's identity, and a browser login page.
+
+A browser login is also a device session (设备登录): besides the short access cookie it gets an HttpOnly cookie
+holding the session's refresh token (`DEVICE_COOKIE`, `Settings.device_session_days`), which
+`POST /v1/auth/device` spends for a fresh access cookie (rotation with reuse detection, `geo.access.sessions`).
+The phone pages call it when an answer says 401 and the login page calls it before asking for a password, so a
+worker signs in again only after the device session ends or an admin revokes it (`/v1/sessions`).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import logging
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.auth import (
     COOKIE_NAME,
     LOGIN_PATH,
+    Admin,
     AuditDep,
     CurrentUser,
     OptionalUser,
@@ -24,7 +33,7 @@ from api.auth import (
 )
 from api.deps import SessionDep
 from api.problems import Problem, problem_response, problem_responses
-from api.schemas.access import Me, PasswordChange, RefreshRequest, TokenPair
+from api.schemas.access import DeviceSession, DeviceSessionList, Me, PasswordChange, RefreshRequest, TokenPair
 from geo.access import audit, sessions, throttle
 from geo.access.users import (
     authenticate,
@@ -35,11 +44,46 @@ from geo.access.users import (
     user_for_token,
     verify_password,
 )
+from geo.errors import NotFound
+from geo.settings import get_settings
 
 log = logging.getLogger("gridatlas.auth")
 router = APIRouter(tags=["auth"])
 
 INVALID_LOGIN = "incorrect username or password"
+#: The device session's refresh token (HttpOnly; only /v1/auth/device reads it).
+DEVICE_COOKIE = "gridatlas_device"
+DEVICE_COOKIE_PATH = "/v1/auth/device"
+#: Readable by the login page only (no secret in it): this browser has a device session, so it is tried first.
+DEVICE_HINT = "gridatlas_device_hint"
+
+
+class SessionNotFound(NotFound):
+    """No such login session."""
+
+    slug = "session-not-found"
+
+
+def device_lifetime() -> dt.timedelta:
+    """How long a device session lasts without use (GRIDATLAS_DEVICE_SESSION_DAYS)."""
+    return dt.timedelta(days=get_settings().device_session_days)
+
+
+def _set_cookies(response: Response, request: Request, access: str, refresh: str | None) -> None:
+    """The access cookie (short) and, for a device session, its refresh cookie (long, seen only by its path)."""
+    secure = is_https(request)
+    response.set_cookie(COOKIE_NAME, access, max_age=int(token_lifetime("access").total_seconds()), httponly=True,
+                        samesite="lax", secure=secure, path="/")
+    if refresh is not None:
+        age = int(device_lifetime().total_seconds())
+        response.set_cookie(DEVICE_COOKIE, refresh, max_age=age, httponly=True, samesite="strict", secure=secure,
+                            path=DEVICE_COOKIE_PATH)
+        response.set_cookie(DEVICE_HINT, "1", max_age=age, samesite="strict", secure=secure, path=LOGIN_PATH)
+
+
+def _clear_device(response: Response) -> None:
+    response.delete_cookie(DEVICE_COOKIE, path=DEVICE_COOKIE_PATH, httponly=True, samesite="strict")
+    response.delete_cookie(DEVICE_HINT, path=LOGIN_PATH, samesite="strict")
 ROLE_NAMES = {"admin": "管理员", "planner": "规划员", "leader": "领导", "worker": "网格员"}
 
 
@@ -126,14 +170,17 @@ def login(
                                 headers={"WWW-Authenticate": "Bearer"})
     audit.record(session, user.username, "auth.login", "user", user.username, user.jurisdiction_code,
                  None, {"via": "cookie" if cookie else "token"}, info)
-    tokens = _tokens(session, user)
     if cookie:
+        # a browser: a device session, its refresh token in a cookie of its own
+        family = sessions.start(session, user.username, device_lifetime(),
+                                device=request.headers.get("user-agent", "")[:200] or "browser")
         response = RedirectResponse(_safe_next(request, next), status_code=303)
         # Secure when the browser came over https, directly or through a trusted proxy (X-Forwarded-Proto)
-        response.set_cookie(COOKIE_NAME, tokens.access_token, max_age=tokens.expires_in, httponly=True,
-                            samesite="lax", secure=is_https(request), path="/")
+        _set_cookies(response, request, issue_token(user, "access", family=family.id),
+                     issue_token(user, "refresh", lifetime=device_lifetime(), family=family.id,
+                                 jti=family.current_jti))
         return response
-    return tokens
+    return _tokens(session, user)
 
 
 @router.post("/v1/auth/refresh", response_model=TokenPair, responses=problem_responses(401, 422))
@@ -167,6 +214,72 @@ def refresh(body: RefreshRequest, request: Request, session: SessionDep):
     audit.record(session, user.username, "auth.refresh", "user", user.username, user.jurisdiction_code,
                  request_info=info)
     return _pair(user, str(family), new_jti)
+
+
+@router.post("/v1/auth/device", status_code=204, responses=problem_responses(401, 422))
+def device_refresh(request: Request, session: SessionDep) -> Response:
+    """A fresh access cookie for this browser's device session (its refresh cookie is spent and replaced). 422
+    without a device cookie; 401 when its session has ended (logout, admin, expiry) or its token was used before
+    (then the session ends)."""
+    info = request_info(request)
+    token = request.cookies.get(DEVICE_COOKIE)
+    if not token:
+        return problem_response(request, 422, "this browser has no device session cookie: log in",
+                                type="device-session-missing")
+    claims = decode_token(token, kind="refresh")
+    user = user_for_token(session, claims["sub"], claims.get("tv"))
+    outcome, new_jti = sessions.Rotation.UNKNOWN, None
+    family = claims.get("fam")
+    if user is not None and isinstance(family, str) and isinstance(claims.get("jti"), str):
+        outcome, new_jti = sessions.rotate(session, family, claims["jti"], user.username, device_lifetime())
+    if user is None or outcome is not sessions.Rotation.ROTATED or new_jti is None:
+        audit.record(session, None, "auth.refresh_reused" if outcome is sessions.Rotation.REUSED
+                     else "auth.refresh_refused", "user", str(claims.get("sub"))[:64],
+                     user.jurisdiction_code if user else None, None,
+                     {"reason": "user" if user is None else outcome.value, "via": "device",
+                      "remote_addr": info.remote_addr}, info)
+        refused = problem_response(request, 401, "no device session on this browser: log in", type="unauthorised")
+        _clear_device(refused)
+        return refused
+    audit.record(session, user.username, "auth.refresh", "user", user.username, user.jurisdiction_code,
+                 None, {"via": "device"}, info)
+    response = Response(status_code=204)
+    _set_cookies(response, request, issue_token(user, "access", family=str(family)),
+                 issue_token(user, "refresh", lifetime=device_lifetime(), family=str(family), jti=new_jti))
+    return response
+
+
+def _session_out(family: sessions.TokenFamily) -> dict:
+    return {"id": family.id, "username": family.username, "device": family.device, "created_at": family.created_at,
+            "last_used_at": family.last_used_at, "expires_at": family.expires_at, "revoked_at": family.revoked_at,
+            "revoked_reason": family.revoked_reason}
+
+
+@router.get("/v1/sessions", response_model=DeviceSessionList, responses=problem_responses(401, 403, 422))
+def list_sessions(
+    principal: Admin,
+    session: SessionDep,
+    username: Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00]*$")] = None,
+    include_ended: Annotated[bool, Query(description="also revoked and expired sessions")] = False,
+) -> dict:
+    """Login sessions (devices and API logins), newest first; an admin's view, to revoke a lost phone's."""
+    return {"items": [_session_out(f) for f in sessions.list_sessions(session, username, not include_ended)]}
+
+
+@router.delete("/v1/sessions/{session_id}", response_model=DeviceSession,
+               responses=problem_responses(401, 403, 404, 422))
+def revoke_session(session_id: Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")], principal: Admin,
+                   session: SessionDep, audit_entry: AuditDep) -> dict:
+    """End a login session: its access and refresh tokens stop working at once (the phone must log in again;
+    what it has queued stays on it)."""
+    family = sessions.get_session(session, session_id)
+    if family is None:
+        raise SessionNotFound(f"there is no login session {session_id}")
+    if sessions.revoke(session, session_id, f"revoked by {principal.username}"):
+        audit_entry("auth.session_revoke", "user", family.username, None,
+                    after={"session": session_id, "device": family.device})
+    session.refresh(family)
+    return _session_out(family)
 
 
 @router.get("/v1/auth/me", response_model=Me, responses=problem_responses(401))
@@ -221,6 +334,7 @@ def logout(request: Request, principal: CurrentUser, session: SessionDep, audit_
     wants_page = "text/html" in request.headers.get("accept", "")
     response = RedirectResponse(LOGIN_PATH, status_code=303) if wants_page else Response(status_code=204)
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
+    _clear_device(response)
     return response
 
 
@@ -259,7 +373,15 @@ _FORM = """{error}
  <input id="password" name="password" type="password" autocomplete="current-password" required>
  <button type="submit">登录</button>
 </form>
-<p class="note">登录后 {minutes} 分钟内有效。忘记密码请联系管理员重置。</p>
+<p class="note">本设备登录后 {days} 天内保持登录（退出或管理员注销后失效）。忘记密码请联系管理员重置。</p>
+<script>
+/* a device session on this browser: a fresh access cookie without the password, then on to `next` */
+if (!{has_error} && document.cookie.split("; ").indexOf("{hint}=1") >= 0) {{
+  fetch("/v1/auth/device", {{method: "POST", credentials: "same-origin"}}).then(function (r) {{
+    if (r.status === 204) location.replace(document.querySelector("input[name=next]").value);
+  }}).catch(function () {{}});
+}}
+</script>
 """
 
 _SIGNED_IN = """<p>已登录：<b>{username}</b>（{role}{jurisdiction}）</p>
@@ -285,5 +407,6 @@ def login_page(request: Request, principal: OptionalUser,
             "throttled": f"登录失败次数过多，请 {retry} 秒后再试。" if retry else "登录失败次数过多，请稍后再试。",
         }.get(error or "")
         body = _FORM.format(error=f'<p class="error" role="alert">{message}</p>' if message else "", next=target,
-                            minutes=int(token_lifetime("access").total_seconds() // 60))
+                            days=get_settings().device_session_days, has_error="true" if message else "false",
+                            hint=DEVICE_HINT)
     return HTMLResponse(_PAGE.format(body=body), headers={"Cache-Control": "no-store"})

@@ -3,7 +3,9 @@
 Also what makes it an installable, offline page: the service worker at `/m/sw.js` (served from /m so that its
 scope covers `/m` and `/m/report`; assets, manifest and icons live in `maps/static/mobile/`) and
 `GET /v1/mobile/jurisdiction`, the signed-in worker's grids simplified for the phone with their staff, which the
-page caches and locates against when the network is gone.
+page caches and locates against when the network is gone; `GET /v1/mobile/places/search` finds a compound
+(小区) or building (楼栋) of the jurisdiction by name for the report pin, and `GET /v1/mobile/places` is the
+compact list the phone caches to search the same way offline.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import CurrentUser, OptionalUser
+from api.deps import SessionDep
 from api.locating import IndexDep, index_at, jurisdiction_pack
 from api.problems import problem_responses
-from api.schemas.mobile import JurisdictionPack
+from api.schemas.mobile import JurisdictionPack, PlaceSearch, PlacesPack
+from geo.access.users import Principal
+from geo.features import places
 from geo.locate.points import coordsys_key
 from geo.settings import get_settings
 from maps.mobile import render_mobile_page, service_worker_source
@@ -40,7 +45,8 @@ async def mobile_page(
     start = {"lon": lon, "lat": lat, "coordsys": coordsys_key(coordsys)} if lon is not None and lat is not None \
         else None
     page = render_mobile_page(index.bounds, start, tile_url=get_settings().tile_url,
-                              pack_url="/v1/mobile/jurisdiction" if principal is not None else None)
+                              pack_url="/v1/mobile/jurisdiction" if principal is not None else None,
+                              username=principal.username if principal is not None else None)
     return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
 
@@ -61,3 +67,25 @@ async def mobile_jurisdiction(principal: CurrentUser, holder: IndexDep) -> dict:
     day = dt.datetime.now(ZoneInfo(settings.timezone)).date()
     return await run_in_threadpool(jurisdiction_pack, index, directory, principal, day, holder.version_at(None),
                                    settings.rules.locate_accuracy_m)
+
+
+def _prefix(principal: Principal) -> str | None:
+    return None if principal.unrestricted else principal.jurisdiction_code
+
+
+@router.get("/v1/mobile/places/search", response_model=PlaceSearch, responses=problem_responses(401, 422, 503))
+def search_places(
+    principal: CurrentUser,
+    session: SessionDep,
+    q: Annotated[str, Query(min_length=1, max_length=100, description='e.g. "阳光小区 3栋", "阳光小区", "3号楼"')],
+    limit: Annotated[int, Query(ge=1, le=50)] = places.SEARCH_LIMIT,
+) -> dict:
+    """Compounds and buildings of the caller's jurisdiction by name, best first, each with a point inside it."""
+    return {"query": q, "items": places.search_places(session.connection(), q, _prefix(principal), None, limit)}
+
+
+@router.get("/v1/mobile/places", response_model=PlacesPack, responses=problem_responses(401, 503))
+def mobile_places(principal: CurrentUser, session: SessionDep) -> dict:
+    """The jurisdiction's named compounds and buildings with a point each: the phone searches them offline."""
+    return {"jurisdiction": principal.jurisdiction_code, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+            **places.jurisdiction_places(session.connection(), _prefix(principal))}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -155,3 +156,22 @@ class AuditPage(BaseModel):
 
     items: list[AuditEntryOut]
     next_before_id: int | None = None
+
+
+class DeviceSession(BaseModel):
+    """A login session: a phone's browser (`device`) or an API login (no device)."""
+
+    id: str
+    username: str
+    device: str | None = Field(None, description="what the browser says it is (User-Agent), for a device session")
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    revoked_reason: str | None
+
+
+class DeviceSessionList(BaseModel):
+    """Login sessions, newest first."""
+
+    items: list[DeviceSession]

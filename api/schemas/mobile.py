@@ -48,3 +48,49 @@ class JurisdictionPack(BaseModel):
     accuracy_m: float
     boundary_tolerance_m: float
     grids: list[PackGrid]
+
+
+class PlaceHit(BaseModel):
+    """A compound (小区) or building (楼栋) found by name, with a point inside it (WGS-84)."""
+
+    kind: str = Field(description="compound or building")
+    id: int
+    name: str
+    label: str = Field(description="what the phone shows: the compound's name, or compound and building")
+    compound_id: int | None
+    compound: str | None
+    lon: float
+    lat: float
+
+
+class PlaceSearch(BaseModel):
+    """Places of the caller's jurisdiction matching a name, best first."""
+
+    query: str
+    items: list[PlaceHit]
+
+
+class PlacesPack(BaseModel):
+    """The jurisdiction's named places, compact, for searching offline on the phone."""
+
+    jurisdiction: str | None
+    generated_at: str
+    compounds: list[tuple[int, str, float, float]] = Field(description="[id, name, lon, lat]")
+    buildings: list[tuple[int, str, int | None, float, float]] = Field(
+        description="[id, name, compound id, lon, lat]")
+
+
+class AttributionUnit(BaseModel):
+    code: str
+    name: str | None
+
+
+class AttributionPreview(BaseModel):
+    """Where a report at a point would be attributed, as the report form shows it."""
+
+    lon: float = Field(description="WGS-84")
+    lat: float = Field(description="WGS-84")
+    street: AttributionUnit | None
+    community: AttributionUnit | None
+    grid: AttributionUnit | None
+    in_jurisdiction: bool = Field(description="whether the caller may report there")

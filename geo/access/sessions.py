@@ -5,6 +5,11 @@ family remembers which refresh token is current. Using the current refresh token
 spent); presenting a spent one again means it was copied, so the whole family is revoked — the thief's tokens
 and the owner's alike (the owner logs in again). Logging out revokes the family, so the access token of that
 session stops working at once, not when it expires. Expired families are pruned at login.
+
+A device session (设备登录) is a family started by a browser login that names its `device` (its User-Agent): it
+lives `Settings.device_session_days` and its refresh token, kept in an HttpOnly cookie, is rotated whenever the
+page needs a fresh access token, so a phone stays signed in for weeks; `list_sessions` and `revoke` let an admin
+see and end it (API and `gridatlas sessions`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ class TokenFamily(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
+    #: A device session (a phone's browser, migration 0019): what the browser says it is, and its last refresh.
+    device: Mapped[str | None] = mapped_column(String(200))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     __table_args__ = (
         Index("ix_token_families_username", "username"),
         Index("ix_token_families_expires_at", "expires_at"),
@@ -54,12 +62,15 @@ def _now(now: dt.datetime | None) -> dt.datetime:
     return now or dt.datetime.now(dt.UTC)
 
 
-def start(session: Session, username: str, lifetime: dt.timedelta, now: dt.datetime | None = None) -> TokenFamily:
-    """A new family for a login (its first refresh token's id is `current_jti`); prunes long-expired families."""
+def start(session: Session, username: str, lifetime: dt.timedelta, now: dt.datetime | None = None,
+          device: str | None = None) -> TokenFamily:
+    """A new family for a login (its first refresh token's id is `current_jti`); prunes long-expired families.
+    `device` (a browser's description) makes it a device session."""
     now = _now(now)
     session.execute(delete(TokenFamily).where(TokenFamily.expires_at < now - dt.timedelta(days=1)))
     family = TokenFamily(id=new_id(), username=username, current_jti=new_id(), created_at=now,
-                         expires_at=now + lifetime)
+                         expires_at=now + lifetime, device=(device or None) and device[:200],
+                         last_used_at=now if device else None)
     session.add(family)
     session.flush()
     return family
@@ -88,6 +99,7 @@ def rotate(session: Session, family_id: str, jti: str, username: str, lifetime: 
         return Rotation.REUSED, None
     family.current_jti = new_id()
     family.expires_at = max(family.expires_at, now + lifetime)
+    family.last_used_at = now
     session.flush()
     return Rotation.ROTATED, family.current_jti
 
@@ -106,3 +118,19 @@ def revoke_user(session: Session, username: str, reason: str, now: dt.datetime |
                              .where(TokenFamily.username == username, TokenFamily.revoked_at.is_(None))
                              .values(revoked_at=_now(now), revoked_reason=reason[:40]))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def list_sessions(session: Session, username: str | None = None, active_only: bool = True,
+                  now: dt.datetime | None = None) -> list[TokenFamily]:
+    """Login sessions, newest first: a user's (or everyone's), only the active ones unless `active_only` is off."""
+    q = select(TokenFamily).order_by(TokenFamily.created_at.desc(), TokenFamily.id)
+    if username is not None:
+        q = q.where(TokenFamily.username == username)
+    if active_only:
+        q = q.where(TokenFamily.revoked_at.is_(None), TokenFamily.expires_at > _now(now))
+    return list(session.scalars(q))
+
+
+def get_session(session: Session, family_id: str) -> TokenFamily | None:
+    """One login session by id, or None."""
+    return session.get(TokenFamily, family_id)

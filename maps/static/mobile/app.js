@@ -6,14 +6,18 @@
 (function () {
   "use strict";
   var CONFIG = window.GA_CONFIG, GA = window.GA;
+  GA.user = CONFIG.username || null;
   var LEVELS = CONFIG.levels;
   var KEY_ROLES = [["grid_chief", "网格长"], ["grid_worker_fulltime", "专职网格员"]];
   var ROLE_FALLBACK = {grid: "网格", micro_grid: "微网格", building: "楼栋"};
   var $ = function (id) { return document.getElementById(id); };
   var statusEl = $("ga-status");
   var seq = 0, pack = null, map = null, outlineLayer = null, marker = null, pendingDraw = null;
+  var place = null, ownPending = false, packReady = null;
+  var firstDone = function () {};  // resolves `settled` (below) once the first answer or refusal is shown  // the searched place's name (goes to the report form); own grids to draw
 
   function status(text, cls) { statusEl.textContent = text || ""; statusEl.className = cls || ""; }
+  function answered() { setTimeout(function () { firstDone(); }, 0); }
   function el(tag, cls, text) {
     var e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e;
   }
@@ -107,7 +111,8 @@
 
   function setReport(lon, lat, enabled) {
     var a = $("ga-report");
-    a.href = CONFIG.report_url + "?lon=" + lon.toFixed(7) + "&lat=" + lat.toFixed(7) + "&coordsys=wgs84";
+    a.href = CONFIG.report_url + "?lon=" + lon.toFixed(7) + "&lat=" + lat.toFixed(7) + "&coordsys=wgs84" +
+      (place ? "&place=" + encodeURIComponent(place) : "");
     a.className = enabled ? "report" : "report disabled";
   }
 
@@ -142,6 +147,28 @@
     outlineLayer = L.layerGroup().addTo(map);
     map.on("click", function (e) { locate(e.latlng.lng, e.latlng.lat, "wgs84", "地图点选"); });
     if (pendingDraw) { var p = pendingDraw; pendingDraw = null; draw(p[0], p[1], p[2]); }
+    else if (ownPending) drawOwn();
+  }
+
+  /* Location refused: the worker's own grids (from the cached pack) framed on the map, to tap. */
+  function drawOwn() {
+    ownPending = true;
+    if (!map) return;
+    Promise.resolve(packReady).then(loadPack).then(function (p) {
+      if (!p || !p.grids.length || !ownPending) return;
+      ownPending = false;
+      var L = window.L, group = L.featureGroup();
+      packFeatures().forEach(function (f) {
+        L.geoJSON(f, {style: {color: "#d32f2f", weight: 3, fillColor: "#ef5350", fillOpacity: 0.06}, interactive: false})
+          .addTo(group);
+        var g = L.geoJSON(f);
+        L.tooltip({permanent: true, direction: "center", className: "ga-label"})
+          .setContent(f.properties.name || f.properties.code).setLatLng(g.getBounds().getCenter()).addTo(group);
+      });
+      outlineLayer.clearLayers();
+      group.addTo(outlineLayer);
+      map.fitBounds(group.getBounds(), {padding: [12, 12], maxZoom: 18});
+    });
   }
 
   function styleFor(p, found) {
@@ -190,7 +217,7 @@
       var placed = [];
       labels.sort(function (a, b) { return (b.mine ? 1 : 0) - (a.mine ? 1 : 0); }).forEach(function (l) {
         var c = l.layer.getBounds().getCenter(), pt = map.latLngToContainerPoint(c);
-        var w = 13 * l.name.length + 8, h = 18;
+        var w = 13 * l.name.length + 16, h = 28;  // the tooltip as drawn: 12 px text, padding and border
         var box = [pt.x - w / 2, pt.y - h / 2, pt.x + w / 2, pt.y + h / 2];
         var clash = placed.some(function (q) { return box[0] < q[2] && box[2] > q[0] && box[1] < q[3] && box[3] > q[1]; });
         if (clash && !l.mine) return;
@@ -230,8 +257,10 @@
     });
   }
 
-  function locate(lon, lat, coordsys, how) {
+  function locate(lon, lat, coordsys, how, placeName) {
     var mine = ++seq;
+    place = placeName || null;
+    ownPending = false;
     clearAnswer("正在查询…");
     status("正在查询所在网格…");
     var url = CONFIG.locate_url + "?lon=" + lon + "&lat=" + lat + "&coordsys=" + (coordsys || "wgs84");
@@ -263,7 +292,7 @@
         if (mine !== seq) return;
         if ((coordsys || "wgs84") !== "wgs84") { clearAnswer("无法定位"); status("网络不可用，无法查询", "err"); return; }
         return offlineAnswer(lon, lat, how, mine);
-      });
+      }).then(answered, answered);
   }
 
   function fromDevice() {
@@ -275,7 +304,11 @@
       locate(pos.coords.longitude, pos.coords.latitude, "wgs84", "设备定位 ±" + Math.round(pos.coords.accuracy) + " 米");
     }, function (err) {
       clearAnswer("未能定位");
-      status("无法获取位置（" + (err.code === 1 ? "未允许定位" : "定位失败") + "）：请点击地图选择位置", "warn");
+      answered();
+      var signedIn = !!CONFIG.pack_url;
+      status("无法获取位置（" + (err.code === 1 ? "未允许定位" : "定位失败") + "）：" +
+             (signedIn ? "请搜索小区、楼栋，或在地图上点击您的网格内的位置" : "请点击地图选择位置"), "warn");
+      if (signedIn) { showSearch(); drawOwn(); }
     }, {enableHighAccuracy: true, timeout: 15000, maximumAge: 0});
   }
 
@@ -304,11 +337,35 @@
     }).catch(function () {});
   }
 
+  // ------------------------------------------------------------------ place search (小区、楼栋)
+  function showSearch() { $("ga-search-card").hidden = false; }
+  if (CONFIG.pack_url) {
+    $("ga-find").addEventListener("click", function () {
+      var card = $("ga-search-card");
+      card.hidden = !card.hidden;
+      if (!card.hidden) $("ga-q").focus();
+    });
+    GA.placeSearchBox($("ga-search"), $("ga-hits"), function (item) {
+      locate(item.lon, item.lat, "wgs84", "搜索：" + item.label, item.label);
+    });
+    $("ga-logout").hidden = false;
+    $("ga-logout").addEventListener("click", function () {
+      GA.logout().then(function () { location.href = "/login?next=%2Fm"; });
+    });
+  } else {
+    $("ga-find").hidden = true;
+  }
+
   $("ga-locate").addEventListener("click", fromDevice);
   if (CONFIG.start) locate(CONFIG.start.lon, CONFIG.start.lat, CONFIG.start.coordsys, "链接位置");
   else fromDevice();
-  loadMap();
+  // On a slow line the answer goes first: the map library, the jurisdiction pack and the places wait for the
+  // first answer (or a refusal, or 4 s), so they do not share the line with the lookup.
+  var settled = new Promise(function (resolve) { firstDone = resolve; setTimeout(resolve, 4000); });
+  packReady = settled.then(refreshPack);
+  settled.then(loadMap);
+  window.gaPage = {ready: Promise.all([packReady, CONFIG.pack_url ? settled.then(GA.refreshPlaces) : null]),
+                   locate: locate, loadPack: loadPack};
   GA.registerServiceWorker();
-  window.gaPage = {ready: refreshPack(), locate: locate, loadPack: loadPack};
   sendOutbox();
 })();

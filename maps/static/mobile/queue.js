@@ -5,7 +5,8 @@
    has answered it for good: accepted (201) or refused (4xx other than 401/408/429); a 401 (session expired) stops
    the run and keeps everything, in order, for after the next login. Photos go after their report, one by one;
    an item remembers its incident id, so a retry never files the report twice (and the server ignores a photo it
-   already has). */
+   already has). An item that already names its incident (the case page's 处置照片, stage "handling") only sends
+   its photos. */
 (function (root) {
   "use strict";
   var GA = root.GA || (root.GA = {});
@@ -48,7 +49,10 @@
   GA.outbox = {
     items: [],
     all: function () { return mirror(null).then(function () { return GA.outbox.items; }); },
-    add: function (item) { return tx(STORE, "readwrite", function (s) { return s.add(item); }).then(mirror); },
+    add: function (item) {
+      if (GA.user && !item.user) item.user = GA.user;
+      return tx(STORE, "readwrite", function (s) { return s.add(item); }).then(mirror);
+    },
     put: function (item) { return tx(STORE, "readwrite", function (s) { return s.put(item); }).then(mirror); },
     remove: function (seq) { return tx(STORE, "readwrite", function (s) { return s.delete(seq); }).then(mirror); }
   };
@@ -59,7 +63,8 @@
   };
 
   var HEADERS = {"Accept": "application/json", "Accept-Language": "zh-CN"};
-  function retryable(status) { return status === 401 || status === 408 || status === 429 || status >= 500; }
+  // 0: no answer at all (offline, connection cut)
+  function retryable(status) { return status === 0 || status === 401 || status === 408 || status === 429 || status >= 500; }
 
   function postReport(item) {
     return fetch("/v1/incidents", {
@@ -70,13 +75,13 @@
     });
   }
   function postPhoto(incidentId, photo) {
-    var url = "/v1/incidents/" + incidentId + "/photos?stage=report" +
+    var url = "/v1/incidents/" + incidentId + "/photos?stage=" + (photo.stage || "report") +
       (photo.taken_at ? "&taken_at=" + encodeURIComponent(photo.taken_at) : "");
     return fetch(url, {method: "POST", credentials: "same-origin",
                        headers: Object.assign({"Content-Type": photo.blob.type || "image/jpeg"}, HEADERS),
                        body: photo.blob}).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (data) { return {status: r.status, data: data}; });
-    });
+    }, function () { return {status: 0, data: {}}; });
   }
 
   /* Send one item as far as it goes: "done", "refused" (with a message), "later" (network or session). */
@@ -111,14 +116,24 @@
     }, function () { return {outcome: "later", status: 0}; });
   }
 
+  /* The device session (登录保持): a fresh access cookie from the HttpOnly refresh cookie, no password. */
+  GA.deviceRefresh = function () {
+    return fetch("/v1/auth/device", {method: "POST", credentials: "same-origin", headers: HEADERS})
+      .then(function (r) { return r.status === 204; }, function () { return false; });
+  };
+
+  /* Whose an item is: the signed-in user's items only are sent (another user on this phone leaves them queued). */
+  function mine(item) { return !item.user || !GA.user || item.user === GA.user; }
+
   var running = null;
-  /* Send the outbox in order; resolves to {sent: [ids], grids: {id: grid}, refused: [messages], left: n, status}. */
-  GA.flushOutbox = function () {
+  /* Send the outbox in order; resolves to {sent: [ids], grids: {id: grid}, refused: [messages], left: n, status}.
+     A 401 (the access cookie expired) is answered once by the device session, then the run goes on. */
+  GA.flushOutbox = function (retried) {
     if (running) return running;
     var report = {sent: [], grids: {}, refused: [], left: 0, status: null};
     running = GA.outbox.all().then(function (items) {
       var chain = Promise.resolve(true);
-      items.forEach(function (item) {
+      items.filter(mine).forEach(function (item) {
         chain = chain.then(function (go) {
           if (!go) { report.left++; return false; }
           return sendItem(item).then(function (r) {
@@ -130,8 +145,40 @@
         });
       });
       return chain;
-    }).then(function () { running = null; return report; }, function (e) { running = null; throw e; });
+    }).then(function () {
+      running = null;
+      if (report.status === 401 && report.left && !retried) {
+        return GA.deviceRefresh().then(function (ok) { return ok ? GA.flushOutbox(true) : report; });
+      }
+      return report;
+    }, function (e) { running = null; throw e; });
     return running;
+  };
+
+  /* Logging out on this phone: the server ends the session; the cached jurisdiction (pack, places, the pages the
+     service worker kept) is deleted; the outbox and the draft stay, marked as this user's, sent only for them. */
+  GA.logout = function () {
+    var keep = ["report", "photos"];
+    return fetch("/v1/auth/logout", {method: "POST", credentials: "same-origin", headers: HEADERS})
+      .catch(function () { return null; })
+      .then(function () {
+        var jobs = [GA.drafts.remove("pack"), GA.drafts.remove("places")];
+        if (root.caches) {
+          jobs.push(caches.keys().then(function (keys) {
+            return Promise.all(keys.map(function (k) {
+              if (k === "gridatlas-data") return caches.delete(k);
+              if (k.indexOf("gridatlas-shell-") !== 0) return null;
+              return caches.open(k).then(function (cache) {
+                return cache.keys().then(function (reqs) {
+                  return Promise.all(reqs.filter(function (r) { return new URL(r.url).pathname.indexOf("/static/") !== 0; })
+                    .map(function (r) { return cache.delete(r); }));
+                });
+              });
+            }));
+          }));
+        }
+        return Promise.all(jobs).then(function () { return keep; });
+      });
   };
 
   GA.localIso = function (d) {

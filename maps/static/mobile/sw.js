@@ -1,6 +1,7 @@
 /* The phone pages' service worker (served at /m/sw.js, scope /m): the shell (/m, the last /m/report), the
    mobile assets and vendored Leaflet are cached so the pages open without a network; the worker's jurisdiction
-   pack (/v1/mobile/jurisdiction) is fetched network-first and kept for offline locate. Locate and reports go to
+   pack (/v1/mobile/jurisdiction) and its named places (/v1/mobile/places: compounds and buildings with a point,
+   for the pin search) are fetched network-first and kept for offline locate and search. Locate and reports go to
    the network only: the pages fall back to the pack and to their outbox themselves, so a stale answer is never
    passed off as a fresh one. The scope "/m" also matches /maps/…: only the paths below are handled. */
 "use strict";
@@ -28,6 +29,7 @@ self.addEventListener("activate", function (event) {
 function pageKey(url) {
   if (url.pathname === "/m") return "/m";
   if (url.pathname === "/m/report") return "/m/report";
+  if (/^\/m\/cases\/\d+$/.test(url.pathname)) return url.pathname;
   return null;
 }
 
@@ -67,8 +69,8 @@ self.addEventListener("fetch", function (event) {
   var key = pageKey(url);
   if (key && request.mode === "navigate") {
     event.respondWith(networkFirst(request, SHELL, key));
-  } else if (url.pathname === "/v1/mobile/jurisdiction") {
-    event.respondWith(networkFirst(request, DATA, "/v1/mobile/jurisdiction"));
+  } else if (url.pathname === "/v1/mobile/jurisdiction" || url.pathname === "/v1/mobile/places") {
+    event.respondWith(networkFirst(request, DATA, url.pathname));
   } else if (url.pathname.indexOf("/static/mobile/") === 0 || url.pathname.indexOf("/static/vendor/leaflet/") === 0) {
     event.respondWith(cacheFirst(request));
   }
