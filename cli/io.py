@@ -73,6 +73,11 @@ def import_command(
                                            "communities whose street) is missing instead of creating it"),
     flag_repairs: bool = typer.Option(False, "--flag-repairs", help="import repairs beyond --repair-tolerance "
                                                                     "(flagged) instead of refusing them"),
+    resolve_overlaps: bool = typer.Option(False, "--resolve-overlaps", help="give every overlap between siblings "
+                                          "to one of the two (named owner, else the longer shared edge), all or "
+                                          "nothing; try with --dry-run first"),
+    overlap_owner: list[str] = typer.Option([], "--overlap-owner", help="who keeps an overlap: CODE/CODE=CODE "
+                                            "(repeat the option for more pairs)"),
     report: Path | None = typer.Option(None, "--report", help="write the report (JSON) and problems (GeoJSON)"),
     show: int = typer.Option(20, help="problems listed on screen"),
 ) -> None:
@@ -94,7 +99,8 @@ def import_command(
             allow_outside_china=allow_outside_china, valid_from=valid_from, version_id=version, label=label,
             actor=_actor(), tolerance_m2=tolerance, progress=progress, repair_tolerance=repair_tolerance,
             repair_over_tolerance="flag" if flag_repairs else "refuse", code_scheme=code_scheme,
-            derive_parents=not no_derive_parents)
+            derive_parents=not no_derive_parents, resolve_overlaps=resolve_overlaps,
+            overlap_owners=",".join(overlap_owner) or None)
         with common.friendly_errors():
             try:
                 result = import_layer(common.engine(), layer, file, options)
@@ -111,7 +117,9 @@ def import_command(
     for note in result.notes:
         console.print(f"[dim]{note}[/dim]")
     if result.version_id:
-        console.print(f"boundary version {result.version_id} from {result.valid_from:%Y-%m-%d %H:%M}")
+        console.print(f"boundary version {result.version_id} from {result.valid_from:%Y-%m-%d %H:%M} "
+                      f"({result.valid_from_source}): {result.created:,} unit(s) created, {result.imported:,} "
+                      f"boundaries written, {result.boundaries_ended:,} ended")
     if report:
         written = _write_report(result, report)
         console.print(f"report: {', '.join(map(str, written))}")

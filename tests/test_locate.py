@@ -544,15 +544,22 @@ def test_swap_under_concurrent_lookups(hand_conn, hand_engine):
 def test_notify_rebuilds_in_the_background(hand_conn):
     from geo.locate.holder import notify_boundaries_changed
 
-    holder = holder_on(hand_conn)
+    # a generous wait for lookups: this test is about what is heard, not how long a lookup waits (that is
+    # tests/test_locate_overlaps.py::test_a_lookup_during_a_rebuild_answers_at_once_from_the_previous_index)
+    holder = holder_on(hand_conn, stale_wait_seconds=60)
     assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A2
     _redraw(hand_conn)
     assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A2  # not rebuilt yet
-    notify_boundaries_changed()
-    assert holder.peek() is None  # the old snapshot is no longer offered without waiting
-    # the very next lookup waits for the rebuild rather than answer from the old boundaries
+    holder.boundaries_changed()
+    assert holder.peek() is None  # the old snapshot is no longer offered without asking
+    # a rebuild as quick as this one is awaited: the next lookup answers from the new boundaries
     assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A1
     assert holder.swaps == 2
+    _undo_redraw(hand_conn)
+    # the writer's own notification returns once the rebuild it caused is in service
+    notify_boundaries_changed()
+    assert holder.peek() is not None and holder.peek().locate(X(1.25), Y(1.25))["grid"]["code"] == A2
+    assert holder.swaps == 3
 
 
 def _undo_redraw(conn) -> None:
@@ -564,7 +571,8 @@ def _undo_redraw(conn) -> None:
 def test_a_commit_by_another_process_reaches_the_index_through_the_database(hand_engine):
     """A write committed on another connection (another worker, the CLI, psql) is heard through LISTEN/NOTIFY
     (migration 0013's triggers): the holder stops answering from the old snapshot without any in-process call."""
-    holder = IndexHolder.for_engine(hand_engine, poll_seconds=None)
+    # a generous wait for lookups: this test is about what is heard, not how long a lookup waits
+    holder = IndexHolder.for_engine(hand_engine, poll_seconds=None, stale_wait_seconds=60)
     try:
         assert holder.index_for().locate(X(1.25), Y(1.25))["grid"]["code"] == A2
         assert holder._listener is not None and holder._listener.listening

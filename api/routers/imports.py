@@ -89,6 +89,11 @@ async def create_import(
     repair_over_tolerance: Annotated[str, Form(pattern="^(refuse|flag)$", description="a repair beyond the "
                                                "tolerance: refuse the feature, or import it repaired and flag it")]
     = "refuse",
+    resolve_overlaps: Annotated[bool, Form(description="give every overlap between siblings to one of the two "
+                                           "(the named owner, else the longer shared edge), all or nothing; "
+                                           "try it with dry_run first")] = False,
+    overlap_owners: Annotated[str | None, Form(max_length=20000, description="owners named per overlapping pair: "
+                                               "CODE/CODE=CODE, comma-separated")] = None,
 ) -> dict:
     """Import one layer; 201 with the validation report (200 for a dry run), 422 when refused.
 
@@ -122,7 +127,7 @@ async def create_import(
             version_id=version_id, actor=principal.actor, tolerance_m2=tolerance_m2,
             filename=_clean_name(file.filename),
             repair_tolerance=repair_tolerance, repair_over_tolerance=repair_over_tolerance, code_scheme=code_scheme,
-            derive_parents=derive_parents,
+            derive_parents=derive_parents, resolve_overlaps=resolve_overlaps, overlap_owners=overlap_owners,
             authorize=authorize, audit=record)
         report = await run_in_threadpool(import_layer, session.connection(), spec.name, path, options)
     finally:

@@ -5,8 +5,9 @@ whose jurisdiction covers the grid); `POST /v1/locate/batch` takes up to a milli
 GeoJSON (signed-in callers) and answers in input order; `GET /v1/locate/outlines` gives the unit outlines near a
 point as GeoJSON for the mobile page. The index lives on `app.state.locate_index` (`api.locating.get_index`). It
 learns of committed boundary changes from the database's notifications (any writer, any process; migration 0013),
-and code in this process that publishes calls `geo.locate.holder.notify_boundaries_changed(since)` as well; until
-the rebuilt index is swapped in, lookups wait for it rather than answer from the old boundaries. Domain errors
+and code in this process that publishes calls `geo.locate.holder.notify_boundaries_changed(since)` as well (and
+waits for the rebuild); lookups wait for it at most `geo.locate.holder.STALE_WAIT_SECONDS` after the change, then
+answer from the previous index: every answer names its grid's boundary version. Domain errors
 (`NotInAnyGrid` 404, `CoordinateError` 422, `IndexUnavailable` 503, `BatchInputError` 422) are answered by the one
 handler in `api.problems`.
 """
@@ -121,10 +122,11 @@ async def locate(
     x, y = checked_wgs84(lon, lat, system, index.bounds)
     accuracy = get_settings().rules.locate_accuracy_m if accuracy_m is None else accuracy_m
     found = index.locate(x, y, accuracy)
-    version = _version(holder.version_at(ts))
     point = {"input": {"lon": lon, "lat": lat, "coordsys": system}, "lon": round(x, 8), "lat": round(y, 8)}
     if found["grid"] is None:
-        raise NotInAnyGrid.for_answer(found, accuracy, version=version, **point)
+        raise NotInAnyGrid.for_answer(found, accuracy, version=_version(holder.version_at(ts)), **point)
+    # the answering grid's own version (a grid not redrawn since an older version keeps that one)
+    version = _version(index.version_of(found["grid"]) or holder.version_at(ts))
     if holder.staff_loaded:
         directory = holder.staff_directory()
     else:
@@ -207,7 +209,7 @@ async def locate_batch(
     accuracy = get_settings().rules.locate_accuracy_m if accuracy_m is None else accuracy_m
     formatter = await run_in_threadpool(
         lambda: BatchFormatter(index, fmt, version=holder.version_at(ts), staff=directory,
-                               staff_day=_staff_day(ts), covers=principal.covers))
+                               staff_day=_staff_day(ts), covers=principal.covers, accuracy_m=accuracy))
     stream = request.stream()
     rows = BatchRows(reader, formatter, BATCH_MAX_POINTS)
 

@@ -36,6 +36,13 @@ class Grid(Unit):
     kind: str | None = Field(description="comprehensive or dedicated (综合网格 / 专属网格)")
     dedicated_type: str | None = Field(description="what a dedicated grid serves (school, hospital …)")
     community_id: int | None
+    version_id: int | None = Field(None, description="the boundary version this grid's boundary comes from")
+
+
+class CoveringGrid(Unit):
+    """Another grid whose boundary also covers the point (an overlap between grids)."""
+
+    version_id: int | None = Field(None, description="the boundary version of that grid's boundary")
 
 
 class MicroGrid(Unit):
@@ -105,10 +112,13 @@ class LocateAnswer(BaseModel):
         description="inside a grid, on its boundary (a shared edge goes to the smallest code), or the nearest grid "
                     "within accuracy_m")
     distance_m: float = Field(description="0 inside or on the boundary, else the distance to the nearest grid")
+    also_covered_by: list[CoveringGrid] = Field(
+        default_factory=list, description="the other grids whose area holds the point (it lies in an overlap), "
+                                          "smallest code first; `grid` is the one the shared-edge rule picks")
     staff: list[StaffMember]
     phones: Literal["all", "public"] = Field(description="all phones (the caller's jurisdiction covers the grid) or "
                                                          "only those on the public notice board")
-    version: VersionInfo | None
+    version: VersionInfo | None = Field(description="the boundary version of the answering grid's boundary")
     at: dt.datetime | None = Field(description="the instant asked about (null: now)")
 
 

@@ -10,8 +10,11 @@ Shapefile or CSV.
 - `reproject`: the file's coordinate system to EPSG:4326, plausibility checks (`CoordinateError`);
 - `validate`: the geometry and database checks (lossless repair with areas before and after) and the report's
   `Issue`s;
-- `importer`: the import in one transaction (`import_layer`, `ImportReport`, `ImportRefused`, `ImportFailed`);
-- `exporter`: the export (`export_layer`, `read_layer`, `ExportError`).
+- `overlaps`: a proposed owner for every overlap between siblings (named, else the longer shared edge), applied
+  all or nothing (`OverlapNotResolvable`);
+- `importer`: the import in one transaction (`import_layer`, `ImportReport`, `ImportRefused`, `ImportFailed`); the
+  file's unmapped columns kept per boundary as attributes; the start date defaulted to cover earlier incidents;
+- `exporter`: the export (`export_layer`, `read_layer`, `ExportError`), kept attributes as columns again.
 
 Every refusal is a `geo.errors.DomainError` carrying its problem slug (the API answers it as problem+json).
 """

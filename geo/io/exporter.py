@@ -64,15 +64,28 @@ _REVEAL = "CAST(:reveal AS boolean)"
 _DAY = "CAST(CAST(:at AS timestamptz) AT TIME ZONE CAST(:tz AS text) AS date)"  # the local date of :at
 _REF = "coalesce({t}.source_ref, {t}.id::text)"
 
+#: The column holding a boundary's kept source attributes (expanded into columns of their own on export).
+ATTRIBUTES = "_attributes"
+
+
+def _attributes(level: str) -> str:
+    """SQL: join the boundary row of `h` (a `*_at` row), whose `attributes` the import kept."""
+    return f"LEFT JOIN {level}_boundaries ab ON ab.id = h.boundary_id"
+
+
 _SQL = {
-    "streets": f"SELECT h.code, h.name, h.geom FROM streets_at({_AT}) h WHERE {_overlaps('h.code')} ORDER BY h.code",
-    "communities": f"""SELECT h.code, h.name, s.code AS street_code, h.geom FROM communities_at({_AT}) h
-        JOIN streets s ON s.id = h.street_id WHERE {_overlaps('h.code')} ORDER BY h.code""",
-    "grids": f"""SELECT h.code, h.name, c.code AS community_code, h.kind, h.dedicated_type, h.geom
-        FROM grids_at({_AT}) h JOIN communities c ON c.id = h.community_id WHERE {_overlaps('h.code')}
-        ORDER BY h.code""",
-    "micro_grids": f"""SELECT h.code, h.name, g.code AS grid_code, h.geom FROM micro_grids_at({_AT}) h
-        JOIN grids g ON g.id = h.grid_id WHERE {_overlaps('h.code')} ORDER BY h.code""",
+    "streets": f"""SELECT h.code, h.name, ab.attributes AS {ATTRIBUTES}, h.geom FROM streets_at({_AT}) h
+        {_attributes('street')} WHERE {_overlaps('h.code')} ORDER BY h.code""",
+    "communities": f"""SELECT h.code, h.name, s.code AS street_code, ab.attributes AS {ATTRIBUTES}, h.geom
+        FROM communities_at({_AT}) h JOIN streets s ON s.id = h.street_id {_attributes('community')}
+        WHERE {_overlaps('h.code')} ORDER BY h.code""",
+    "grids": f"""SELECT h.code, h.name, c.code AS community_code, h.kind, h.dedicated_type,
+        ab.attributes AS {ATTRIBUTES}, h.geom
+        FROM grids_at({_AT}) h JOIN communities c ON c.id = h.community_id {_attributes('grid')}
+        WHERE {_overlaps('h.code')} ORDER BY h.code""",
+    "micro_grids": f"""SELECT h.code, h.name, g.code AS grid_code, ab.attributes AS {ATTRIBUTES}, h.geom
+        FROM micro_grids_at({_AT}) h JOIN grids g ON g.id = h.grid_id {_attributes('micro_grid')}
+        WHERE {_overlaps('h.code')} ORDER BY h.code""",
     "compounds": f"""SELECT {_REF.format(t='c')} AS ref, c.name, c.kind, c.has_property_management,
         c.has_owners_committee, cm.code AS community_code, c.geom
         FROM compounds c LEFT JOIN communities cm ON cm.id = c.community_id
@@ -177,6 +190,22 @@ def read_layer(conn: Connection, layer: str, at: dt.datetime | None = None, juri
     for col in ("floors", "number", "households", "population", "unit_number"):
         if col in frame.columns:
             frame[col] = pd.array(pd.to_numeric(frame[col]), dtype="Int64")
+    return _expand_attributes(frame)
+
+
+def _expand_attributes(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The kept source attributes as columns of their own, after the layer's fields (never replacing one)."""
+    if ATTRIBUTES not in frame.columns:
+        return frame
+    kept = frame.pop(ATTRIBUTES)
+    docs = [d if isinstance(d, dict) else {} for d in kept.tolist()]
+    names = list(dict.fromkeys(k for d in docs for k in d if k not in frame.columns and k != "geometry"))
+    for name in names:
+        values = pd.Series([d.get(name) for d in docs], index=frame.index, dtype=object)
+        numeric = values.dropna()
+        if len(numeric) and numeric.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+            values = pd.to_numeric(values)
+        frame.insert(len(frame.columns) - 1, name, values)
     return frame
 
 

@@ -145,10 +145,12 @@ _POPULATION = ("population", "人口", "人口数", "人数", "总人口", "rk",
 
 
 def _level_fields(own: tuple[str, ...], own_names: tuple[str, ...], parent_field: str | None,
-                  parent: tuple[str, ...], code_len: int) -> list[FieldSpec]:
+                  parent: tuple[str, ...], code_len: int, last_names: tuple[str, ...] = ()) -> list[FieldSpec]:
+    """Code, name and parent code of an administrative level; `last_names` are read as the name only when no other
+    name column is there (a 网格全称 beside a 网格名称 or an exported `name` is an attribute, kept as such)."""
     fields = [
         FieldSpec("code", "code", True, (*own, "code", "编码", "代码", "编号", "bm", "dm"), max_length=code_len),
-        FieldSpec("name", "str", True, (*own_names, *_NAME), max_length=100),
+        FieldSpec("name", "str", True, (*own_names, *_NAME, *last_names), max_length=100),
     ]
     if parent_field:
         fields.append(FieldSpec(parent_field, "code", False, parent))
@@ -177,7 +179,8 @@ LAYERS: dict[str, LayerSpec] = {
         "grids", "grids", "polygon",
         (
             *_level_fields(("grid_code", "网格编码", "网格代码", "网格编号", "wgbm"),
-                           ("grid_name", "网格名称", "网格", "wgmc", "网格全称"), "community_code", COMMUNITY_CODE, 15),
+                           ("grid_name", "网格名称", "网格", "wgmc"), "community_code", COMMUNITY_CODE, 15,
+                           ("网格全称",)),
             FieldSpec("kind", "choice", False, ("kind", "grid_kind", "网格类型", "网格类别", "类型", "类别", "wglx",
                                                 "type", "网格属性", "lx"), GRID_KIND, guessable=False),
             FieldSpec("community_name", "str", False, ("community_name", "所属社区", "所属社区名称", "社区名称",

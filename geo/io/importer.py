@@ -21,13 +21,16 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
+import orjson
 import pandas as pd
 import shapely
 from sqlalchemy import Connection, Engine, text
 
 from geo.errors import DomainError, NotFound
+from geo.io import overlaps as overlap_resolution
 from geo.io.codes import load_scheme
 from geo.io.fields import (
     LayerSpec,
@@ -133,6 +136,11 @@ class ImportOptions:
     #: Called inside the transaction with the jurisdiction code of every feature to be written (None when a
     #: feature lies in no unit); raising aborts the import and rolls everything back.
     authorize: Callable[[str, list[str | None]], None] | None = None
+    #: Give every overlap between siblings to one of the two (the named owner, else the longer shared edge), all
+    #: or nothing; without it overlaps are flagged with the proposed resolution only.
+    resolve_overlaps: bool = False
+    #: Owners named per overlapping pair, 'A/B=A,C/D=D' (applied even without `resolve_overlaps`).
+    overlap_owners: str | dict[str, str] | None = None
     #: progress(stage, done, total) during long imports.
     progress: Callable[[str, int, int], None] | None = None
     #: audit(action, target_type, target_id, jurisdiction_code, after) records the import (default: geo.access.audit
@@ -158,6 +166,8 @@ class ImportReport:
     parents_derived: list[dict] = field(default_factory=list)
     #: Checks that could not apply to this data and were skipped, each with the reason.
     checks_skipped: list[str] = field(default_factory=list)
+    #: Source columns no stored field takes (所属社区, 网格全称, 面积 …), kept per boundary as attributes.
+    attributes_kept: list[str] = field(default_factory=list)
     features_read: int = 0
     features: int = 0
     imported: int = 0
@@ -169,6 +179,13 @@ class ImportReport:
     boundaries_ended: int = 0
     version_id: int | None = None
     valid_from: dt.datetime | None = None
+    #: Where valid_from came from: 'given', 'version' (an existing version's), 'now', or 'earliest-incident' (the
+    #: start of the day of the earliest incident in the new units' area that no boundary covered).
+    valid_from_source: str = "now"
+    #: Boundary rows written as history: they end where the unit's existing later boundary begins.
+    boundaries_before_existing: int = 0
+    #: Incidents in the imported area attributed again by the boundaries in force at their report time.
+    incidents_attributed: int = 0
     dry_run: bool = False
     strict: bool = False
     committed: bool = False
@@ -193,10 +210,13 @@ class ImportReport:
             "layer": self.layer, "source": self.source, "format": self.format, "crs": self.crs,
             "encoding": self.encoding, "source_layer": self.source_layer, "field_mapping": self.field_mapping,
             "ignored_columns": self.ignored_columns, "columns_read": self.columns_read,
-            "checks_skipped": self.checks_skipped, "parents_derived": self.parents_derived, **self.summary(),
+            "checks_skipped": self.checks_skipped, "parents_derived": self.parents_derived,
+            "attributes_kept": self.attributes_kept, **self.summary(),
             "created": self.created,
             "updated": self.updated, "boundaries_ended": self.boundaries_ended, "version_id": self.version_id,
-            "valid_from": self.valid_from.isoformat() if self.valid_from else None, "dry_run": self.dry_run,
+            "valid_from": self.valid_from.isoformat() if self.valid_from else None,
+            "valid_from_source": self.valid_from_source, "boundaries_before_existing": self.boundaries_before_existing,
+            "incidents_attributed": self.incidents_attributed, "dry_run": self.dry_run,
             "strict": self.strict, "committed": self.committed, "problems_by_kind": self.counts_by_kind(),
             "problems": [i.as_dict() for i in self.issues], "notes": self.notes,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -232,6 +252,8 @@ class Prepared:
     #: guessing the intended CRS when the declared one puts the features far from where they belong).
     source_points: np.ndarray | None = None
     source_projected: bool = False
+    #: Per record, the kept columns' values as a JSON object text (None when the record has none), or None.
+    attributes: np.ndarray | None = None
 
 
 def _labels(spec: LayerSpec, values: pd.DataFrame) -> list[str]:
@@ -289,6 +311,11 @@ def prepare(spec: LayerSpec, path: Path, options: ImportOptions, report: ImportR
                 bad_cells.append((bad, f.name, raw))
         else:
             values[f.name] = pd.Series([None] * n, dtype=object)
+    kept = kept_columns(spec, report.field_mapping, report.ignored_columns)
+    attributes = attribute_texts(data.frame, kept) if kept else None
+    if kept:
+        report.attributes_kept = kept
+        report.notes.append(f"kept as attributes (stored with each boundary and exported back): {', '.join(kept)}")
     labels = _labels(spec, values)
     records = [[i + 1] for i in range(n)]
     issues: list[Issue] = []
@@ -331,7 +358,8 @@ def prepare(spec: LayerSpec, path: Path, options: ImportOptions, report: ImportR
     report.merged = merge.merged_records
     keep = merge.keep & ~refused & ~merge.refused
     # A merged feature counts as repaired when any of its pieces was.
-    prep = Prepared(spec, values, merge.geoms, keep, repaired, labels, merge.records, issues, report)
+    prep = Prepared(spec, values, merge.geoms, keep, repaired, labels, merge.records, issues, report,
+                    attributes=attributes)
     if spec.geometry:
         prep.source_points, prep.source_projected = source_points, source_projected
     return prep
@@ -351,9 +379,53 @@ def _sample_points(geoms: np.ndarray, crs) -> tuple[np.ndarray | None, bool]:
     return (pts if len(pts) else None), metres
 
 
+#: Fields a level's file may give that no table stores (they serve checks and derived parents): their columns are
+#: kept as attributes too, so an export gives them back.
+_UNSTORED = {"grids": ("community_name", "households", "population")}
+
+
+def kept_columns(spec: LayerSpec, mapping: dict[str, str], ignored: list[str]) -> list[str]:
+    """The source columns an administrative level keeps as attributes: those no field took, and those read only
+    for checks (所属社区, 户数 …); other layers keep none."""
+    if spec.name not in LEVELS:
+        return []
+    unstored = [str(mapping[f]) for f in _UNSTORED.get(spec.name, ()) if f in mapping]
+    return list(dict.fromkeys([*unstored, *map(str, ignored)]))
+
+
+def _json_value(value):
+    """A cell as a JSON value (None when missing): numbers, text, booleans, dates as ISO text."""
+    if value is None or (not isinstance(value, (str, bytes, list, dict)) and pd.isna(value)):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (dt.date, dt.datetime, dt.time, pd.Timestamp)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return None  # binary blobs are no attribute anyone reads back
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value if isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def attribute_texts(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Per row, a JSON object of the non-empty values of `columns` (None for a row with none)."""
+    out = np.full(len(frame), None, dtype=object)
+    sub = frame.rename(columns=str)[columns].reset_index(drop=True)
+    for i, row in enumerate(sub.itertuples(index=False, name=None)):
+        kept = {c: v for c, v in zip(columns, map(_json_value, row), strict=True) if v is not None and v != ""}
+        if kept:
+            out[i] = orjson.dumps(kept).decode()
+    return out
+
+
 #: The code widths the tables hold (their `<table>_code_format` constraints).
 _STORE_DIGITS = {"streets": Street.code_digits, "communities": Community.code_digits, "grids": Grid.code_digits,
                  "micro_grids": MicroGrid.code_digits}
+
+
+#: Codes up to this long are read as codes (and checked against the scheme); longer ones are not codes at all.
+CODE_MAX_LENGTH = 24
 
 
 def with_scheme(spec: LayerSpec, scheme: str | None) -> LayerSpec:
@@ -361,7 +433,10 @@ def with_scheme(spec: LayerSpec, scheme: str | None) -> LayerSpec:
     level = load_scheme(scheme).level(spec.name)
     if level is None or not spec.code_lengths:
         return spec
-    fields = tuple(replace(f, max_length=max(level.lengths)) if f.name == "code" else f for f in spec.fields)
+    # Longer codes than the scheme's are read as codes and reported as bad-code (with the lengths the scheme and
+    # the database allow), not refused as unreadable values.
+    longest = max(CODE_MAX_LENGTH, *level.lengths)
+    fields = tuple(replace(f, max_length=longest) if f.name == "code" else f for f in spec.fields)
     return replace(spec, fields=fields, code_lengths=level.lengths)
 
 
@@ -559,6 +634,55 @@ def _effective_time(conn: Connection, options: ImportOptions) -> tuple[dt.dateti
     return (parsed if parsed is not None else _now(conn)), None  # parse_at gives None only for "" (handled above)
 
 
+def _start_covering_incidents(conn: Connection, prep: Prepared, level: str, now: dt.datetime) -> dt.datetime:
+    """The default start of new boundaries: now, unless incidents already in the database lie in the new units'
+    area at times no boundary of the level covered them; then the start of the local day of the earliest, so the
+    import covers them. Only when every staged unit is new: an import that redraws units keeps their history and
+    starts now (the report says how to cover the incidents instead)."""
+    btable, fk = BOUNDARY_TABLES[level]
+    if not conn.execute(text("SELECT EXISTS (SELECT 1 FROM incidents)")).scalar():
+        return now
+    row = conn.execute(text(f"""
+        SELECT min(i.reported_at) AS first, count(*) AS n FROM incidents i
+        WHERE i.reported_at < :now
+          AND EXISTS (SELECT 1 FROM {STAGE} s WHERE NOT s.refused AND ST_Covers(s.geom, i.geom))
+          AND NOT EXISTS (SELECT 1 FROM {btable} b WHERE ST_Covers(b.geom, i.geom) AND {in_force("b", "i.reported_at")})
+    """), {"now": now}).mappings().one()
+    if not row["n"]:
+        return now
+    redrawn = conn.execute(text(f"""
+        SELECT count(*) FROM {STAGE} s JOIN {level} u ON u.code = s.code
+        WHERE NOT s.refused AND EXISTS (SELECT 1 FROM {btable} b WHERE b.{fk} = u.id)""")).scalar()
+    first = row["first"]
+    tz = get_settings().timezone
+    if redrawn:
+        prep.report.notes.append(
+            f"{row['n']} incident(s) in this area, the earliest on {first.astimezone(ZoneInfo(tz)):%Y-%m-%d}, lie "
+            f"in no {SINGULAR[level]} at "
+            f"their report time; the boundaries start now because {redrawn} of the file's units have boundaries "
+            "already: give valid_from to cover them")
+        return now
+    start = conn.execute(text("SELECT date_trunc('day', CAST(:t AS timestamptz) AT TIME ZONE :tz) AT TIME ZONE :tz"),
+                         {"t": first, "tz": tz}).scalar_one()
+    prep.report.valid_from_source = "earliest-incident"
+    local = ZoneInfo(tz)
+    prep.report.notes.append(
+        f"valid_from defaults to {start.astimezone(local):%Y-%m-%d} (local time): {row['n']} incident(s) in the new "
+        f"units' area, the earliest reported {first.astimezone(local):%Y-%m-%d %H:%M}, lay in no "
+        f"{SINGULAR[level]}; give valid_from to choose another")
+    return start
+
+
+def _attribute_incidents(conn: Connection, at: dt.datetime) -> int:
+    """Attribute again the incidents in the staged area reported since `at` (by the boundaries in force then)."""
+    if not conn.execute(text("SELECT EXISTS (SELECT 1 FROM incidents)")).scalar():
+        return 0
+    from geo.incidents.attribution import attribute_incidents
+
+    return attribute_incidents(conn, f"i.reported_at >= :t AND EXISTS (SELECT 1 FROM {STAGE} s "
+                                     "WHERE NOT s.refused AND ST_Covers(s.geom, i.geom))", {"t": at})
+
+
 def _existing_version_at(conn: Connection, at: dt.datetime) -> int | None:
     return conn.execute(text("SELECT id FROM boundary_versions WHERE valid_from = :t"), {"t": at}).scalar()
 
@@ -716,18 +840,81 @@ def _range(digits: tuple[int, int]) -> range:
     return range(digits[0], digits[1] + 1)
 
 
+def _build_result(conn: Connection, level: str, at: dt.datetime) -> None:
+    """The layer as it would be after the import (RESULT): the staged rows, and the units in force not in the file."""
+    parent = PARENTS.get(level)
+    parent_code = "p.code" if parent else "NULL::text"
+    parent_join = f"JOIN {parent[0]} p ON p.id = h.{parent[2]}" if parent else ""
+    conn.execute(text(f"DROP TABLE IF EXISTS pg_temp.{RESULT}"))
+    conn.execute(text(f"""
+        CREATE TEMP TABLE {RESULT} ON COMMIT DROP AS
+        SELECT s.row_idx, s.code, s.parent_code, s.geom FROM {STAGE} s WHERE NOT s.refused
+        UNION ALL
+        SELECT NULL::integer, h.code, {parent_code}, h.geom FROM {level}_at(CAST(:t AS timestamptz)) h {parent_join}
+        WHERE NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE NOT s.refused AND s.code = h.code)
+    """), {"t": at})
+    conn.execute(text(f"CREATE INDEX ON {RESULT} USING gist (geom)"))
+    conn.execute(text(f"ANALYZE {RESULT}"))
+
+
+def _overlaps_resolved(conn: Connection, prep: Prepared, options: ImportOptions) -> list[Issue]:
+    """The overlaps between siblings, each with its proposed resolution; with `resolve_overlaps` (or owners named
+    for some pairs) those resolutions applied to the staged rows, all or nothing, and RESULT rebuilt."""
+    tol = options.tolerance_m2
+    found = overlaps(conn, RESULT, tol, prep.labels, prep.records)
+    if not found:
+        return found
+    owners = overlap_resolution.parse_owners(options.overlap_owners)
+    proposals = overlap_resolution.propose(conn, RESULT, tol, owners)
+    unknown = overlap_resolution.unknown_owners(owners, proposals)
+    if unknown:
+        raise overlap_resolution.OverlapNotResolvable(
+            f"overlap owners named for pairs that do not overlap here: {', '.join(unknown)}", pairs=unknown)
+    by_pair = {p.codes: p for p in proposals}
+    chosen = proposals if options.resolve_overlaps else [p for p in proposals if p.rule == "named"]
+    if chosen:
+        overlap_resolution.apply(conn, STAGE, RESULT, chosen)
+        _build_result(conn, prep.spec.name, prep.report.valid_from or _now(conn))
+    applied = {p.codes for p in chosen}
+    out = []
+    for issue in found:
+        proposal = by_pair.get(tuple(issue.details.get("codes", ())))
+        if proposal is None:
+            out.append(issue)
+            continue
+        issue.details["resolution"] = proposal.as_dict()
+        if proposal.codes in applied:
+            issue.action = "repaired"
+            issue.message += f": resolved, {proposal.describe()}"
+        else:
+            issue.message += f"; proposed: {proposal.describe()}" + (
+                "" if proposal.applicable else f" (not applicable: {proposal.codes[proposal.loser]} is not in "
+                                               "this file)")
+        out.append(issue)
+    if chosen:
+        # What is left after the resolutions (nothing above the tolerance, unless three units shared a part).
+        out += [i for i in overlaps(conn, RESULT, tol, prep.labels, prep.records)
+                if tuple(i.details.get("codes", ())) not in applied]
+    return out
+
+
 def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> None:
     spec, report = prep.spec, prep.report
     level = spec.name
     btable, fk = BOUNDARY_TABLES[level]
     parent = PARENTS.get(level)
     extra = {"unit_id": "integer", "parent_id": "integer", "parent_code": "text"}
-    _stage(conn, prep, extra, options)
+    attributes = prep.attributes if prep.attributes is not None else np.full(len(prep.keep), None, dtype=object)
+    _stage(conn, prep, extra, options, {"attributes": ("jsonb", attributes)})
     # serialised with publish and rollback per community (geo.store.locks) before reading the boundaries it checks and
     # ends, and before taking its time: an import that waited for a publish starts after it and ends its rows, and a
     # publish that waited for this import finds its community's token changed (412)
     lock_communities(conn, _communities_touched(conn, level))
     at, version_id = _effective_time(conn, options)
+    report.valid_from_source = ("version" if options.version_id is not None else
+                                "now" if options.valid_from in (None, "") else "given")
+    if report.valid_from_source == "now":
+        at = _start_covering_incidents(conn, prep, level, at)
     report.valid_from = at
     if parent:
         plevel, pcol, pfk, _ = parent
@@ -750,19 +937,8 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
         prep.issues += [i for i in outside_parent(conn, STAGE, parent[0], at, tol, prep.labels, prep.records)
                         if not (i.kind == "parent-without-boundary" and any(
                             i.message.startswith(f"parent {c} ") for c in derived_codes))]
-    parent_code = "p.code" if parent else "NULL::text"
-    parent_join = f"JOIN {parent[0]} p ON p.id = h.{parent[2]}" if parent else ""
-    conn.execute(text(f"DROP TABLE IF EXISTS pg_temp.{RESULT}"))
-    conn.execute(text(f"""
-        CREATE TEMP TABLE {RESULT} ON COMMIT DROP AS
-        SELECT s.row_idx, s.code, s.parent_code, s.geom FROM {STAGE} s WHERE NOT s.refused
-        UNION ALL
-        SELECT NULL::integer, h.code, {parent_code}, h.geom FROM {level}_at(CAST(:t AS timestamptz)) h {parent_join}
-        WHERE NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE NOT s.refused AND s.code = h.code)
-    """), {"t": at})
-    conn.execute(text(f"CREATE INDEX ON {RESULT} USING gist (geom)"))
-    conn.execute(text(f"ANALYZE {RESULT}"))
-    prep.issues += overlaps(conn, RESULT, tol, prep.labels, prep.records)
+    _build_result(conn, level, at)
+    prep.issues += _overlaps_resolved(conn, prep, options)
     if parent:
         prep.issues += coverage_gaps(conn, RESULT, parent[0], at, tol)
     if level == "grids":
@@ -815,12 +991,25 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
         UPDATE {btable} b SET valid_to = :t FROM {STAGE} s
         WHERE NOT s.refused AND b.{fk} = s.unit_id AND b.valid_from < :t AND (b.valid_to IS NULL OR b.valid_to > :t)
     """), {"t": at}).rowcount
-    report.imported = conn.execute(text(f"""
-        INSERT INTO {btable} ({fk}, version_id, valid_from, valid_to, geom)
+    written = conn.execute(text(f"""
+        INSERT INTO {btable} ({fk}, version_id, valid_from, valid_to, geom, attributes)
         SELECT s.unit_id, :v, :t,
-               (SELECT min(b.valid_from) FROM {btable} b WHERE b.{fk} = s.unit_id AND b.valid_from > :t), s.geom
+               (SELECT min(b.valid_from) FROM {btable} b WHERE b.{fk} = s.unit_id AND b.valid_from > :t), s.geom,
+               s.attributes
         FROM {STAGE} s WHERE NOT s.refused ORDER BY s.code
-    """), {"v": version_id, "t": at}).rowcount
+        RETURNING valid_to
+    """), {"v": version_id, "t": at}).all()
+    report.imported = len(written)
+    report.boundaries_before_existing = sum(1 for r in written if r.valid_to is not None)
+    if report.boundaries_before_existing:
+        report.notes.append(f"{report.boundaries_before_existing} boundary row(s) written as history: they end where "
+                            "their unit's existing later boundary begins (it stays in force)")
+    report.incidents_attributed = _attribute_incidents(conn, at)
+    if report.incidents_attributed:
+        since = at.astimezone(ZoneInfo(get_settings().timezone))
+        report.notes.append(f"{report.incidents_attributed} incident(s) in the imported area reported since "
+                            f"{since:%Y-%m-%d %H:%M} attributed again by the boundaries in force at their report "
+                            "time")
 
 
 def _place_features(conn: Connection, buildings: bool, at: dt.datetime) -> None:
@@ -1053,11 +1242,14 @@ def _jurisdiction_of(codes: list[str | None]) -> str | None:
     present = [c for c in codes if c]
     if not present or len(present) < len(codes):
         return None
+    if len(set(present)) == 1:
+        return present[0]  # one unit (a 16-digit dedicated grid too)
     prefix = present[0]
     for c in present[1:]:
         while not c.startswith(prefix):
             prefix = prefix[:-1]
-    for n in (15, 12, 9):
+    # several units: their grid, community or street (a 15-digit prefix shared by 16-digit codes names no grid)
+    for n in ((12, 9) if any(len(c) == 16 for c in present) else (15, 12, 9)):
         if len(prefix) >= n:
             return prefix[:n]
     return None

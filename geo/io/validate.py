@@ -49,7 +49,8 @@ ISSUE_KINDS = {
     "missing-parent": "the parent unit (street, community, grid) named by the record does not exist",
     "parent-without-boundary": "the parent unit has no boundary in force at the import date: containment unchecked",
     "outside-parent": "part of the feature lies outside its parent's boundary",
-    "overlap": "the feature overlaps a sibling unit",
+    "overlap": "the feature overlaps a sibling unit; details.resolution proposes which of the two keeps the "
+               "overlapping part (the named owner, else the longer shared edge), applied with resolve_overlaps",
     "coverage-gap": "part of the parent is covered by none of its children",
     "households-out-of-band": "the grid's household count is outside the configured band",
     "not-found": "a referenced unit, building, person or class does not exist",

@@ -26,7 +26,7 @@ import pandas as pd
 
 from geo.errors import DomainError
 from geo.locate.directory import StaffDirectory
-from geo.locate.index import LEVEL_KEYS, MATCH_NAMES, MATCH_NEAREST, LocateBatch, LocateIndex
+from geo.locate.index import LEVEL_KEYS, MATCH_NAMES, MATCH_NEAREST, MATCH_NONE, LocateBatch, LocateIndex, unanswered
 from geo.locate.points import WGS84_LIKE, range_errors
 from geo.locate.raster import NONE
 from geo.runtime import paused_gc
@@ -471,8 +471,11 @@ def make_reader(fmt: str, max_rows: int) -> CsvReader | GeoJsonReader:
 CSV_COLUMNS = (
     "row", "id", "street_code", "street_name", "community_code", "community_name", "grid_id",
     "grid_code", "grid_name", "micro_grid_code", "micro_grid_name", "compound_id", "compound_name",
-    "building_id", "building_code", "building_name", "match", "distance_m", "version_id", "staff", "error",
+    "building_id", "building_code", "building_name", "match", "distance_m", "version_id", "staff",
+    "also_covered_by", "reason", "nearest_grid_code", "nearest_distance_m", "error",
 )
+#: Position of the grid among LEVEL_KEYS (its version is the answer's).
+_GRID = LEVEL_KEYS.index("grid")
 #: Per level, the record fields written as CSV columns (in CSV_COLUMNS order).
 _CSV_FIELDS = {
     "street": ("code", "name"), "community": ("code", "name"), "grid": ("id", "code", "name"),
@@ -549,19 +552,21 @@ class BatchFormatter:
     """Renders located chunks as CSV or JSON lines; unit and staff fragments are built once per unit."""
 
     def __init__(self, index: LocateIndex, fmt: str, *, version: dict | None, staff: StaffDirectory | None,
-                 staff_day, covers=None):
+                 staff_day, covers=None, accuracy_m: float | None = None):
         if fmt not in ("csv", "jsonl"):
             raise ValueError(f"unknown output format {fmt!r}")
         self.index = index
         self.fmt = fmt
+        # Each answer carries its grid's version; this one (the version in force) only when the index knows none.
         self.version_id = version["id"] if version else None
         self.version_text = "" if self.version_id is None else str(self.version_id)
+        self.accuracy_m = accuracy_m
         self.staff = staff
         self.staff_day = staff_day
         self.covers = covers or (lambda code: False)
         self._frag: dict[str, list[str]] = {}
         self._staff_frag: dict[tuple[str, bool], dict[int, str]] = {}
-        self._combos: dict[tuple, tuple[str, str]] = {}
+        self._combos: dict[tuple, tuple[str, str, str, str]] = {}
         self._tails: dict[str, dict[Any, bytes]] = {}  # by the text before the units: whole line tails per combo
         grid = index.levels["grid"]
         codes = [r["code"] for r in grid.records]
@@ -609,18 +614,57 @@ class BatchFormatter:
             cache[pos] = text
         return text
 
-    def _combination(self, pos: Sequence[int], match: int, full: bool) -> tuple[str, str]:
+    def _version_text(self, grid_pos: int) -> str:
+        """The answering grid's boundary version id as text ('' when there is no grid)."""
+        if grid_pos < 0:
+            return ""
+        v = self.index.levels["grid"].records[grid_pos].get("version_id")
+        return self.version_text if v is None else str(v)
+
+    def _combination(self, pos: Sequence[int], match: int, full: bool) -> tuple[str, str, str, str]:
         """The text before and after the distance for one combination of units (positions in LEVEL_KEYS order),
-        match and phone visibility."""
+        match and phone visibility, and its version and staff texts (for answers with more to say)."""
         frags = [self._frag[k][p] for k, p in zip(LEVEL_KEYS, pos, strict=True)]
         staff = [self._staff_text(k, pos[i], full) for i, k in _STAFF_LEVELS]
         name = MATCH_NAMES[match]
+        version = self._version_text(int(pos[_GRID]))
+        people = ("; " if self.fmt == "csv" else ",").join(s for s in staff if s)
         if self.fmt == "csv":
-            people = "; ".join(s for s in staff if s)
-            return ",".join(frags) + f",{name or ''},", f",{self.version_text},{_csv_field(people)},"
-        people = ",".join(s for s in staff if s)
-        return (",".join(frags) + f',"match":{_json(name)},"distance_m":',
-                f',"version_id":{self.version_text or "null"},"staff":[{people}]}}')
+            before = ",".join(frags) + f",{name or ''},"
+        else:
+            before = ",".join(frags) + f',"match":{_json(name)},"distance_m":'
+        return before, self._after(version, people), version, people
+
+    def _after(self, version: str, people: str, also: list[dict] | None = None, reason: str | None = None,
+               nearest: dict | None = None, nearest_m: float | None = None) -> str:
+        """The text after the distance: version, staff, the other grids covering the point, and for a point with no
+        grid the reason and the nearest grid."""
+        if self.fmt == "csv":
+            also_text = ";".join(g["code"] or "" for g in also or ())
+            near = (nearest or {}).get("code") or ""
+            near_m = "" if nearest_m is None else repr(round(float(nearest_m), 3))
+            return (f",{version},{_csv_field(people)},{also_text},{_csv_field(reason)},{near},{near_m},")
+        extra = ""
+        if also:
+            extra += f',"also_covered_by":{_json(also)}'
+        if reason is not None:
+            extra += f',"reason":{_json(reason)}'
+            extra += (f',"nearest":{_json({"grid": nearest, "distance_m": round(float(nearest_m), 3)})}'
+                      if nearest is not None and nearest_m is not None else ',"nearest":null')
+        return f',"version_id":{version or "null"},"staff":[{people}]{extra}}}'
+
+    def _extras(self, batch: LocateBatch, i: int) -> tuple[list[dict] | None, str | None, dict | None,
+                                                           float | None]:
+        """For answer `i` of a batch: the other grids covering it, and when it has no grid, why and the nearest."""
+        grids = self.index.levels["grid"]
+        also = [self.index.brief(grids.records[p]) for p in batch.also.get(i, ())] or None
+        if batch.match[i] != MATCH_NONE:
+            return also, None, None, None
+        near_pos = batch.nearest_pos[i] if batch.nearest_pos is not None else -1
+        near = grids.records[int(near_pos)] if near_pos >= 0 else None
+        near_m = float(batch.nearest_m[i]) if near is not None and batch.nearest_m is not None else None
+        brief = self.index.brief(near) if near is not None else None
+        return also, unanswered(brief, near_m, self.accuracy_m), brief, near_m
 
     def render(self, chunk: PointChunk, batch: LocateBatch | None, valid: np.ndarray) -> bytes:
         """Output for a chunk (UTF-8 bytes): every row in input order, errors in place."""
@@ -689,8 +733,20 @@ class BatchFormatter:
         whole[:] = texts
         tails = whole[codes].tolist()
         for i in np.flatnonzero(match == MATCH_NEAREST).tolist():
-            b, a = self._combos[keys[codes[i]]]
+            b, a, _, _ = self._combos[keys[codes[i]]]
             tails[i] = (tail_pre + b + repr(round(float(dist[i]), 3)) + a + "\n").encode()
+        if batch is not None and len(valid):
+            # Answers with more to say (in an overlap; no grid at all): rare, so one line each.
+            special = set(batch.also) | set(np.flatnonzero(batch.match == MATCH_NONE).tolist())
+            for j in sorted(special):
+                i = int(valid[j])
+                if i in chunk.errors:
+                    continue
+                b, _, version, people = self._combos[keys[codes[i]]]
+                d = dist[i]
+                d_text = fixed[match[i]] if match[i] != MATCH_NEAREST else repr(round(float(d), 3))
+                tails[i] = (tail_pre + b + d_text + self._after(version, people, *self._extras(batch, j))
+                            + "\n").encode()
         rows = chunk.rows
         numbers = number_texts(rows)
         if ids is None:
@@ -718,7 +774,7 @@ class BatchFormatter:
         part = self._combos.get(key)
         if part is None:
             part = self._combos[key] = self._combination(pos, match, full)
-        return part
+        return part[0], part[1]
 
     def error_line(self, row: int, msg: str) -> str:
         """A line reporting an error at `row` (no unit columns)."""
@@ -754,7 +810,8 @@ def locate_chunk(index: LocateIndex, chunk: PointChunk, coordsys: str,
     if chunk.errors:
         ok[list(chunk.errors)] = False
     valid = np.flatnonzero(ok)
-    batch = index.locate_many(lon[valid], lat[valid], accuracy_m) if len(valid) else None
+    # nearest_beyond: an unanswered point still names the nearest grid and how far it is, as a single answer does
+    batch = index.locate_many(lon[valid], lat[valid], accuracy_m, nearest_beyond=True) if len(valid) else None
     return chunk, batch, valid
 
 

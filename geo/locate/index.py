@@ -13,6 +13,10 @@ reference, and `geo.incidents.attribution`):
   measured in the UTM zone of the grid layer's centre; equal distances (within `TIE_M`) go to the smallest code.
 - A level left empty is filled up the chain: community from the grid, street from the community, compound from
   the building, so a worker standing on the road beside a grid still sees the whole chain.
+- Grids of real layers overlap (tens of m² between neighbours). A point inside an overlap still gets one grid by
+  the rule above, and ``also_covered_by`` names the other grids whose interior holds it (smallest code first); the
+  PostGIS reference answers the same with ``ST_Contains``.
+- Every answer carries its grid's boundary version (``version_id``, `LocateIndex.versions`), not the newest one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import geopandas as gpd
@@ -65,7 +69,7 @@ class LevelSpec:
 LEVEL_SPECS: tuple[LevelSpec, ...] = (
     LevelSpec("street", "streets", True, (), "code"),
     LevelSpec("community", "communities", True, ("street_id",), "code"),
-    LevelSpec("grid", "grids", True, ("kind", "dedicated_type", "community_id"), "code"),
+    LevelSpec("grid", "grids", True, ("kind", "dedicated_type", "community_id", "version_id"), "code"),
     LevelSpec("micro_grid", "micro_grids", True, ("grid_id",), "code"),
     LevelSpec("compound", "compounds", False, ("kind", "community_id"), "id"),
     LevelSpec("building", "buildings", False, ("compound_id", "community_id", "floors", "use"), "id"),
@@ -218,14 +222,19 @@ class NotInAnyGrid(DomainError):
     def for_answer(cls, found: dict, accuracy_m: float, **members: Any) -> NotInAnyGrid:
         """The error for an answer of `LocateIndex.locate` with no grid, naming the nearest grid when there is one."""
         nearest = found.get("nearest")
-        if nearest:
-            g = nearest["grid"]
-            detail = (f"no grid within {accuracy_m:g} m of this point; the nearest grid is {g['name']} "
-                      f"({g['code']}), {nearest['distance_m']:.1f} m away")
-        else:
-            detail = "no grid boundaries are in force at this date"
+        detail = unanswered(nearest["grid"] if nearest else None, nearest["distance_m"] if nearest else None,
+                            accuracy_m)
         return cls(detail, nearest_grid=nearest["grid"] if nearest else None,
                    distance_m=nearest["distance_m"] if nearest else None, accuracy_m=accuracy_m, **members)
+
+
+def unanswered(nearest: dict | None, distance_m: float | None, accuracy_m: float | None) -> str:
+    """Why a point has no grid, in the words of the single answer's 404 (`NotInAnyGrid`)."""
+    if nearest is None or distance_m is None:
+        return "no grid boundaries are in force at this date"
+    within = f"within {accuracy_m:g} m " if accuracy_m is not None else ""
+    return (f"no grid {within}of this point; the nearest grid is {nearest['name']} ({nearest['code']}), "
+            f"{distance_m:.1f} m away")
 
 
 @dataclass
@@ -238,6 +247,8 @@ class LocateBatch:
     # With `nearest_beyond`: the nearest grid at any distance for points with no grid (None when no point needs it).
     nearest_pos: np.ndarray | None = None
     nearest_m: np.ndarray | None = None
+    #: Point index → positions of the other grids whose interior holds it (points in an overlap only).
+    also: dict[int, list[int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.match)
@@ -247,11 +258,14 @@ class LocateIndex:
     """The in-memory index of one boundary set: every level's units, plus metric grid outlines for 'nearest'."""
 
     def __init__(self, frames: dict[str, gpd.GeoDataFrame], *, valid_from: dt.datetime | None = None,
-                 valid_until: dt.datetime | None = None, max_cells: int = DEFAULT_MAX_CELLS, label: str = ""):
+                 valid_until: dt.datetime | None = None, max_cells: int = DEFAULT_MAX_CELLS, label: str = "",
+                 versions: dict[int, dict] | None = None):
         t0 = time.perf_counter()
         self.valid_from = valid_from
         self.valid_until = valid_until
         self.label = label
+        #: The boundary versions the grids come from, by id ({id, label, valid_from}): the answers' versions.
+        self.versions: dict[int, dict] = versions or {}
         self.levels: dict[str, LevelIndex] = {s.key: LevelIndex(s, frames[s.key], max_cells) for s in LEVEL_SPECS}
         grid = self.levels["grid"]
         ref = grid if len(grid) else next((lv for lv in self.levels.values() if len(lv)), None)
@@ -275,11 +289,43 @@ class LocateIndex:
         self.community_of_grid = self._parents("grid", "community_id", "community")
         self.street_of_community = self._parents("community", "street_id", "street")
         self.compound_of_building = self._parents("building", "compound_id", "compound")
+        self.grid_overlaps = self._overlapping(grid)
         self._warm_up()
         _release_free_memory()
         self.build_seconds = time.perf_counter() - t0
 
     # -- construction helpers
+
+    @staticmethod
+    def _overlapping(level: LevelIndex) -> np.ndarray:
+        """Per unit of a level, whether its interior meets another's (an overlap, not a shared edge)."""
+        mask = np.zeros(len(level), dtype=bool)
+        if len(level) > 1:
+            i, j = level.tree.query(level.geoms, predicate="intersects")
+            keep = i < j
+            i, j = i[keep], j[keep]
+            inner = shapely.relate_pattern(level.geoms[i], level.geoms[j], "T********")
+            mask[i[inner]] = True
+            mask[j[inner]] = True
+        return mask
+
+    def _also_covering(self, grid: np.ndarray, match: np.ndarray, x: np.ndarray,
+                       y: np.ndarray) -> dict[int, list[int]]:
+        """For points whose grid overlaps another: the other grids whose interior holds them (in code order)."""
+        if not self.grid_overlaps.any():
+            return {}
+        inside = (match == MATCH_INSIDE) | (match == MATCH_BOUNDARY)
+        cand = np.flatnonzero(inside & self.grid_overlaps[np.maximum(grid, 0)] & (grid >= 0))
+        if not cand.size:
+            return {}
+        level = self.levels["grid"]
+        pi, gi = level.tree.query(shapely.points(x[cand], y[cand]))
+        pts = cand[pi]
+        ok = (gi != grid[pts]) & shapely.contains_xy(level.geoms[gi], x[pts], y[pts])
+        also: dict[int, list[int]] = {}
+        for p, g in sorted(zip(pts[ok].tolist(), gi[ok].tolist(), strict=True)):
+            also.setdefault(p, []).append(g)  # positions are in code order: sorted pairs keep it
+        return also
 
     def _parents(self, child: str, column: str, parent: str) -> np.ndarray:
         attrs = self.levels[child].attrs
@@ -316,6 +362,9 @@ class LocateIndex:
     @classmethod
     def from_db(cls, conn: Connection, ts: dt.datetime | None = None, **kw: Any) -> LocateIndex:
         """Build from the boundaries in force at `ts` (now when None) and all compounds and buildings."""
+        if "versions" not in kw:
+            kw["versions"] = {r["id"]: dict(r) for r in conn.execute(
+                text("SELECT id, label, valid_from FROM boundary_versions")).mappings()}
         return cls(read_frames(conn, ts), **kw)
 
     # -- queries
@@ -403,7 +452,8 @@ class LocateIndex:
         _fill_up(pos["community"], grid, self.community_of_grid)
         _fill_up(pos["street"], pos["community"], self.street_of_community)
         _fill_up(pos["compound"], pos["building"], self.compound_of_building)
-        return LocateBatch(pos, match, distance, nearest_pos, nearest_m)
+        also = self._also_covering(grid, match, x, y)
+        return LocateBatch(pos, match, distance, nearest_pos, nearest_m, also)
 
     def locate(self, lon: float, lat: float, accuracy_m: float | None = None) -> dict:
         """Locate one point (WGS-84): the chain of units, match, distance, and the nearest grid when none matched."""
@@ -422,7 +472,22 @@ class LocateIndex:
         if kind is None and near is not None and near_m is not None and near[i] >= 0:
             out["nearest"] = {"grid": self.levels["grid"].record(int(near[i])),
                               "distance_m": round(float(near_m[i]), 3)}
+        grids = self.levels["grid"]
+        out["also_covered_by"] = [self.brief(grids.records[p]) for p in batch.also.get(i, ())]
         return out
+
+    @staticmethod
+    def brief(record: dict) -> dict:
+        """A grid as `also_covered_by` names it: id, code, name and its boundary version."""
+        return {"id": record["id"], "code": record["code"], "name": record["name"],
+                "version_id": record.get("version_id")}
+
+    def version_of(self, record: dict | None) -> dict | None:
+        """The boundary version a unit's record comes from ({id, label, valid_from}), None when unknown."""
+        if not record or record.get("version_id") is None:
+            return None
+        found = self.versions.get(int(record["version_id"]))
+        return dict(found) if found else None
 
     def outlines(self, lon: float, lat: float, radius_m: float,
                  levels: Sequence[str] = ("grid", "micro_grid", "compound", "building"),

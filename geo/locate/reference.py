@@ -7,7 +7,8 @@ index against it (`compare_with_reference`), so both must follow the same rules:
   versioned level in force at ``ts`` covering ``p``, the smallest code (C collation) on a shared edge or vertex;
   compounds and buildings go to the smallest id;
 - the nearest grid within ``accuracy_m`` is measured in the index's UTM zone; equal distances (within `TIE_M`)
-  go to the smallest code, in the same collation.
+  go to the smallest code, in the same collation;
+- ``also_covered_by``: the other grids in force whose interior holds the point (``ST_Contains``), by code.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _reference_sql(unbounded: bool) -> str:
     r AS (
         SELECT p.o, street.id AS street_id, community.id AS community_id, grid.id AS grid_id, grid.on_edge,
                micro_grid.id AS micro_grid_id, compound.id AS compound_id, building.id AS building_id,
-               nr.id AS nearest_id, nr.d AS nearest_m, nf.id AS far_id, nf.d AS far_m
+               nr.id AS nearest_id, nr.d AS nearest_m, nf.id AS far_id, nf.d AS far_m, also.ids AS also_ids
         FROM p CROSS JOIN e
         {_owner_sql('street')}
         {_owner_sql('community')}
@@ -75,6 +76,8 @@ def _reference_sql(unbounded: bool) -> str:
           building ON TRUE
         {near}
         {far}
+        LEFT JOIN LATERAL (SELECT array_agg(u.id ORDER BY u.code COLLATE "C") AS ids FROM grids_at(e.ts) u
+                           WHERE grid.id IS NOT NULL AND u.id <> grid.id AND ST_Contains(u.geom, p.g)) also ON TRUE
     ),
     -- A level left empty is filled up the chain: community from the grid, street from the community.
     f AS (
@@ -87,7 +90,7 @@ def _reference_sql(unbounded: bool) -> str:
              AS street_id,
            f.community_any AS community_id, f.grid_id, f.on_edge, f.micro_grid_id,
            coalesce(f.compound_id, (SELECT b.compound_id FROM buildings b WHERE b.id = f.building_id)) AS compound_id,
-           f.building_id, f.nearest_id, f.nearest_m, f.far_id, f.far_m
+           f.building_id, f.nearest_id, f.nearest_m, f.far_id, f.far_m, coalesce(f.also_ids, '{{}}') AS also_ids
     FROM f ORDER BY f.o
     """
 
@@ -154,6 +157,7 @@ def locate_sql(conn: Connection, lon: float, lat: float, at: dt.datetime | None 
         out["match"], out["distance_m"] = None, None
     out["nearest_id"] = row["far_id"]
     out["nearest_m"] = None if row["far_m"] is None else float(row["far_m"])
+    out["also_covered_by"] = list(row["also_ids"])
     return out
 
 
@@ -200,6 +204,9 @@ def compare_with_reference(index: LocateIndex, conn: Connection, lon: np.ndarray
     both = np.isfinite(got.distance_m) & np.isfinite(d_ref)
     out["distance"] = int((np.abs(got.distance_m[both] - d_ref[both]) > 1e-3).sum()) + \
         int((np.isfinite(got.distance_m) != np.isfinite(d_ref)).sum())
+    grid_ids = index.levels["grid"].ids
+    mine_also = [[int(grid_ids[p]) for p in got.also.get(i, ())] for i in range(len(got))]
+    out["also_covered_by"] = int(sum(a != list(b) for a, b in zip(mine_also, ref["also_ids"], strict=True)))
     out["kinds"] = {k: int((names == k).sum()) for k in ("inside", "boundary", "nearest")}
     out["kinds"]["none"] = int((names == None).sum())  # noqa: E711
     return out
