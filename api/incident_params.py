@@ -3,13 +3,20 @@
 What a request's filters mean for the caller: reads see the caller's jurisdiction (`scope_of`), a filter naming a
 unit must overlap it (`check_filter_codes`), and a heatmap request becomes a `HeatmapQuery` (`HeatmapQueryDep`).
 A transition names the incident's revision in ``If-Match`` (`required_incident_revision`; ETag `incident_etag`).
+Class tables and incident files arrive as uploads, saved to a temporary file within the upload limit
+(`saved_upload`).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, UploadFile
 
 from api.auth import CurrentUser, ensure_covers
 from api.deps import SettingsDep
@@ -72,3 +79,32 @@ def heatmap_query(
 
 
 HeatmapQueryDep = Annotated[HeatmapQuery, Depends(heatmap_query)]
+
+
+_CHUNK = 1 << 20
+
+
+def upload_name(name: str | None) -> str:
+    """The upload's base name without control characters or folders (never a path to follow)."""
+    clean = "".join(ch for ch in (name or "") if ch.isprintable()).replace("\\", "/")
+    base = clean.rsplit("/", 1)[-1].strip()
+    return base if base not in ("", ".", "..") else "upload"
+
+
+@contextmanager
+def saved_upload(file: UploadFile, limit: int) -> Iterator[Path]:
+    """The upload copied to a temporary file (removed afterwards); 413 as soon as it passes `limit` bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="gridatlas-incidents-"))
+    try:
+        path = folder / upload_name(file.filename)
+        size = 0
+        with path.open("wb") as out:
+            while chunk := file.file.read(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise Problem(413, f"the file is larger than the upload limit of {limit:,} bytes",
+                                  type="too-large", max_upload_bytes=limit)
+                out.write(chunk)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

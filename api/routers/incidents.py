@@ -10,23 +10,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from api.auth import AuditDep, CurrentUser, scoped
+from api.auth import Admin, AuditDep, CurrentUser, Planner, scoped
 from api.deps import SessionDep, SettingsDep
 from api.incident_params import (
     HeatmapQueryDep,
     check_filter_codes,
     incident_etag,
     required_incident_revision,
+    saved_upload,
     scope_of,
+    upload_name,
 )
 from api.problems import problem_responses
 from api.schemas.incidents import (
     NO_NUL,
+    ClassTableReport,
     HeatmapAnswer,
     IncidentClass,
+    IncidentImportReport,
     IncidentIn,
     IncidentOut,
     IncidentPage,
@@ -38,6 +42,8 @@ from api.schemas.incidents import (
 from geo.access.users import Principal
 from geo.incidents import closed_loop as inc
 from geo.incidents import heatmap as hm
+from geo.incidents.classes import import_class_table
+from geo.incidents.importer import HistoryOptions, import_incident_history
 from geo.incidents.kpi import GROUPS, Grouping, KpiQuery, compute_kpis
 from geo.incidents.periods import month_to_date, parse_period
 
@@ -118,6 +124,83 @@ def _detail(session, incident_id: int, principal: Principal) -> dict:
 def incident_classes(principal: CurrentUser, session: SessionDep) -> list[dict]:
     """The class table (GB/T 30428.2 major classes and their minor classes) with per-class time limits."""
     return inc.incident_classes(session.connection())
+
+
+@router.post("/v1/incident-classes/import", status_code=201, response_model=ClassTableReport,
+             responses={200: {"description": "a dry run: the plan, nothing written", "model": ClassTableReport},
+                        **problem_responses(401, 403, 413, 422)})
+def import_classes(
+    principal: Admin,
+    session: SessionDep,
+    settings: SettingsDep,
+    audit: AuditDep,
+    response: Response,
+    file: Annotated[UploadFile, File(description="the class table: .csv (UTF-8 or GBK) or .xlsx; columns code, "
+                                                 "name, parent, time limit, department (中文表头 too)")],
+    dry_run: Annotated[bool, Form(description="show what would be added, changed and refused; write nothing")]
+    = False,
+    map: Annotated[str | None, Form(max_length=2000, pattern=NO_NUL,
+                                    description="column mapping, e.g. code=分类代码,name=分类名称")] = None,
+    encoding: Annotated[str | None, Form(max_length=40, pattern=NO_NUL,
+                                         description="the CSV's encoding (default: detected)")] = None,
+) -> dict:
+    """Import the city's own class table (事件分类表), all or nothing: 201 with what was added and changed, 200 for
+    a dry run, 422 ``class-table-refused`` (the plan in ``plan``) when any record is refused. Classes the file
+    does not name are kept."""
+    with saved_upload(file, settings.max_upload_bytes) as path:
+        plan = import_class_table(session.connection(), path, dry_run=dry_run, filename=upload_name(file.filename),
+                                  encoding=encoding, mapping=map)
+    out = plan.to_json()
+    audit("incident_classes.import" + (".dry_run" if dry_run else ""), "incident_classes", plan.source, None,
+          after={"counts": out["counts"], "added": [a["code"] for a in plan.added],
+                 "changed": {c["code"]: c["changes"] for c in plan.changed}})
+    if dry_run:
+        response.status_code = 200
+    return out
+
+
+@router.post("/v1/incidents/import", status_code=201, response_model=IncidentImportReport,
+             responses={200: {"description": "a dry run: the report, nothing written", "model": IncidentImportReport},
+                        **problem_responses(401, 403, 413, 422)})
+def import_incidents(
+    principal: Planner,
+    session: SessionDep,
+    settings: SettingsDep,
+    audit: AuditDep,
+    response: Response,
+    file: Annotated[UploadFile, File(description="incidents with their history: .csv (UTF-8 or GBK), .xlsx "
+                                                 "(经度/纬度 columns) or .geojson")],
+    dry_run: Annotated[bool, Form(description="map, check and attribute; write nothing")] = False,
+    category_map: Annotated[str | None, Form(max_length=20000, pattern=NO_NUL,
+                                             description="source category → class code, e.g. 违章搭建=F05")] = None,
+    state_map: Annotated[str | None, Form(max_length=5000, pattern=NO_NUL,
+                                          description="source state → state code, e.g. 已办结=closed")] = None,
+    map: Annotated[str | None, Form(max_length=2000, pattern=NO_NUL,
+                                    description="column mapping, e.g. category=问题分类")] = None,
+    crs: Annotated[str | None, Form(max_length=2000, pattern=NO_NUL,
+                                    description="the file's CRS: EPSG code, PROJ string, gcj02 or bd09")] = None,
+    encoding: Annotated[str | None, Form(max_length=40, pattern=NO_NUL)] = None,
+    source_layer: Annotated[str | None, Form(max_length=200, pattern=NO_NUL, description="sheet or layer")] = None,
+    skip_refused: Annotated[bool, Form(description="import the records that pass and list the others")] = False,
+) -> dict:
+    """Import incidents with their real report times, states and history, attributed to the boundaries in force at
+    their report times; all or nothing. 201 with true counts, 200 for a dry run (the category and state mapping
+    it would use), 422 ``incident-import-refused`` (the report in ``report``) when any record is refused and
+    `skip_refused` is not set. Incidents outside your jurisdiction are refused."""
+    options = HistoryOptions(category_map=category_map, state_map=state_map, mapping=map, crs=crs,
+                             encoding=encoding, source_layer=source_layer, filename=upload_name(file.filename),
+                             dry_run=dry_run, skip_refused=skip_refused, actor=principal.actor,
+                             jurisdiction=scope_of(principal))
+    with saved_upload(file, settings.max_upload_bytes) as path:
+        report = import_incident_history(session.connection(), path, options)
+    out = report.to_json()
+    juris = (report.codes[0] if len(report.codes) == 1 else scope_of(principal))
+    audit("incident.import" + (".dry_run" if dry_run else ""), "incidents", report.source, juris,
+          after={"counts": out["counts"], "by_state": out["by_state"], "period": out["period"],
+                 "category_mapping": {m["category"]: m["class_code"] for m in out["category_mapping"]}})
+    if dry_run:
+        response.status_code = 200
+    return out
 
 
 @router.get("/v1/incident-states", response_model=StateMachine, responses=problem_responses(401))

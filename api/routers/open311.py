@@ -3,11 +3,15 @@
 - services: the incident class table (GB/T 30428.2 major classes as `group`, every class a service).
 - requests: incidents; `status` is open/closed from the state table's `open311_status`, `status_notes` the Chinese
   state name; `agency_responsible` the department; `expected_datetime` the deadline; lat/long WGS-84.
-- POST requests creates an incident with source `open311` in state `collected`, attributed like any other.
+- POST requests creates an incident with source `open311` in state `collected`, attributed like any other. Its
+  `requested_datetime` is the report time when the API key is trusted (`gridatlas incidents trust-key`); any other
+  caller's request is recorded at the server's time, and `service_notice` says so.
 
-Every call needs an API key: Open311's `api_key` parameter (query or form) or the `X-API-Key` header, checked by
-the project's one authentication path. Reads are limited to the key owner's jurisdiction. Errors in the routes
-are Open311 error lists (`[{"code", "description"}]` / `<errors>`); a missing or bad key is a 401 problem+json.
+Discovery, the service list and service definitions are public, as Open311 clients expect (no key; only the
+class table's public fields). Requests need an API key: Open311's `api_key` parameter (query or form) or the
+`X-API-Key` header, checked by the project's one authentication path; reads are limited to the key owner's
+jurisdiction. Errors in the routes are Open311 error lists (`[{"code", "description"}]` / `<errors>`); a missing or
+bad key is a 401 problem+json.
 """
 
 from __future__ import annotations
@@ -23,9 +27,17 @@ from api.auth import AuditDep, CurrentUser
 from api.deps import SessionDep
 from api.incident_params import scope_of
 from api.problems import problem_responses
-from api.schemas.incidents import Open311Created, Open311Error, Open311Request, Open311Service
+from api.schemas.incidents import (
+    Open311Created,
+    Open311Definition,
+    Open311Discovery,
+    Open311Error,
+    Open311Request,
+    Open311Service,
+)
 from geo.errors import DomainError
 from geo.incidents import closed_loop as inc
+from geo.incidents.open311 import key_trusted
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 
@@ -33,6 +45,10 @@ Format = Literal["json", "xml"]
 #: GeoReport v2: without a date range, requests from the last 90 days; never more than 1000 in one answer.
 DEFAULT_DAYS = 90
 MAX_REQUESTS = 1000
+#: When this endpoint's behaviour last changed (the discovery document's changeset).
+CHANGESET = "2026-12-04T00:00:00Z"
+SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
+MEDIA = {"json": "application/json", "xml": "text/xml"}
 
 
 def _use_key(request: Request, api_key: str | None) -> None:
@@ -164,10 +180,62 @@ def _answers(success: int, *errors: int) -> dict[int | str, dict[str, Any]]:
     return {**out, **problem_responses(401, 422)}
 
 
-@router.get("/services.{format}", response_model=list[Open311Service], responses=_answers(200))
-def services(format: Format, _key: QueryKey, principal: CurrentUser, session: SessionDep) -> Response:
-    """GeoReport v2 service list: the incident class table."""
+def _public_answers(success: int, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI answers of a public Open311 route: XML besides JSON, Open311 error lists, 422 for a bad path."""
+    answers = _answers(success, *errors)
+    answers.pop(401, None)
+    return answers
+
+
+def _tree(tag: str, value: Any) -> ET.Element:
+    """A nested JSON value as XML: lists repeat the singular child (endpoints → endpoint, formats → format)."""
+    el = ET.Element(tag)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            el.append(_tree(k, v))
+    elif isinstance(value, list):
+        child = tag[:-1] if tag.endswith("s") else "item"
+        for v in value:
+            el.append(_tree(child, v))
+    elif value is not None:
+        el.text = _value(value)
+    return el
+
+
+def render_document(body: dict, fmt: str, root: str) -> Response:
+    """One nested Open311 document (discovery, a service definition) as JSON or XML."""
+    if fmt == "json":
+        return JSONResponse(body, media_type="application/json; charset=utf-8")
+    return Response(_xml(_tree(root, body)), media_type="text/xml; charset=utf-8")
+
+
+@router.get("/discovery.{format}", response_model=Open311Discovery, responses=_public_answers(200))
+def discovery(format: Format, request: Request) -> Response:
+    """GeoReport v2 service discovery (public): this endpoint, its formats, and how to get an API key."""
+    url = str(request.url_for("services", format="json")).rsplit("/", 1)[0] + "/"
+    return render_document({
+        "changeset": CHANGESET,
+        "contact": "the administrator of this GridAtlas deployment",
+        "key_service": "API keys are issued by an administrator (gridatlas keys create); report times are kept "
+                       "only for trusted keys (gridatlas incidents trust-key)",
+        "endpoints": [{"specification": SPECIFICATION, "url": url, "changeset": CHANGESET, "type": "production",
+                       "formats": list(MEDIA.values())}],
+    }, format, "discovery")
+
+
+@router.get("/services.{format}", response_model=list[Open311Service], responses=_public_answers(200))
+def services(format: Format, session: SessionDep) -> Response:
+    """GeoReport v2 service list (public): the incident class table, its public fields only."""
     return render(service_list(session.connection()), format, "services", "service")
+
+
+@router.get("/services/{service_code}.{format}", response_model=Open311Definition,
+            responses=_public_answers(200, 404))
+def service_definition(service_code: str, format: Format, session: SessionDep) -> Response:
+    """GeoReport v2 service definition (public): GridAtlas services ask for no extra attributes."""
+    if inc.incident_class(session.connection(), service_code) is None:
+        return error(format, 404, f"there is no service {service_code} (see services.{format})")
+    return render_document({"service_code": service_code, "attributes": []}, format, "service_definition")
 
 
 @router.get("/requests.{format}", response_model=list[Open311Request],
@@ -245,9 +313,12 @@ def post_request(
     phone: Annotated[str | None, Form()] = None,
     description: Annotated[str | None, Form()] = None,
     media_url: Annotated[str | None, Form()] = None,
+    requested_datetime: Annotated[str | None, Form(description="when it was reported (W3C datetime); kept for "
+                                                               "trusted API keys, else the server's time")] = None,
 ) -> Response:
     """GeoReport v2 POST: report a new incident at lat/long (WGS-84). Address-only requests are refused:
-    GridAtlas attributes by location and does not geocode."""
+    GridAtlas attributes by location and does not geocode. `requested_datetime` is the report time for a trusted
+    API key; for any other caller the server's time, and `service_notice` says so."""
     conn = session.connection()
     if not service_code or inc.incident_class(conn, service_code) is None:
         return error(format, 400, f"service_code {service_code!r} is not a service (see services.{format})")
@@ -257,16 +328,27 @@ def post_request(
         lat_f, lon_f = float(lat), float(long)
     except ValueError:
         return error(format, 400, "lat and long must be decimal degrees")
+    try:
+        requested = _w3c(requested_datetime, "requested_datetime")
+    except Open311Refusal as exc:
+        return error(format, exc.code, exc.description)
+    trusted = key_trusted(conn, principal.via)
+    notice = None
+    if requested is not None and not trusted:
+        notice = (f"requested_datetime {requested_datetime} not used: this API key is not trusted to set report "
+                  "times, so the request is recorded at the server's time")
     name = "".join(p for p in (last_name, first_name) if p) or None  # Chinese order: family name first
     fields = {"lon": lon_f, "lat": lat_f, "coordsys": "wgs84", "class_code": service_code, "source": "open311",
               "description": description, "reporter": name, "reporter_phone": phone, "reporter_email": email,
-              "address": address_string, "media_url": media_url}
+              "address": address_string, "media_url": media_url,
+              "reported_at": requested if trusted else None}
     try:
         row = inc.report_incident(session.connection(), principal, fields)
     except DomainError as exc:  # Open311 clients read its own error list, not problem+json
         return error(format, 403 if exc.kind == "forbidden" else 400, exc.message)
     audit("incident.create", "incident", row["id"], inc.unit_code(row),
           after={"via": "open311", "service_code": service_code, "lat": lat_f, "long": lon_f,
-                 "device_id": device_id, "account_id": account_id})
-    return render([{"service_request_id": str(row["id"]), "service_notice": None, "account_id": account_id}],
+                 "device_id": device_id, "account_id": account_id, "requested_datetime": requested_datetime,
+                 "reported_at": row["reported_at"], "requested_datetime_kept": bool(requested and trusted)})
+    return render([{"service_request_id": str(row["id"]), "service_notice": notice, "account_id": account_id}],
                   format, "service_requests", "request", status=201)

@@ -63,6 +63,148 @@ class IncidentClass(BaseModel):
     major_code: str | None
     major_name: str | None
     time_limit_hours: float
+    department: str | None = Field(None, description="处置部门: where the class's cases go by default")
+
+
+class ClassAdded(BaseModel):
+    """A class the import adds."""
+
+    code: str
+    name: str
+    major_code: str | None
+    time_limit_hours: float
+    department: str | None
+    record: int = Field(description="its record (row) in the file, from 1")
+
+
+class ClassChanged(BaseModel):
+    """A class the import changes: each changed field as [before, after]."""
+
+    code: str
+    record: int
+    changes: dict[str, list[Any]]
+
+
+class RecordRefused(BaseModel):
+    """A record of an imported file that cannot be written, and why."""
+
+    record: int = Field(description="its record (row) in the file, from 1")
+    code: str | None = None
+    external_id: str | None = None
+    kind: str | None = Field(None, description="bad-value, missing-value, unknown-category, unknown-state, "
+                                               "time-order, future, duplicate, no-location, not-a-point, "
+                                               "before-boundaries, outside-district, out-of-jurisdiction")
+    reason: str
+
+
+class ClassTableCounts(BaseModel):
+    """How many records the file holds and what the import does with them."""
+
+    records: int
+    added: int
+    changed: int
+    unchanged: int
+    kept: int = Field(description="classes in the table that the file does not name (kept as they are)")
+    refused: int
+
+
+class ClassTableReport(BaseModel):
+    """What importing a class table adds, changes, keeps and refuses (a dry run writes nothing)."""
+
+    source: str
+    format: str
+    encoding: str | None
+    columns_read: list[str] = Field(description="we read column X as Y")
+    ignored_columns: list[str]
+    records: int
+    added: list[ClassAdded]
+    changed: list[ClassChanged]
+    unchanged: int
+    kept: int
+    refused: list[RecordRefused]
+    notes: list[str]
+    counts: ClassTableCounts
+    dry_run: bool
+    committed: bool
+
+
+class CategoryMapped(BaseModel):
+    """A source category and the class it is mapped to (how: mapped by you, by code, by name)."""
+
+    category: str
+    class_code: str
+    class_name: str
+    how: Literal["mapped", "code", "name"]
+    records: int
+
+
+class CategoryUnknown(BaseModel):
+    """A source category no class matches: its records are refused unless it is mapped."""
+
+    category: str
+    records: int
+    reason: str
+
+
+class StateMapped(BaseModel):
+    """A source state word and the closed loop's state it is read as."""
+
+    state: str
+    to: str
+    name: str
+    records: int
+    how: Literal["mapped", "recognised"]
+
+
+class StateUnknown(BaseModel):
+    """A source state word that is no state of the closed loop (refused unless mapped)."""
+
+    state: str
+    records: int
+
+
+class HistoryCounts(BaseModel):
+    """True counts: records read, passing, written, already imported before, refused; events written."""
+
+    records: int
+    passing: int
+    imported: int
+    already_imported: int
+    refused: int
+    events: int
+    inferred_times: int = Field(description="steps of the loop without a time in the file (the next known time)")
+
+
+class HistoryPeriod(BaseModel):
+    """The report times of the incidents that pass."""
+
+    first: str | None
+    last: str | None
+
+
+class IncidentImportReport(BaseModel):
+    """What an incident import read, mapped, wrote, skipped and refused."""
+
+    source: str
+    format: str
+    encoding: str | None
+    crs: str
+    columns_read: list[str]
+    ignored_columns: list[str]
+    counts: HistoryCounts
+    category_mapping: list[CategoryMapped]
+    unknown_categories: list[CategoryUnknown]
+    state_mapping: list[StateMapped]
+    unknown_states: list[StateUnknown]
+    by_state: dict[str, int]
+    attribution: dict[str, int] = Field(description="grid, community_only, street_only: where the incidents "
+                                                    "fall by the boundaries in force at their report times; "
+                                                    "versions: how many boundary versions that took")
+    period: HistoryPeriod
+    problems: list[RecordRefused]
+    notes: list[str]
+    dry_run: bool
+    committed: bool
 
 
 class StateOut(BaseModel):
@@ -453,6 +595,44 @@ class Open311Request(BaseModel):
     lat: float | None
     long: float | None
     media_url: str | None
+
+
+class Open311Endpoint(BaseModel):
+    """A GeoReport v2 endpoint of the discovery document."""
+
+    specification: str
+    url: str
+    changeset: str
+    type: Literal["production", "test"]
+    formats: list[str]
+
+
+class Open311Discovery(BaseModel):
+    """GeoReport v2 service discovery: where the endpoint is, what it speaks, whom to ask for a key."""
+
+    changeset: str
+    contact: str
+    key_service: str
+    endpoints: list[Open311Endpoint]
+
+
+class Open311Attribute(BaseModel):
+    """An attribute of a service definition (GridAtlas services have none: metadata is false)."""
+
+    variable: bool
+    code: str
+    datatype: str
+    required: bool
+    datatype_description: str | None
+    order: int
+    description: str
+
+
+class Open311Definition(BaseModel):
+    """GeoReport v2 service definition: the extra attributes a service asks for."""
+
+    service_code: str
+    attributes: list[Open311Attribute]
 
 
 class Open311Created(BaseModel):

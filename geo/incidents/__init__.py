@@ -15,5 +15,10 @@
 - `hotspots`: Getis-Ord Gi* hot and cold spots (`getis_ord`, `HOTSPOT_LABELS`).
 - `heatmap`: hexagon counts per month, incidents per 1,000 households by grid, and their outputs
   (`build_heatmap` with `HeatmapQuery`, `compact`, `hex_geojson`, `grid_geojson`).
+- `classes`: a city's own class table from CSV/XLSX, planned (added / changed / refused) then written all or nothing
+  (`plan_class_table`, `import_class_table`).
+- `importer`: incidents with their history from CSV/XLSX/GeoJSON, categories and states mapped, attributed at their
+  report times, all or nothing (`import_incident_history` with `HistoryOptions`).
+- `open311`: which API keys may state Open311 report times (`key_trusted`, `set_key_trust`).
 - `errors`: what the domain refuses (`IncidentError` and its kinds, `IllegalTransition`, `IncidentNotFound`).
 """

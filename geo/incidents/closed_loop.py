@@ -45,6 +45,7 @@ SOURCES: dict[str, str] = {
     "video": "视频发现",
     "department": "部门上报",
     "open311": "Open311 接口",
+    "imported": "历史导入（来源不详）",
 }
 
 #: Transitions that need a parameter in the request.
@@ -183,11 +184,14 @@ def scope_sql(code: str | None, alias: str = "i", param: str = "scope_code") -> 
 
 
 def class_sql(class_code: str | None, alias: str = "i", param: str = "class_code") -> tuple[str, dict]:
-    """A condition keeping incidents of a class, a major class including its minor classes."""
+    """A condition keeping incidents of a class and every class below it (a city's table may have more than two
+    levels)."""
     if not class_code:
         return "TRUE", {}
     return (f"({alias}.class_code = :{param} OR {alias}.class_code IN "
-            f"(SELECT code FROM incident_classes WHERE major_code = :{param}))", {param: class_code})
+            f"(WITH RECURSIVE below(code) AS (SELECT code FROM incident_classes WHERE major_code = :{param} "
+            f"UNION SELECT c.code FROM incident_classes c JOIN below b ON c.major_code = b.code) "
+            f"SELECT code FROM below))", {param: class_code})
 
 
 def unit_and_class_filters(alias: str, class_code: str | None = None, **units: str | None) -> tuple[list[str], dict]:
@@ -214,9 +218,9 @@ def _now(conn: Connection) -> dt.datetime:
 
 
 def incident_class(conn: Connection, code: str) -> dict | None:
-    """A class row (code, name, major_code, major_name, time_limit_hours) or None."""
+    """A class row (code, name, major_code, major_name, time_limit_hours, department) or None."""
     row = conn.execute(
-        text("SELECT c.code, c.name, c.major_code, m.name AS major_name, c.time_limit_hours "
+        text("SELECT c.code, c.name, c.major_code, m.name AS major_name, c.time_limit_hours, c.department "
              "FROM incident_classes c LEFT JOIN incident_classes m ON m.code = c.major_code WHERE c.code = :c"),
         {"c": code},
     ).mappings().first()
@@ -226,7 +230,7 @@ def incident_class(conn: Connection, code: str) -> dict | None:
 def incident_classes(conn: Connection) -> list[dict]:
     """The class table, majors first then their minor classes, in code order."""
     rows = conn.execute(
-        text("SELECT c.code, c.name, c.major_code, m.name AS major_name, c.time_limit_hours "
+        text("SELECT c.code, c.name, c.major_code, m.name AS major_name, c.time_limit_hours, c.department "
              "FROM incident_classes c LEFT JOIN incident_classes m ON m.code = c.major_code "
              "ORDER BY coalesce(c.major_code, c.code), c.major_code NULLS FIRST, c.code")
     ).mappings().all()
@@ -389,10 +393,13 @@ def apply_transition(
     if t.action == "register":
         sets["registered_at"] = at
     elif t.action == "dispatch":
-        limit = conn.execute(text("SELECT time_limit_hours FROM incident_classes WHERE code = :c"),
-                             {"c": row["class_code"]}).scalar_one()
+        limit, class_department = conn.execute(
+            text("SELECT time_limit_hours, department FROM incident_classes WHERE code = :c"),
+            {"c": row["class_code"]}).one()
         due_at = at + dt.timedelta(hours=limit)
         sets.update(dispatched_at=at, time_limit_hours=limit, extended_hours=0.0, due_at=due_at)
+        # the class's own department (处置部门) when neither the dispatch nor the case names one
+        department = department or (None if row["department"] else class_department)
         if department:
             sets["department"] = department
         detail.update(time_limit_hours=limit, due_at=due_at.isoformat(), department=department or row["department"])
