@@ -2,12 +2,19 @@
 
 Each process is ``uvicorn --factory api.main:create_app`` on a free loopback port; all share one PostGIS (the
 project's local cluster, or ``DATABASE_URL``) and keep their locate index current through the database's change
-notifications. haproxy (Debian's) balances round-robin and health-checks ``/readyz``. Ctrl+C stops everything.
-Also imported by tests/test_multiprocess.py.
+notifications. haproxy (Debian's) balances round-robin, health-checks ``/readyz`` and sends ``X-Forwarded-For``
+(the processes trust it from 127.0.0.1 only). Ctrl+C stops everything. Also imported by tests and benchmarks.
+
+``--standby`` adds a hot standby of the local cluster (pg_basebackup + streaming replication, a second cluster
+beside ``var/pg``): the processes read tiles and OGC features from it (``GRIDATLAS_READ_DATABASE_URL``) and write
+through a multi-host URL that follows a promotion. The standby outlives the run (stopped, not deleted);
+``scripts/cluster standby up|status|failover|rejoin|remove`` manages it.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import signal
@@ -65,9 +72,10 @@ def haproxy_binary() -> str | None:
 
 def render_haproxy(front_port: int, api_ports: list[int]) -> str:
     """The haproxy configuration for `api_ports` behind `front_port` (deploy/haproxy.cfg.tmpl)."""
-    servers = "\n".join(f"    server api{i + 1} 127.0.0.1:{p} check inter 1s fall 2 rise 1"
+    servers = "\n".join(f"    server api{i + 1} 127.0.0.1:{p} check inter 1s fall 3 rise 1"
                         for i, p in enumerate(api_ports))
-    return string.Template(TEMPLATE.read_text()).substitute(FRONT_PORT=front_port, SERVERS=servers)
+    return string.Template(TEMPLATE.read_text()).substitute(FRONT_PORT=front_port, SERVERS=servers,
+                                                            ERRORFILE_503=TEMPLATE.with_name("503.http"))
 
 
 def start_haproxy(front_port: int, api_ports: list[int], workdir: Path) -> subprocess.Popen:
@@ -132,18 +140,118 @@ def prepare_database() -> dict[str, str]:
     return {"DATABASE_URL": service_url}
 
 
+def local_pair():
+    """(primary, standby) LocalClusters of this checkout: ``var/pg`` and its sibling ``var/pg-standby``."""
+    sys.path.insert(0, str(ROOT))
+    from geo.settings import get_settings
+    from geo.store import db, localdb
+
+    if get_settings().database_url:
+        raise SystemExit("the standby tooling manages the project's local cluster; DATABASE_URL points elsewhere")
+    primary = db.local_cluster()
+    return primary, localdb.LocalCluster(localdb.standby_root(primary.root))
+
+
+def standby_env() -> dict[str, str]:
+    """Start the hot standby of the local cluster; the API processes' environment: writes over the multi-host URL
+    (whichever cluster accepts writes), lag-tolerant reads on the standby."""
+    from geo.store import localdb
+
+    primary, standby = local_pair()
+    localdb.standby_up(primary, standby)
+    return {"DATABASE_URL": localdb.failover_url(primary, standby),
+            "GRIDATLAS_READ_DATABASE_URL": standby.service_url()}
+
+
+def pgbouncer_env(direct_url: str) -> dict[str, str]:
+    """Start PgBouncer (transaction mode) in front of the local primary; the API processes' environment: queries
+    through it, LISTEN on `direct_url` (the primary, or the multi-host URL with a standby). PgBouncer outlives
+    the run like the clusters (``scripts/cluster pgbouncer down`` stops it)."""
+    from geo.store import localdb
+
+    primary, _ = local_pair()
+    localdb.pgbouncer_up(primary)
+    return {"DATABASE_URL": localdb.pgbouncer_url(primary), "GRIDATLAS_DATABASE_TRANSACTION_POOLING": "1",
+            "GRIDATLAS_DIRECT_DATABASE_URL": direct_url}
+
+
+def pgbouncer_command(argv: list[str]) -> int:
+    """`scripts/cluster pgbouncer up|down`: PgBouncer in front of the local primary."""
+    from geo.store import localdb
+
+    ap = argparse.ArgumentParser(prog="scripts/cluster pgbouncer")
+    ap.add_argument("action", choices=["up", "down"])
+    primary, _ = local_pair()
+    if ap.parse_args(argv).action == "up":
+        print(f"PgBouncer on 127.0.0.1:{localdb.pgbouncer_up(primary)} (transaction mode)")
+    else:
+        print("stopped" if localdb.pgbouncer_down(primary) else "not running")
+    return 0
+
+
+def standby_command(argv: list[str]) -> int:
+    """`scripts/cluster standby up|status|failover|rejoin|remove`: the local cluster's hot standby."""
+    from geo.store import localdb
+
+    ap = argparse.ArgumentParser(prog="scripts/cluster standby")
+    ap.add_argument("action", choices=["up", "status", "failover", "rejoin", "remove"])
+    action = ap.parse_args(argv).action
+    primary, standby = local_pair()
+    if action == "up":
+        localdb.up(primary)
+        localdb.standby_up(primary, standby)
+    elif action == "failover":  # stop the primary, fence it, promote the standby (and re-point PgBouncer)
+        localdb.failover(primary, standby)
+        if localdb.pgbouncer_pid(primary):
+            localdb.pgbouncer_repoint(primary, standby)
+        print(f"promoted {standby.data}; {primary.data} is fenced (rejoin rebuilds it as a standby)")
+    elif action == "rejoin":
+        # the old primary follows the promoted standby; then a planned switch back (no write is lost: a stopping
+        # primary sends its standby everything up to its shutdown checkpoint) restores the usual layout, var/pg
+        # the primary and var/pg-standby its standby, which is what `gridatlas db up` and scripts/run expect
+        localdb.rejoin(primary, standby)
+        localdb.failover(standby, primary)
+        if localdb.pgbouncer_pid(primary):
+            localdb.pgbouncer_repoint(primary, primary)
+        localdb.rejoin(standby, primary)
+    elif action == "remove":
+        localdb.standby_remove(primary, standby)
+    info = {"primary": localdb.status(primary), "standby": localdb.status(standby),
+            "standby_is_replica": localdb.is_standby(standby)}
+    if localdb.is_running(primary) and not localdb.is_standby(primary):
+        info["replication"] = localdb.replication_status(primary.url("postgres"))
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
 def main(argv: list[str]) -> int:
-    n = int(argv[0]) if argv else 2
+    if argv and argv[0] == "standby":
+        return standby_command(argv[1:])
+    if argv and argv[0] == "pgbouncer":
+        return pgbouncer_command(argv[1:])
+    ap = argparse.ArgumentParser(prog="scripts/cluster", description="N API processes behind haproxy")
+    ap.add_argument("n", nargs="?", type=int, default=2, help="API processes (default 2)")
+    ap.add_argument("--standby", action="store_true", help="reads from a hot standby of the local cluster")
+    ap.add_argument("--pgbouncer", action="store_true",
+                    help="the processes reach the primary through PgBouncer (transaction mode)")
+    args = ap.parse_args(argv)
+    n = args.n
     # Ctrl+C, and a plain kill, stop the children too (even when started in the background, where SIGINT is
     # ignored by default).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     front = int(os.environ.get("GRIDATLAS_PORT", "8000"))
     env = prepare_database()
+    if args.standby:
+        env.update(standby_env())
+    if args.pgbouncer:
+        env.update(pgbouncer_env(env["DATABASE_URL"]))
+    # haproxy connects from loopback: its X-Forwarded-For is believed, nobody else's
+    env.setdefault("GRIDATLAS_TRUSTED_PROXIES", os.environ.get("GRIDATLAS_TRUSTED_PROXIES") or "127.0.0.1")
     workdir = Path(tempfile.mkdtemp(prefix="gridatlas-cluster-"))
     procs: list[subprocess.Popen] = []
     try:

@@ -171,3 +171,48 @@ def test_a_change_committed_elsewhere_reaches_every_process(shared_database, api
     if haproxy is None:
         pytest.skip("haproxy is not installed (apt-get install haproxy): the two processes were checked directly, "
                     "the balancer part was not")
+
+
+def test_haproxy_forwards_the_client_address_and_answers_503_with_retry_after(tmp_path):
+    """haproxy (deploy/haproxy.cfg.tmpl) sends X-Forwarded-For to the processes (which believe it only from
+    GRIDATLAS_TRUSTED_PROXIES, api/proxies.py); with no process ready it answers problem+json with Retry-After."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    if not cluster.haproxy_binary():
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = json.dumps({"xff": self.headers.get("X-Forwarded-For")}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=backend.serve_forever, daemon=True)
+    thread.start()
+    front = cluster.free_port()
+    haproxy = cluster.start_haproxy(front, [backend.server_address[1]], tmp_path)
+    try:
+        base = f"http://127.0.0.1:{front}"
+        cluster.wait_ready(f"{base}/readyz", timeout=30, proc=haproxy)
+        r = httpx.get(f"{base}/anything")
+        assert r.json()["xff"] == "127.0.0.1"
+        backend.shutdown()
+        backend.server_close()
+        deadline = time.monotonic() + 30
+        while (r := httpx.get(f"{base}/anything")).status_code != 503:
+            assert time.monotonic() < deadline, "haproxy kept routing to a stopped process"
+            time.sleep(0.2)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert int(r.headers["retry-after"]) > 0
+        assert r.json()["status"] == 503
+    finally:
+        cluster.stop([haproxy])
+        backend.server_close()

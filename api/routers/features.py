@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.auth import CurrentUser
-from api.deps import SessionDep, SettingsDep
+from api.deps import ReadSessionDep, SettingsDep
 from api.problems import problem_responses
 from api.schemas.features import (
     CollectionInfo,
@@ -137,7 +137,7 @@ def conformance(principal: CurrentUser, request: Request, f: Format = None):
 
 
 @router.get("/ogc/collections", response_model=Collections, responses=problem_responses(401))
-def collections(principal: CurrentUser, session: SessionDep, settings: SettingsDep, request: Request,
+def collections(principal: CurrentUser, session: ReadSessionDep, settings: SettingsDep, request: Request,
                 f: Format = None):
     """Every collection with its extent within your jurisdiction and the CRSs it is offered in."""
     base = _base(request)
@@ -152,7 +152,7 @@ def collections(principal: CurrentUser, session: SessionDep, settings: SettingsD
 
 
 @router.get("/ogc/collections/{collection_id}", response_model=CollectionInfo, responses=problem_responses(401, 404))
-def collection(principal: CurrentUser, session: SessionDep, settings: SettingsDep, request: Request,
+def collection(principal: CurrentUser, session: ReadSessionDep, settings: SettingsDep, request: Request,
                collection_id: CollectionId, f: Format = None):
     """One collection: title, extent within your jurisdiction, CRSs, links to its items."""
     c = get_collection(collection_id)
@@ -181,7 +181,7 @@ def _crs_headers(crs_uri: str) -> dict[str, str]:
             responses={200: {"content": _geojson_or_html("OgcFeatureCollection")}, **problem_responses(400, 401, 404)})
 def items(
     principal: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     settings: SettingsDep,
     request: Request,
     collection_id: CollectionId,
@@ -232,7 +232,7 @@ def items(
 
 @router.get("/ogc/collections/{collection_id}/items/{feature_id}", response_model=OgcFeature,
             responses={200: {"content": _geojson_or_html("OgcFeature")}, **problem_responses(400, 401, 404)})
-def item(principal: CurrentUser, session: SessionDep, settings: SettingsDep, request: Request,
+def item(principal: CurrentUser, session: ReadSessionDep, settings: SettingsDep, request: Request,
          collection_id: CollectionId, feature_id: Annotated[int, Path(ge=0, lt=2**63, description="the feature id")],
          f: Format = None,
          crs: Annotated[str | None, Query(description="CRS of the answer")] = None):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import EngineDep
+from api.deps import EngineDep, ReadEngineDep
 from api.problems import problem_responses
 from api.schemas.io import Health, Readiness
-from geo.store.db import readiness
+from geo.store.db import readiness, replica_status
 
 router = APIRouter(tags=["health"])
 
@@ -20,7 +20,9 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses=problem_responses(503))
-async def readyz(engine: EngineDep) -> Readiness:
+async def readyz(engine: EngineDep, read_engine: ReadEngineDep) -> Readiness:
     """The database is reachable, has PostGIS and its schema is at the code's migration head (503 otherwise)."""
     info = await run_in_threadpool(readiness, engine)  # DatabaseNotReady: 503 not-ready
+    if read_engine is not engine:  # the read replica's lag, or that reads fall back to the primary
+        info["replica"] = await run_in_threadpool(replica_status, read_engine)
     return Readiness(status="ready", **info)

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from api.auth import CurrentUser
-from api.deps import SessionDep, SettingsDep
+from api.deps import ReadSessionDep, SettingsDep
 from api.problems import problem_responses
 from geo.access.users import Principal
 from geo.features import tiles as ft
@@ -79,7 +79,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
                        304: {"description": "the tile the client holds (If-None-Match) is current"},
                        **problem_responses(400, 401, 404)})
 def vector_tile(
-    principal: CurrentUser, session: SessionDep, settings: SettingsDep, layer: Layer,
+    principal: CurrentUser, session: ReadSessionDep, settings: SettingsDep, layer: Layer,
     z: Annotated[int, Path(ge=0, le=ft.MAX_ZOOM)], x: Annotated[int, Path(ge=0)], y: Annotated[int, Path(ge=0)],
     at: At = None, datetime: Datetime = None,
     if_none_match: Annotated[str | None, Header()] = None,
@@ -103,7 +103,7 @@ def vector_tile(
 
 
 @router.get("/tiles/{layer}.json", response_model=TileJson, responses=problem_responses(400, 401, 404))
-def tile_json(principal: CurrentUser, session: SessionDep, settings: SettingsDep, request: Request, layer: Layer,
+def tile_json(principal: CurrentUser, session: ReadSessionDep, settings: SettingsDep, request: Request, layer: Layer,
               at: At = None) -> Any:
     """TileJSON 3.0 of a layer: the tile URL (keeping `at`), zooms, the bounds of your jurisdiction, attributes."""
     info = ft.tilejson(session.connection(), layer, _scope(principal), settings.timezone)

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from api.schemas.replica import ReplicaStatus
 from geo.io.exporter import MEDIA_TYPES
 
 
@@ -54,6 +55,8 @@ class ImportReportOut(BaseModel):
                                           "code, name and where they came from")
     checks_skipped: list[str] = Field(default_factory=list,
                                       description="checks that could not apply to this data, with the reason")
+    attributes_kept: list[str] = Field(default_factory=list, description="source columns no field takes "
+                                       "(所属社区, 网格全称, 面积 …), stored with each boundary and exported back")
     features_read: int
     features: int = Field(description="features after merging split pieces")
     imported: int
@@ -65,6 +68,11 @@ class ImportReportOut(BaseModel):
     boundaries_ended: int
     version_id: int | None = Field(description="the boundary version the boundaries were written to")
     valid_from: str | None
+    valid_from_source: str = Field("now", description="given, version, now, or earliest-incident (the day of the "
+                                                       "earliest incident in the new units' area no boundary covered)")
+    boundaries_before_existing: int = Field(0, description="boundary rows written as history, ending where their "
+                                                           "unit's existing later boundary begins")
+    incidents_attributed: int = Field(0, description="incidents in the imported area attributed again")
     dry_run: bool
     strict: bool
     committed: bool
@@ -88,6 +96,7 @@ class Readiness(BaseModel):
     postgres: str = Field(description="the server's version")
     postgis: str = Field(description="the PostGIS library version")
     migrations: list[str] = Field(description="the schema's Alembic revisions (the code's heads)")
+    replica: ReplicaStatus | None = Field(None, description="the read replica, when one is configured")
 
 
 def exported_layer_schemas() -> dict[str, dict[str, Any]]:

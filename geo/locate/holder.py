@@ -4,9 +4,12 @@ never sees a half-built index.
 
 `IndexHolder` hears of changes from the database itself (`ChangeListener`: ``LISTEN`` on the notifications the
 triggers of migration 0013 send at commit, whoever wrote), from `notify_boundaries_changed` in this process, and,
-as a last resort, from a cheap fingerprint poll. From the moment it hears until the new index is in, lookups wait
-for the rebuild instead of answering from boundaries that are no longer in force. It also keeps the staff
-directory (`geo.locate.directory`).
+as a last resort, from a cheap fingerprint poll. From the moment it hears until the new index is in, a lookup waits
+for the rebuild until `STALE_WAIT_SECONDS` after the change (settings `locate_stale_wait_s`; a small district's
+rebuild is done by then, so a reader sees the write), then answers from the previous index: no request is held for
+the seconds a large district's rebuild takes, and every answer names the boundary version of the grid that answered
+it (`LocateIndex.version_of`), so an answer from the previous index says so. It also keeps the staff directory
+(`geo.locate.directory`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from geo.locate.index import BOUNDARY_TABLES, LocateIndex
 from geo.locate.raster import DEFAULT_MAX_CELLS
 
 log = logging.getLogger("gridatlas.locate")
+
+#: How long a lookup waits for a rebuild under way before it answers from the previous index (seconds).
+STALE_WAIT_SECONDS = 2.0
+#: How long the writer's own notification (`notify_boundaries_changed`) waits for the rebuild it caused.
+WRITER_WAIT_SECONDS = 60.0
 
 def change_points(conn: Connection) -> list[dt.datetime]:
     """Every instant at which some boundary starts or ends, ascending: between two of them the set is constant."""
@@ -95,8 +103,11 @@ class IndexHolder:
 
     def __init__(self, connect: Connector, *, cache_size: int = 4, poll_seconds: float | None = 30.0,
                  staff_ttl_seconds: float = 60.0, max_cells: int = DEFAULT_MAX_CELLS,
-                 listen: ListenConnector | None = None):
+                 listen: ListenConnector | None = None, stale_wait_seconds: float = STALE_WAIT_SECONDS):
         self._connect = connect
+        self.stale_wait_seconds = stale_wait_seconds
+        # When the latest change was heard: lookups wait for its rebuild until stale_wait_seconds after it, not more.
+        self._changed_at = -math.inf
         self._listen = listen
         self._listener: ChangeListener | None = None
         # Bumped by every change notification; a snapshot built from an older generation may be out of date.
@@ -127,7 +138,9 @@ class IndexHolder:
         if engine.dialect.name == "postgresql" and "listen" not in kw:
             import psycopg
 
-            plain = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            from geo.store.db import listen_url
+
+            plain = listen_url(engine)  # the server itself when the engine goes through PgBouncer
             kw["listen"] = lambda: psycopg.connect(plain, autocommit=True, connect_timeout=5)
         return cls(lambda: engine.connect().execution_options(isolation_level="REPEATABLE READ"), **kw)
 
@@ -162,10 +175,15 @@ class IndexHolder:
         """Whether an index is built (requests will not wait for a first build)."""
         return self._state is not None
 
+    def _stale_wait(self) -> float:
+        """Seconds a lookup may still wait for the rebuild under way (0 once the change is that old)."""
+        return max(0.0, self._changed_at + self.stale_wait_seconds - time.monotonic())
+
     def peek(self) -> LocateIndex | None:
-        """The current index when it is built and still in force (no waiting, no database), else None."""
+        """The current index when it is built and still in force, or stale but past its wait (no waiting, no
+        database), else None."""
         state = self._state
-        if state is None or state.generation != self._generation:
+        if state is None or (state.generation != self._generation and self._stale_wait() > 0):
             return None
         until = state.index.valid_until
         if until is not None and dt.datetime.now(dt.UTC) >= until:
@@ -191,14 +209,21 @@ class IndexHolder:
         state = self._state
         return (state is not None and state.generation >= generation) or self._refresh_thread is None
 
+    @property
+    def stale(self) -> bool:
+        """Whether boundaries changed since the index in service was built (a rebuild is under way)."""
+        state = self._state
+        return state is not None and state.generation != self._generation
+
     def _index_for(self, ts: dt.datetime | None) -> LocateIndex:
         state = self._state_now()
         if state.generation != self._generation:
-            # Boundaries changed since this snapshot: answering from it could name a grid that no longer owns the
-            # place, so wait for the rebuild already under way (a failed rebuild leaves the old one in service).
+            # Boundaries changed since this snapshot: give the rebuild under way a moment (a small district's is done
+            # by then), then answer from the previous index rather than hold the request for seconds; its answers
+            # carry their grids' versions (a failed rebuild leaves the old one in service).
             with self._cond:
                 generation = self._generation
-                self._cond.wait_for(lambda: self._rebuilt_since(generation))
+                self._cond.wait_for(lambda: self._rebuilt_since(generation), self._stale_wait())
             state = self._state_now()
         self._maybe_poll()
         now = dt.datetime.now(dt.UTC)
@@ -206,8 +231,14 @@ class IndexHolder:
         if key == state.key:
             return state.index
         if ts is None:
-            # A version dated in the future has come into force since the last build: rebuild before answering.
-            self.refresh(wait=True)
+            # A version dated in the future has come into force since the last build: rebuild (once), and wait for
+            # it as after a change heard.
+            with self._cond:
+                if self._refresh_thread is None:
+                    self._changed_at = time.monotonic()
+                    self._request_locked()
+                ticket = self._requested
+                self._cond.wait_for(lambda: self._completed >= ticket, self._stale_wait())
             return self._state_now().index
         return self._past_index(state, key, ts)
 
@@ -246,12 +277,13 @@ class IndexHolder:
 
     # -- refreshing
 
-    def refresh(self, wait: bool = False) -> None:
-        """Rebuild the current index in a background thread and swap it in when complete; `wait` blocks until then."""
+    def refresh(self, wait: bool = False, timeout: float | None = None) -> None:
+        """Rebuild the current index in a background thread and swap it in when complete; `wait` blocks until then
+        (at most `timeout` seconds when given)."""
         with self._cond:
             ticket = self._request_locked()
             if wait:
-                self._cond.wait_for(lambda: self._completed >= ticket)
+                self._cond.wait_for(lambda: self._completed >= ticket, timeout)
 
     def _request_locked(self) -> int:
         self._requested += 1
@@ -328,10 +360,18 @@ class IndexHolder:
 
     # -- change notifications
 
+    def wait_rebuilt(self, timeout: float | None = None) -> bool:
+        """Wait (at most `timeout` seconds) until the index in service was built after every change heard so far;
+        whether it was."""
+        with self._cond:
+            generation = self._generation
+            return self._cond.wait_for(lambda: self._rebuilt_since(generation), timeout)
+
     def boundaries_changed(self) -> None:
         """Boundaries (or compounds, buildings) changed and are committed: stop answering from the old snapshot."""
         with self._cond:  # one step, so a reader never sees the new generation with no rebuild under way
             self._generation += 1
+            self._changed_at = time.monotonic()
             self._request_locked()
 
     def _start_listening(self) -> None:
@@ -346,18 +386,23 @@ class IndexHolder:
             self._listener = None
 
 
-def notify_boundaries_changed(since: float | None = None) -> None:
-    """Tell every index holder in this process that boundaries changed (call after the commit): each rebuilds in the
-    background and, until it has, answers only after waiting for the rebuild.
+def notify_boundaries_changed(since: float | None = None, wait_seconds: float | None = WRITER_WAIT_SECONDS) -> None:
+    """Tell every index holder in this process that boundaries changed (call after the commit), and wait (at most
+    `wait_seconds`) until each has rebuilt: the writer (a publish's background task) pays for the rebuild, so the
+    process's next lookup reads the write, while lookups meanwhile answer from the previous index.
 
     `since` is a `time.monotonic()` taken before the commit: a holder whose listener has heard the database's
     notification since then already knows (so no second rebuild); one that has not within a moment is told here.
     """
-    for holder in list(_HOLDERS):
+    holders = list(_HOLDERS)
+    for holder in holders:
         listener = holder._listener
         if since is not None and listener is not None and listener.heard_since(since, timeout=2.0):
             continue
         holder.boundaries_changed()
+    if wait_seconds:
+        for holder in holders:
+            holder.wait_rebuilt(wait_seconds)
 
 
 CHANGE_CHANNEL = "gridatlas_changes"  # sent by the triggers of migration 0013

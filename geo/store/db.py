@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -85,14 +87,40 @@ def service_url_for(admin_url: str, settings: Settings | None = None) -> str:
     return local_cluster(settings).service_url(database)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with a modest pool (the machine has two cores)."""
-    return create_engine(normalise_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True)
+def make_engine(url: str, *, pooled: bool = False, direct_url: str | None = None) -> Engine:
+    """An engine with a modest pool (the machine has two cores). `pooled`: `url` goes through a transaction-mode
+    pooler (PgBouncer), which gives each transaction whichever server connection is free, so psycopg must not
+    prepare statements on the server (``prepare_threshold=None``); `direct_url` then names the server itself, for
+    what needs one session throughout (LISTEN, see `listen_url`)."""
+    connect_args: dict = {"prepare_threshold": None} if pooled else {}
+    engine = create_engine(normalise_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True,
+                           connect_args=connect_args)
+    if direct_url:
+        _DIRECT_URLS[engine] = normalise_url(direct_url)
+    return engine
+
+
+#: Engines behind a transaction pooler → the URL of the server itself.
+_DIRECT_URLS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def listen_url(engine: Engine) -> str:
+    """The libpq URL a LISTEN connection for `engine` uses: the server itself when `engine` goes through a
+    transaction-mode pooler (it hands the server connection to another client after each transaction, and the
+    notifications with it), else the engine's own URL."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(_DIRECT_URLS[engine]) if engine in _DIRECT_URLS else engine.url
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @lru_cache
 def get_engine() -> Engine:
-    """The process-wide engine for the configured database."""
+    """The process-wide engine for the configured database (through PgBouncer when
+    `GRIDATLAS_DATABASE_TRANSACTION_POOLING`; LISTEN then on `GRIDATLAS_DIRECT_DATABASE_URL`)."""
+    settings = get_settings()
+    if settings.database_transaction_pooling:
+        return make_engine(database_url(), pooled=True, direct_url=settings.direct_database_url)
     return make_engine(database_url())
 
 
@@ -221,3 +249,87 @@ def readiness(engine: Engine) -> dict:
     if heads != current:
         raise DatabaseNotReady(f"migrations not at head: database at {sorted(current)}, code at {sorted(heads)}")
     return {"postgres": pg, "postgis": postgis, "migrations": sorted(current)}
+
+
+# --- Reads from a hot standby (只读副本) ----------------------------------------------------------------------
+
+#: How long one measurement of a replica's lag (or of its being unreachable) stands for every read request.
+LAG_CACHE_S = 1.0
+#: `application_name` of the read engine's connections (visible in the standby's pg_stat_activity).
+READ_APPLICATION_NAME = "gridatlas-read"
+
+
+def read_database_url(settings: Settings | None = None) -> str | None:
+    """The hot standby's URL (`GRIDATLAS_READ_DATABASE_URL`), or None: reads then go to the primary."""
+    url = (settings or get_settings()).read_database_url
+    return normalise_url(url) if url else None
+
+
+def make_read_engine(url: str) -> Engine:
+    """An engine on a hot standby: the same pool as `make_engine`, its sessions named in pg_stat_activity."""
+    return create_engine(normalise_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True,
+                         connect_args={"application_name": READ_APPLICATION_NAME, "connect_timeout": 5})
+
+
+@lru_cache
+def get_read_engine() -> Engine:
+    """The process-wide engine for reads that tolerate lag: the standby's, else the primary's (`get_engine`)."""
+    url = read_database_url()
+    return make_read_engine(url) if url else get_engine()
+
+
+#: The lag of the server a connection is on: NULL on a primary; 0 on a standby that has replayed all it received;
+#: otherwise the age of the last transaction it replayed.
+REPLICA_LAG_SQL = text(
+    "SELECT pg_is_in_recovery() AS in_recovery, CASE WHEN NOT pg_is_in_recovery() THEN NULL "
+    "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0 "
+    "ELSE coalesce(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float, 0.0) END AS lag_s"
+)
+
+
+def replica_lag(conn) -> float | None:
+    """Seconds the server behind `conn` lags its primary (None when it is a primary itself, e.g. promoted)."""
+    row = conn.execute(REPLICA_LAG_SQL).one()
+    return None if not row.in_recovery else max(0.0, float(row.lag_s))
+
+
+class _ReadChoice:
+    """The last measurement for one replica engine: when, the lag, and whether it answered at all."""
+
+    def __init__(self) -> None:
+        self.at = float("-inf")
+        self.ok = False
+        self.lag_s: float | None = None
+
+
+_read_choices: weakref.WeakKeyDictionary[Engine, _ReadChoice] = weakref.WeakKeyDictionary()
+
+
+def choose_read_engine(primary: Engine, replica: Engine) -> tuple[Engine, float | None]:
+    """The engine a lag-tolerant read should use, and the replica's lag in seconds (None when reading from the
+    primary). An unreachable replica sends reads to the primary instead of failing them; both answers stand for
+    `LAG_CACHE_S`, so a busy process measures once a second, not once a request."""
+    if replica is primary:
+        return primary, None
+    choice = _read_choices.setdefault(replica, _ReadChoice())
+    now = time.monotonic()
+    if now - choice.at > LAG_CACHE_S:
+        try:
+            with replica.connect() as conn:
+                choice.lag_s = replica_lag(conn)
+            choice.ok = True
+        except Exception:  # any driver error: the standby is down or unreachable
+            choice.ok, choice.lag_s = False, None
+        choice.at = now
+    return (replica, choice.lag_s) if choice.ok else (primary, None)
+
+
+def replica_status(replica: Engine) -> dict:
+    """What /readyz says of the read replica: reachable, still a standby, its lag (never raises)."""
+    try:
+        with replica.connect() as conn:
+            lag = replica_lag(conn)
+        return {"reachable": True, "standby": lag is not None, "lag_s": lag}
+    except Exception as exc:  # unreachable: reads go to the primary meanwhile
+        return {"reachable": False, "standby": None, "lag_s": None,
+                "error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}

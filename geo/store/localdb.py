@@ -239,12 +239,20 @@ def init(cluster: LocalCluster) -> None:
             f"unix_socket_directories = '{cluster.socket_dir}'\n"
             "shared_buffers = 512MB\nwork_mem = 64MB\nmaintenance_work_mem = 256MB\n"
             "max_connections = 100\n"
+            # Incidents are partitioned by month (0022): a query over years locks every partition and its indexes,
+            # and the default of 64 per transaction ran out of shared memory under parallel runs.
+            "max_locks_per_transaction = 256\n"
         )
 
 
 def up(cluster: LocalCluster) -> str:
     """Start the cluster (idempotent), create the database with PostGIS, and return its URL."""
     ensure_installed()
+    fenced = cluster.root / SUPERSEDED
+    if fenced.exists():
+        raise LocalDBError(f"{cluster.data} was replaced by its promoted standby ({fenced.read_text().strip()}); "
+                           "starting it would split the data in two. Rebuild it as the new primary's standby "
+                           "(scripts/cluster standby rejoin), or delete that file if you know better")
     init(cluster)
     if not is_running(cluster):
         _clear_stale_pid(cluster)
@@ -348,3 +356,308 @@ def status(cluster: LocalCluster) -> dict:
     if initialised:
         info["url"] = cluster.url().replace(cluster.credentials()["password"], "***")
     return info
+
+
+# --- Hot standby (流复制热备): a second local cluster streaming from the managed one --------------------------
+
+#: The role the standby streams WAL as (REPLICATION LOGIN, nothing else).
+REPLICATION_ROLE = "gridatlas_replication"
+#: A standby's settings beside the primary's copied postgresql.conf: its own socket folder, a smaller cache, and
+#: feedback so long tile/feature reads are not cancelled by the primary's vacuum.
+STANDBY_CONF = "hot_standby = on\nhot_standby_feedback = on\nshared_buffers = 256MB\n"
+
+
+#: A file in a cluster's root naming the standby promoted in its place: `up` then refuses to start it.
+SUPERSEDED = "superseded"
+
+
+def standby_root(primary_root: Path) -> Path:
+    """Where the standby of the cluster at `primary_root` lives: a sibling folder (``pg`` → ``pg-standby``)."""
+    return primary_root.with_name(primary_root.name + "-standby")
+
+
+def slot_name(standby: LocalCluster) -> str:
+    """The primary's replication slot for `standby` (it keeps the WAL the standby has not received yet)."""
+    return "gridatlas_standby_" + hashlib.sha256(str(standby.root.resolve()).encode()).hexdigest()[:10]
+
+
+def is_standby(cluster: LocalCluster) -> bool:
+    """Whether the cluster's data directory is a standby's (``standby.signal``; gone once promoted)."""
+    return (cluster.data / "standby.signal").exists()
+
+
+def _replication_password(primary: LocalCluster) -> str:
+    creds = primary.credentials()
+    if "replication_password" not in creds:
+        creds["replication_password"] = secrets.token_urlsafe(24)
+        primary.credentials_file.write_text(json.dumps(creds))
+        primary.credentials_file.chmod(0o600)
+    return creds["replication_password"]
+
+
+def ensure_replication_role(superuser_url: str, password: str) -> None:
+    """Create (or re-password) the login role the standby streams as: REPLICATION, no other right."""
+    from psycopg import sql
+
+    with connect(superuser_url) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (REPLICATION_ROLE,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(sql.SQL(verb + " ROLE {} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}")
+                     .format(sql.Identifier(REPLICATION_ROLE), sql.Literal(password)))
+
+
+def _drop_slot(primary: LocalCluster, slot: str) -> None:
+    with connect(primary.url("postgres"), timeout_s=5) as conn:
+        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                     "WHERE slot_name = %s AND NOT active", (slot,))
+
+
+def _start(cluster: LocalCluster) -> None:
+    _clear_stale_pid(cluster)
+    creds = cluster.credentials()
+    if port_in_use(creds["port"]):
+        creds["port"] = free_port()
+        cluster.credentials_file.write_text(json.dumps(creds))
+    r = _as_owner([str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "120", "-D", str(cluster.data),
+                   "-l", str(cluster.log), "-o", f"-p {creds['port']} -k {cluster.socket_dir}"])
+    if r.returncode != 0:
+        tail = cluster.log.read_text()[-2000:] if cluster.log.exists() else ""
+        raise LocalDBError(f"PostgreSQL did not start:\n{r.stdout}{r.stderr}\n{tail}")
+
+
+def standby_up(primary: LocalCluster, standby: LocalCluster) -> str:
+    """Start `standby` as a hot standby of the running `primary` (idempotent); the standby's superuser URL.
+
+    The first time, ``pg_basebackup`` copies the primary over a replication connection, creates the primary's
+    replication slot for it and writes ``standby.signal`` + ``primary_conninfo`` (``-R``): the copy then streams
+    the primary's WAL and answers read-only queries (hot standby). Roles and passwords are the primary's (it is a
+    physical copy), so the same credentials work on both; only the port differs."""
+    ensure_installed()
+    if not is_running(primary):
+        raise LocalDBError(f"the primary cluster at {primary.data} is not running (gridatlas db up)")
+    if not (standby.data / "PG_VERSION").exists():
+        password = _replication_password(primary)
+        ensure_replication_role(primary.url("postgres"), password)
+        p = primary.credentials()
+        if standby.data.exists():
+            shutil.rmtree(standby.data)  # a half-made copy from an interrupted basebackup
+        standby.root.mkdir(parents=True, exist_ok=True)
+        standby.socket_dir.mkdir(exist_ok=True)
+        # a rebuilt standby keeps its port: the services' multi-host URLs name it
+        port = json.loads(standby.credentials_file.read_text())["port"] if standby.credentials_file.exists() \
+            else free_port()
+        standby.credentials_file.write_text(json.dumps({
+            "port": port, "password": p["password"], "service_password": p["service_password"],
+            "primary_port": p["port"]}))
+        standby.credentials_file.chmod(0o600)
+        _chown_tree(standby.root)
+        standby.root.chmod(0o700)
+        slot = slot_name(standby)
+        _drop_slot(primary, slot)  # left by a standby that was deleted without `standby_remove`
+        r = _as_owner([str(PG_BIN / "pg_basebackup"), "-D", str(standby.data), "-h", "127.0.0.1",
+                       "-p", str(p["port"]), "-U", REPLICATION_ROLE, "-X", "stream", "-C", "-S", slot, "-R",
+                       "-c", "fast", "--no-password"],
+                      env={**os.environ, "PGPASSWORD": password})
+        if r.returncode != 0:
+            shutil.rmtree(standby.data, ignore_errors=True)
+            raise LocalDBError(f"pg_basebackup failed:\n{r.stdout}{r.stderr}")
+        with (standby.data / "postgresql.conf").open("a") as f:
+            f.write(f"\n# hot standby of {primary.data}\nunix_socket_directories = '{standby.socket_dir}'\n"
+                    + STANDBY_CONF)
+    if not is_running(standby):
+        _start(standby)
+    wait_streaming(primary, standby)
+    return standby.url()
+
+
+def wait_streaming(primary: LocalCluster, standby: LocalCluster, timeout_s: float = 60.0) -> None:
+    """Wait until the primary streams WAL to `standby` through its slot (state ``streaming``, not ``catchup``)."""
+    deadline = time.monotonic() + timeout_s
+    with connect(primary.url("postgres"), timeout_s=10) as conn:
+        while True:
+            row = conn.execute("SELECT r.state FROM pg_replication_slots s JOIN pg_stat_replication r "
+                               "ON r.pid = s.active_pid WHERE s.slot_name = %s", (slot_name(standby),)).fetchone()
+            if row and row[0] == "streaming":
+                return
+            if time.monotonic() > deadline:
+                raise LocalDBError(f"{standby.data} is not streaming from {primary.data} after {timeout_s:.0f} s "
+                                   f"(state {row[0] if row else 'not connected'}; see {standby.log})")
+            time.sleep(0.1)
+
+
+def promote(standby: LocalCluster) -> bool:
+    """Promote the standby to a primary (``pg_ctl promote``, waits until it accepts writes); False when it was
+    not a standby. The old primary must stay stopped: it no longer receives the new primary's writes."""
+    if not is_standby(standby):
+        return False
+    r = _as_owner([str(PG_BIN / "pg_ctl"), "promote", "-w", "-t", "60", "-D", str(standby.data)])
+    if r.returncode != 0:
+        raise LocalDBError(f"pg_ctl promote failed: {r.stdout}{r.stderr}")
+    return True
+
+
+def standby_remove(primary: LocalCluster, standby: LocalCluster) -> None:
+    """Stop the standby, delete its folder and drop its slot on the primary (else the primary keeps WAL forever)."""
+    down(standby)
+    shutil.rmtree(standby.root, ignore_errors=True)
+    if is_running(primary):
+        _drop_slot(primary, slot_name(standby))
+
+
+def replication_status(primary_superuser_url: str) -> list[dict]:
+    """The primary's view of its standbys (pg_stat_replication): state and lag per standby."""
+    with connect(primary_superuser_url, timeout_s=5) as conn:
+        cur = conn.execute(
+            "SELECT application_name, host(client_addr) AS client_addr, state, sync_state, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS replay_lag_bytes, "
+            "extract(epoch FROM replay_lag)::float AS replay_lag_s FROM pg_stat_replication")
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def fence(old_primary: LocalCluster, new_primary: LocalCluster) -> None:
+    """Mark the old primary as replaced (after a failover): `up` refuses to start it, so two primaries never
+    accept writes at once (libpq's multi-host URL would connect to whichever answers first)."""
+    old_primary.root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    (old_primary.root / SUPERSEDED).write_text(f"{new_primary.data} promoted at {stamp}\n")
+
+
+def failover(primary: LocalCluster, standby: LocalCluster) -> None:
+    """Planned or forced failover: stop the primary if it still runs, fence it, promote the standby."""
+    if is_running(primary):
+        down(primary)
+    fence(primary, standby)
+    if not promote(standby):
+        raise LocalDBError(f"{standby.data} is not a standby (already promoted?)")
+
+
+def rejoin(old_primary: LocalCluster, new_primary: LocalCluster) -> str:
+    """Rebuild the fenced old primary as a hot standby of the promoted one (a fresh pg_basebackup: its own WAL
+    after the failover point is discarded); its URL. The two clusters have then swapped roles."""
+    if not (old_primary.root / SUPERSEDED).exists():
+        raise LocalDBError(f"{old_primary.data} was not replaced by a failover; nothing to rejoin")
+    down(old_primary)
+    shutil.rmtree(old_primary.data, ignore_errors=True)
+    url = standby_up(new_primary, old_primary)
+    (old_primary.root / SUPERSEDED).unlink()
+    return url
+
+
+def failover_url(primary: LocalCluster, standby: LocalCluster, database: str = DB_NAME) -> str:
+    """The service's URL over both clusters (libpq multi-host, ``target_session_attrs=read-write``): every new
+    connection goes to whichever of the two accepts writes, so after a promotion the service reconnects to the
+    new primary by itself (503 with Retry-After in between, never a restart)."""
+    c, s = primary.credentials(), standby.credentials()
+    return (f"postgresql+psycopg://{SERVICE_ROLE}:{c['service_password']}@/{database}"
+            f"?host=127.0.0.1,127.0.0.1&port={c['port']},{s['port']}&target_session_attrs=read-write"
+            "&connect_timeout=5")
+
+
+# --- PgBouncer (连接池) in transaction mode in front of the managed cluster --------------------------------------
+
+PGBOUNCER = Path("/usr/sbin/pgbouncer")
+#: Server connections PgBouncer keeps per database and user: what hundreds of clients share.
+PGBOUNCER_POOL_SIZE = 20
+PGBOUNCER_MAX_CLIENTS = 2000
+
+
+def _pgbouncer_dir(cluster: LocalCluster) -> Path:
+    return cluster.root / "pgbouncer"
+
+
+def pgbouncer_pid(cluster: LocalCluster) -> int | None:
+    """The pid of the cluster's PgBouncer when it runs."""
+    try:
+        pid = int((_pgbouncer_dir(cluster) / "pgbouncer.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() and not _is_zombie(pid) else None
+
+
+def pgbouncer_up(cluster: LocalCluster, pool_size: int = PGBOUNCER_POOL_SIZE,
+                 max_clients: int = PGBOUNCER_MAX_CLIENTS, target: LocalCluster | None = None) -> int:
+    """Start Debian's PgBouncer in transaction mode in front of the running `cluster` (idempotent); its port.
+
+    Every client transaction borrows one of at most `pool_size` server connections per database and role, so
+    thousands of client connections (API processes × their pools, batch workers) share a few server ones.
+    Transaction mode keeps nothing of a session between transactions: no LISTEN (the change listener connects
+    to the server directly), no server-side prepared statements (psycopg's ``prepare_threshold=None``), no
+    session advisory locks or SET (``SET LOCAL`` and transaction-scoped locks are fine). `target`: the server it
+    forwards to when not `cluster` itself (the promoted standby after a failover, see `pgbouncer_repoint`)."""
+    if not PGBOUNCER.exists():
+        raise LocalDBError("PgBouncer is not installed. Run as root: apt-get install -y pgbouncer")
+    if pgbouncer_pid(cluster):
+        return cluster.credentials()["pgbouncer_port"]
+    creds = cluster.credentials()
+    if not creds.get("pgbouncer_port") or port_in_use(creds["pgbouncer_port"]):
+        creds["pgbouncer_port"] = free_port()
+        cluster.credentials_file.write_text(json.dumps(creds))
+    folder = _pgbouncer_dir(cluster)
+    folder.mkdir(parents=True, exist_ok=True)
+    # plain passwords: PgBouncer needs them to log in to the server with SCRAM on the clients' behalf
+    users = folder / "userlist.txt"
+    users.write_text(f'"{DB_ROLE}" "{creds["password"]}"\n"{SERVICE_ROLE}" "{creds["service_password"]}"\n')
+    users.chmod(0o600)
+    ini = folder / "pgbouncer.ini"
+    ini.write_text(
+        "[databases]\n"
+        f"* = host=127.0.0.1 port={(target or cluster).credentials()['port']}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {creds['pgbouncer_port']}\nunix_socket_dir = {folder}\n"
+        f"auth_type = scram-sha-256\nauth_file = {users}\n"
+        f"pidfile = {folder / 'pgbouncer.pid'}\nlogfile = {folder / 'pgbouncer.log'}\n"
+        "pool_mode = transaction\n"
+        f"default_pool_size = {pool_size}\nmax_client_conn = {max_clients}\n"
+        # psycopg and SQLAlchemy send these at connect; PgBouncer would refuse the connection otherwise
+        "ignore_startup_parameters = extra_float_digits,options\n"
+        "server_lifetime = 3600\nserver_idle_timeout = 60\n"
+        "admin_users = gridatlas\nstats_users = gridatlas\n")
+    _chown_tree(folder)
+    r = _as_owner([str(PGBOUNCER), "-d", "-q", str(ini)])
+    if r.returncode != 0:
+        raise LocalDBError(f"PgBouncer did not start: {r.stdout}{r.stderr}")
+    deadline = time.monotonic() + 15
+    while not port_in_use(creds["pgbouncer_port"]):
+        if time.monotonic() > deadline:
+            log = (folder / "pgbouncer.log").read_text()[-2000:] if (folder / "pgbouncer.log").exists() else ""
+            raise LocalDBError(f"PgBouncer did not listen on {creds['pgbouncer_port']}:\n{log}")
+        time.sleep(0.1)
+    return creds["pgbouncer_port"]
+
+
+def pgbouncer_down(cluster: LocalCluster, timeout_s: float = 10.0) -> bool:
+    """Stop the cluster's PgBouncer (SIGTERM to the pid in its pid file); False when it was not running."""
+    import signal
+
+    pid = pgbouncer_pid(cluster)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pgbouncer_pid(cluster) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pgbouncer_pid(cluster):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def pgbouncer_url(cluster: LocalCluster, database: str = DB_NAME) -> str:
+    """The service role's URL through the cluster's PgBouncer (start it first with `pgbouncer_up`)."""
+    c = cluster.credentials()
+    return f"postgresql+psycopg://{SERVICE_ROLE}:{c['service_password']}@127.0.0.1:{c['pgbouncer_port']}/{database}"
+
+
+def pgbouncer_repoint(cluster: LocalCluster, target: LocalCluster) -> None:
+    """Point the running PgBouncer of `cluster` at `target` (after a failover): the configuration rewritten and
+    reloaded (SIGHUP); clients keep their connections to PgBouncer and their next transactions reach `target`."""
+    import re
+    import signal
+
+    pid = pgbouncer_pid(cluster)
+    if pid is None:
+        raise LocalDBError(f"no PgBouncer runs for {cluster.data}")
+    ini = _pgbouncer_dir(cluster) / "pgbouncer.ini"
+    ini.write_text(re.sub(r"(?m)^\* = host=127\.0\.0\.1 port=\d+$",
+                          f"* = host=127.0.0.1 port={target.credentials()['port']}", ini.read_text()))
+    os.kill(pid, signal.SIGHUP)
