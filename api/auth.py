@@ -53,6 +53,7 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/favicon.ico"),
         ("POST", "/v1/auth/token"),
         ("POST", "/v1/auth/refresh"),
+        ("POST", "/v1/auth/device"),
         ("GET", "/login"),
         ("GET", "/docs"),
         ("GET", "/openapi.json"),
@@ -60,6 +61,9 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/v1/locate/outlines"),
         ("GET", "/m"),
         ("GET", "/m/sw.js"),
+        ("GET", "/open311/v2/discovery.{format}"),
+        ("GET", "/open311/v2/services.{format}"),
+        ("GET", "/open311/v2/services/{service_code}.{format}"),
     }
 )
 

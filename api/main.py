@@ -16,9 +16,11 @@ from api.compression import CompressionMiddleware
 from api.concurrency import ConcurrencyLimitMiddleware, pool_capacity
 from api.limits import BodyLimitMiddleware
 from api.problems import install_problem_handlers
+from api.replica import ReplicaLagMiddleware
 from api.routers import (
     audit,
     auth,
+    basemaps,
     classification,
     coverage,
     features,
@@ -53,6 +55,7 @@ ROUTERS = (
     incidents.router, locate.router, maps_classification.router, maps_coverage.router, maps_heatmap.router,
     maps_plan.router, mobile.router, mobile_report.router, open311.router, photos.router, plans.router,
     staff.router, users.router, features.router, home.router, tiles.router, plan_editor.router,
+    basemaps.router,
 )
 
 
@@ -84,6 +87,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(CompressionMiddleware)
+    app.add_middleware(ReplicaLagMiddleware)  # X-Replica-Lag on answers read from the standby
     proxies.install(app)  # outermost: X-Forwarded-* believed only from GRIDATLAS_TRUSTED_PROXIES
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     try:

@@ -186,6 +186,9 @@ def test_models_match_the_migrated_schema(empty_database_url):
             def include(obj, name, type_, reflected, compare_to):
                 if type_ == "table" and name in partitions:
                     return False
+                # a foreign key to a partitioned table has a clone per partition (pg_constraint.conparentid)
+                if type_ == "foreign_key_constraint" and reflected and obj.referred_table.name in partitions:
+                    return False
                 return alembic_helpers.include_object(obj, name, type_, reflected, compare_to)
 
             context = MigrationContext.configure(conn, opts={

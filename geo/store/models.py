@@ -147,6 +147,8 @@ class _BoundaryMixin:
     version_id: Mapped[int] = mapped_column(ForeignKey("boundary_versions.id"))
     valid_from: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     valid_to: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The source file's columns no field took (所属社区, 网格全称, 面积 …), kept as found (migration 0020).
+    attributes: Mapped[dict | None] = mapped_column(JSONB)
 
     @declared_attr
     def geom(cls):
@@ -190,7 +192,7 @@ class Community(_UnitMixin, Base):
     """社区: a residents' committee area; 12-digit code (street + 3)."""
 
     __tablename__ = "communities"
-    code_digits = (12, 12)
+    code_digits = (10, 12)  # 10: village codes of some schemes (migration 0020)
     street_id: Mapped[int] = mapped_column(ForeignKey("streets.id"), index=True)
 
 
@@ -205,7 +207,7 @@ class Grid(_UnitMixin, Base):
     """网格: the working unit of grid staff; 15-digit code (community + 3)."""
 
     __tablename__ = "grids"
-    code_digits = (15, 15)
+    code_digits = (15, 16)  # 16: dedicated grids of some schemes (migration 0020)
     kind: Mapped[GridKind] = mapped_column(_enum(GridKind, "grid_kind"))
     dedicated_type: Mapped[str | None] = mapped_column(String(32))
     community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"), index=True)
@@ -216,6 +218,8 @@ class GridBoundary(_BoundaryMixin, Base):
 
     __tablename__ = "grid_boundaries"
     grid_id: Mapped[int] = _unit_fk("grids")
+    #: the unit's name while this boundary was in force (migration 0017; NULL on insert = the unit's name)
+    name: Mapped[str | None] = mapped_column(String(100))
 
 
 class MicroGrid(_UnitMixin, Base):
@@ -231,6 +235,8 @@ class MicroGridBoundary(_BoundaryMixin, Base):
 
     __tablename__ = "micro_grid_boundaries"
     micro_grid_id: Mapped[int] = _unit_fk("micro_grids")
+    #: the unit's name while this boundary was in force (migration 0017; NULL on insert = the unit's name)
+    name: Mapped[str | None] = mapped_column(String(100))
 
 
 class Compound(Base):
@@ -328,6 +334,8 @@ class IncidentClass(Base):
     name: Mapped[str] = mapped_column(String(100))
     major_code: Mapped[str | None] = mapped_column(ForeignKey("incident_classes.code"))
     time_limit_hours: Mapped[float] = mapped_column(default=72.0)
+    #: 处置部门: where this class's cases go by default (migration 0021).
+    department: Mapped[str | None] = mapped_column(String(100))
 
 
 class IncidentState(Base):
@@ -358,9 +366,10 @@ class Incident(Base):
     """
 
     __tablename__ = "incidents"
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     geom = _geom("POINT")
-    reported_at: Mapped[dt.datetime] = _ts(index=True)
+    #: the partition key (monthly partitions, migration 0022), hence part of the primary key
+    reported_at: Mapped[dt.datetime] = _ts(primary_key=True, index=True)
     class_code: Mapped[str] = mapped_column(ForeignKey("incident_classes.code"), index=True)
     source: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(ForeignKey("incident_states.code", name="incidents_state_fkey"), index=True)
@@ -423,6 +432,7 @@ class Incident(Base):
               postgresql_include=["state", "suspended_at", "time_limit_hours", "extended_hours", "street_id",
                                   "community_id", "grid_id", "micro_grid_id", "class_code", "department"],
               postgresql_where=text("state IN ('dispatched','handled','reported','suspended')")),
+        {"postgresql_partition_by": "RANGE (reported_at)"},
     )
 
 
@@ -445,7 +455,7 @@ incident_rollup = Table(
     UniqueConstraint("level", "month", "closed_month", "handled_month", "street_id", "community_id", "grid_id",
                      "class_code", "department", name="incident_rollup_key", postgresql_nulls_not_distinct=True),
     CheckConstraint("level IN (0, 3, 12)", name="incident_rollup_level_check"),
-    postgresql_partition_by="LIST (level)",
+    postgresql_partition_by="RANGE (month)",  # monthly partitions (migration 0022)
 )
 
 
@@ -472,6 +482,7 @@ class IncidentHeatCount(Base):
     q: Mapped[int] = mapped_column(Integer, primary_key=True)
     r: Mapped[int] = mapped_column(Integer, primary_key=True)
     n: Mapped[int] = mapped_column(Integer)
+    __table_args__ = ({"postgresql_partition_by": "RANGE (month)"},)  # monthly partitions (migration 0022)
 
 
 class IncidentEvent(Base):
@@ -479,15 +490,26 @@ class IncidentEvent(Base):
 
     __tablename__ = "incident_events"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    incident_id: Mapped[int] = mapped_column(Integer, index=True)
+    #: the incident's reported_at, filled by a trigger from incident_id: the key that references a partitioned
+    #: incidents (migration 0022)
+    incident_reported_at: Mapped[dt.datetime] = _ts(index=True)
     from_state: Mapped[str | None] = mapped_column(String(32))
     to_state: Mapped[str] = mapped_column(ForeignKey("incident_states.code", name="incident_events_to_state_fkey"))
-    at: Mapped[dt.datetime] = _ts()
+    at: Mapped[dt.datetime] = _ts(primary_key=True)  # the partition key (migration 0022)
     actor: Mapped[str | None] = mapped_column(String(100))
     note: Mapped[str | None] = mapped_column(Text)
     action: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[dict | None] = mapped_column(JSONB)
-    __table_args__ = (Index("ix_incident_events_incident_at", "incident_id", "at"),)
+    __table_args__ = (Index("ix_incident_events_incident_at", "incident_id", "at"),
+                      ForeignKeyConstraint(["incident_id", "incident_reported_at"],
+                                           ["incidents.id", "incidents.reported_at"],
+                                           name="incident_events_incident_id_fkey", ondelete="CASCADE",
+                                           onupdate="CASCADE"),
+                      # an imported incident's source id, kept in its first event (migration 0021)
+                      Index("ix_incident_events_external_id", text("(detail ->> 'external_id')"),
+                            postgresql_where=text("detail ? 'external_id'")),
+                      {"postgresql_partition_by": "RANGE (at)"})
 
 
 class IncidentPhoto(Base):
@@ -496,8 +518,9 @@ class IncidentPhoto(Base):
 
     __tablename__ = "incident_photos"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    incident_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("incidents.id", ondelete="CASCADE"),
-                                             index=True)
+    incident_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    #: the incident's reported_at, filled by a trigger from incident_id (migration 0022)
+    incident_reported_at: Mapped[dt.datetime] = _ts(index=True)
     stage: Mapped[str] = mapped_column(String(16), server_default="report")
     media_type: Mapped[str] = mapped_column(String(32))
     size_bytes: Mapped[int] = mapped_column(Integer)
@@ -510,6 +533,8 @@ class IncidentPhoto(Base):
         CheckConstraint("stage IN ('report','handling')", name="incident_photos_stage"),
         CheckConstraint("size_bytes > 0", name="incident_photos_size"),
         UniqueConstraint("incident_id", "sha256", name="incident_photos_incident_sha256"),
+        ForeignKeyConstraint(["incident_id", "incident_reported_at"], ["incidents.id", "incidents.reported_at"],
+                             name="incident_photos_incident_id_fkey", ondelete="CASCADE", onupdate="CASCADE"),
     )
 
 
@@ -548,6 +573,8 @@ class ApiKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Its stated report times are kept (Open311 requested_datetime); migration 0021.
+    trusted: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class AuditEntry(Base):
@@ -567,6 +594,21 @@ class AuditEntry(Base):
     jurisdiction_code: Mapped[str | None] = mapped_column(String(18), index=True)
     before: Mapped[dict | None] = mapped_column(JSONB)
     after: Mapped[dict | None] = mapped_column(JSONB)
+
+
+class BasemapConfig(Base):
+    """The basemap layers admins saved (migration 0018): one row, the ordered list as JSON; none: settings apply."""
+
+    __tablename__ = "basemap_config"
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    layers: Mapped[list] = mapped_column(JSONB)
+    revision: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+    __table_args__ = (
+        CheckConstraint("id = 1", name="basemap_config_single_row"),
+        CheckConstraint("jsonb_typeof(layers) = 'array'", name="basemap_config_layers_array"),
+    )
 
 
 # ---- classification results (migration 0004) --------------------------------------------------------------
