@@ -162,3 +162,31 @@ def test_the_audit_jurisdiction_of_odd_codes():
     assert _jurisdiction_of([DEDICATED, S.WEST + "0011"]) == S.WEST  # their 15-digit prefix is no grid
     assert _jurisdiction_of([S.WEST + "00101", S.WEST + "00102"]) == S.WEST + "001"  # micro-grids of one grid
     assert _jurisdiction_of([VILLAGE + "00001", S.WEST + "001"]) == S.STREET
+
+
+def test_units_with_odd_codes_are_found_by_their_code_not_its_length(street, tmp_path):
+    """Incident filters, heat areas and a micro-grid's grid find a 16-digit grid and a 10-digit village by code."""
+    from geo.store.units import grid_code_of, level_of, unit_condition
+
+    communities, grids = _odd_codes_files(tmp_path)
+    options = ImportOptions(code_scheme="devzone", valid_from=S.VALID_FROM)
+    import_layer(street, "communities", communities, options)
+    import_layer(street, "grids", grids, options)
+    with street.connect() as conn:
+        ids = dict(conn.execute(text("SELECT code, id FROM grids")).all())
+        village_id = conn.execute(text("SELECT id FROM communities WHERE code = :c"), {"c": VILLAGE}).scalar_one()
+        assert level_of(conn, DEDICATED) == "grids" and level_of(conn, VILLAGE) == "communities"
+        assert level_of(conn, "1234567") is None
+        assert grid_code_of(conn, DEDICATED) == DEDICATED
+
+        def inside(code, grid_id, community_id):
+            cond, params = unit_condition(code, "i", "c")
+            row = ("SELECT CAST(:g AS int) AS grid_id, CAST(:m AS int) AS community_id, "
+                   "CAST(NULL AS int) AS street_id, CAST(NULL AS int) AS micro_grid_id")
+            return conn.execute(text(f"SELECT count(*) FROM ({row}) i WHERE {cond}"),
+                                {**params, "g": grid_id, "m": community_id}).scalar_one() == 1
+
+        assert inside(DEDICATED, ids[DEDICATED], None)
+        assert not inside(DEDICATED, ids[S.WEST + "001"], None)
+        assert inside(VILLAGE, None, village_id) and not inside(VILLAGE, None, village_id + 1000)
+        assert not inside("1234567", ids[DEDICATED], village_id)

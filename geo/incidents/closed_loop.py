@@ -35,6 +35,7 @@ from geo.incidents.errors import (
 )
 from geo.settings import get_settings
 from geo.spatial.coords import COORDSYS, to_wgs84
+from geo.store.units import unit_condition
 from geo.store.versions import at_or_now
 
 #: Where an incident came from (信息来源): patrol, the public, the 12345 hotline, video, Open311 clients.
@@ -169,18 +170,11 @@ def open_states() -> list[str]:
 
 
 def scope_sql(code: str | None, alias: str = "i", param: str = "scope_code") -> tuple[str, dict]:
-    """A condition keeping incidents attributed inside the unit with this code (street 9, community 12,
-    grid 15 digits, or a micro-grid); TRUE for None (the whole district)."""
+    """A condition keeping incidents attributed inside the unit with this code (a street, community or village,
+    grid or micro-grid, in any code scheme); TRUE for None (the whole district)."""
     if not code:
         return "TRUE", {}
-    level = {9: ("streets", "street_id"), 12: ("communities", "community_id"), 15: ("grids", "grid_id")}.get(len(code))
-    if level is None:
-        if len(code) in (17, 18):
-            level = ("micro_grids", "micro_grid_id")
-        else:
-            raise InvalidQuery(f"{code!r} is not a street (9), community (12), grid (15) or micro-grid code")
-    table, col = level
-    return f"{alias}.{col} = (SELECT id FROM {table} WHERE code = :{param})", {param: code}
+    return unit_condition(code, alias, param)
 
 
 def class_sql(class_code: str | None, alias: str = "i", param: str = "class_code") -> tuple[str, dict]:

@@ -46,6 +46,7 @@ from geo.incidents.hexagons import (
 from geo.incidents.hotspots import HOTSPOT_LABELS, getis_ord
 from geo.incidents.kpi import rollup_level, rollup_timezone
 from geo.incidents.periods import month_starts, whole_months
+from geo.store.units import grid_code_of, level_of
 from geo.store.versions import in_force
 
 MIN_CELL_M = 20.0
@@ -162,7 +163,7 @@ def study_area(conn: Connection, q: HeatmapQuery, frame: LocalFrame):
     code = q.area_code()
     at = q.end or dt.datetime.now(dt.UTC)
     if code:
-        level = {9: "streets", 12: "communities", 15: "grids"}.get(len(code), "micro_grids")
+        level = level_of(conn, code) or "micro_grids"
         sql = f"SELECT ST_AsBinary(ST_Union(geom)) FROM {level}_at(:at) WHERE code = :code"
         params = {"at": at, "code": code}
     else:
@@ -337,8 +338,8 @@ def grid_rates(conn: Connection, q: HeatmapQuery, at: dt.datetime, simplify_m: f
     the outline simplified to `simplify_m` metres (WGS-84 shapely geometries)."""
     where, params = q.where("i")
     code = q.area_code()
-    if code and len(code) > 15:  # a micro-grid: its grid
-        code = code[:15]
+    if code:  # a micro-grid: its grid
+        code = grid_code_of(conn, code)
     counts = f"SELECT i.grid_id, count(*) AS incidents FROM incidents i WHERE {where} GROUP BY i.grid_id"
     span = grid_rollup_span(conn, q)
     if span:  # whole months from incident_rollup (received = reported in the period), the ends from incidents

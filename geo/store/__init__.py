@@ -6,5 +6,6 @@
 - `models`: the tables (SQLAlchemy ORM); `migrations`: their Alembic history;
 - `versions`: "in force at time t" in SQL (`in_force`, `at_or_now`);
 - `load`: bulk writes and reads of whole layers (`load_district`, `read_level`, `version_at`, `parse_at`);
-- `locks`: the per-community boundary-writer lock (`lock_communities`).
+- `locks`: the per-community boundary-writer lock (`lock_communities`);
+- `units`: a unit found by its code in any code scheme (`unit_condition`, `level_of`, `grid_code_of`).
 """
