@@ -28,6 +28,10 @@ from geo.incidents.closed_loop import incident_token, revision_in_token
 from geo.incidents.heatmap import MAX_CELL_M, MIN_CELL_M, HeatmapQuery
 from geo.incidents.periods import parse_period
 
+#: Unit filters. A deployment's scheme may have 10-digit villages and 16-digit dedicated grids (data/code_schemes/).
+StreetCode = Annotated[str | None, Query(pattern=r"^\d{9}$", description="street code")]
+CommunityCode = Annotated[str | None, Query(pattern=r"^\d{10,12}$", description="community or village code")]
+GridCode = Annotated[str | None, Query(pattern=r"^\d{15,16}$", description="grid code (16 digits: dedicated)")]
 
 def scope_of(principal: Principal) -> str | None:
     """The jurisdiction code reads are limited to (None: the whole district)."""
@@ -64,9 +68,9 @@ def heatmap_query(
     end: Annotated[str | None, Query(alias="to", description="a date or month includes that day or month")] = None,
     class_code: Annotated[str | None, Query(alias="class", max_length=16, pattern=NO_NUL,
                                             description="class code; a major class includes its minor ones")] = None,
-    street: Annotated[str | None, Query(pattern=r"^\d{9}$")] = None,
-    community: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
-    grid: Annotated[str | None, Query(pattern=r"^\d{15}$")] = None,
+    street: StreetCode = None,
+    community: CommunityCode = None,
+    grid: GridCode = None,
     cell_m: Annotated[float, Query(ge=MIN_CELL_M, le=MAX_CELL_M, description="hexagon edge in metres")] = 150.0,
     permutations: Annotated[int, Query(ge=0, le=9999, description="Gi* permutations (0: no hot spots)")] = 999,
 ) -> HeatmapQuery:

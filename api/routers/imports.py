@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import AuditDep, CurrentUser, Planner
-from api.deps import SessionDep, SettingsDep
+from api.deps import ReadSessionDep, SessionDep, SettingsDep
 from api.problems import Problem, problem_responses
 from api.schemas.io import ImportReportOut, exported_layer_schemas
 from geo.io import ImportOptions, export_layer, import_layer, layer_spec
@@ -148,7 +148,7 @@ async def create_import(
 def export(
     layer: str,
     principal: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,  # lag-tolerant: the standby when one is configured
     format: Annotated[str, Query(description=", ".join(EXPORT_FORMATS))] = "geojson",
     at: Annotated[str | None, Query(description="boundary version in force on this date (default now)")] = None,
     encoding: Annotated[str, Query(description="utf-8 or gbk (Shapefile and CSV)")] = "utf-8",

@@ -14,9 +14,12 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, Upl
 from fastapi.responses import JSONResponse
 
 from api.auth import Admin, AuditDep, CurrentUser, Planner, scoped
-from api.deps import SessionDep, SettingsDep
+from api.deps import ReadSessionDep, SessionDep, SettingsDep
 from api.incident_params import (
+    CommunityCode,
+    GridCode,
     HeatmapQueryDep,
+    StreetCode,
     check_filter_codes,
     incident_etag,
     required_incident_revision,
@@ -235,9 +238,9 @@ def list_incidents(
     state: Annotated[str | None, Query(max_length=500, pattern=NO_NUL, description="comma-separated states")] = None,
     class_code: Annotated[str | None, Query(alias="class", max_length=16, pattern=NO_NUL,
                                             description="class code; a major class includes its minor ones")] = None,
-    street: Annotated[str | None, Query(pattern=r"^\d{9}$")] = None,
-    community: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
-    grid: Annotated[str | None, Query(pattern=r"^\d{15}$")] = None,
+    street: StreetCode = None,
+    community: CommunityCode = None,
+    grid: GridCode = None,
     source: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
     light: Annotated[Literal["green", "yellow", "red"] | None, Query()] = None,
     start: Annotated[str | None, Query(alias="from", max_length=64, pattern=NO_NUL,
@@ -294,16 +297,16 @@ def transition(incident_id: int, body: TransitionIn, principal: IncidentWriter, 
 @router.get("/v1/kpi", response_model=KpiAnswer, responses=problem_responses(401, 403, 422))
 def kpi(
     principal: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,  # lag-tolerant: the standby when one is configured
     settings: SettingsDep,
     by: Annotated[Grouping, Query(description="grouping: " + ", ".join(GROUPS))] = "district",
     start: Annotated[str | None, Query(alias="from", description="period start (date, YYYY-MM or datetime); "
                                                                  "default: the start of this month")] = None,
     end: Annotated[str | None, Query(alias="to",
                                      description="period end (a date includes that day); default now")] = None,
-    street: Annotated[str | None, Query(pattern=r"^\d{9}$")] = None,
-    community: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
-    grid: Annotated[str | None, Query(pattern=r"^\d{15}$")] = None,
+    street: StreetCode = None,
+    community: CommunityCode = None,
+    grid: GridCode = None,
     class_code: Annotated[str | None, Query(alias="class", max_length=16, pattern=NO_NUL)] = None,
     department: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
 ) -> dict:
