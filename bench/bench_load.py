@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", default="16,64")
+    parser.add_argument("--mixes", default="", help="comma-separated mix names (default: all), e.g. coverage")
+    parser.add_argument("--name", default="load", help="results file bench/results/<name>.json")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (scripts/bench installs it as root: apt-get install wrk)")
@@ -106,7 +108,10 @@ def main() -> None:
                 {"lon": round(float(x), 6), "lat": round(float(y), 6), "class_code": "A01", "source": "patrol",
                  "description": "压力测试"}, ensure_ascii=False)) for x, y in zip(lon[:100], lat[:100], strict=True)],
         }
+        wanted = [m.strip() for m in args.mixes.split(",") if m.strip()]
         for name, requests in mixes.items():
+            if wanted and not any(name.startswith(w) for w in wanted):
+                continue
             # a fresh process per mix: a slow mix's backlog must not be charged to the next one
             with server(url, 1) as base:
                 port = int(base.rsplit(":", 1)[1])
@@ -114,7 +119,7 @@ def main() -> None:
                     result = run_wrk(base, requests, headers, args.seconds, c)
                     rows.append({"scale": args.scale, "mix": name, "connections": c, **result,
                                  "server_rss_mb": server_rss_mb(port)})
-    report("load", rows, f"Load on loopback (wrk, {args.seconds} s per row, one API process)")
+    report(args.name, rows, f"Load on loopback (wrk, {args.seconds} s per row, one API process)")
 
 
 if __name__ == "__main__":

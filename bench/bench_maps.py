@@ -1,22 +1,29 @@
-"""Leaders' map pages on vector tiles: page weight and time to interactive in Chromium (coverage, classification)
-on a whole generated district, the role filter's repaint time, and tile latency over a scripted pan.
+"""Leaders' map pages on vector tiles: page weight and time to interactive in Chromium (coverage, classification,
+heatmap) on a whole generated district, a filter's repaint time, and tile latency over a scripted pan.
 
     .venv/bin/python -m bench.bench_maps --scales 1
 
 Targets (issue 15): first view of the whole district <= 1.5 MB transferred and interactive <= 3 s; a filter
 change <= 300 ms. "Interactive" is the page's own `gaMap.ready`: its data loaded and every tile in view painted.
 Tile latency: every tile of grids/buildings/compounds a pan across the district touches at zoom 10-16, fetched one
-after another through HTTP (uvicorn, one process), as an admin (the whole district).
+after another through HTTP (uvicorn, one process), as an admin (the whole district). The same tiles, by the same
+client, from tipg (https://github.com/developmentseed/tipg) serving the same tables (`current_grids`, `compounds`,
+`buildings`) from its own virtualenv (`GRIDATLAS_TIPG_PYTHON`, default /work/tipg-venv/bin/python; it is not a
+dependency of the service), as ratios tipg / ours. tipg checks no jurisdiction and reads no boundary version per
+request; ours does both.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
+import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -24,6 +31,9 @@ from bench.common import console, fresh_database, report
 from demo.load import generate_and_load
 
 CHROMIUM = os.environ.get("GRIDATLAS_CHROMIUM", "/usr/bin/chromium")
+TIPG_PYTHON = os.environ.get("GRIDATLAS_TIPG_PYTHON", "/work/tipg-venv/bin/python")
+#: Our tile layer -> the table or view tipg publishes with the same features.
+TIPG_COLLECTIONS = {"grids": "public.current_grids", "compounds": "public.compounds", "buildings": "public.buildings"}
 WEIGHT_TARGET_B = 1_500_000
 TTI_TARGET_S = 3.0
 FILTER_TARGET_MS = 300.0
@@ -57,6 +67,8 @@ def _page(browser, base: str, path: str, headers: dict, filter_select: str | Non
     if shot:
         page.screenshot(path=shot)
     filter_ms = None
+    if filter_select and not page.locator(filter_select.split("=")[0]).count():
+        filter_select = None  # a page without that filter (an older build): weight and TTI only
     if filter_select:
         select, value = filter_select.split("=")
         t1 = time.perf_counter()
@@ -93,27 +105,107 @@ def _tiles_for(bbox: list[float], z: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _tile_latency(base: str, headers: dict) -> dict:
+def _pan(bbox: list[float]) -> list[tuple[str, int, int, int]]:
+    """(layer, z, x, y) of the scripted pan, zoom 10 to 16 (compounds from 12, buildings from 14)."""
+    out = []
+    for z in range(10, 17):
+        for layer, minz in (("grids", 10), ("compounds", 12), ("buildings", 14)):
+            if z >= minz:
+                out += [(layer, tz, x, y) for tz, x, y in _tiles_for(bbox, z)]
+    return out
+
+
+def _tile_latency(base: str, headers: dict, tiles: list[tuple[str, int, int, int]],
+                  path: Callable[[str, int, int, int], str]) -> dict:
+    """Fetch `tiles` one after another (one client, gzip accepted): p50/p99 ms, tiles/s, mean size, non-2xx."""
     with httpx.Client(base_url=base, headers=headers | {"Accept-Encoding": "gzip"}, timeout=60) as c:
-        bbox = c.get("/tiles/grids.json").json()["bounds"]
-        times, n_bytes = [], 0
+        times, n_bytes, bad = [], 0, 0
         t0 = time.perf_counter()
-        for z in range(10, 17):
-            for layer, minz in (("grids", 10), ("compounds", 12), ("buildings", 14)):
-                if z < minz:
-                    continue
-                for tz, x, y in _tiles_for(bbox, z):
-                    t1 = time.perf_counter()
-                    r = c.get(f"/tiles/{layer}/{tz}/{x}/{y}.mvt")
-                    times.append((time.perf_counter() - t1) * 1000)
-                    n_bytes += len(r.content)
+        for layer, z, x, y in tiles:
+            t1 = time.perf_counter()
+            r = c.get(path(layer, z, x, y))
+            times.append((time.perf_counter() - t1) * 1000)
+            n_bytes += len(r.content)
+            bad += r.status_code >= 300
         wall = time.perf_counter() - t0
     times.sort()
     return {"tiles": len(times), "p50_ms": statistics.median(times), "p99_ms": times[int(len(times) * 0.99) - 1],
-            "tiles_per_s": len(times) / wall, "mean_kb": n_bytes / len(times) / 1024}
+            "tiles_per_s": len(times) / wall, "mean_kb": n_bytes / len(times) / 1024, "errors": bad}
 
 
-def run_scale(scale: float, seed: int) -> dict:
+@contextlib.contextmanager
+def tipg_server(url: str) -> Iterator[str | None]:
+    """tipg (its own virtualenv) serving the database at `url` in a subprocess; yields its base URL, or None when
+    it is not installed or does not start (the reason printed)."""
+    from bench.bench_locate import free_port
+
+    if not os.path.exists(TIPG_PYTHON):
+        console.print(f"[yellow]tipg: no {TIPG_PYTHON} (python -m venv /work/tipg-venv && "
+                      "/work/tipg-venv/bin/pip install tipg uvicorn)[/yellow]")
+        yield None
+        return
+    port = free_port()
+    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": plain, "TIPG_DB_SCHEMAS": '["public"]',
+           "TIPG_DB_TABLES": '["' + '","'.join(TIPG_COLLECTIONS.values()) + '"]'}
+    proc = subprocess.Popen([TIPG_PYTHON, "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1", "--port",
+                             str(port), "--log-level", "warning", "--no-access-log"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/collections", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode()[-1500:] if proc.poll() is not None else "timeout"
+                console.print(f"[yellow]tipg did not start: {err}[/yellow]")
+                yield None
+                return
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def tiles_side_by_side(url: str, headers: dict) -> dict:
+    """Our tiles and tipg's over the same pan, each server one process of its own."""
+    from bench.bench_locate import server
+
+    row: dict = {}
+    with server(url, 1) as base:
+        bbox = httpx.get(base + "/tiles/grids.json", headers=headers, timeout=60).json()["bounds"]
+        tiles = _pan(bbox)
+        _tile_latency(base, headers, tiles[:50], lambda la, z, x, y: f"/tiles/{la}/{z}/{x}/{y}.mvt")  # warm
+        ours = _tile_latency(base, headers, tiles, lambda la, z, x, y: f"/tiles/{la}/{z}/{x}/{y}.mvt")
+    console.print(f"tiles (ours): {ours}")
+    row |= {"tile_" + k: round(v, 2) if isinstance(v, float) else v for k, v in ours.items()}
+    with tipg_server(url) as tipg:
+        if tipg is None:
+            row["tipg"] = "not run"
+            return row
+
+        def tipg_path(layer: str, z: int, x: int, y: int) -> str:
+            return f"/collections/{TIPG_COLLECTIONS[layer]}/tiles/WebMercatorQuad/{z}/{x}/{y}"
+
+        _tile_latency(tipg, {}, tiles[:50], tipg_path)
+        theirs = _tile_latency(tipg, {}, tiles, tipg_path)
+    console.print(f"tiles (tipg): {theirs}")
+    row |= {"tipg_tile_" + k: round(v, 2) if isinstance(v, float) else v for k, v in theirs.items()}
+    row |= {"tipg_over_ours_p50": round(theirs["p50_ms"] / ours["p50_ms"], 2),
+            "tipg_over_ours_p99": round(theirs["p99_ms"] / ours["p99_ms"], 2),
+            "ours_over_tipg_tiles_per_s": round(ours["tiles_per_s"] / theirs["tiles_per_s"], 2)}
+    return row
+
+
+def run_scale(scale: float, seed: int, pages: tuple[str, ...] = ("coverage", "classification", "heatmap")) -> dict:
     from playwright.sync_api import sync_playwright
 
     from api.main import create_app
@@ -130,7 +222,11 @@ def run_scale(scale: float, seed: int) -> dict:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
                 try:
                     for name, path, flt in (("coverage", "/maps/coverage", "#ga-role=building_head"),
-                                            ("classification", "/maps/classification", None)):
+                                            ("classification", "/maps/classification", None),
+                                            # the heatmap: the class filter adds the cube up again in the page
+                                            ("heatmap", "/maps/heatmap", "#ga-class=A")):
+                        if name not in pages:
+                            continue
                         _page(browser, base, path, headers, flt)  # warm the server (first queries, plans)
                         m = _page(browser, base, path, headers, flt, f"/tmp/bench_{name}_scale{scale:g}.png")
                         console.print(f"{name}: {m}")
@@ -143,9 +239,7 @@ def run_scale(scale: float, seed: int) -> dict:
                             row[f"{name}_filter_ok"] = m["filter_ms"] <= FILTER_TARGET_MS
                 finally:
                     browser.close()
-            lat = _tile_latency(base, headers)
-            console.print(f"tiles: {lat}")
-            row |= {"tile_" + k: round(v, 2) if isinstance(v, float) else v for k, v in lat.items()}
+        row |= tiles_side_by_side(engine.url.render_as_string(hide_password=False), headers)
     return row
 
 
@@ -153,8 +247,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scales", default="1")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--pages", default="coverage,classification,heatmap", help="pages measured in Chromium")
     args = ap.parse_args()
-    rows = [run_scale(float(s), args.seed) for s in args.scales.split(",")]
+    pages = tuple(p.strip() for p in args.pages.split(","))
+    rows = [run_scale(float(s), args.seed, pages) for s in args.scales.split(",")]
     table = [{"measure": k, **{f"scale {r['scale']:g}": r.get(k) for r in rows}} for k in rows[0]]
     report("maps", table, "Leaders' map pages on vector tiles (Chromium, 1366x768)")
 

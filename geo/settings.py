@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     tile_url: str | None = None
     #: Basemap layers (JSON list of `BasemapLayer`); when empty, `tile_url` (if set) is the one WGS-84 base layer.
     basemaps: list[BasemapLayer] = Field(default_factory=list)
+    #: After a boundary change, how long (s) lookups wait for the locate index's rebuild before they answer from the
+    #: previous index (each answer names its grid's version); geo.locate.holder.
+    locate_stale_wait_s: float = 2.0
     #: Largest file upload or point batch (imports, staff sheets, POST /v1/locate/batch).
     max_upload_bytes: int = 200 * 1024 * 1024
     #: Largest body of any other request (JSON edits such as a plan operation's GeoJSON).
@@ -147,17 +150,32 @@ class Settings(BaseSettings):
     #: A plan operation's geometry: most vertices it may have, and how far (metres) it may reach past its community.
     plan_max_vertices: int = 20_000
     plan_max_outside_m: float = 100.0
+    #: A reshape (vertex edit): metres within which a vertex lands on a neighbour's or a compound wall's vertex.
+    plan_snap_m: float = 1.0
     #: Incident photos: the largest one accepted, how many per case and stage, and the types (magic bytes checked).
     photo_dir: Path | None = None  # var_dir/photos when unset
     photo_max_bytes: int = 2 * 1024 * 1024
     photo_max_per_stage: int = 3
     photo_types: tuple[str, ...] = ("image/jpeg", "image/png", "image/webp")
+    #: Rows (grids + buildings + units + stewards) of coverage reports each process keeps for reuse; a whole
+    #: scale-1 district is ~50,000 rows and ~80 MB (GRIDATLAS_COVERAGE_CACHE_ROWS; 0 turns the reuse off).
+    coverage_cache_rows: int = 150_000
     jwt_secret: str | None = None
     access_token_minutes: int = 30
     refresh_token_days: int = 7
+    #: A phone's (browser's) login session: its refresh token rotates in an HttpOnly cookie for this many days.
+    device_session_days: int = 30
     #: Addresses (IPs or CIDR networks, comma-separated) of reverse proxies whose X-Forwarded-For and
     #: X-Forwarded-Proto are believed (GRIDATLAS_TRUSTED_PROXIES); none by default: the peer's address is used.
     trusted_proxies: str = ""
+    #: A hot standby for reads that tolerate lag (tiles, OGC features, maps data, KPIs, exports); none: the
+    #: primary (GRIDATLAS_READ_DATABASE_URL). Writes always go to DATABASE_URL.
+    read_database_url: str | None = None
+    #: DATABASE_URL goes through a transaction-mode pooler (PgBouncer): no server-side prepared statements, and the
+    #: change listener's LISTEN on `direct_database_url` (GRIDATLAS_DATABASE_TRANSACTION_POOLING).
+    database_transaction_pooling: bool = False
+    #: The primary itself, bypassing the pooler, for LISTEN (GRIDATLAS_DIRECT_DATABASE_URL); DATABASE_URL when unset.
+    direct_database_url: str | None = None
     rules: Rules = Field(default_factory=Rules)
     classify: ClassifyRules = Field(default_factory=ClassifyRules)
     auth: AuthSettings = Field(default_factory=AuthSettings)

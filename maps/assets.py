@@ -4,22 +4,77 @@ tile server.
 Government intranets (政务内网) have no internet, so a page that pulls Leaflet from jsdelivr shows nothing.
 `offline_map()` returns a folium Map whose own resources, and those of every folium plugin added under it, are
 rewritten to the vendored copies when the page is rendered (see `localise`). `render_page()` gives the full page.
+
+Static files are addressed by content (资源版本): `asset_url('leader/leader.css')` is
+`/static/leader/leader.css?v=<first 12 hex digits of its SHA-256>`, and `asset` is the same as a Jinja global
+(`install_asset_helper(env)`), so a browser may keep a file for a year (`maps/static_mount.py` answers a matching
+`v` with `Cache-Control: immutable`) and fetches it anew as soon as its content, hence its URL, changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
+import threading
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import folium
 from branca.element import CssLink, Element, Figure, JavascriptLink, MacroElement
 from folium.elements import JSCSSMixin
 from folium.template import Template
+from jinja2 import Environment, pass_context
+from jinja2.runtime import Context
 
 #: URL prefix under which `maps/static` is mounted (see maps/static_mount.py).
 STATIC_URL = "/static"
+#: The directory served there.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Hex digits of the SHA-256 kept in an asset's `v` (48 bits: no two versions of one file collide in practice).
+HASH_DIGITS = 12
+
+_HASHES: dict[str, tuple[int, int, str]] = {}
+_HASHES_LOCK = threading.Lock()
+
+
+def asset_hash(path: str) -> str | None:
+    """The content hash (`HASH_DIGITS` hex digits of SHA-256) of `path` under maps/static; None when there is no
+    such file (or the path leaves the directory). Read again only when the file's size or mtime changes."""
+    root = STATIC_DIR.resolve()
+    file = (root / path.lstrip("/")).resolve()
+    if not file.is_relative_to(root) or not file.is_file():
+        return None
+    st = file.stat()
+    key = str(file)
+    with _HASHES_LOCK:
+        known = _HASHES.get(key)
+    if known is not None and known[:2] == (st.st_mtime_ns, st.st_size):
+        return known[2]
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()[:HASH_DIGITS]
+    with _HASHES_LOCK:
+        _HASHES[key] = (st.st_mtime_ns, st.st_size, digest)
+    return digest
+
+
+def asset_url(path: str, static_url: str = STATIC_URL) -> str:
+    """The URL of a static file with its content hash: `/static/<path>?v=<hash>` (without `v` if it is missing)."""
+    path = path.lstrip("/")
+    digest = asset_hash(path)
+    return f"{static_url}/{path}?v={digest}" if digest else f"{static_url}/{path}"
+
+
+@pass_context
+def asset(context: Context, path: str) -> str:
+    """Jinja global: `{{ asset('leader/leader.css') }}`, under the template's `static_url` when it has one."""
+    return asset_url(path, str(context.get("static_url") or STATIC_URL))
+
+
+def install_asset_helper(env: Environment) -> Environment:
+    """Make `asset(path)` available to every template of `env`."""
+    env.globals["asset"] = asset
+    return env
 
 #: folium resource name -> path under `static/vendor/`. Keyed by name, not URL, so a folium upgrade that bumps a
 #: CDN version still resolves; None drops a resource that has no use offline.
@@ -83,7 +138,7 @@ def _local_links(links: Sequence[tuple[str, str]], owner: str, static_url: str) 
             )
         path = VENDORED[name]
         if path is not None:
-            out.append((name, f"{static_url}/vendor/{path}"))
+            out.append((name, asset_url(f"vendor/{path}", static_url)))
     return out
 
 
@@ -207,14 +262,14 @@ def render_page(m: folium.Map, title: str, static_url: str | None = None) -> str
         '<meta charset="utf-8">\n'
         f"    <title>{html.escape(title)}</title>\n"
         # An explicit icon, so browsers do not ask for /favicon.ico (a 404 in every page's console otherwise).
-        f'    <link rel="icon" href="{static_url}/favicon.svg" type="image/svg+xml">\n'
+        f'    <link rel="icon" href="{asset_url("favicon.svg", static_url)}" type="image/svg+xml">\n'
     )
     # a function, not a template: the title is user text, never a regex replacement (its backslashes are text)
     opening = f'<html lang="zh-CN">\n<head>\n    {head}'
     page, n = re.subn(r"<html[^>]*>\s*<head>", lambda _: opening, page, count=1)
     if n != 1:
         raise RuntimeError("unexpected folium page template: no <html><head>")
-    page = page.replace("</head>", f'    <link rel="stylesheet" href="{static_url}/{APP_CSS}"/>\n</head>', 1)
+    page = page.replace("</head>", f'    <link rel="stylesheet" href="{asset_url(APP_CSS, static_url)}"/>\n</head>', 1)
     external = external_resources(page)
     if external:
         raise OfflineAssetError(f"page still loads external resources: {external}")

@@ -11,10 +11,11 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from maps.assets import STATIC_URL, OfflineAssetError, external_resources
+from maps.assets import STATIC_URL, OfflineAssetError, external_resources, install_asset_helper
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+install_asset_helper(_env)  # asset(path): /static/<path>?v=<content hash>
 
 CLASS_ZH = {"same": "一致", "larger": "大于网格", "smaller": "小于网格", "straddling": "跨网格", "outside": "网格外"}
 CLASS_COLOURS = {"same": "#1a9850", "larger": "#4575b4", "smaller": "#91bfdb", "straddling": "#d73027",

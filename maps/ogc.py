@@ -8,10 +8,11 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from maps.assets import STATIC_URL, OfflineAssetError, external_resources
+from maps.assets import STATIC_URL, OfflineAssetError, external_resources, install_asset_helper
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+install_asset_helper(_env)  # asset(path): /static/<path>?v=<content hash>
 
 TITLES = {"landing": "网格要素服务", "conformance": "符合性声明", "collections": "要素集合",
           "collection": "要素集合", "items": "要素", "item": "要素"}

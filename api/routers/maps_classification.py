@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from api.auth import CurrentUser
+from api.basemaps import page_basemaps
 from api.deps import SessionDep, SettingsDep
 from api.problems import problem_responses
 from api.schemas.leader_maps import ClassificationMapData
@@ -33,14 +34,14 @@ def classification_map(principal: CurrentUser, session: SessionDep, settings: Se
     check_filters(principal, q.street, q.community)
     params = {k: v for k, v in {"level": q.level, "street": q.street, "community": q.community, "at": q.at}.items()
               if v}
-    basemaps = [b.model_dump() for b in settings.basemap_layers()]
+    basemaps, csp = page_basemaps(session, settings)  # saved by an admin, else the settings' layers
     tiles = "?" + urlencode({"at": q.at}) if q.at else ""
     prefixes = [p for p in (q.community, q.street, None if principal.unrestricted else principal.jurisdiction_code)
                 if p]
     bounds = places.extent(session.connection(), "grid", max(prefixes, key=len) if prefixes else None)
     return HTMLResponse(render_leader_map("classification", "小区与网格对应关系分类图",
                                           "/maps/classification/data?" + urlencode(params), tiles, basemaps,
-                                          principal.username, bounds))
+                                          principal.username, bounds), headers=csp)
 
 
 @router.get("/maps/classification/data", response_model=ClassificationMapData,

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from api.auth import CurrentUser
+from api.basemaps import page_basemaps
 from api.deps import SessionDep, SettingsDep
 from api.problems import Problem, problem_responses
 from api.schemas.leader_maps import CoverageMapData
@@ -43,25 +44,31 @@ def coverage_map(principal: CurrentUser, session: SessionDep, settings: Settings
         raise Problem(422, f"role: unknown role filter {role!r}; expected one of "
                            f"{', '.join(r for r in ROLE_FILTERS if r)}", type="validation-error")
     prefix = effective_prefix(principal, q.street, q.community, q.grid)  # 403 here, not in the data call
-    basemaps = [b.model_dump() for b in settings.basemap_layers()]
+    basemaps, csp = page_basemaps(session, settings)  # saved by an admin, else the settings' layers
     tiles = "?" + urlencode({"at": q.at}) if q.at else ""
     bounds = places.extent(session.connection(), "grid", prefix or None)
     return HTMLResponse(render_leader_map("coverage", "人员覆盖图", "/maps/coverage/data" + _query(q), tiles,
-                                          basemaps, principal.username, bounds))
+                                          basemaps, principal.username, bounds), headers=csp)
 
 
 @router.get("/maps/coverage/data", response_model=CoverageMapData, responses=problem_responses(401, 403, 422))
 def coverage_map_data(principal: CurrentUser, session: SessionDep, q: CoverageScopeDep) -> Any:
     """What the coverage page colours and lists: per grid its status under each role filter, what is missing and
     whom to call (phones as the phone rule allows), label point and box; per building one status letter per role."""
-    report = q.report(session, principal)
     conn = session.connection()
-    prefix = report.prefix or None
-    # phones only of whom the gaps list names (grid staff): the people of buildings and units are not sent
-    people = cov.people_index(conn, replace(report, buildings=report.buildings.iloc[:0],
-                                            units=report.units.iloc[:0]), principal.covers)
-    return coverage_data(
-        report, people, places.unit_places(conn, "grid", report.ts, prefix),
-        places.unit_places(conn, "community", report.ts, prefix[:12] if prefix else None),
-        places.unit_places(conn, "street", report.ts, prefix[:9] if prefix else None),
-        places.scope_name(conn, prefix, report.ts))
+
+    def build(report: cov.CoverageReport) -> dict:
+        prefix = report.prefix or None
+        # phones only of whom the gaps list names (grid staff): the people of buildings and units are not sent
+        people = cov.people_index(conn, replace(report, buildings=report.buildings.iloc[:0],
+                                                units=report.units.iloc[:0]), principal.covers)
+        return coverage_data(
+            report, people, places.unit_places(conn, "grid", report.ts, prefix),
+            places.unit_places(conn, "community", report.ts, prefix[:12] if prefix else None),
+            places.unit_places(conn, "street", report.ts, prefix[:9] if prefix else None),
+            places.scope_name(conn, prefix, report.ts))
+
+    prefix = effective_prefix(principal, q.street, q.community, q.grid)
+    # reused until what it reads changes; phones shown depend on the caller's jurisdiction
+    return cov.derived_view(conn, "coverage-map", prefix, q.at,
+                            None if principal.unrestricted else principal.jurisdiction_code, build)

@@ -2,9 +2,11 @@
 
 The chain of responsibility (网格长 → 楼栋长 → 单元长) and the "1+3+N" grid staffing are checked on a date: the
 assignments in force that day and the boundaries in force at its close (a building belongs to the grid whose
-boundary then covers it). SQL selects the sets (buildings located by a spatial join, units, assignments in force);
-statuses are computed column-wise over them with pandas (planner misestimates on chains of CTEs made one big query
-take seconds); totals are sums over the rows.
+boundary then covers it). SQL selects only the sets the scope holds (its grids; the buildings touching them or
+registered in its communities, located by one set-based spatial join; their units; the assignments on them and the
+other assignments of their stewards), so a grid costs a grid's work, not the district's; statuses are computed
+column-wise over them with pandas (planner misestimates on chains of CTEs made one big query take seconds); totals
+are sums over the rows. Reports are reused until a change to what they read commits (`geo.staff.coverage_cache`).
 
 Statuses (worst first; an entity takes the first that applies):
 - ``missing_role`` (缺岗): a required role is unfilled — a grid without a grid chief, a comprehensive grid (综合网格)
@@ -26,10 +28,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import re
 import time
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -38,8 +40,11 @@ from sqlalchemy import Connection, text
 
 from geo.errors import DomainError, Kind
 from geo.settings import Rules, get_settings
-from geo.staff.register import ACTIVE_SQL, BUILDING_LOCATION_SQL, ROLE_LABELS, Allowed, phone_visible, today
+from geo.staff.coverage_cache import ReportCache, reusable, watch_for
+from geo.staff.register import ACTIVE_SQL, ROLE_LABELS, Allowed, phone_visible, today
 from geo.store.load import parse_at, version_at
+
+T = TypeVar("T")
 
 STATUSES = ("missing_role", "over_capacity", "under_capacity", "covered", "empty")
 STATUS_LABELS = {
@@ -138,46 +143,29 @@ def ensure_statistics(conn: Connection) -> list[str]:
     return list(stale)
 
 
-_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+def _packed_frame(conn: Connection, sql: str, params: dict, columns: list[str], dtypes: dict,
+                  quoted: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A query's rows as a DataFrame: the server joins them into one CSV text (`quoted` columns CSV-quoted, NULL
+    as an empty field), so there is a single value to transfer and pandas' C reader parses it; ten times faster
+    than a message, or Python objects, per row at district scale."""
 
+    def field(c: str) -> str:
+        if c in quoted:  # CSV quoting: the value in double quotes, inner quotes doubled
+            return f"""CASE WHEN x.{c} IS NULL THEN '' ELSE '"' || replace(x.{c}, '"', '""') || '"' END"""
+        return f"coalesce(CAST(x.{c} AS text), '')"
 
-def _frame(conn: Connection, sql: str, params: dict, columns: list[str], dtypes: dict | None = None) -> pd.DataFrame:
-    """A query's rows as a DataFrame, streamed with COPY … TO STDOUT as CSV and parsed by pandas' C reader.
-
-    Ten times faster than building rows in Python at district scale; parameters are inlined as literals by
-    psycopg's client-side quoting (never by string formatting).
-    """
-    import psycopg
-
-    raw = conn.connection.driver_connection
-    assert raw is not None  # a checked-out connection always holds its psycopg connection
-    query = psycopg.ClientCursor(raw).mogrify(_PARAM.sub(r"%(\1)s", sql.replace("%", "%%")), params)
-    buf = io.BytesIO()
-    with raw.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)") as copy:
-        for chunk in copy:
-            buf.write(chunk)
-    buf.seek(0)
-    if buf.getbuffer().nbytes == 0:
-        return pd.DataFrame({c: pd.Series(dtype=(dtypes or {}).get(c, object)) for c in columns})
-    return pd.read_csv(buf, names=columns, header=None, dtype=dtypes or None, keep_default_na=False,
-                       na_values=[""])
-
-
-def _packed_frame(conn: Connection, sql: str, params: dict, columns: list[str], dtypes: dict) -> pd.DataFrame:
-    """Like `_frame` for rows of numbers, codes and enum names only (no commas or quotes inside values): the
-    server joins them into one CSV text, so there is a single value to transfer instead of a message per row."""
     packed = conn.execute(text(
-        f"SELECT string_agg(concat_ws(',', {', '.join(f'x.{c}' for c in columns)}), E'\\n') FROM ({sql}) x"
+        f"SELECT string_agg(concat_ws(',', {', '.join(field(c) for c in columns)}), E'\\n') FROM ({sql}) x"
     ), params).scalar()
     if not packed:
         return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in columns})
-    # concat_ws skips NULLs, so NULLs are written as empty fields by coalescing to '' first (see callers).
     return pd.read_csv(io.StringIO(packed), names=columns, header=None, dtype=dtypes, keep_default_na=False,
                        na_values=[""])
 
 
-def _people_lists(rows: pd.DataFrame, key: str, names: dict, extra: tuple[str, ...] = ()) -> pd.Series:
-    """Per `key`, the list of {id, name, role, *extra} of its rows (ordered by role, then person id)."""
+def _people_lists(rows: pd.DataFrame, key: str, names: dict, stewards: bool = False) -> pd.Series:
+    """Per `key`, the list of {id, name, role} of its rows (ordered by role, then person id); for `stewards` also
+    the households the assignment serves (as `hh` and `households`) and the steward's whole `load`."""
     if rows.empty:
         return pd.Series(dtype=object)
     keys = rows[key].to_numpy(dtype=np.int64)
@@ -185,11 +173,14 @@ def _people_lists(rows: pd.DataFrame, key: str, names: dict, extra: tuple[str, .
     pids = rows["person_id"].to_numpy(dtype=np.int64)
     order = np.lexsort((pids, pd.factorize(roles, sort=True)[0], keys))
     keys, roles, pids = keys[order], roles[order].tolist(), pids[order].tolist()
-    values = [rows[c].to_numpy(dtype=np.int64)[order].tolist() for c in extra]  # callers pass filled ints
-    items = [{"id": p, "name": names.get(p), "role": r} for p, r in zip(pids, roles, strict=True)]
-    for k, vals in zip(extra, values, strict=True):
-        for item, v in zip(items, vals, strict=True):
-            item[k] = v
+    get = names.get
+    if stewards:  # one pass building the final dicts: tens of thousands of them at district scale
+        hh = rows["hh"].to_numpy(dtype=np.int64)[order].tolist()
+        load = rows["load"].to_numpy(dtype=np.int64)[order].tolist()
+        items = [{"id": p, "name": get(p), "role": r, "hh": h, "load": ld, "households": h}
+                 for p, r, h, ld in zip(pids, roles, hh, load, strict=True)]
+    else:
+        items = [{"id": p, "name": get(p), "role": r} for p, r in zip(pids, roles, strict=True)]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     ends = np.r_[starts[1:], len(keys)]
     groups = [items[i:j] for i, j in zip(starts.tolist(), ends.tolist(), strict=True)]
@@ -201,65 +192,205 @@ def _lists(index: pd.Index, lists: pd.Series) -> list:
     return [v if isinstance(v, list) else [] for v in got.tolist()]
 
 
+#: Candidate buildings of a scope (prefix not empty): those touching a grid of the scope, or registered in one of
+#: its communities. A building's location (the grid covering its point on surface, ties to the smallest code) can
+#: only be a grid it touches, so the candidates hold every building in scope and the final filter drops the rest.
+_SCOPE_CANDIDATES = """
+    WHERE b.id IN (
+        SELECT bb.id FROM grids_at(CAST(:ts AS timestamptz)) g JOIN buildings bb ON ST_Intersects(g.geom, bb.geom)
+        WHERE g.code LIKE :prefix || '%'
+        UNION
+        SELECT bb.id FROM buildings bb JOIN communities c ON c.id = bb.community_id WHERE c.code LIKE :prefix || '%')
+"""
+
+
+def _buildings(conn: Connection, params: dict, with_geometry: bool) -> pd.DataFrame:
+    """The buildings in scope, each located in the grid in force covering its point on surface (the shared-edge
+    rule of `grids_covering`: the smallest code), as one set-based join instead of a lookup per building."""
+    scoped = _SCOPE_CANDIDATES if params["prefix"] else ""
+    geom = ", ST_AsGeoJSON(pts.geom, 6) AS geometry" if with_geometry else ""
+    cols = ["id", "code", "name", "compound_id", "use", "grid_id", "grid_code", "community_id", "community_code",
+            "scope_code"] + (["geometry"] if with_geometry else [])
+    return _packed_frame(conn, f"""
+        WITH pts AS MATERIALIZED (
+            SELECT b.id, b.code, b.name, b.compound_id, b.use, b.community_id, b.geom,
+                   ST_PointOnSurface(b.geom) AS p
+            FROM buildings b {scoped}
+        ), loc AS (
+            SELECT DISTINCT ON (pts.id) pts.id, g.id AS grid_id, g.code AS grid_code, g.community_id
+            FROM pts JOIN grids_at(CAST(:ts AS timestamptz)) g ON ST_Covers(g.geom, pts.p)
+            ORDER BY pts.id, g.code COLLATE "C"
+        )
+        SELECT * FROM (
+            SELECT pts.id, pts.code, pts.name, pts.compound_id, pts.use, loc.grid_id, loc.grid_code,
+                   bc.id AS community_id, bc.code AS community_code,
+                   coalesce(loc.grid_code, bc.code) AS scope_code {geom}
+            FROM pts LEFT JOIN loc ON loc.id = pts.id
+            LEFT JOIN communities bc ON bc.id = coalesce(loc.community_id, pts.community_id)) y
+        WHERE coalesce(scope_code, '') LIKE :prefix || '%'
+    """, params, cols, {"id": "int64", "code": str, "name": str, "compound_id": "Int64", "use": str,
+                        "grid_id": "Int64", "grid_code": str, "community_id": "Int64", "community_code": str,
+                        "scope_code": str, "geometry": str}, quoted=("code", "name", "use", "geometry"))
+
+
+_ACT_COLUMNS = ["id", "person_id", "role", "target_type", "grid_id", "micro_grid", "building_id", "unit_id",
+                "households", "hh"]
+_ACT_DTYPES = {"id": "int64", "person_id": "int64", "role": str, "target_type": str, "grid_id": "Int64",
+               "micro_grid": str, "building_id": "Int64", "unit_id": "Int64", "households": "Int64", "hh": "int64"}
+
+
+def _assignments(conn: Connection, params: dict, scoped: bool) -> pd.DataFrame:
+    """The assignments in force on the day with the households each serves (`hh`: the count given, else the
+    unit's, else the building's). Scoped: those on a grid, micro-grid, building or unit in scope, plus every
+    steward assignment of a steward serving in scope (a steward's load counts all their assignments)."""
+    a_cols = ("a.id, a.person_id, a.role, a.target_type, coalesce(a.grid_id, m.grid_id) AS grid_id, "
+              "m.code AS micro_grid, a.building_id, a.unit_id, a.households")
+    hh = "coalesce(a.households, CASE WHEN a.target_type = 'unit' THEN u.households ELSE bh.households END, 0)"
+    if not scoped:
+        return _packed_frame(conn, f"""
+            SELECT {a_cols}, {hh} AS hh
+            FROM staff_assignments a LEFT JOIN micro_grids m ON m.id = a.micro_grid_id
+            LEFT JOIN units u ON u.id = a.unit_id
+            LEFT JOIN (SELECT building_id, sum(households) AS households FROM units GROUP BY building_id) bh
+                   ON bh.building_id = a.building_id
+            WHERE {ACTIVE_SQL}
+        """, params, _ACT_COLUMNS, _ACT_DTYPES)
+    return _packed_frame(conn, f"""
+        WITH here AS (  -- one index scan per kind of target (an OR of them would scan the whole table)
+            SELECT a.id, a.person_id, a.role FROM staff_assignments a WHERE {ACTIVE_SQL} AND a.grid_id = ANY(:grids)
+            UNION
+            SELECT a.id, a.person_id, a.role FROM staff_assignments a
+            WHERE {ACTIVE_SQL} AND a.micro_grid_id IN (SELECT id FROM micro_grids WHERE grid_id = ANY(:grids))
+            UNION
+            SELECT a.id, a.person_id, a.role FROM staff_assignments a
+            WHERE {ACTIVE_SQL} AND a.building_id = ANY(:buildings)
+            UNION
+            SELECT a.id, a.person_id, a.role FROM staff_assignments a WHERE {ACTIVE_SQL} AND a.unit_id = ANY(:units)
+        ), wanted AS (
+            SELECT id FROM here
+            UNION
+            SELECT a.id FROM staff_assignments a
+            WHERE {ACTIVE_SQL} AND a.role = 'steward'
+              AND a.person_id IN (SELECT person_id FROM here WHERE role = 'steward')
+        )
+        SELECT {a_cols}, {hh} AS hh
+        FROM staff_assignments a JOIN wanted w ON w.id = a.id
+        LEFT JOIN micro_grids m ON m.id = a.micro_grid_id
+        LEFT JOIN units u ON u.id = a.unit_id
+        LEFT JOIN LATERAL (SELECT sum(x.households) AS households FROM units x WHERE x.building_id = a.building_id
+                          ) bh ON a.building_id IS NOT NULL
+    """, params, _ACT_COLUMNS, _ACT_DTYPES)
+
+
+#: Reports kept per process, bounded by their rows (grids + buildings + units + stewards; `coverage_cache_rows`).
+REPORTS = ReportCache(max_rows=get_settings().coverage_cache_rows)
+
+
+def _grids_changed_between(conn: Connection, t0: dt.datetime, t1: dt.datetime) -> bool:
+    """Whether some grid boundary starts or ends in (t0, t1]: the grids in force differ at the two instants."""
+    if t0 == t1:
+        return False
+    a, b = min(t0, t1), max(t0, t1)
+    return bool(conn.execute(text(
+        "SELECT EXISTS (SELECT 1 FROM grid_boundaries WHERE (valid_from > :a AND valid_from <= :b) "
+        "OR (valid_to > :a AND valid_to <= :b))"), {"a": a, "b": b}).scalar())
+
+
+def _rows(report: CoverageReport) -> int:
+    return len(report.grids) + len(report.buildings) + len(report.units) + len(report.stewards)
+
+
 def coverage_report(conn: Connection, prefix: str = "", at: str | dt.date | dt.datetime | None = None,
                     rules: Rules | None = None, with_geometry: bool = False) -> CoverageReport:
     """Coverage of everything whose code starts with `prefix` ('' = the district) on `at` (today by default).
 
-    SQL selects the units in scope (buildings located in the grids in force, by a spatial join) and the
-    assignments in force; the statuses are computed column-wise over those sets (no per-row queries).
+    SQL selects only what the scope holds (its grids, the buildings located in them by a set-based spatial join,
+    their units, the assignments on them, and the other assignments of stewards serving there), so one grid
+    costs one grid's work; the statuses are computed column-wise over those sets (no per-row queries). A report
+    computed earlier is reused until a change to what it reads commits (`geo.staff.coverage_cache`).
     """
     rules = rules or get_settings().rules
     ts, d = resolve_at(at)
-    ensure_statistics(conn)
-    params = {"ts": ts, "d": d, "prefix": prefix or ""}
+    key = (conn.engine.url.render_as_string(hide_password=True), prefix or "", d, with_geometry,
+           rules.model_dump_json())
+    watch = watch_for(conn) if REPORTS.max_rows and reusable(conn) else None
+    generation = watch.sync() if watch is not None else None
+    cached = REPORTS.get(key, generation)
+    if cached is not None and not _grids_changed_between(conn, cached.ts, ts):
+        return replace(cached, ts=ts, version=version_at(conn, ts))
+    ensure_statistics(conn)  # (an ANALYZE writes only statistics: the report may still be kept)
+    # JIT compilation costs more than it saves on these queries (tens of milliseconds on each of the large ones)
+    # (set for this transaction only: a failure rolls it back with the transaction)
+    jit = conn.execute(text("SELECT current_setting('jit')")).scalar()
+    conn.execute(text("SELECT set_config('jit', 'off', true)"))
+    report = _compute_report(conn, prefix or "", ts, d, rules, with_geometry)
+    conn.execute(text("SELECT set_config('jit', :v, true)"), {"v": jit})
+    if generation is not None:
+        REPORTS.put(key, generation, report, _rows(report))
+    return report
+
+
+#: Values derived from reports (a page's data), kept like the reports themselves; their rows: grids + buildings.
+VIEWS = ReportCache(max_rows=get_settings().coverage_cache_rows)
+
+
+def derived_view(conn: Connection, name: str, prefix: str, at: str | dt.date | dt.datetime | None, audience: Any,
+                 build: Callable[[CoverageReport], T]) -> T:
+    """`build(report)` for the report of `prefix` on `at`, reused on the same terms as the report (nothing it reads
+    changed since, same day, same grids in force); `audience` names what else the value depends on (whose phones it
+    may show). Spares a page the report and the assembly of its data on every view."""
+    rules = get_settings().rules
+    ts, d = resolve_at(at)
+    key = (conn.engine.url.render_as_string(hide_password=True), name, prefix or "", d, rules.model_dump_json(),
+           audience)
+    watch = watch_for(conn) if VIEWS.max_rows and reusable(conn) else None
+    generation = watch.sync() if watch is not None else None
+    cached = VIEWS.get(key, generation)
+    if cached is not None and not _grids_changed_between(conn, cached[0], ts):
+        return cached[1]
+    report = coverage_report(conn, prefix, at, rules)
+    value = build(report)
+    if generation is not None:
+        VIEWS.put(key, generation, (ts, value), len(report.grids) + len(report.buildings))
+    return value
+
+
+def _compute_report(conn: Connection, prefix: str, ts: dt.datetime, d: dt.date, rules: Rules,
+                    with_geometry: bool) -> CoverageReport:
+    """The report itself (see `coverage_report`)."""
+    params: dict[str, Any] = {"ts": ts, "d": d, "prefix": prefix}
     smin, smax = rules.steward_households_min, rules.steward_households_max
-    geom_b = ", ST_AsGeoJSON(b.geom, 6)" if with_geometry else ""
-    bcols = ["id", "code", "name", "compound_id", "use", "grid_id", "grid_code", "community_id", "community_code",
-             "scope_code"] + (["geometry"] if with_geometry else [])
-    bs = _frame(conn, f"""
-        SELECT * FROM (
-            SELECT b.id, b.code, b.name, b.compound_id, b.use, loc.grid_id, loc.grid_code, bc.id, bc.code,
-                   coalesce(loc.grid_code, bc.code) AS scope_code {geom_b}
-            FROM buildings b {BUILDING_LOCATION_SQL}) x
-        WHERE coalesce(scope_code, '') LIKE :prefix || '%'
-    """, params, bcols, {"id": "int64", "code": str, "name": str, "compound_id": "Int64", "use": str,
-                         "grid_id": "Int64", "grid_code": str, "community_id": "Int64", "community_code": str,
-                         "scope_code": str, "geometry": str})
-    units = _packed_frame(conn, "SELECT id, building_id, number, households FROM units", {},
-                   ["id", "building_id", "number", "households"], {c: "int64" for c in ("id", "building_id",
-                                                                                        "number", "households")})
-    act = _packed_frame(conn, f"""
-        SELECT a.id, a.person_id, a.role, a.target_type,
-               coalesce(CAST(coalesce(a.grid_id, m.grid_id) AS text), '') AS grid_id,
-               coalesce(m.code, '') AS micro_grid, coalesce(CAST(a.building_id AS text), '') AS building_id,
-               coalesce(CAST(a.unit_id AS text), '') AS unit_id, coalesce(CAST(a.households AS text), '') AS households
-        FROM staff_assignments a LEFT JOIN micro_grids m ON m.id = a.micro_grid_id WHERE {ACTIVE_SQL}
-    """, params, ["id", "person_id", "role", "target_type", "grid_id", "micro_grid", "building_id", "unit_id",
-                  "households"], {"id": "int64", "person_id": "int64", "role": str, "target_type": str,
-                                  "grid_id": "Int64", "micro_grid": str, "building_id": "Int64", "unit_id": "Int64",
-                                  "households": "Int64"})
-    geom_g = ", ST_AsGeoJSON(g.geom, 6)" if with_geometry else ""
-    gs = _frame(conn, f"""
-        SELECT g.id, g.code, g.name, g.kind, c.code {geom_g}
+    bs = _buildings(conn, params, with_geometry)
+    geom_g = ", ST_AsGeoJSON(g.geom, 6) AS geometry" if with_geometry else ""
+    gs = _packed_frame(conn, f"""
+        SELECT g.id, g.code, g.name, g.kind, c.code AS community_code {geom_g}
         FROM grids_at(CAST(:ts AS timestamptz)) g LEFT JOIN communities c ON c.id = g.community_id
         WHERE g.code LIKE :prefix || '%'
     """, params, ["id", "code", "name", "kind", "community_code"] + (["geometry"] if with_geometry else []),
-                {"id": "int64", "code": str, "name": str, "kind": str, "community_code": str, "geometry": str})
-    ids = sorted(set(act["person_id"].astype(int).tolist()))
-    names: dict[int, str] = (
-        {r.id: r.name for r in conn.execute(text("SELECT id, name FROM people WHERE id = ANY(:i)"), {"i": ids})}
-        if ids else {})
+                       {"id": "int64", "code": str, "name": str, "kind": str, "community_code": str,
+                        "geometry": str}, quoted=("code", "name", "kind", "community_code", "geometry"))
+    unit_dtypes = {c: "int64" for c in ("id", "building_id", "number", "households")}
+    if prefix:
+        units = _packed_frame(conn, "SELECT id, building_id, number, households FROM units "
+                                    "WHERE building_id = ANY(:buildings)",
+                              {"buildings": bs["id"].tolist()}, list(unit_dtypes), unit_dtypes)
+        act = _assignments(conn, params | {"grids": gs["id"].tolist(), "buildings": bs["id"].tolist(),
+                                           "units": units["id"].tolist()}, scoped=True)
+    else:
+        units = _packed_frame(conn, "SELECT id, building_id, number, households FROM units", {},
+                              list(unit_dtypes), unit_dtypes)
+        act = _assignments(conn, params, scoped=False)
+    # one JSON value rather than a row per person (tens of thousands of names at district scale)
+    named = conn.execute(text(
+        "SELECT json_agg(json_build_array(id, name)) FROM people WHERE id = ANY(:i)"
+    ), {"i": act["person_id"].unique().tolist()}).scalar() if prefix else conn.execute(text(
+        f"SELECT json_agg(json_build_array(p.id, p.name)) FROM people p "
+        f"WHERE p.id IN (SELECT a.person_id FROM staff_assignments a WHERE {ACTIVE_SQL})"), params).scalar()
+    names: dict[int, str] = {int(i): n for i, n in named or []}
 
-    # Households each assignment serves: a unit's (or the given count), a building's (or the given count).
-    unit_hh = units.set_index("id")["households"]
-    bhh = units.groupby("building_id")["households"].sum()
-    act["hh"] = np.where(act["target_type"] == "unit", act["unit_id"].map(unit_hh),
-                         act["building_id"].map(bhh).fillna(0))
-    act["hh"] = act["households"].where(act["households"].notna(), act["hh"]).fillna(0).astype(np.int64)
     stew = act[act["role"] == "steward"]
     load = stew.groupby("person_id")["hh"].sum()
     n_assign = stew.groupby("person_id").size()
-    act["load"] = act["person_id"].map(load)
 
     # Units in scope.
     us = units[units["building_id"].isin(bs["id"])].sort_values(["building_id", "number"]).reset_index(drop=True)
@@ -293,8 +424,7 @@ def coverage_report(conn: Connection, prefix: str = "", at: str | dt.date | dt.d
         [u["households"] == 0, (u["unit_heads"] == 0) | (u["stewarded"] < u["households"]), u["over"], u["under"]],
         ["empty", "missing_role", "over_capacity", "under_capacity"], "covered")
     u["people"] = _lists(pd.Index(u["id"]), _people_lists(other_u, "unit_id", names))
-    u["stewards"] = _lists(pd.Index(u["id"]), _people_lists(su, "unit_id", names, ("hh", "load")))
-    u["stewards"] = [[{**s_, "households": s_.pop("hh")} for s_ in lst] for lst in u["stewards"]]
+    u["stewards"] = _lists(pd.Index(u["id"]), _people_lists(su, "unit_id", names, stewards=True))
     binfo = bs.set_index("id")
     u["building_code"] = u["building_id"].map(binfo["code"])
     u["building_name"] = u["building_id"].map(binfo["name"])
@@ -321,8 +451,7 @@ def coverage_report(conn: Connection, prefix: str = "", at: str | dt.date | dt.d
         [b["households"] == 0, (b["building_heads"] == 0) | flags["any_missing"], flags["any_over"],
          flags["any_under"]], ["empty", "missing_role", "over_capacity", "under_capacity"], "covered")
     b["people"] = _lists(pd.Index(b["id"]), _people_lists(other_b, "building_id", names))
-    b["building_stewards"] = _lists(pd.Index(b["id"]), _people_lists(sb, "building_id", names, ("hh", "load")))
-    b["building_stewards"] = [[{**s_, "households": s_.pop("hh")} for s_ in lst] for lst in b["building_stewards"]]
+    b["building_stewards"] = _lists(pd.Index(b["id"]), _people_lists(sb, "building_id", names, stewards=True))
 
     # Grids: staff on the grid or its micro-grids, and the buildings located in it.
     ga = act[act["target_type"].isin(["grid", "micro_grid"]) & act["grid_id"].isin(gs["id"])]
@@ -330,7 +459,7 @@ def coverage_report(conn: Connection, prefix: str = "", at: str | dt.date | dt.d
     g = gs.copy()
     for role in GRID_ROLES:
         g[role] = g["id"].map(counts[role]).fillna(0).astype(np.int64) if role in counts else 0
-    g["people"] = _lists(pd.Index(g["id"]), _people_lists(ga, "grid_id", names, ()))
+    g["people"] = _lists(pd.Index(g["id"]), _people_lists(ga, "grid_id", names))
     inb = b[b["grid_id"].notna()]
     by_grid = inb.groupby(inb["grid_id"].astype(np.int64))
     gb = pd.DataFrame({
@@ -368,7 +497,7 @@ def coverage_report(conn: Connection, prefix: str = "", at: str | dt.date | dt.d
     frames["unit"] = frames["unit"].sort_values(["building_id", "number"], kind="stable").reset_index(drop=True)
     frames["steward"] = frames["steward"].sort_values("id", kind="stable").reset_index(drop=True)
     report = CoverageReport(
-        at=d, ts=ts, prefix=prefix or "", rules=rules.model_dump(), version=version_at(conn, ts),
+        at=d, ts=ts, prefix=prefix, rules=rules.model_dump(), version=version_at(conn, ts),
         grids=frames["grid"], buildings=frames["building"], units=frames["unit"], stewards=frames["steward"],
     )
     report.totals = totals(report, rules)
