@@ -31,7 +31,7 @@ from tests.access_helpers import *  # noqa: F403 (the shared fixtures: audit_gua
 from tests.access_helpers import client_with, load_mini_district
 
 #: Public writes (no principal dependency, hence no fallback): each records its entries itself.
-SELF_AUDITED_PUBLIC_WRITES = {("POST", "/v1/auth/token"), ("POST", "/v1/auth/refresh")}
+SELF_AUDITED_PUBLIC_WRITES = {("POST", "/v1/auth/token"), ("POST", "/v1/auth/refresh"), ("POST", "/v1/auth/device")}
 
 
 def _bearer(db_session, role: str, jurisdiction: str | None) -> dict:

@@ -68,6 +68,9 @@ def test_browser_login_is_a_device_session_that_refreshes(client, make_user, db_
     used = db_session.execute(text("SELECT last_used_at FROM token_families WHERE id = :i"),
                               {"i": row["id"]}).scalar_one()
     assert used is not None
+    actions = db_session.execute(text("SELECT action FROM audit_log WHERE actor = :u ORDER BY id"),
+                                 {"u": worker["username"]}).scalars().all()
+    assert "auth.refresh" in actions  # the public write audits itself (tests/test_audit.py lists it)
 
     # the spent device token presented again (a copied cookie): the session ends, for the thief and the owner
     client.cookies.set(DEVICE_COOKIE, first, domain="testserver.local", path="/v1/auth/device")
