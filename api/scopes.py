@@ -20,14 +20,22 @@ from sqlalchemy.orm import Session
 from api.auth import ensure_covers
 from geo.access.users import Principal
 from geo.classify import classification as gc
+from geo.io.codes import filter_lengths
 from geo.staff import coverage as cov
 
 # ------------------------------------------------------------------------------------------------- coverage
 
-CoverageStreet = Annotated[str | None, Query(pattern=r"^\d{9}$", description="street code (9 digits)")]
-CoverageCommunity = Annotated[str | None, Query(pattern=r"^\d{12}$",
-                                                description="community code (12 digits)")]
-CoverageGrid = Annotated[str | None, Query(pattern=r"^\d{15}$", description="grid code (15 digits)")]
+
+def _code_query(level: str, what: str) -> object:
+    """A code filter accepting the lengths every shipped code scheme allows at the level (data/code_schemes)."""
+    lo, hi = filter_lengths()[level]
+    return Query(pattern=rf"^\d{{{lo},{hi}}}$", description=f"{what} ({lo}–{hi} digits)" if lo < hi
+                 else f"{what} ({lo} digits)")
+
+
+CoverageStreet = Annotated[str | None, _code_query("streets", "street code")]
+CoverageCommunity = Annotated[str | None, _code_query("communities", "community or village code")]
+CoverageGrid = Annotated[str | None, _code_query("grids", "grid code (16 digits: dedicated grids of some schemes)")]
 CoverageAt = Annotated[str | None, Query(description="the day (YYYY-MM-DD) or instant; default today")]
 
 

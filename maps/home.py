@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from geo.io.codes import filter_lengths
 from maps.assets import STATIC_URL, OfflineAssetError, external_resources, install_asset_helper
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -26,7 +27,9 @@ def _filter(code: str | None) -> str:
     """The query string narrowing a page to a jurisdiction (the pages narrow to the caller's anyway)."""
     if not code:
         return ""
-    name = {9: "street", 12: "community", 15: "grid"}.get(len(code))
+    # by length, as any shipped code scheme allows (10-digit villages, 16-digit dedicated grids)
+    name = next((label for level, label in (("streets", "street"), ("communities", "community"), ("grids", "grid"))
+                 if filter_lengths()[level][0] <= len(code) <= filter_lengths()[level][1]), None)
     return f"?{name}={quote(code)}" if name else ""
 
 

@@ -19,7 +19,7 @@ from geo.locate.reference import locate_sql
 from tests import io_samples as S
 
 VILLAGE = S.STREET + "9"  # a 10-digit village code (street + 1)
-DEDICATED = S.WEST + "0010"  # a 16-digit dedicated grid (community + 4)
+DEDICATED = S.WEST + "9010"  # a 16-digit dedicated grid (community + 4) starting no 15-digit grid's code
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_the_audit_jurisdiction_of_odd_codes():
     from geo.io.importer import _jurisdiction_of
 
     assert _jurisdiction_of([DEDICATED]) == DEDICATED
-    assert _jurisdiction_of([DEDICATED, S.WEST + "0011"]) == S.WEST  # their 15-digit prefix is no grid
+    assert _jurisdiction_of([DEDICATED, S.WEST + "9011"]) == S.WEST  # their 15-digit prefix is no grid
     assert _jurisdiction_of([S.WEST + "00101", S.WEST + "00102"]) == S.WEST + "001"  # micro-grids of one grid
     assert _jurisdiction_of([VILLAGE + "00001", S.WEST + "001"]) == S.STREET
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from data import DATA_DIR
@@ -67,3 +68,15 @@ def load_scheme(name_or_path: str | Path | None = None) -> CodeScheme:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UnknownCodeScheme(f"code scheme {ref!r} is not readable: {exc}") from exc
     return CodeScheme(str(doc.get("name", Path(ref).stem)), levels)
+
+
+@cache
+def filter_lengths() -> dict[str, tuple[int, int]]:
+    """Per level, the (fewest, most) digits a code filter accepts: the span of every shipped scheme's lengths
+    (streets 9, communities 10–12, grids 15–16 …), so a declared scheme's codes work wherever filters take codes."""
+    spans: dict[str, tuple[int, int]] = {}
+    for name in available():
+        for level, codes in load_scheme(name).levels.items():
+            lo, hi = spans.get(level, (min(codes.lengths), max(codes.lengths)))
+            spans[level] = (min(lo, *codes.lengths), max(hi, *codes.lengths))
+    return spans

@@ -47,6 +47,7 @@ from geo.io.reproject import likely_crs, source_crs, to_storage
 from geo.io.validate import (
     Issue,
     check_geometries,
+    code_prefix_collisions,
     coverage_gaps,
     household_band,
     issues_geojson,
@@ -910,6 +911,7 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
     # ends, and before taking its time: an import that waited for a publish starts after it and ends its rows, and a
     # publish that waited for this import finds its community's token changed (412)
     lock_communities(conn, _communities_touched(conn, level))
+    prep.issues += code_prefix_collisions(conn, STAGE, level, _STORE_DIGITS[level][0], prep.labels, prep.records)
     at, version_id = _effective_time(conn, options)
     report.valid_from_source = ("version" if options.version_id is not None else
                                 "now" if options.valid_from in (None, "") else "given")

@@ -43,6 +43,9 @@ ISSUE_KINDS = {
     "bad-value": "an attribute value cannot be read as its field's type or is not an allowed value",
     "missing-value": "a required attribute is empty",
     "bad-code": "the code does not have the level's number of digits or does not start with its parent's code",
+    "code-prefix-collision": "the code has another unit's code of the same level as a proper prefix, or is such a "
+                             "prefix (in the file or the database): jurisdiction is a code-prefix test, so the "
+                             "shorter code's staff would cover the longer one; refused, both codes named",
     "duplicate-id": "several records carry the same id but differ: none of them is imported",
     "split-pieces-merged": "pieces of one feature split across records (same id, same attributes) were merged",
     "duplicate-record": "the same feature appears more than once (same id and attributes, overlapping): merged",
@@ -343,6 +346,44 @@ def merge_and_deduplicate(frame: pd.DataFrame, geoms: np.ndarray, key: Sequence[
 
 def _wkb(value):
     return shapely.from_wkb(bytes(value)) if value is not None else None
+
+
+def code_prefix_collisions(conn: Connection, stage: str, level: str, shortest: int, labels: Sequence[str],
+                           records: Sequence[list[int]]) -> list[Issue]:
+    """Refuse the staged units whose code starts with another unit's code of the level, or starts another's (编码前缀
+    冲突: a 15-digit grid …001 would cover the dedicated grid …0010): one hash join of every code's leading digits
+    against the file's and the table's codes, set-based."""
+    rows = conn.execute(text(f"""
+        WITH codes AS (
+            SELECT s.row_idx, s.code FROM {stage} s WHERE NOT s.refused
+            UNION ALL
+            SELECT NULL, u.code FROM {level} u
+            WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE NOT s.refused AND s.code = u.code)
+        )
+        SELECT DISTINCT l.row_idx AS long_idx, l.code AS long_code, p.row_idx AS short_idx, p.code AS short_code
+        FROM codes l
+        CROSS JOIN LATERAL generate_series(:shortest, length(l.code) - 1) AS n
+        JOIN codes p ON p.code = left(l.code, n)
+        WHERE l.row_idx IS NOT NULL OR p.row_idx IS NOT NULL
+        ORDER BY long_code, short_code
+    """), {"shortest": shortest}).all()
+    issues: list[Issue] = []
+    for r in rows:
+        # each staged side of a pair is refused, naming the other code and where it is
+        sides = ((r.long_idx, r.long_code, "starts with", r.short_code, r.short_idx),
+                 (r.short_idx, r.short_code, "is the start of", r.long_code, r.long_idx))
+        for idx, code, how, other, other_idx in sides:
+            if idx is None:
+                continue
+            where = "in the file" if other_idx is not None else "in the database"
+            issues.append(Issue("code-prefix-collision", "refused",
+                                f"code {code} {how} the code {other} of another unit ({where}): the staff of the "
+                                "shorter code would be taken to cover the longer one", list(records[idx]),
+                                labels[idx], details={"codes": [r.short_code, r.long_code]}))
+    refused = sorted({i for r in rows for i in (r.long_idx, r.short_idx) if i is not None})
+    if refused:
+        conn.execute(text(f"UPDATE {stage} SET refused = true WHERE row_idx = ANY(:ids)"), {"ids": refused})
+    return sorted(issues, key=lambda i: (i.records, i.message))
 
 
 def outside_parent(conn: Connection, stage: str, parent_level: str, at, tolerance_m2: float,

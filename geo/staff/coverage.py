@@ -39,6 +39,7 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from geo.errors import DomainError, Kind
+from geo.io.codes import filter_lengths
 from geo.settings import Rules, get_settings
 from geo.staff.coverage_cache import ReportCache, reusable, watch_for
 from geo.staff.register import ACTIVE_SQL, ROLE_LABELS, Allowed, phone_visible, today
@@ -66,11 +67,12 @@ def scope_prefix(street: str | None = None, community: str | None = None, grid: 
     """The most specific of the filter codes ('' for the whole district); they must nest."""
     codes = [(name, c.strip()) for name, c in (("street", street), ("community", community), ("grid", grid))
              if c and c.strip()]
-    lengths = {"street": 9, "community": 12, "grid": 15}
+    spans = filter_lengths()  # a declared scheme's codes too: 10-digit villages, 16-digit dedicated grids
     prefix = ""
     for name, code in codes:
-        if len(code) != lengths[name] or not code.isdigit():
-            raise CoverageError(f"{name} code {code!r} should be {lengths[name]} digits")
+        lo, hi = spans[f"{name}s" if name != "community" else "communities"]
+        if not lo <= len(code) <= hi or not code.isdigit():
+            raise CoverageError(f"{name} code {code!r} should be {lo if lo == hi else f'{lo}–{hi}'} digits")
         if not code.startswith(prefix):
             raise CoverageError(f"{name} {code} does not lie in {prefix}")
         prefix = code
