@@ -85,10 +85,8 @@ CoverageScopeDep = Annotated[CoverageScope, Depends(coverage_scope)]
 Level = Annotated[Literal["grid", "micro_grid"], Query(description="compare with grids (网格) or micro-grids (微网格)")]
 BoundaryAt = Annotated[str | None, Query(description="boundary version in force on this date (YYYY-MM-DD) or "
                                                      "instant; default now")]
-ClassificationStreet = Annotated[str | None, Query(pattern=r"^[0-9]{9}$",
-                                                   description="only this street (9-digit code)")]
-ClassificationCommunity = Annotated[str | None, Query(pattern=r"^[0-9]{12}$",
-                                                      description="only this community (12-digit code)")]
+ClassificationStreet = Annotated[str | None, _code_query("streets", "only this street")]
+ClassificationCommunity = Annotated[str | None, _code_query("communities", "only this community or village")]
 
 
 def check_filters(principal: Principal, street: str | None, community: str | None) -> None:

@@ -24,7 +24,7 @@ RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 class RedrawPlanIn(BaseModel):
     """A new draft plan of one community's (or one street's) grids and micro-grids: give exactly one code."""
 
-    community_code: str | None = Field(None, pattern=r"^\d{12}$", description="a community (12 digits)")
+    community_code: str | None = Field(None, pattern=r"^\d{10,12}$", description="a community or village (12/10)")
     street_code: str | None = Field(None, pattern=r"^\d{9}$", description="a whole street (9 digits)")
     label: str | None = Field(None, max_length=200, pattern=NO_NUL)
 
@@ -58,8 +58,9 @@ class OperationIn(BaseModel):
     snap_m: float | None = Field(None, ge=0, le=50, description="reshape: metres within which the outline's vertices "
                                  "snap to the neighbours', the compound walls' and its own old vertices "
                                  "(default GRIDATLAS_PLAN_SNAP_M, 1 m)")
-    community: str | None = Field(None, pattern=r"^\d{12}$",
-                                  description="street plans: the community a new grid goes to (12 digits); "
+    community: str | None = Field(None, pattern=r"^\d{10,12}$",
+                                  description="street plans: the community a new grid goes to (12 digits; "
+                                              "10: a village); "
                                               "otherwise the community of the units named")
 
 

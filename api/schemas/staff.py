@@ -281,7 +281,7 @@ class PlanIn(BaseModel):
     """What to plan: a street or community (default your jurisdiction), on a day, and what may move."""
 
     street: str | None = Field(None, pattern=r"^\d{9}$")
-    community: str | None = Field(None, pattern=r"^\d{12}$")
+    community: str | None = Field(None, pattern=r"^\d{10,12}$", description="community (12 digits) or village (10)")
     at: dt.date | None = Field(None, description="the plan's day: moved assignments end and new ones start then")
     allow_move: bool = Field(False, description="existing steward assignments may be moved")
     release_over_capacity: bool = Field(True, description="even without allow_move, assignments of a steward over "
