@@ -6,8 +6,9 @@ size up to date in each write's own transaction. A heatmap reads whole months fr
 A size is registered and built on the first request that needs it (`ensure_heat_rollup`), and a build never holds
 up a report or a transition:
 
-1. One builder per size at a time (a session advisory lock): another request for that size meanwhile answers from
-   the incidents.
+1. One builder per size at a time (a transaction-scoped advisory lock, held by a transaction of its own for the
+   whole build, so it is right behind PgBouncer's transaction pooling): another request for that size meanwhile
+   answers from the incidents.
 2. Sizes to drop (the same size binned in another frame, an abandoned build, the oldest beyond MAX_ROLLUP_SIZES)
    are retired first: marked (``built_at = '-infinity'``, so no reader uses them) and emptied a chunk per short
    transaction, so a writer on one of their cells waits for one chunk at most.
@@ -100,23 +101,30 @@ def build_heat_size(engine: Engine, frame: LocalFrame, size: float, *,
     """Register hexagons of `size` binned in `frame` and build their counts (see the module docstring), in
     transactions of their own; whether they are built. `after_registration` runs between registering and building
     (tests write incidents there)."""
-    key = {"lock_class": _LOCK_CLASS, "lock_key": round(float(size) * 1000)}
-    with engine.connect() as b:
-        if not b.execute(text("SELECT pg_try_advisory_lock(:lock_class, :lock_key)"), key).scalar_one():
-            b.rollback()
+    # The builder's lock is a transaction lock held by a transaction of its own, open for the whole build: behind
+    # PgBouncer in transaction mode that transaction keeps one server connection, and the lock ends with it (commit,
+    # rollback or a lost client), where a session lock's unlock could reach another server connection and leave the
+    # lock held by a pooled one. It takes no snapshot and no xid, so it holds back neither vacuum nor writers.
+    with engine.connect() as guard:
+        # integers written into the SQL, not bound: a statement with parameters leaves its portal, and with it a
+        # snapshot (backend_xmin), open until the connection's next statement, which here is the build's end
+        lock = f"SELECT pg_try_advisory_xact_lock({_LOCK_CLASS:d}, {round(float(size) * 1000):d})"
+        if not guard.execute(text(lock)).scalar_one():
+            guard.rollback()
             return False  # another request is building this size
         try:
-            b.commit()
-            return _build(b, frame, size, after_registration)
+            with engine.connect() as b:
+                try:
+                    return _build(b, frame, size, after_registration)
+                finally:
+                    b.rollback()
         except DBAPIError as exc:
             if _sqlstate(exc) not in _GIVE_WAY:
                 raise
             log.info("hexagon size %g m not built now (%s): answering from the incidents", size, _sqlstate(exc))
             return False
         finally:
-            b.rollback()
-            b.execute(text("SELECT pg_advisory_unlock(:lock_class, :lock_key)"), key)
-            b.commit()
+            guard.rollback()  # ends the lock's transaction: the lock is released
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
