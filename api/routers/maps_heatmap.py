@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 
 from api.auth import CurrentUser
 from api.basemaps import page_basemaps
-from api.deps import SessionDep, SettingsDep
+from api.deps import ReadSessionDep, SessionDep, SettingsDep
 from api.incident_params import HeatmapQueryDep
 from api.problems import problem_responses
 from api.schemas.leader_maps import HeatHotspots, HeatIncidents, HeatmapMapData
@@ -66,7 +66,7 @@ def heatmap_map(principal: CurrentUser, session: SessionDep, settings: SettingsD
 
 @router.get("/maps/heatmap/data", response_model=HeatmapMapData, response_model_by_alias=True,
             responses=problem_responses(401, 403, 422))
-def heatmap_map_data(principal: CurrentUser, session: SessionDep, settings: SettingsDep, q: HeatmapQueryDep,
+def heatmap_map_data(principal: CurrentUser, session: ReadSessionDep, settings: SettingsDep, q: HeatmapQueryDep,
                      status: StatusQ = None, month: MonthQ = None, at: AtQ = None) -> Any:
     """What the heatmap page adds up and draws: incident counts per hexagon, month, class, state and grid (the
     page filters them without a request), the lattice placing the hexagons, class and state names, grid label
@@ -100,7 +100,7 @@ def heatmap_hotspots(principal: CurrentUser, session: SessionDep, q: HeatmapQuer
 
 @router.get("/maps/heatmap/incidents", response_model=HeatIncidents,
             responses=problem_responses(401, 403, 422))
-def heatmap_incidents(principal: CurrentUser, session: SessionDep, q: HeatmapQueryDep, status: StatusQ = None,
+def heatmap_incidents(principal: CurrentUser, session: ReadSessionDep, q: HeatmapQueryDep, status: StatusQ = None,
                       cell_q: Annotated[int | None, Query(alias="q", ge=-1_000_000, le=1_000_000)] = None,
                       cell_r: Annotated[int | None, Query(alias="r", ge=-1_000_000, le=1_000_000)] = None) -> Any:
     """The incidents the filters select in one hexagon (`q`, `r` of `cell_m`) or one grid (`grid`), newest first,
