@@ -240,19 +240,19 @@ def test_uvicorn_applies_the_same_trusted_list(make_app, settings_env, db_sessio
     """uvicorn trusts X-Forwarded-* from 127.0.0.1 by default; as the service runs it, only the setting counts."""
     settings_env()  # no proxy trusted: loopback's X-Forwarded-For is not believed
     with _uvicorn(make_app()) as base:
-        r = httpx.post(f"{base}/v1/auth/token", data={"username": "owner.admin", "password": "guess"},
+        r = httpx.post(f"{base}/v1/auth/token", timeout=60, data={"username": "owner.admin", "password": "guess"},
                        headers={"X-Forwarded-For": "198.51.100.50", "X-Forwarded-Proto": "https"})
         assert r.status_code == 401
-        page = httpx.post(f"{base}/v1/auth/token", data={"username": "owner.admin", "password": PASSWORD,
+        page = httpx.post(f"{base}/v1/auth/token", timeout=60, data={"username": "owner.admin", "password": PASSWORD,
                                                          "cookie": "true"},
                           headers={"X-Forwarded-Proto": "https"})
         assert page.status_code == 303 and "secure" not in page.headers["set-cookie"].lower()
     settings_env(GRIDATLAS_TRUSTED_PROXIES="127.0.0.1")
     with _uvicorn(make_app()) as base:
-        r = httpx.post(f"{base}/v1/auth/token", data={"username": "owner.admin", "password": "guess"},
+        r = httpx.post(f"{base}/v1/auth/token", timeout=60, data={"username": "owner.admin", "password": "guess"},
                        headers={"X-Forwarded-For": "198.51.100.51"})
         assert r.status_code == 401
-        page = httpx.post(f"{base}/v1/auth/token", data={"username": "owner.admin", "password": PASSWORD,
+        page = httpx.post(f"{base}/v1/auth/token", timeout=60, data={"username": "owner.admin", "password": PASSWORD,
                                                          "cookie": "true"},
                           headers={"X-Forwarded-Proto": "https"})
         assert page.status_code == 303 and "secure" in page.headers["set-cookie"].lower()

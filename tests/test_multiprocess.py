@@ -202,12 +202,12 @@ def test_haproxy_forwards_the_client_address_and_answers_503_with_retry_after(tm
     try:
         base = f"http://127.0.0.1:{front}"
         cluster.wait_ready(f"{base}/readyz", timeout=30, proc=haproxy)
-        r = httpx.get(f"{base}/anything")
+        r = httpx.get(f"{base}/anything", timeout=60)
         assert r.json()["xff"] == "127.0.0.1"
         backend.shutdown()
         backend.server_close()
         deadline = time.monotonic() + 30
-        while (r := httpx.get(f"{base}/anything")).status_code != 503:
+        while (r := httpx.get(f"{base}/anything", timeout=60)).status_code != 503:
             assert time.monotonic() < deadline, "haproxy kept routing to a stopped process"
             time.sleep(0.2)
         assert r.headers["content-type"] == "application/problem+json"

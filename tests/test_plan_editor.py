@@ -86,7 +86,7 @@ def _idle(page):
 
 
 def _api(base: str, username: str) -> httpx.Client:
-    token = httpx.post(f"{base}/v1/auth/token", data={"username": username, "password": PASSWORD}).json()
+    token = httpx.post(f"{base}/v1/auth/token", timeout=60, data={"username": username, "password": PASSWORD}).json()
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=60)
 
 
@@ -361,7 +361,8 @@ def test_editor_session_matches_the_api(editor_app, live_server, browser):
         target_code = start["units"][target]["properties"]["code"]
         moved = next(b for b in painted if owner[b] != target)
         lon, lat = props[moved]["pt"]
-        found = httpx.get(f"{base}/v1/locate", params={"lon": lon, "lat": lat}).json()
+        # no speed assumed: the first lookup of this app builds its index (a full suite's heap makes it slow)
+        found = httpx.get(f"{base}/v1/locate", params={"lon": lon, "lat": lat}, timeout=120).json()
         assert found["grid"]["code"] == target_code
         # the published grids are the plan's, boundary for boundary
         with editor_app.engine.connect() as conn:
