@@ -40,6 +40,7 @@ from api.routers import (
     plan_editor,
     plans,
     staff,
+    summary,
     tiles,
     users,
 )
@@ -55,7 +56,7 @@ ROUTERS = (
     incidents.router, locate.router, maps_classification.router, maps_coverage.router, maps_heatmap.router,
     maps_plan.router, mobile.router, mobile_report.router, open311.router, photos.router, plans.router,
     staff.router, users.router, features.router, home.router, tiles.router, plan_editor.router,
-    basemaps.router,
+    basemaps.router, summary.router,
 )
 
 

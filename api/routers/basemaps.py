@@ -6,17 +6,19 @@ settings' layers (`GRIDATLAS_BASEMAPS`, `GRIDATLAS_TILE_URL`) apply. Every save 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from api.auth import Admin, AuditDep
 from api.deps import SessionDep, SettingsDep
 from api.problems import problem_responses
+from api.schemas.basemap_outlines import OutlineCollection
 from api.schemas.basemaps import BasemapList, BasemapSave
 from api.security import content_security_policy
 from geo.features import basemaps as bm
+from geo.features.outlines import preview_outlines
 from geo.settings import Settings
 from maps.basemaps_admin import render_basemaps_admin
 
@@ -71,3 +73,15 @@ def basemaps_page(admin: Admin) -> HTMLResponse:
     # the preview loads layers not saved yet, from any host: images only, and only on this admins' page
     csp = content_security_policy(None).replace("img-src 'self' data: blob:", "img-src 'self' data: blob: http: https:")
     return HTMLResponse(render_basemaps_admin(admin.username), headers={"Content-Security-Policy": csp})
+
+
+@router.get("/v1/basemaps/outlines", response_model=OutlineCollection, responses=problem_responses(401, 403, 422))
+def basemap_outlines(
+    admin: Admin, session: SessionDep,
+    coordsys: Annotated[Literal["wgs84", "cgcs2000", "gcj02", "bd09"],
+                        Query(description="the basemap's coordinate system: outlines are placed where it draws them")]
+    = "wgs84",
+) -> Any:
+    """The streets', communities' and grids' outlines (simplified GeoJSON) for the admin page's preview, shifted
+    for a GCJ-02 or BD-09 basemap, so an admin sees whether the basemap lines up."""
+    return preview_outlines(session.connection(), coordsys)
