@@ -6,6 +6,13 @@ the chain street → community → grid → micro-grid → compound → building
 `tel:` links) and links to `/m/report` to report an incident at that point. The report form is small and
 self-contained (inline CSS and script, no map) for weak signal: it posts to `POST /v1/incidents` with the login
 cookie and keeps reports in the phone's storage while the network is down, sending them when it returns.
+
+The service worker (`static/mobile/sw.js`) serves /m stale-while-revalidate and the versioned assets cache-first, so
+a repeat visit costs no round trip; /m then answers at once from the cached jurisdiction (marked 本机缓存 with its
+boundary version and download date) until the server's answer replaces it, and lists 我的上报 (the worker's own
+reports from `GET /v1/mobile/reports`, kept for offline, and those still queued: 待发送). Everything the phone keeps
+(drafts, the jurisdiction, places, the list) is stored under the signed-in user's name, and a queued report is
+sent only while the user who filed it is signed in (a shared phone).
 """
 
 from __future__ import annotations

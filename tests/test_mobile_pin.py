@@ -73,6 +73,7 @@ def test_location_refused_search_pick_report(engine, browser, live_server):
         page.screenshot(path=str(SCREENSHOT_DIR / "phone_search_hits_390.png"))
         first.click()
         page.locator("#ga-grid-name").filter(has_text=grid_name).wait_for(timeout=10_000)
+        page.locator('#ga-glance[data-source="server"]').wait_for(timeout=10_000)  # after the cached answer
         assert page.locator('#ga-chain li[data-level="building"] .v').inner_text().startswith("3栋")
         assert "place=" in page.locator("#ga-report").get_attribute("href")
         page.screenshot(path=str(SCREENSHOT_DIR / "phone_search_picked_390.png"))

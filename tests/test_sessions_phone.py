@@ -67,8 +67,8 @@ def test_device_session_relogin_and_logout(engine, browser, live_server):
         _login(page, base, owner, owner_pw, "/m")
         page.evaluate("window.gaPage.ready")
         _wait(page, "!!navigator.serviceWorker.controller")
-        assert page.evaluate(IDB, ["drafts", "pack"]) is not None
-        assert page.evaluate(IDB, ["drafts", "places"]) is not None
+        assert page.evaluate(IDB, ["drafts", "pack@" + owner]) is not None
+        assert page.evaluate(IDB, ["drafts", "places@" + owner]) is not None
         page.goto(base + report, wait_until="networkidle")
 
         # ---- the server cannot take it: queued
@@ -96,8 +96,8 @@ def test_device_session_relogin_and_logout(engine, browser, live_server):
         page.click("#ga-logout")
         page.wait_for_url(re.compile(r".*/login.*"), timeout=15_000)
         page.wait_for_load_state("networkidle")
-        assert page.evaluate(IDB, ["drafts", "pack"]) is None
-        assert page.evaluate(IDB, ["drafts", "places"]) is None
+        assert page.evaluate(IDB, ["drafts", "pack@" + owner]) is None
+        assert page.evaluate(IDB, ["drafts", "places@" + owner]) is None
         assert page.evaluate("caches.keys()").count("gridatlas-data") == 0
         kept_pages = page.evaluate("""async () => { const out = [];
             for (const k of await caches.keys()) for (const r of await (await caches.open(k)).keys())

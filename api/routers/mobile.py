@@ -5,13 +5,15 @@ scope covers `/m` and `/m/report`; assets, manifest and icons live in `maps/stat
 `GET /v1/mobile/jurisdiction`, the signed-in worker's grids simplified for the phone with their staff, which the
 page caches and locates against when the network is gone; `GET /v1/mobile/places/search` finds a compound
 (小区) or building (楼栋) of the jurisdiction by name for the report pin, and `GET /v1/mobile/places` is the
-compact list the phone caches to search the same way offline.
+compact list the phone caches to search the same way offline. `/m` names its user in `X-GA-User` (URL-encoded),
+which the service worker compares with its cached copy: a page kept for one worker is never used as another's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
@@ -47,7 +49,9 @@ async def mobile_page(
     page = render_mobile_page(index.bounds, start, tile_url=get_settings().tile_url,
                               pack_url="/v1/mobile/jurisdiction" if principal is not None else None,
                               username=principal.username if principal is not None else None)
-    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+    # Whose page this is: the service worker compares it with its cached copy (a shared phone, see sw.js).
+    user = quote(principal.username, safe="") if principal is not None else ""
+    return HTMLResponse(page, headers={"Cache-Control": "no-cache", "X-GA-User": user})
 
 
 @router.get("/m/sw.js", response_class=Response, include_in_schema=False)  # a script for browsers, not an API

@@ -5,11 +5,13 @@ signal; it posts to `POST /v1/incidents` with the login cookie and keeps reports
 network is down, sending them when it returns. Its pin map moves the point; `GET /v1/mobile/attribution` says
 where the moved point's report would be attributed (the same preview the form shows when it opens).
 `/m/cases/{id}` is a case on the phone: its photos before (上报) and after (处置) handling, its history, and adding
-the after photos (处置照片).
+the after photos (处置照片). `GET /v1/mobile/reports` is the worker's own reports (我的上报), newest first, which /m
+lists (and keeps for offline) beside the reports still queued on the phone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -19,6 +21,7 @@ from api.auth import CurrentUser, scoped
 from api.deps import SessionDep, SettingsDep
 from api.problems import problem_responses
 from api.schemas.mobile import AttributionPreview
+from api.schemas.mobile_reports import MyReports
 from geo.access.users import Principal
 from geo.incidents import closed_loop as inc
 from geo.incidents import photos
@@ -78,3 +81,18 @@ def mobile_case(incident_id: int, principal: Annotated[Principal, Depends(scoped
     page = render_case_page(row, inc.history(conn, incident_id), kept, max_photos=settings.photo_max_per_stage,
                             tz=settings.timezone, username=principal.username)
     return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/v1/mobile/reports", response_model=MyReports, responses=problem_responses(401, 422))
+def my_reports(principal: CurrentUser, session: SessionDep,
+               limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict:
+    """The caller's own reports (我的上报), newest first: state, report time and photo counts."""
+    conn = session.connection()
+    rows, total = inc.list_incidents(conn, inc.IncidentFilter(created_by=principal.username), limit)
+    # The newest filed first from the database; shown by report time (a report queued offline keeps its own).
+    rows.sort(key=lambda r: (r["reported_at"], r["id"]), reverse=True)
+    counts = photos.photo_counts(conn, [r["id"] for r in rows])
+    items = [{**{k: r[k] for k in ("id", "state", "state_name", "class_code", "class_name", "reported_at", "address",
+                                   "grid_name", "community_name")},
+              "photos": counts[r["id"]]["report"], "handling_photos": counts[r["id"]]["handling"]} for r in rows]
+    return {"items": items, "total": total, "limit": limit, "generated_at": dt.datetime.now(dt.UTC)}

@@ -567,6 +567,7 @@ class IncidentFilter:
     end: dt.datetime | None = None
     ids: list[int] | None = None
     updated_since: dt.datetime | None = None
+    created_by: str | None = None  # who filed it (the phone's 我的上报)
 
     def where(self, alias: str = "i") -> tuple[str, dict]:
         """The WHERE clause and its parameters."""
@@ -601,6 +602,9 @@ class IncidentFilter:
         if self.updated_since:
             parts.append(f"{alias}.updated_at >= :updated_since")
             params["updated_since"] = self.updated_since
+        if self.created_by is not None:
+            parts.append(f"{alias}.created_by = :created_by")
+            params["created_by"] = self.created_by
         return (" AND ".join(parts) or "TRUE"), params
 
 

@@ -130,6 +130,17 @@ def add_photo(conn: Connection, settings: Settings, incident_id: int, data: byte
     return dict(photo)
 
 
+def photo_counts(conn: Connection, incident_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Photos per incident and stage ({id: {"report": n, "handling": m}}), for lists of cases."""
+    rows = conn.execute(text("SELECT incident_id, stage, count(*) FROM incident_photos "
+                             "WHERE incident_id = ANY(:ids) GROUP BY incident_id, stage"),
+                        {"ids": list(incident_ids)}).all()
+    out: dict[int, dict[str, int]] = {i: dict.fromkeys(STAGES, 0) for i in incident_ids}
+    for incident_id, stage, n in rows:
+        out[incident_id][stage] = n
+    return out
+
+
 def list_photos(conn: Connection, incident_id: int) -> list[dict]:
     """An incident's photos, oldest first (NotFound when the incident does not exist)."""
     require_incident(conn, incident_id)

@@ -2,11 +2,14 @@
    the map (vendored Leaflet, loaded in parallel: the lookup never waits for it) and the whole chain below.
    Offline (or when the server cannot be reached) it answers from the cached jurisdiction pack and says so, with
    the pack's boundary version and download date; a tap clears the previous answer before anything else, so an
-   old answer is never shown as the current one. */
+   old answer is never shown as the current one. Online, a point inside the cached jurisdiction is answered at
+   once from the pack (marked 本机缓存, with its version date) and replaced by the server's answer when it arrives
+   (#ga-glance data-source: cache → server; offline when the server cannot be reached). 我的上报 lists the
+   worker's reports (the server's, kept for offline with their date, and the ones still queued: 待发送). */
 (function () {
   "use strict";
   var CONFIG = window.GA_CONFIG, GA = window.GA;
-  GA.user = CONFIG.username || null;
+  GA.setUser(CONFIG.username);
   var LEVELS = CONFIG.levels;
   var KEY_ROLES = [["grid_chief", "网格长"], ["grid_worker_fulltime", "专职网格员"]];
   var ROLE_FALLBACK = {grid: "网格", micro_grid: "微网格", building: "楼栋"};
@@ -14,10 +17,12 @@
   var statusEl = $("ga-status");
   var seq = 0, pack = null, map = null, outlineLayer = null, marker = null, pendingDraw = null;
   var place = null, ownPending = false, packReady = null;
-  var firstDone = function () {};  // resolves `settled` (below) once the first answer or refusal is shown  // the searched place's name (goes to the report form); own grids to draw
+  // Resolvers of the promises below: settled (the server's first answer or a refusal), shown (any answer on screen),
+  // answered (the server's first answer).
+  var firstDone = function () {}, shownDone = function () {}, answerDone = function () {};
 
   function status(text, cls) { statusEl.textContent = text || ""; statusEl.className = cls || ""; }
-  function answered() { setTimeout(function () { firstDone(); }, 0); }
+  function answered() { setTimeout(function () { firstDone(); answerDone(); }, 0); }
   function el(tag, cls, text) {
     var e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e;
   }
@@ -40,6 +45,7 @@
 
   // ------------------------------------------------------------------ the answer
   function clearAnswer(text) {
+    source("");
     var name = $("ga-grid-name");
     name.textContent = text; name.className = "pending";
     $("ga-grid-sub").textContent = "";
@@ -61,7 +67,7 @@
         if (unit.code) v.appendChild(el("span", "code", unit.code));
       } else {
         v.className = "v none"; v.textContent = found && found.offline && pair[0] !== "street" &&
-          pair[0] !== "community" && pair[0] !== "grid" ? "离线时不显示" : "—";
+          pair[0] !== "community" && pair[0] !== "grid" ? (found.cached ? "联网确认中…" : "离线时不显示") : "—";
       }
     });
   }
@@ -115,6 +121,8 @@
       (place ? "&place=" + encodeURIComponent(place) : "");
     a.className = enabled ? "report" : "report disabled";
   }
+
+  function source(kind) { $("ga-glance").setAttribute("data-source", kind || ""); }
 
   function render(b, how) {
     var name = $("ga-grid-name");
@@ -190,15 +198,17 @@
     });
   }
 
+  var drawn = 0;  // the latest draw: an earlier one still loading (the cached answer's) never draws over it
   function draw(lon, lat, found) {
     if (!map) { pendingDraw = [lon, lat, found]; return; }
-    var L = window.L;
+    var L = window.L, mineDraw = ++drawn;
     if (marker) marker.remove();
     marker = L.circleMarker([lat, lon], {radius: 9, color: "#fff", weight: 2, fillColor: "#d32f2f", fillOpacity: 1}).addTo(map);
     var source = found && found.offline ? Promise.resolve({features: packFeatures(lon, lat)}) :
       fetch(CONFIG.outlines_url + "?lon=" + lon + "&lat=" + lat + "&radius_m=" + CONFIG.radius_m + "&coordsys=wgs84",
             {credentials: "same-origin"}).then(function (r) { if (!r.ok) throw new Error("outlines " + r.status); return r.json(); });
     source.then(function (fc) {
+      if (mineDraw !== drawn) return;
       outlineLayer.clearLayers();
       var order = {compound: 0, grid: 1, micro_grid: 2, building: 3}, focus = null, labels = [];
       fc.features.sort(function (a, b) { return order[a.properties.level] - order[b.properties.level]; });
@@ -225,6 +235,8 @@
         L.tooltip({permanent: true, direction: "center", className: "ga-label"}).setContent(l.name).setLatLng(c)
           .addTo(outlineLayer);
       });
+      // What the map shows now: the server's outlines, or the cached pack's (for the cached or offline answer).
+      $("ga-map").setAttribute("data-drawn", found && found.offline ? (found.cached ? "cache" : "offline") : "server");
     }).catch(function () { /* the answer is already shown; the outlines are a bonus */ });
   }
 
@@ -251,27 +263,52 @@
         return;
       }
       render(b, how + "，离线");
+      source("offline");
       var m = $("ga-match"); m.textContent += "（离线）";
       status(note, ageH > 24 ? "err" : "warn");
       draw(lon, lat, b);
     });
   }
 
+  function packNote(p) {
+    var v = p.version ? "边界版本 " + (p.version.label || p.version.id) + "（" + day(p.version.valid_from) + " 起）" : "";
+    return v + "；下载于 " + stamp(p.generated_at).slice(5);
+  }
+
+  /* The pack's answer while the server's is on its way (only inside the cached jurisdiction). */
+  function cachedAnswer(lon, lat, how, mine, serverDone) {
+    return loadPack().then(function (p) {
+      if (mine !== seq || serverDone() || !p) return;
+      var b = GA.locateOffline(p, lon, lat);
+      if (!b.grid || b.match === "nearest") return;  // the server decides what is outside the cached grids
+      b.cached = true;
+      render(b, how + "，本机缓存");
+      source("cache");
+      var m = $("ga-match"); m.textContent += "（缓存）";
+      status("本机缓存（" + packNote(p) + "），正在联网确认…", "warn");
+      draw(lon, lat, b);
+      shownDone();
+    }).catch(function () {});
+  }
+
   function locate(lon, lat, coordsys, how, placeName) {
-    var mine = ++seq;
+    var mine = ++seq, serverDone = false;
     place = placeName || null;
     ownPending = false;
     clearAnswer("正在查询…");
     status("正在查询所在网格…");
+    if ((coordsys || "wgs84") === "wgs84") cachedAnswer(lon, lat, how, mine, function () { return serverDone; });
     var url = CONFIG.locate_url + "?lon=" + lon + "&lat=" + lat + "&coordsys=" + (coordsys || "wgs84");
     fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json", "Accept-Language": "zh-CN"}})
       .then(function (r) {
         return r.json().then(function (body) { return {ok: r.ok, status: r.status, body: body}; });
       }).then(function (res) {
         if (mine !== seq) return;
+        serverDone = true;
         var b = res.body;
         if (res.ok) {
           render(b, how);
+          source("server");
           status(b.match === "nearest" ? "不在任何网格内，已归入最近的网格（" + Math.round(b.distance_m) + " 米）" : "",
                  b.match === "nearest" ? "warn" : "");
           draw(b.lon, b.lat, b);
@@ -290,6 +327,7 @@
         }
       }, function () {
         if (mine !== seq) return;
+        serverDone = true;  // the pack's answer below is marked offline, not 正在联网确认
         if ((coordsys || "wgs84") !== "wgs84") { clearAnswer("无法定位"); status("网络不可用，无法查询", "err"); return; }
         return offlineAnswer(lon, lat, how, mine);
       }).then(answered, answered);
@@ -333,8 +371,91 @@
   function sendOutbox() {
     if (!navigator.onLine) return;
     GA.flushOutbox().then(function (r) {
+      if (r.sent.length) refreshMine();
       if (r.sent.length) status("已自动提交暂存的上报 " + r.sent.length + " 条（事件编号 " + r.sent.join("、") + "）。", "");
     }).catch(function () {});
+  }
+
+  /* Whether the signed-in user is the one this page was made for (true also when that cannot be known now). */
+  function checkUser() {
+    // An anonymous page keeps nothing per user; a signed-in one asks (a 401 there is an expired session: kept).
+    if (!navigator.onLine || !CONFIG.username) return Promise.resolve(true);
+    return fetch("/v1/auth/me", {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (me) {
+        if (me && me.username !== (CONFIG.username || null)) { reloadOnce(); return false; }
+        return true;
+      }, function () { return true; });
+  }
+
+  /* A reload for another user's page, at most once a minute (a page that cannot be refreshed must not loop). */
+  function reloadOnce() {
+    var last = 0;
+    try { last = +sessionStorage.getItem("ga-user-reload") || 0; } catch (e) { /* private mode */ }
+    if (Date.now() - last < 60000) return;
+    try { sessionStorage.setItem("ga-user-reload", String(Date.now())); } catch (e) { /* private mode */ }
+    location.reload();
+  }
+
+  // ------------------------------------------------------------------ 我的上报 (the worker's own reports)
+  function when(iso) { return iso ? stamp(iso) : "?"; }
+  function showMine(list) {
+    var ul = $("ga-mine"), note = $("ga-mine-note");
+    if (!ul) return Promise.resolve(null);
+    var got = list ? Promise.resolve(list) : GA.drafts.get("reports").catch(function () { return null; });
+    return Promise.all([got, GA.user ? GA.outbox.mine() : Promise.resolve([])]).then(function (both) {
+      var server = both[0], queued = both[1] || [], rows = [];
+      queued.forEach(function (item) {
+        if (!item.body) return;  // 处置照片 of a case: not a report of its own
+        rows.push({id: item.incident_id || null, queued: true, state_name: "待发送", class_name: item.class_name ||
+                   item.body.class_code, reported_at: item.body.reported_at, photos: (item.photos || []).length,
+                   handling_photos: 0, place: item.body.address});
+      });
+      var sent = {};
+      queued.forEach(function (item) { if (item.incident_id) sent[item.incident_id] = true; });
+      ((server && server.items) || []).forEach(function (r) {
+        if (!sent[r.id]) rows.push({id: r.id, queued: false, state_name: r.state_name, class_name: r.class_name,
+                                    reported_at: r.reported_at, photos: r.photos, handling_photos: r.handling_photos,
+                                    place: r.address || r.grid_name});
+      });
+      rows.sort(function (a, b) { return new Date(b.reported_at) - new Date(a.reported_at); });
+      ul.textContent = "";
+      if (!rows.length) { ul.appendChild(el("li", "nophone", server ? "暂无上报" : "联网后显示")); }
+      rows.forEach(function (r) {
+        var li = el("li"), box = el(r.id ? "a" : "div", "case");
+        if (r.id) box.href = "/m/cases/" + r.id;
+        li.setAttribute("data-id", r.id || "");
+        var top = el("span", "case-top");
+        top.appendChild(el("span", "case-class", r.class_name || ""));
+        top.appendChild(el("span", "state" + (r.queued ? " queued" : ""), r.state_name));
+        box.appendChild(top);
+        var meta = [when(r.reported_at), "照片 " + r.photos + " 张"];
+        if (r.handling_photos) meta.push("处置照片 " + r.handling_photos + " 张");
+        if (r.id) meta.push("编号 " + r.id);
+        box.appendChild(el("span", "case-meta", meta.join(" · ")));
+        if (r.place) box.appendChild(el("span", "case-meta", r.place));
+        li.appendChild(box);
+        ul.appendChild(li);
+      });
+      note.textContent = server ? (server.offline ? "离线：显示 " + when(server.generated_at) + " 获取的列表" :
+        "更新于 " + when(server.generated_at)) + (server.total > server.items.length ?
+        "（共 " + server.total + " 条，显示最新 " + server.items.length + " 条）" : "") : "";
+      return rows;
+    });
+  }
+  function refreshMine() {
+    if (!CONFIG.pack_url) return showMine();
+    return fetch("/v1/mobile/reports", {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (r) { if (!r.ok) throw new Error("reports " + r.status); return r.json(); })
+      .then(function (list) {
+        return GA.drafts.set("reports", list).then(function () { return showMine(list); });
+      })
+      .catch(function () {
+        return GA.drafts.get("reports").then(function (list) {
+          if (list) list.offline = true;
+          return showMine(list || null);
+        }).catch(function () { return showMine(null); });
+      });
   }
 
   // ------------------------------------------------------------------ place search (小区、楼栋)
@@ -357,15 +478,35 @@
   }
 
   $("ga-locate").addEventListener("click", fromDevice);
-  if (CONFIG.start) locate(CONFIG.start.lon, CONFIG.start.lat, CONFIG.start.coordsys, "链接位置");
+  var asked = new URLSearchParams(location.search), start = CONFIG.start;
+  if (!start && asked.get("lon") && asked.get("lat")) {  // the kept /m opened offline for a point in its address
+    start = {lon: parseFloat(asked.get("lon")), lat: parseFloat(asked.get("lat")), coordsys: asked.get("coordsys") || "wgs84"};
+  }
+  if (start && isFinite(start.lon) && isFinite(start.lat)) locate(start.lon, start.lat, start.coordsys, "链接位置");
   else fromDevice();
   // On a slow line the answer goes first: the map library, the jurisdiction pack and the places wait for the
   // first answer (or a refusal, or 4 s), so they do not share the line with the lookup.
+  // The map comes from the service worker's cache on a repeat visit: it may draw as soon as the pack has answered.
   var settled = new Promise(function (resolve) { firstDone = resolve; setTimeout(resolve, 4000); });
-  packReady = settled.then(refreshPack);
-  settled.then(loadMap);
-  window.gaPage = {ready: Promise.all([packReady, CONFIG.pack_url ? settled.then(GA.refreshPlaces) : null]),
-                   locate: locate, loadPack: loadPack};
-  GA.registerServiceWorker();
-  sendOutbox();
+  var shown = new Promise(function (resolve) { shownDone = resolve; settled.then(resolve); });
+  // The page may be the service worker's copy of another user's /m (a shared phone): asked once, after the answer.
+  var same = settled.then(checkUser);
+  packReady = same.then(function (ok) { return ok ? refreshPack() : null; });
+  shown.then(loadMap);
+  var listed = same.then(function (ok) { return ok && CONFIG.pack_url ? refreshMine() : showMine(); });
+  window.gaPage = {ready: Promise.all([packReady, CONFIG.pack_url ? settled.then(GA.refreshPlaces) : null, listed]),
+                   locate: locate, loadPack: loadPack, mine: refreshMine};
+  // Installing the service worker downloads the shell (~130 KB): after the first answer, not competing with it
+  // (on a slow line the 4 s of `settled` can pass before it), or after 15 s without one.
+  new Promise(function (resolve) { answerDone = resolve; setTimeout(resolve, 15000); }).then(GA.registerServiceWorker);
+  if (navigator.serviceWorker) {
+    navigator.serviceWorker.addEventListener("message", function (ev) {
+      // The service worker refreshed /m and it is another user's now (a shared phone): start over as them.
+      if (ev.data && ev.data.type === "ga-user" && decodeURIComponent(ev.data.user) !== (CONFIG.username || "")) {
+        reloadOnce();
+      }
+    });
+  }
+  window.addEventListener("ga-other-user", reloadOnce);
+  same.then(function (ok) { if (ok) sendOutbox(); });
 })();

@@ -5,7 +5,7 @@
 (function () {
   "use strict";
   var GA = window.GA, CFG = window.GA_CASE;
-  GA.user = CFG.username;
+  GA.setUser(CFG.username);
   var $ = function (id) { return document.getElementById(id); };
   var input = $("ga-after-photos"), statusBox = $("ga-status");
 

@@ -6,7 +6,10 @@
    the run and keeps everything, in order, for after the next login. Photos go after their report, one by one;
    an item remembers its incident id, so a retry never files the report twice (and the server ignores a photo it
    already has). An item that already names its incident (the case page's 处置照片, stage "handling") only sends
-   its photos. */
+   its photos.
+   A shared phone (几人共用一部手机): drafts, the cached jurisdiction and places are stored under the signed-in user's
+   name (GA.setUser), and an outbox item belongs to the user who filed it: it is sent only while that user is
+   signed in (checked with the server before sending), otherwise held until they log in again. */
 (function (root) {
   "use strict";
   var GA = root.GA || (root.GA = {});
@@ -46,9 +49,17 @@
       GA.outbox.items = items || []; return result;
     });
   }
+  /* Whose storage the page uses: the signed-in user's (null: nobody signed in, nothing is kept or sent). */
+  GA.user = null;
+  GA.setUser = function (name) { GA.user = name || null; };
+  function scoped(key) { return GA.user ? key + "@" + GA.user : key + "@"; }
+  GA.scopedKey = scoped;
+
   GA.outbox = {
     items: [],
     all: function () { return mirror(null).then(function () { return GA.outbox.items; }); },
+    /* The signed-in user's items only (what the page shows as 待发送). */
+    mine: function () { return GA.outbox.all().then(function (items) { return items.filter(mine); }); },
     add: function (item) {
       if (GA.user && !item.user) item.user = GA.user;
       return tx(STORE, "readwrite", function (s) { return s.add(item); }).then(mirror);
@@ -57,9 +68,17 @@
     remove: function (seq) { return tx(STORE, "readwrite", function (s) { return s.delete(seq); }).then(mirror); }
   };
   GA.drafts = {
-    get: function (key) { return tx(DRAFTS, "readonly", function (s) { return s.get(key); }); },
-    set: function (key, value) { return tx(DRAFTS, "readwrite", function (s) { return s.put(value, key); }); },
-    remove: function (key) { return tx(DRAFTS, "readwrite", function (s) { return s.delete(key); }); }
+    get: function (key) { return tx(DRAFTS, "readonly", function (s) { return s.get(scoped(key)); }); },
+    set: function (key, value) { return tx(DRAFTS, "readwrite", function (s) { return s.put(value, scoped(key)); }); },
+    remove: function (key) { return tx(DRAFTS, "readwrite", function (s) { return s.delete(scoped(key)); }); },
+    /* A draft stored before drafts were kept per user (under the bare key): read once, then deleted. */
+    takeLegacy: function (key) {
+      var value;
+      return tx(DRAFTS, "readonly", function (s) { return s.get(key); }).then(function (v) {
+        value = v;
+        return v === undefined ? null : tx(DRAFTS, "readwrite", function (s) { return s.delete(key); });
+      }).then(function () { return value; });
+    }
   };
 
   var HEADERS = {"Accept": "application/json", "Accept-Language": "zh-CN"};
@@ -123,17 +142,40 @@
   };
 
   /* Whose an item is: the signed-in user's items only are sent (another user on this phone leaves them queued). */
-  function mine(item) { return !item.user || !GA.user || item.user === GA.user; }
+  function mine(item) { return !!GA.user && item.user === GA.user; }
+
+  /* Whether the session cookie is really GA.user's (a page kept by the service worker may be another user's):
+     "yes", "no" (another user: nothing is sent), "later" (no network, or no valid session). */
+  function sessionIsMine() {
+    return fetch("/v1/auth/me", {credentials: "same-origin", headers: HEADERS}).then(function (r) {
+      if (r.status === 401) return "expired";
+      if (!r.ok) return "later";
+      return r.json().then(function (me) { return me.username === GA.user ? "yes" : "no"; });
+    }, function () { return "later"; });
+  }
 
   var running = null;
   /* Send the outbox in order; resolves to {sent: [ids], grids: {id: grid}, refused: [messages], left: n, status}.
      A 401 (the access cookie expired) is answered once by the device session, then the run goes on. */
   GA.flushOutbox = function (retried) {
     if (running) return running;
-    var report = {sent: [], grids: {}, refused: [], left: 0, status: null};
-    running = GA.outbox.all().then(function (items) {
+    var report = {sent: [], grids: {}, refused: [], left: 0, status: null, other_user: false};
+    running = GA.outbox.all().then(function (all) {
+      var items = all.filter(mine);
+      if (!items.length) return null;
+      return sessionIsMine().then(function (who) {
+        if (who === "yes") return items;
+        report.left = items.length;
+        report.status = who === "expired" ? 401 : who === "no" ? 403 : 0;
+        report.other_user = who === "no";
+        if (who === "no" && root.dispatchEvent && root.CustomEvent) {
+          root.dispatchEvent(new CustomEvent("ga-other-user"));
+        }
+        return [];
+      });
+    }).then(function (items) {
       var chain = Promise.resolve(true);
-      items.filter(mine).forEach(function (item) {
+      (items || []).forEach(function (item) {
         chain = chain.then(function (go) {
           if (!go) { report.left++; return false; }
           return sendItem(item).then(function (r) {

@@ -8,8 +8,8 @@
 (function () {
   "use strict";
   var GA = window.GA, CFG = window.GA_REPORT;
-  GA.user = CFG.username;
-  var DRAFT_KEY = "gridatlas.report.draft", MAX_PHOTOS = 3;
+  GA.setUser(CFG.username);
+  var DRAFT_KEY = GA.scopedKey("gridatlas.report.draft"), MAX_PHOTOS = 3;  // per user (shared phones)
   var $ = function (id) { return document.getElementById(id); };
   var form = $("ga-form"), button = $("ga-submit"), statusBox = $("ga-status");
   var FIELDS = ["class_code", "source", "description", "address", "reporter", "reporter_phone"];
@@ -65,10 +65,21 @@
     return GA.drafts.set("report", d).catch(function () {});
   }
   function savePhotos() { return GA.drafts.set("photos", photos).catch(function () {}); }
+  /* A draft typed before drafts were kept per user: adopted by its own user, left alone for anyone else. */
+  function legacyDraft() {
+    var d = null;
+    try { d = JSON.parse(localStorage.getItem("gridatlas.report.draft") || "null"); } catch (e) { d = null; }
+    if (!d || d.user !== CFG.username) return Promise.resolve(null);
+    try { localStorage.removeItem("gridatlas.report.draft"); } catch (e) { /* ignore */ }
+    return Promise.all([GA.drafts.takeLegacy("report"), GA.drafts.takeLegacy("photos")]).then(function (old) {
+      return Promise.all([GA.drafts.set("report", d), old[1] ? GA.drafts.set("photos", old[1]) : null]);
+    }).then(function () { return d; }, function () { return d; });
+  }
   function restoreDraft() {
     var d = null;
     try { d = JSON.parse(localStorage.getItem(DRAFT_KEY) || "null"); } catch (e) { d = null; }
-    var fromIdb = d ? Promise.resolve(d) : GA.drafts.get("report").catch(function () { return null; });
+    var fromIdb = d ? Promise.resolve(d) : GA.drafts.get("report").catch(function () { return null; })
+      .then(function (v) { return v || legacyDraft(); });
     return fromIdb.then(function (draft) {
       if (draft && draft.user && draft.user !== CFG.username) return null;  // another worker's: left alone
       if (draft) FIELDS.forEach(function (f) { if (draft[f] != null && draft[f] !== "") form.elements[f].value = draft[f]; });
@@ -262,7 +273,7 @@
 
   // ------------------------------------------------------------------ the outbox
   function showOutbox() {
-    return GA.outbox.all().then(function (items) {
+    return GA.outbox.mine().then(function (items) {
       $("ga-outbox").textContent = items.length ? "本机待提交的上报：" + items.length + " 条（最早 " +
         items[0].body.reported_at.replace("T", " ").slice(0, 16) + "）。联网且登录有效时按顺序自动提交。" : "";
     }).catch(function () {});
@@ -287,7 +298,8 @@
                 reporter: f.get("reporter") || null, reporter_phone: f.get("reporter_phone") || null,
                 reported_at: reportedAt || GA.localIso(new Date())};
     var item = {body: body, photos: photos.map(function (p) { return {blob: p.blob, taken_at: p.taken_at}; }),
-                queued_at: new Date().toISOString()};
+                queued_at: new Date().toISOString(),
+                class_name: (form.elements.class_code.selectedOptions[0] || {}).textContent || null};
     button.disabled = true;
     GA.outbox.add(item).then(function (seq) {
       item.seq = seq;
