@@ -1,7 +1,9 @@
-"""Shared helpers for CLI commands: the console, the engine, and turning domain errors into exit codes."""
+"""Shared helpers for CLI commands: the console, the engine, the audit name of the caller, and turning domain errors
+into exit codes."""
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +15,14 @@ from geo.errors import DomainError
 
 console = Console()
 err = Console(stderr=True)
+
+
+def cli_actor() -> str:
+    """The audit name of whoever runs the command on this machine."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name in some containers
+        return "cli"
 
 
 def engine(start_local: bool = True):

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from cli.common import console, engine, err, friendly_errors
+from cli.common import cli_actor, console, engine, err, friendly_errors
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 NAME = "incidents"
 app = typer.Typer(help="Incidents (事件): class table, history import, Open311 trust.", no_args_is_help=True)
 classes_app = typer.Typer(help="The incident class table (事件分类表).", no_args_is_help=True)
 app.add_typer(classes_app, name="classes")
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no login name in some containers
-        return "cli"
 
 
 def _pairs(values: list[str] | None) -> dict[str, str]:
@@ -32,6 +28,17 @@ def _pairs(values: list[str] | None) -> dict[str, str]:
         k, target = v.split("=", 1)
         out[k.strip()] = target.strip()
     return out
+
+
+def _keep_audited(session: Session, dry_run: bool, action: str, target_type: str, target: str, after: dict) -> None:
+    """Roll back a dry run's writes; otherwise audit the import (as this machine's user) and commit it."""
+    from geo.access import audit
+
+    if dry_run:
+        session.rollback()
+        return
+    audit.record(session, cli_actor(), action, target_type, target, None, after=after, request_info=audit.LOCAL)
+    session.commit()
 
 
 def _print_refused(refused: list[dict], limit: int = 30) -> None:
@@ -52,7 +59,6 @@ def import_classes(
     """Import a class table (code, name, parent, time limit, department): all records or none."""
     from sqlalchemy.orm import Session
 
-    from geo.access import audit
     from geo.incidents.classes import ClassTableRefused, import_class_table
 
     with friendly_errors(), Session(engine()) as session:
@@ -63,12 +69,8 @@ def import_classes(
             _print_refused(exc.extra["plan"]["refused"])
             raise
         out = plan.to_json()
-        if dry_run:
-            session.rollback()
-        else:
-            audit.record(session, _actor(), "incident_classes.import", "incident_classes", file.name, None,
-                         after={"counts": out["counts"]}, request_info=audit.LOCAL)
-            session.commit()
+        _keep_audited(session, dry_run, "incident_classes.import", "incident_classes", file.name,
+                      {"counts": out["counts"]})
     if as_json:
         console.print_json(json.dumps(out, ensure_ascii=False, default=str))
         return
@@ -122,12 +124,11 @@ def import_incidents(
     """Import incidents with their report times, states and history, all or nothing."""
     from sqlalchemy.orm import Session
 
-    from geo.access import audit
     from geo.incidents.importer import HistoryOptions, IncidentImportRefused, import_incident_history
 
     options = HistoryOptions(category_map=_pairs(category), state_map=_pairs(state), mapping=map, crs=crs,
                              encoding=encoding, source_layer=layer, dry_run=dry_run, skip_refused=skip_refused,
-                             actor=_actor(), filename=file.name)
+                             actor=cli_actor(), filename=file.name)
     with friendly_errors(), Session(engine()) as session:
         try:
             report = import_incident_history(session.connection(), file, options)
@@ -141,12 +142,8 @@ def import_incidents(
             _print_refused(rep["problems"])
             raise
         out = report.to_json()
-        if dry_run:
-            session.rollback()
-        else:
-            audit.record(session, _actor(), "incident.import", "incidents", file.name, None,
-                         after={"counts": out["counts"], "by_state": out["by_state"]}, request_info=audit.LOCAL)
-            session.commit()
+        _keep_audited(session, dry_run, "incident.import", "incidents", file.name,
+                      {"counts": out["counts"], "by_state": out["by_state"]})
     if as_json:
         console.print_json(json.dumps(out, ensure_ascii=False, default=str))
         return
@@ -184,7 +181,7 @@ def trust_key(
 
     with friendly_errors(), Session(engine()) as session:
         change = set_key_trust(session.connection(), key, not revoke)
-        audit.record(session, _actor(), "api_key.trust", "api_key", change["id"], None,
+        audit.record(session, cli_actor(), "api_key.trust", "api_key", change["id"], None,
                      before={"trusted": change["before"]}, after={"trusted": change["after"]},
                      request_info=audit.LOCAL)
         session.commit()

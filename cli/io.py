@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 
@@ -11,17 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli import common
-from cli.common import console, err
+from cli.common import cli_actor, console, err
 
 LAYER_HELP = ("streets, communities, grids, micro_grids, compounds, buildings, units, staff, staff_assignments "
               "or incidents")
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no login name in some containers
-        return "cli"
 
 
 def _summary_table(report) -> Table:
@@ -97,7 +89,7 @@ def import_command(
             mapping=map_, crs=crs, source_layer=source_layer, encoding=encoding, strict=strict, dry_run=dry_run,
             axis_order="swap" if swap_axes else ("as-is" if keep_axes else "auto"),
             allow_outside_china=allow_outside_china, valid_from=valid_from, version_id=version, label=label,
-            actor=_actor(), tolerance_m2=tolerance, progress=progress, repair_tolerance=repair_tolerance,
+            actor=cli_actor(), tolerance_m2=tolerance, progress=progress, repair_tolerance=repair_tolerance,
             repair_over_tolerance="flag" if flag_repairs else "refuse", code_scheme=code_scheme,
             derive_parents=not no_derive_parents, resolve_overlaps=resolve_overlaps,
             overlap_owners=",".join(overlap_owner) or None)

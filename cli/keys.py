@@ -6,8 +6,7 @@ import typer
 from rich.table import Table
 
 from cli import common
-from cli.common import console, friendly_errors
-from cli.users import cli_actor
+from cli.common import cli_actor, console, friendly_errors
 
 NAME = "keys"
 app = typer.Typer(help="API keys for integrations (X-API-Key header).", no_args_is_help=True)

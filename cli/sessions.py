@@ -6,8 +6,7 @@ import typer
 from rich.table import Table
 
 from cli import common
-from cli.common import console, friendly_errors
-from cli.users import cli_actor
+from cli.common import cli_actor, console, friendly_errors
 
 NAME = "sessions"
 app = typer.Typer(help="Login sessions: each phone (device) and API login; revoke a lost phone's.",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from cli.common import console, engine, err, friendly_errors
+from cli.common import cli_actor, console, engine, err, friendly_errors
 
 staff_app = typer.Typer(help="Staff register (人员): import people and assignments.", no_args_is_help=True)
 coverage_app = typer.Typer(help="Staff coverage (人员覆盖) and steward planning (管家分配).", no_args_is_help=True)
@@ -19,13 +18,6 @@ def register(app: typer.Typer) -> None:
     """Add the `staff` and `coverage` command groups."""
     app.add_typer(staff_app, name="staff")
     app.add_typer(coverage_app, name="coverage")
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no login name in some containers
-        return "cli"
 
 
 @staff_app.command("import")
@@ -52,7 +44,7 @@ def import_(
             if dry_run:
                 session.rollback()
             else:
-                audit.record(session, _actor(), "staff.import", "staff", file.name, None,
+                audit.record(session, cli_actor(), "staff.import", "staff", file.name, None,
                              after=result.as_dict(), request_info=audit.LOCAL)
                 session.commit()
     table = Table("", "count", title=f"{file.name}{' (dry run: nothing written)' if dry_run else ''}")
@@ -140,7 +132,7 @@ def plan(
             written = None
             if apply:
                 written = stewards.apply_plan(conn, p)
-                audit.record(session, _actor(), "coverage.plan.apply", "plan", prefix or "district", prefix or None,
+                audit.record(session, cli_actor(), "coverage.plan.apply", "plan", prefix or "district", prefix or None,
                              before={"ended_ids": written["ended_ids"][:5000]},
                              after={"summary": p.summary(), "created_ids": written["created_ids"][:5000]},
                              request_info=audit.LOCAL)

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
-
 import typer
 from rich.table import Table
 
 from cli import common
-from cli.common import console, friendly_errors
+from cli.common import cli_actor, console, friendly_errors
 
 NAME = "users"
 app = typer.Typer(help="Users: roles (admin, planner, leader, worker) and jurisdictions.", no_args_is_help=True)
-
-
-def cli_actor() -> str:
-    """The audit name of whoever runs the command on this machine."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no login name in some containers
-        return "cli"
 
 
 def _read_password(ask: bool) -> tuple[str, bool]:

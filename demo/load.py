@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from geo.store.load import BOUNDARY_TABLES, database_is_empty, load_district
+from geo.store.transactions import dry_run_transaction
 
 #: Tables holding a district's data (not users, keys or the audit log), children first.
 DISTRICT_TABLES = (
@@ -112,35 +113,26 @@ def remove_demo(engine: Engine, dry_run: bool = False) -> dict:
     from demo.district import DISTRICT_CODE
 
     counts: dict[str, int] = {}
-    with engine.connect() as conn:
-        trans = conn.begin()
-        try:
-            versions = list(conn.execute(text("SELECT id FROM boundary_versions WHERE created_by = :c"),
-                                         {"c": DEMO_CREATOR}).scalars())
-            kept: list[str] = []
-            for level in ("micro_grids", "grids", "communities", "streets"):
-                btable, fk = BOUNDARY_TABLES[level]
-                rows = conn.execute(text(f"""
-                    SELECT u.id, u.code, bool_and(b.version_id = ANY(:v)) AS demo_only
-                    FROM {level} u JOIN {btable} b ON b.{fk} = u.id
-                    WHERE u.code LIKE :prefix GROUP BY u.id, u.code
-                """), {"v": versions, "prefix": DISTRICT_CODE + "%"}).all()
-                doomed = [r.id for r in rows if r.demo_only]
-                kept += [r.code for r in rows if not r.demo_only]
-                _delete(conn, level, doomed, counts)
-            leftover = list(conn.execute(text("""
-                SELECT v.id FROM boundary_versions v WHERE v.id = ANY(:v)
-                  AND NOT EXISTS (SELECT 1 FROM street_boundaries b WHERE b.version_id = v.id)
-                  AND NOT EXISTS (SELECT 1 FROM community_boundaries b WHERE b.version_id = v.id)
-                  AND NOT EXISTS (SELECT 1 FROM grid_boundaries b WHERE b.version_id = v.id)
-                  AND NOT EXISTS (SELECT 1 FROM micro_grid_boundaries b WHERE b.version_id = v.id)"""),
-                {"v": versions}).scalars())
-            _delete(conn, "boundary_versions", leftover, counts)
-        except BaseException:
-            trans.rollback()
-            raise
-        if dry_run:
-            trans.rollback()
-        else:
-            trans.commit()
+    with dry_run_transaction(engine, dry_run) as conn:
+        versions = list(conn.execute(text("SELECT id FROM boundary_versions WHERE created_by = :c"),
+                                     {"c": DEMO_CREATOR}).scalars())
+        kept: list[str] = []
+        for level in ("micro_grids", "grids", "communities", "streets"):
+            btable, fk = BOUNDARY_TABLES[level]
+            rows = conn.execute(text(f"""
+                SELECT u.id, u.code, bool_and(b.version_id = ANY(:v)) AS demo_only
+                FROM {level} u JOIN {btable} b ON b.{fk} = u.id
+                WHERE u.code LIKE :prefix GROUP BY u.id, u.code
+            """), {"v": versions, "prefix": DISTRICT_CODE + "%"}).all()
+            doomed = [r.id for r in rows if r.demo_only]
+            kept += [r.code for r in rows if not r.demo_only]
+            _delete(conn, level, doomed, counts)
+        leftover = list(conn.execute(text("""
+            SELECT v.id FROM boundary_versions v WHERE v.id = ANY(:v)
+              AND NOT EXISTS (SELECT 1 FROM street_boundaries b WHERE b.version_id = v.id)
+              AND NOT EXISTS (SELECT 1 FROM community_boundaries b WHERE b.version_id = v.id)
+              AND NOT EXISTS (SELECT 1 FROM grid_boundaries b WHERE b.version_id = v.id)
+              AND NOT EXISTS (SELECT 1 FROM micro_grid_boundaries b WHERE b.version_id = v.id)"""),
+            {"v": versions}).scalars())
+        _delete(conn, "boundary_versions", leftover, counts)
     return {"removed": {k: v for k, v in sorted(counts.items()) if v}, "kept_units": kept, "dry_run": dry_run}

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from geo.incidents import heat_rollup as hr
 from geo.incidents.hexagons import LocalFrame
+from tests.pgbouncer import pgbouncer_cluster
 
 FRAME = LocalFrame(121.47, 31.23)
 SIZE = 90.0
@@ -62,36 +63,14 @@ def test_builder_lock_is_released_when_the_build_fails(migrated_engine):
 @pytest.fixture(scope="module")
 def bouncer():
     """(cluster, engine through PgBouncer in transaction mode, 4 server connections): a migrated cluster of its own."""
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     from geo.store import db, localdb
 
-    if not localdb.PGBOUNCER.exists() or not (localdb.PG_BIN / "initdb").exists():
-        pytest.skip("needs PgBouncer and the PostgreSQL server binaries (apt-get install pgbouncer)")
-    parent = Path("/var/lib/gridatlas") if os.geteuid() == 0 else None
-    if parent:
-        parent.mkdir(parents=True, exist_ok=True)
-    cluster = localdb.LocalCluster(Path(tempfile.mkdtemp(prefix="heat-lock-test-", dir=parent)))
-    try:
-        localdb.up(cluster)
-        db.migrate(cluster.url())
-        localdb.pgbouncer_up(cluster, pool_size=4)
+    with pgbouncer_cluster("heat-lock-test-", 4) as cluster:
         engine = db.make_engine(localdb.pgbouncer_url(cluster), pooled=True)
         try:
             yield cluster, engine
         finally:
             engine.dispose()
-    finally:
-        try:
-            localdb.pgbouncer_down(cluster)
-        finally:
-            try:
-                localdb.down(cluster)
-            finally:
-                shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 def test_builder_lock_through_pgbouncer_in_transaction_mode(bouncer):

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from geo.store import db, localdb
+from tests.pgbouncer import AVAILABLE, SKIP_REASON, pgbouncer_cluster
 
-pytestmark = pytest.mark.skipif(not localdb.PGBOUNCER.exists() or not (localdb.PG_BIN / "initdb").exists(),
-                                reason="needs PgBouncer and the PostgreSQL server binaries (apt-get install pgbouncer)")
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 
 #: Server connections PgBouncer may open for the service role (far fewer than the clients).
 POOL = 10
@@ -27,30 +27,21 @@ CLIENTS = 300
 
 
 @pytest.fixture(scope="module")
-def bouncer(tmp_path_factory):
+def bouncer():
     """(cluster, psycopg URL through PgBouncer as the service role): a migrated cluster of its own."""
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    parent = Path("/var/lib/gridatlas") if os.geteuid() == 0 else None
-    if parent:
-        parent.mkdir(parents=True, exist_ok=True)
-    cluster = localdb.LocalCluster(Path(tempfile.mkdtemp(prefix="pgbouncer-test-", dir=parent)))
-    try:
-        localdb.up(cluster)
-        db.migrate(cluster.url())
-        localdb.pgbouncer_up(cluster, pool_size=POOL)
+    with pgbouncer_cluster("pgbouncer-test-", POOL) as cluster:
         yield cluster, localdb.pgbouncer_url(cluster).replace("postgresql+psycopg://", "postgresql://")
+
+
+@pytest.fixture
+def app_engine(bouncer):
+    """The service's engine as deployed behind PgBouncer: pooled (no prepared statements), LISTEN direct."""
+    cluster, _ = bouncer
+    engine = db.make_engine(localdb.pgbouncer_url(cluster), pooled=True, direct_url=cluster.service_url())
+    try:
+        yield engine
     finally:
-        try:
-            localdb.pgbouncer_down(cluster)
-        finally:
-            try:
-                localdb.down(cluster)
-            finally:
-                shutil.rmtree(cluster.root, ignore_errors=True)
+        engine.dispose()
 
 
 def _server_connections(cluster) -> int:
@@ -121,32 +112,24 @@ def test_transaction_mode_breaks_prepared_statements_and_pooled_engines_prepare_
         engine.dispose()
 
 
-def test_listen_bypasses_the_pooler_and_hears_commits_made_through_it(bouncer):
+def test_listen_bypasses_the_pooler_and_hears_commits_made_through_it(bouncer, app_engine):
     cluster, _ = bouncer
-    engine = db.make_engine(localdb.pgbouncer_url(cluster), pooled=True, direct_url=cluster.service_url())
-    try:
-        assert f":{cluster.credentials()['port']}/" in db.listen_url(engine)
-        with psycopg.connect(db.listen_url(engine), autocommit=True) as listener:
-            listener.execute("LISTEN gridatlas_changes")
-            with engine.begin() as conn:
-                conn.execute(text("SELECT pg_notify('gridatlas_changes', 'grid_boundaries')"))
-            heard = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
-        assert heard == ["grid_boundaries"]
-    finally:
-        engine.dispose()
+    assert f":{cluster.credentials()['port']}/" in db.listen_url(app_engine)
+    with psycopg.connect(db.listen_url(app_engine), autocommit=True) as listener:
+        listener.execute("LISTEN gridatlas_changes")
+        with app_engine.begin() as conn:
+            conn.execute(text("SELECT pg_notify('gridatlas_changes', 'grid_boundaries')"))
+        heard = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+    assert heard == ["grid_boundaries"]
 
 
-def test_the_app_through_pgbouncer(bouncer):
+def test_the_app_through_pgbouncer(bouncer, app_engine):
     from api.main import create_app
 
     cluster, _ = bouncer
-    engine = db.make_engine(localdb.pgbouncer_url(cluster), pooled=True, direct_url=cluster.service_url())
-    try:
-        with TestClient(create_app(engine), raise_server_exceptions=False) as client:
-            for i in range(12):  # more than psycopg's prepare threshold on each pooled connection
-                assert client.get("/readyz").status_code == 200
-                r = client.post("/v1/auth/token", data={"username": f"nobody{i}", "password": "wrong password"})
-                assert r.status_code == 401, r.text
-    finally:
-        engine.dispose()
+    with TestClient(create_app(app_engine), raise_server_exceptions=False) as client:
+        for i in range(12):  # more than psycopg's prepare threshold on each pooled connection
+            assert client.get("/readyz").status_code == 200
+            r = client.post("/v1/auth/token", data={"username": f"nobody{i}", "password": "wrong password"})
+            assert r.status_code == 401, r.text
     assert _server_connections(cluster) <= POOL

@@ -118,10 +118,25 @@ def _timestamp(expr: str) -> str:
     return f"to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
 
-def _unit_props(extra: tuple[Prop, ...] = ()) -> tuple[Prop, ...]:
+#: Levels whose boundary rows keep the unit's name while they are in force (name history, migration 0017; a rename
+#: starts a boundary row): {level: (boundary table, its unit column)}. Other levels have only the current name.
+NAMED_BOUNDARIES = {"grids": ("grid_boundaries", "grid_id"), "micro_grids": ("micro_grid_boundaries", "micro_grid_id")}
+
+
+def name_at(level: str, unit: str, at: str = "CAST(:t AS timestamptz)") -> str:
+    """SQL for the name of the unit row `unit` (alias of the identity table of `level`) in force at `at`: its
+    boundary row's name then, else (no history, or no boundary then) its current name (历史名称)."""
+    if level not in NAMED_BOUNDARIES:
+        return f"{unit}.name"
+    table, fk = NAMED_BOUNDARIES[level]
+    return (f"coalesce((SELECT nb.name FROM {table} nb WHERE nb.{fk} = {unit}.id AND {in_force('nb', at)}), "
+            f"{unit}.name)")
+
+
+def _unit_props(extra: tuple[Prop, ...] = (), name: str = "h.name") -> tuple[Prop, ...]:
     return (
         Prop("code", "h.code", title="编码"),
-        Prop("name", "h.name", title="名称"),
+        Prop("name", name, title="名称"),
         *extra,
         Prop("unit_id", "h.id", "integer", "单位标识"),
         Prop("version_id", "h.version_id", "integer", "边界版本"),
@@ -149,7 +164,10 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
         "versioned", "h", 8, {"*": "starts_with(h.code, :scope)"}),
     Collection(
         "grids", "网格", "网格 (grids): kind, community, staffing on the day (grid chiefs, full-time workers)",
-        "MultiPolygon", "grids_history h JOIN communities c ON c.id = h.community_id", "h.geom", "h.boundary_id",
+        "MultiPolygon",
+        # the boundary row itself for the name it kept (grids_history names the unit as it is called now)
+        "grids_history h JOIN grid_boundaries hb ON hb.id = h.boundary_id "
+        "JOIN communities c ON c.id = h.community_id", "h.geom", "h.boundary_id",
         _unit_props((
             Prop("kind", "h.kind", title="类型（comprehensive 综合 / dedicated 专属）"),
             Prop("dedicated_type", "h.dedicated_type", title="专属网格类别"),
@@ -157,11 +175,15 @@ COLLECTIONS: dict[str, Collection] = {c.id: c for c in (
             Prop("grid_chiefs", _STAFF.format(role="grid_chief"), "integer", "网格长人数", queryable=False),
             Prop("fulltime_workers", _STAFF.format(role="grid_worker_fulltime"), "integer", "专职网格员人数",
                  queryable=False),
-        )), "versioned", "h", 10, {"*": "starts_with(h.code, :scope)"}),
+        ), name="coalesce(hb.name, h.name)"), "versioned", "h", 10, {"*": "starts_with(h.code, :scope)"}),
     Collection(
         "micro_grids", "微网格", "微网格 (micro-grids)", "MultiPolygon",
-        "micro_grids_history h JOIN grids g ON g.id = h.grid_id", "h.geom", "h.boundary_id",
-        _unit_props((Prop("grid_code", "g.code", title="网格编码"), Prop("grid_name", "g.name", title="网格"))),
+        "micro_grids_history h JOIN micro_grid_boundaries hb ON hb.id = h.boundary_id JOIN grids g ON g.id = h.grid_id "
+        # the grid's boundary row in force at the reference instant, for the grid's name then (at most one)
+        f"LEFT JOIN grid_boundaries gb ON gb.grid_id = g.id AND {in_force('gb', 'CAST(:t AS timestamptz)')}",
+        "h.geom", "h.boundary_id",
+        _unit_props((Prop("grid_code", "g.code", title="网格编码"),
+                     Prop("grid_name", "coalesce(gb.name, g.name)", title="网格")), name="coalesce(hb.name, h.name)"),
         "versioned", "h", 13, {"*": "starts_with(h.code, :scope)"}),
     Collection(
         "compounds", "小区", "小区 (compounds) with their class against the grids in force (小区与网格对应关系)",

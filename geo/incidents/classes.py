@@ -25,8 +25,8 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from geo.incidents.errors import IncidentError
-from geo.io.fields import FieldSpec, LayerSpec, columns_read, match_fields, normalise_name, parse_mapping
-from geo.io.readers import ReadError, read_source
+from geo.io.fields import FieldSpec, LayerSpec, normalise_name, parse_mapping
+from geo.io.readers import read_records
 
 #: Longest code and name the table holds (incident_classes.code / .name / .department).
 MAX_CODE, MAX_NAME, MAX_DEPARTMENT = 16, 100, 100
@@ -131,25 +131,18 @@ def read_class_file(path: str | Path, filename: str | None = None, encoding: str
     """The file's records as text columns code, name, parent, time_limit, department (None when blank), and a
     plan holding how it was read."""
     path = Path(path)
-    data = read_source(path, None, encoding, None, "incident_classes", filename)
-    if data.format not in ("csv", "xlsx"):
-        raise ReadError(f"a class table is a CSV or XLSX sheet, not {data.format}")
-    plan = ClassPlan(source=filename or path.name, format=data.format, encoding=data.encoding,
-                     records=len(data.frame))
-    match = match_fields(CLASS_SPEC, list(data.frame.columns), parse_mapping(mapping))
-    missing = [f.name for f in CLASS_SPEC.fields if f.required and f.name not in match.mapping]
-    if missing:
-        raise ReadError(f"no column for {', '.join(missing)} in {plan.source}; its columns are "
-                        f"{', '.join(map(str, data.frame.columns))} (name them, e.g. code=分类代码)")
-    plan.columns_read = columns_read(match)
-    plan.ignored_columns = [str(c) for c in match.ignored]
+    source = filename or path.name
+    records = read_records(path, CLASS_SPEC, parse_mapping(mapping), source=source, example="code=分类代码",
+                           formats=("csv", "xlsx"), encoding=encoding, target="incident_classes", name=filename)
+    data, match = records.data, records.match
+    plan = ClassPlan(source=source, format=data.format, encoding=data.encoding, records=len(data.frame),
+                     columns_read=records.columns_read, ignored_columns=records.ignored_columns)
     out = pd.DataFrame(index=range(len(data.frame)))
     for f in CLASS_SPEC.fields:
-        col = match.mapping.get(f.name)
-        if col is None:
+        values = records.column(f.name)
+        if values is None:
             out[f.name] = None
             continue
-        values = data.frame[col].reset_index(drop=True)
         out[f.name] = [None if v is None or (isinstance(v, float) and math.isnan(v)) or not str(v).strip()
                        else re.sub(r"\.0$", "", str(v).strip()) if f.name == "code" else str(v).strip()
                        for v in values]

@@ -152,6 +152,18 @@ def default_period(conn: Connection, q: HeatmapQuery, months: int = 12) -> tuple
     return start, end
 
 
+def period_months(conn: Connection, q: HeatmapQuery
+                  ) -> tuple[dt.datetime, dt.datetime, LocalFrame, list[dt.datetime], list[str]]:
+    """Fill `q`'s period when it is open (the last 12 months with data) and check it; then its start and end, the
+    district's frame, the local month boundaries of the period and the months' labels (YYYY-MM)."""
+    if q.start is None or q.end is None:
+        q.start, q.end = default_period(conn, q)
+    if q.end <= q.start:
+        raise InvalidQuery("the period's end must come after its start")
+    bounds = month_starts(q.start, q.end, q.timezone)
+    return q.start, q.end, district_frame(conn), bounds, [m.strftime("%Y-%m") for m in bounds[:-1]]
+
+
 def month_labels(start: dt.datetime, end: dt.datetime, tz: str) -> list[str]:
     """'YYYY-MM' of every local month the period [start, end) touches."""
     return [m.strftime("%Y-%m") for m in month_starts(start, end, tz)[:-1]]
@@ -391,13 +403,7 @@ def build_heatmap(conn: Connection, q: HeatmapQuery, with_grids: bool = True,
     timings: dict[str, float] = {}
     notes: list[str] = []
     t0 = time.perf_counter()
-    if q.start is None or q.end is None:
-        q.start, q.end = default_period(conn, q)
-    if q.end <= q.start:
-        raise InvalidQuery("the period's end must come after its start")
-    frame = district_frame(conn)
-    bounds = month_starts(q.start, q.end, q.timezone)
-    months = [m.strftime("%Y-%m") for m in bounds[:-1]]
+    _, end, frame, bounds, months = period_months(conn, q)
     area = study_area(conn, q, frame)
     size = choose_cell_size(area, q.cell_m, len(months), q.max_values)
     if size > q.cell_m * 1.0001:
@@ -439,7 +445,7 @@ def build_heatmap(conn: Connection, q: HeatmapQuery, with_grids: bool = True,
     grids = pd.DataFrame(columns=["id", "code", "name", "incidents", "households", "geometry", "per_1000"])
     if with_grids:
         t0 = time.perf_counter()
-        grids = grid_rates(conn, q, q.end)
+        grids = grid_rates(conn, q, end)
         timings["grids_sql_s"] = time.perf_counter() - t0
     return Heatmap(query=q, frame=frame, cell_m=size, months=months, cells=keys, monthly=monthly, grids=grids,
                    incident_count=int(monthly.sum()), permutations=q.permutations if with_hotspots else 0,

@@ -34,19 +34,11 @@ from geo.incidents.attribution import attribute_incidents
 from geo.incidents.classes import class_index
 from geo.incidents.closed_loop import SOURCES, resolve_transition, states
 from geo.incidents.errors import IncidentError, InvalidIncident
-from geo.io.fields import (
-    INCIDENT_SOURCE,
-    FieldSpec,
-    LayerSpec,
-    columns_read,
-    convert_column,
-    match_fields,
-    normalise_name,
-    parse_mapping,
-)
-from geo.io.readers import read_source
+from geo.io.fields import INCIDENT_SOURCE, FieldSpec, LayerSpec, convert_column, normalise_name, parse_mapping
+from geo.io.readers import read_records
 from geo.io.reproject import source_crs, to_storage
 from geo.settings import get_settings
+from geo.store.transactions import dry_run_transaction
 
 _TIME_FIELDS = ("registered_at", "dispatched_at", "handled_at", "feedback_at", "closed_at", "evaluated_at")
 
@@ -278,26 +270,24 @@ def import_incident_history(conn: Connection, path: str | Path, options: History
     options = options or HistoryOptions()
     settings = get_settings()
     path = Path(path)
-    data = read_source(path, options.source_layer, options.encoding, "point", "incidents", options.filename)
+    source = options.filename or path.name
+    records = read_records(path, HISTORY_SPEC, _map_arg(options.mapping), source=source, example="category=问题分类",
+                           missing_error=InvalidIncident, layer=options.source_layer, encoding=options.encoding,
+                           geometry="point", target="incidents", name=options.filename)
+    data = records.data
     n = len(data.frame)
-    report = HistoryReport(source=options.filename or path.name, format=data.format, encoding=data.encoding,
-                           records=n, dry_run=options.dry_run)
+    report = HistoryReport(source=source, format=data.format, encoding=data.encoding, records=n,
+                           dry_run=options.dry_run, columns_read=records.columns_read,
+                           ignored_columns=records.ignored_columns)
     report.notes += data.notes
-    match = match_fields(HISTORY_SPEC, list(data.frame.columns), _map_arg(options.mapping))
-    missing = [f.name for f in HISTORY_SPEC.fields if f.required and f.name not in match.mapping]
-    if missing:
-        raise InvalidIncident(f"no column for {', '.join(missing)} in {report.source}; its columns are "
-                              f"{', '.join(map(str, data.frame.columns))} (name them, e.g. category=问题分类)")
-    report.columns_read = columns_read(match)
-    report.ignored_columns = [str(c) for c in match.ignored]
     refused: dict[int, dict] = {}
     values: dict[str, list] = {}
     for f in HISTORY_SPEC.fields:
-        col = match.mapping.get(f.name)
-        if col is None:
+        raw = records.column(f.name)
+        if raw is None:
             values[f.name] = [None] * n
             continue
-        raw = data.frame[col].reset_index(drop=True)
+        col = records.match.mapping[f.name]
         converted, bad = convert_column(f, raw, settings.timezone)
         values[f.name] = converted.tolist()
         for j in np.flatnonzero(bad).tolist():
@@ -457,9 +447,9 @@ def import_incident_history(conn: Connection, path: str | Path, options: History
         report.notes.append(f"{inferred_total} step(s) of the loop had no time in the file: each takes the next "
                             "known time (marked 'inferred' in its event)")
 
-    # write in a savepoint, attribute at each report time, then keep it only when nothing is refused
-    savepoint = conn.begin_nested()
-    try:
+    # write in a savepoint, attribute at each report time, then keep it only when nothing is refused: a refusal
+    # outside a dry run raises (so the savepoint rolls back), inside one it is reported and rolled back with the rest
+    with dry_run_transaction(conn, options.dry_run):
         ids = _insert(conn, rows, events, options.actor)
         if ids:
             attribute_incidents(conn, "i.id = ANY(:ids)", {"ids": list(ids.values())})
@@ -471,7 +461,6 @@ def import_incident_history(conn: Connection, path: str | Path, options: History
         report.passing = len(written)
         _summarise(report, rows, written, conn)
         if refused and not options.skip_refused:
-            savepoint.rollback()
             report.notes.append(f"{len(written)} record(s) pass; nothing is written while {len(refused)} are "
                                 "refused (fix or map them, or import the others with skip_refused)")
             if not options.dry_run:
@@ -485,15 +474,7 @@ def import_incident_history(conn: Connection, path: str | Path, options: History
             conn.execute(text("DELETE FROM incidents WHERE id = ANY(:ids)"), {"ids": bad_ids})
         report.imported = len(written)
         report.events = sum(1 for ev in events if ev["ord"] in written)
-        if options.dry_run:
-            savepoint.rollback()
-        else:
-            savepoint.commit()
-            report.committed = True
-    except BaseException:
-        if savepoint.is_active:
-            savepoint.rollback()
-        raise
+    report.committed = not options.dry_run
     return report
 
 

@@ -1,6 +1,7 @@
 """Reading source files: GeoJSON (also the old form with a ``crs`` member), GeoPackage (layer choice), zipped
 Shapefile (``.prj``, ``.cpg``, or GBK/GB18030 attributes without ``.cpg``), CSV and XLSX with longitude/latitude
-or WKT columns.
+or WKT columns. `read_records` reads a table and matches its columns to a layer's fields (the incident class
+table and incident history importers).
 
 GDAL (through pyogrio) reads the vector formats; geometries come back as WKB and are parsed with shapely so a
 ring that is not closed can be repaired and reported instead of failing the whole file. Curved geometries are
@@ -26,7 +27,7 @@ import shapely
 from pyproj import CRS
 
 from geo.errors import DomainError
-from geo.io.fields import normalise_name
+from geo.io.fields import FieldMatch, LayerSpec, columns_read, match_fields, normalise_name, required_missing
 
 FORMATS = ("geojson", "gpkg", "shapefile", "csv", "xlsx")
 _EXTENSIONS = {
@@ -456,3 +457,48 @@ def _has_crs_member(path: Path) -> bool:
 def to_geodataframe(data: SourceData) -> gpd.GeoDataFrame:
     """The source as a GeoDataFrame (for inspection and tests)."""
     return gpd.GeoDataFrame(data.frame, geometry=gpd.GeoSeries(data.geometry), crs=data.crs)
+
+
+@dataclass
+class Records:
+    """A file's records with its columns matched to a layer's fields (表头映射)."""
+
+    data: SourceData
+    match: FieldMatch
+
+    @property
+    def columns_read(self) -> list[str]:
+        """How each column was read, for the dry run ("we read column '事件类别' as category (recognised)")."""
+        return columns_read(self.match)
+
+    @property
+    def ignored_columns(self) -> list[str]:
+        """The file's columns that feed no field."""
+        return [str(c) for c in self.match.ignored]
+
+    def column(self, name: str) -> pd.Series | None:
+        """The values of the column feeding field `name` (indexed from 0), None when no column does."""
+        col = self.match.mapping.get(name)
+        return None if col is None else self.data.frame[col].reset_index(drop=True)
+
+
+def read_records(path: str | Path, spec: LayerSpec, mapping: dict[str, str] | None = None, *,
+                 source: str | None = None, example: str = "", formats: tuple[str, ...] | None = None,
+                 missing_error: type[DomainError] = ReadError, layer: str | None = None,
+                 encoding: str | None = None, geometry: str | None = None, target: str | None = None,
+                 name: str | None = None) -> Records:
+    """Read a file (`read_source`: format, GBK/UTF-8 and sheet detected) and match its columns to `spec`'s fields,
+    explicit `mapping` first; ReadError when its format is not among `formats`, `missing_error` when a required
+    field has no column (`example` shows how to name one, e.g. "category=问题分类")."""
+    path = Path(path)
+    data = read_source(path, layer, encoding, geometry, target, name)
+    if formats is not None and data.format not in formats:
+        raise ReadError(f"{spec.label or spec.name} is read from {' or '.join(f.upper() for f in formats)}, "
+                        f"not {data.format}")
+    match = match_fields(spec, list(data.frame.columns), mapping)
+    missing = required_missing(spec, match)
+    if missing:
+        raise missing_error(f"no column for {', '.join(missing)} in {source or name or path.name}; its columns are "
+                            f"{', '.join(map(str, data.frame.columns))}"
+                            + (f" (name them, e.g. {example})" if example else ""))
+    return Records(data, match)

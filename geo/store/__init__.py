@@ -8,4 +8,5 @@
 - `load`: bulk writes and reads of whole layers (`load_district`, `read_level`, `version_at`, `parse_at`);
 - `locks`: the per-community boundary-writer lock (`lock_communities`);
 - `units`: a unit found by its code in any code scheme (`unit_condition`, `level_of`, `grid_code_of`).
+- `transactions`: all-or-nothing work with a dry run (`dry_run_transaction`).
 """
