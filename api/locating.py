@@ -36,8 +36,7 @@ async def get_index(request: Request) -> IndexHolder:
         with _holder_lock:
             holder = getattr(state, "locate_index", None)
             if holder is None:
-                holder = IndexHolder.for_engine(state.engine,
-                                                stale_wait_seconds=get_settings().locate_stale_wait_s)
+                holder = IndexHolder.for_engine(state.engine)  # waits as settings say (locate_stale_wait_s)
                 state.locate_index = holder
                 getattr(state, "shutdown_hooks", []).append(lambda app: holder.close())
     return holder

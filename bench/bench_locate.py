@@ -346,6 +346,129 @@ def bench_scale(engine, url: str, scale: float, args) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------ incremental updates (issue 17 item 10)
+
+def _publish_split(engine, code: str, rng: np.random.Generator) -> tuple[int, float, float]:
+    """Publish a plan splitting the largest grid of community `code`; (version id, seconds the commit took: this
+    process's holders patch the change in inside it, `perf_counter` when the commit began)."""
+    import shapely
+    from shapely.geometry import mapping
+
+    from geo.plans import drafts as plans
+    from geo.plans.publish import publish
+
+    with db.session_scope(engine) as session:
+        conn = session.connection()
+        plan_id = plans.create_plan(conn, code, "bench")
+        state = plans.load_state(conn, plan_id)
+        big = max(state.live("grid"), key=lambda r: shapely.area(r["geom"]))
+        minx, miny, maxx, maxy = shapely.bounds(big["geom"])
+        x = minx + (maxx - minx) * rng.uniform(0.35, 0.65)
+        line = shapely.LineString([(x, miny - 0.001), (x, maxy + 0.001)])
+        plans.apply_operation(conn, plan_id, {"type": "split", "key": big["key"], "line": mapping(line)})
+        out = publish(conn, plan_id, "bench", allow_errors=True)
+        t0 = time.perf_counter()
+        session.commit()
+        return out["version_id"], time.perf_counter() - t0, t0
+
+
+def _percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"n": len(a), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "max_ms": float(a.max())}
+
+
+def bench_incremental(engine, scale: float, rounds: int = 5) -> list[dict]:
+    """Publish → new answer in this process (patched inside the commit) and in another holder (from the database's
+    notification), the patch's own time, and lookup latency while a large change is rebuilt in the background."""
+    from sqlalchemy import text
+
+    from geo.locate import holder as holder_module
+    from geo.locate.holder import IndexHolder
+
+    rng = np.random.default_rng(5)
+    same = IndexHolder.for_engine(engine, poll_seconds=None, listen=None)
+    t0 = time.perf_counter()
+    same.index_for()
+    build_s = time.perf_counter() - t0
+    with engine.connect() as conn:
+        codes = conn.execute(text("SELECT code FROM communities ORDER BY code")).scalars().all()
+    chosen = [codes[i] for i in rng.choice(len(codes), 2 * rounds, replace=False)]
+    commit_ms, same_ms, other_ms, patch_ms, other_patch_ms = [], [], [], [], []
+    # the writer's process: patched inside the commit
+    for code in chosen[:rounds]:
+        version, commit_s, t0 = _publish_split(engine, code, rng)
+        index = same.peek()
+        same_ms.append((time.perf_counter() - t0) * 1000 if index is not None and version in index.versions
+                       else float("nan"))
+        commit_ms.append(commit_s * 1000)
+        patch_ms.append(same.index_for().build_seconds * 1000)
+    # another process: a holder the commit does not patch (nor this one: no second patch competing for the GIL),
+    # told by the database's notification
+    holder_module._HOLDERS.discard(same)
+    other = IndexHolder.for_engine(engine, poll_seconds=None)
+    holder_module._HOLDERS.discard(other)
+    other.index_for()
+    for code in chosen[rounds:]:
+        version, _, t0 = _publish_split(engine, code, rng)
+        deadline = time.monotonic() + 120
+        while version not in other.index_for().versions and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        other_ms.append((time.perf_counter() - t0) * 1000)
+        other_patch_ms.append(other.index_for().build_seconds * 1000)
+    other.close()
+    holder_module._HOLDERS.add(same)
+    same.catch_up()
+    rows = [{"scale": scale, "metric": "full index build", "value": build_s * 1000, "unit": "ms"},
+            {"scale": scale, "metric": "patch (publish: split one grid), median", "value": float(np.median(patch_ms)),
+             "unit": "ms"},
+            {"scale": scale, "metric": "publish commit (this process's patch runs inside it), median",
+             "value": float(np.median(commit_ms)), "unit": "ms"},
+            {"scale": scale, "metric": "commit start → new answer in this process, median",
+             "value": float(np.nanmedian(same_ms)), "unit": "ms"},
+            {"scale": scale, "metric": "commit start → new answer in another holder (NOTIFY, as another process), "
+             "median", "value": float(np.median(other_ms)), "unit": "ms"},
+            {"scale": scale, "metric": "patch in that other holder, median", "value": float(np.median(other_patch_ms)),
+             "unit": "ms"},
+            {"scale": scale, "metric": "patches / full builds (same process)", "value": f"{same.patches}/{same.swaps}",
+             "unit": ""}]
+
+    # lookups while a large change is rebuilt in the background (a change over max_patch_units)
+    index = same.index_for()
+    lon, lat = sample_points(index, 2000, 9, inside_only=True)
+
+    def lookups(stop) -> list[float]:
+        out, i = [], 0
+        while not stop():
+            t = time.perf_counter()
+            same.index_for().locate(float(lon[i % len(lon)]), float(lat[i % len(lat)]))
+            out.append((time.perf_counter() - t) * 1000)
+            i += 1
+        return out
+
+    quiet_until = time.perf_counter() + 2.0
+    quiet = lookups(lambda: time.perf_counter() > quiet_until)
+    same.max_patch_units = 0
+    swaps = same.swaps
+    _publish_split(engine, codes[int(rng.integers(len(codes)))], rng)
+    t0 = time.perf_counter()
+    during = lookups(lambda: same.swaps > swaps or time.perf_counter() - t0 > 300)
+    rebuild_s = time.perf_counter() - t0
+    old_answers = len(during)  # every lookup before the swap answered from the previous index
+    for name, ms in (("lookup (index_for + locate), no rebuild", quiet),
+                     ("lookup during the background rebuild of a large change", during)):
+        p = _percentiles(ms)
+        for k in ("p50_ms", "p99_ms", "max_ms"):
+            rows.append({"scale": scale, "metric": f"{name} {k[:-3]}", "value": p[k], "unit": "ms"})
+        rows.append({"scale": scale, "metric": f"{name}: lookups", "value": p["n"], "unit": ""})
+    rows.append({"scale": scale, "metric": "background rebuild (lookups answered meanwhile from the previous index)",
+                 "value": rebuild_s * 1000, "unit": f"ms ({old_answers} lookups)"})
+    rows.append({"scale": scale, "metric": "machine load average (1 min; 2 cores shared with other work)",
+                 "value": os.getloadavg()[0], "unit": ""})
+    same.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", default="1", help="comma-separated scales (1,10 takes long)")
@@ -361,9 +484,12 @@ def main() -> None:
     parser.add_argument("--compare-points", type=int, default=100_000)
     parser.add_argument("--compare-up-to", type=float, default=1.0, help="largest scale for the agreement check")
     parser.add_argument("--httpx", action="store_true", help="use the httpx load generator even if wrk exists")
+    parser.add_argument("--part", choices=("all", "main", "incremental"), default="all",
+                        help="incremental: only publish → new answer and lookups during a rebuild")
     args = parser.parse_args()
     args.workers = [int(w) for w in args.workers.split(",")]
-    rows = []
+    rows: list[dict] = []
+    incremental: list[dict] = []
     for scale in [float(s) for s in args.scales.split(",")]:
         ctx = nullcontext(db.make_engine(args.url)) if args.url else fresh_database("gridatlas_bench_locate")
         with ctx as engine:
@@ -373,8 +499,15 @@ def main() -> None:
 
                 loaded = generate_and_load(engine, scale, args.seed)
                 console.print(f"scale {scale}: {loaded['counts']} loaded in {sum(loaded['timings'].values()):.1f} s")
-            rows += bench_scale(engine, url, scale, args)
-    report("locate", long_rows(rows), "Locate: in-memory index vs PostGIS, single lookups and batch over HTTP")
+            if args.part in ("all", "main"):
+                rows += bench_scale(engine, url, scale, args)
+            if args.part in ("all", "incremental"):
+                incremental += bench_incremental(engine, scale)
+    if rows:
+        report("locate", long_rows(rows), "Locate: in-memory index vs PostGIS, single lookups and batch over HTTP")
+    if incremental:
+        report("locate_incremental", incremental,
+               "Locate: a boundary change reaching the index (patched in), lookups during a full rebuild")
 
 
 #: (measured key, label, unit, target, whether larger is better); the rest of a row is listed as detail.

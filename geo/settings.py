@@ -140,9 +140,11 @@ class Settings(BaseSettings):
     tile_url: str | None = None
     #: Basemap layers (JSON list of `BasemapLayer`); when empty, `tile_url` (if set) is the one WGS-84 base layer.
     basemaps: list[BasemapLayer] = Field(default_factory=list)
-    #: After a boundary change, how long (s) lookups wait for the locate index's rebuild before they answer from the
-    #: previous index (each answer names its grid's version); geo.locate.holder.
-    locate_stale_wait_s: float = 2.0
+    #: After a boundary change heard from elsewhere, how long (s) lookups wait for the locate index to take it in
+    #: before they answer from the previous index (each answer names its grid's version); geo.locate.holder. No
+    #: wait by default: a small change is patched in (a fraction of a full build), and the writing process applies
+    #: it before its request answers.
+    locate_stale_wait_s: float = 0.0
     #: Largest file upload or point batch (imports, staff sheets, POST /v1/locate/batch).
     max_upload_bytes: int = 200 * 1024 * 1024
     #: Largest body of any other request (JSON edits such as a plan operation's GeoJSON).
@@ -160,6 +162,11 @@ class Settings(BaseSettings):
     #: Rows (grids + buildings + units + stewards) of coverage reports each process keeps for reuse; a whole
     #: scale-1 district is ~50,000 rows and ~80 MB (GRIDATLAS_COVERAGE_CACHE_ROWS; 0 turns the reuse off).
     coverage_cache_rows: int = 150_000
+    #: At start, gather the home page's district figures in the background (coverage report cached, classification
+    #: stored), so a leader's first view after a start or a demo load is quick (GRIDATLAS_WARM_AT_START).
+    warm_at_start: bool = True
+    #: Finished vector tiles each process keeps in memory (MiB, GRIDATLAS_TILE_CACHE_MB; 0 turns the cache off).
+    tile_cache_mb: float = 64.0
     jwt_secret: str | None = None
     access_token_minutes: int = 30
     refresh_token_days: int = 7

@@ -3,11 +3,12 @@
 `GET /v1/locate` answers one point (public: phones only where on the public notice board, all phones for callers
 whose jurisdiction covers the grid); `POST /v1/locate/batch` takes up to a million points streamed in as CSV or
 GeoJSON (signed-in callers) and answers in input order; `GET /v1/locate/outlines` gives the unit outlines near a
-point as GeoJSON for the mobile page. The index lives on `app.state.locate_index` (`api.locating.get_index`). It
-learns of committed boundary changes from the database's notifications (any writer, any process; migration 0013),
-and code in this process that publishes calls `geo.locate.holder.notify_boundaries_changed(since)` as well (and
-waits for the rebuild); lookups wait for it at most `geo.locate.holder.STALE_WAIT_SECONDS` after the change, then
-answer from the previous index: every answer names its grid's boundary version. Domain errors
+point as GeoJSON for the mobile page. The index lives on `app.state.locate_index` (`api.locating.get_index`). A
+publish, rollback or import in this process is patched into it as the writer's session commits, before that request
+answers (`geo.locate.holder.apply_after_commit`); other processes patch it in when the database's notification
+arrives (migration 0013). Lookups never wait for a rebuild (setting `locate_stale_wait_s`, 0): a large change is
+rebuilt in the background while the previous index answers, and every answer names its grid's boundary version.
+`at=` names grids and micro-grids as they were called then. Domain errors
 (`NotInAnyGrid` 404, `CoordinateError` 422, `IndexUnavailable` 503, `BatchInputError` 422) are answered by the one
 handler in `api.problems`.
 """

@@ -1,20 +1,27 @@
 """The locate index holder (索引持有者): the index of the boundaries in force now (and a few past ones for ``at=``),
-rebuilt in a background thread when boundaries change and swapped in with one reference assignment, so a reader
-never sees a half-built index.
+swapped in with one reference assignment, so a reader never sees a half-built index.
+
+A boundary change reaches the index incrementally (增量更新): the new `boundary_versions` rows say which units
+changed (rows of those versions, rows they ended), only those units are read, and `geo.locate.index.patch_index`
+makes a new index sharing everything else (a pass over the changed levels' cell arrays, no polygon of an
+unchanged unit touched: a small fraction of a full build; `scripts/bench locate`). A change without a new version (psql,
+compounds or buildings), dated in the past, or touching more than `max_patch_units` units (a large import) is a
+full rebuild in a background thread, the previous index answering meanwhile; every answer names the boundary
+version of the grid that answered it (`LocateIndex.version_of`).
 
 `IndexHolder` hears of changes from the database itself (`ChangeListener`: ``LISTEN`` on the notifications the
 triggers of migration 0013 send at commit, whoever wrote), from `notify_boundaries_changed` in this process, and,
-as a last resort, from a cheap fingerprint poll. From the moment it hears until the new index is in, a lookup waits
-for the rebuild until `STALE_WAIT_SECONDS` after the change (settings `locate_stale_wait_s`; a small district's
-rebuild is done by then, so a reader sees the write), then answers from the previous index: no request is held for
-the seconds a large district's rebuild takes, and every answer names the boundary version of the grid that answered
-it (`LocateIndex.version_of`), so an answer from the previous index says so. It also keeps the staff directory
+as a last resort, from a cheap fingerprint poll. The process that writes does not wait for any of these:
+`apply_after_commit` (called by publish, rollback and boundary imports) applies the change to this process's
+holders as the writer's session commits, before its request answers. A lookup waits for a change heard from
+elsewhere at most ``locate_stale_wait_s`` (settings; none by default). It also keeps the staff directory
 (`geo.locate.directory`).
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -27,17 +34,18 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy.orm import Session
 
 from geo.errors import DomainError
 from geo.locate.directory import StaffDirectory
-from geo.locate.index import BOUNDARY_TABLES, LocateIndex
+from geo.locate.index import BOUNDARY_TABLES, LocateIndex, patch_index, read_units
 from geo.locate.raster import DEFAULT_MAX_CELLS
 
 log = logging.getLogger("gridatlas.locate")
 
-#: How long a lookup waits for a rebuild under way before it answers from the previous index (seconds).
-STALE_WAIT_SECONDS = 2.0
+#: Units (all levels) a change may touch and still be patched in; more is a full rebuild in the background.
+MAX_PATCH_UNITS = 2000
 #: How long the writer's own notification (`notify_boundaries_changed`) waits for the rebuild it caused.
 WRITER_WAIT_SECONDS = 60.0
 
@@ -61,6 +69,62 @@ def fingerprint(conn: Connection) -> str:
     parts += [f"(SELECT count(*) || ':' || coalesce(max(id), 0) FROM {t})"
               for t in ("compounds", "buildings", "boundary_versions")]
     return conn.execute(text(f"SELECT concat_ws('|', {', '.join(parts)})")).scalar_one()
+
+
+@dataclass
+class Delta:
+    """What changed since a state was read: new versions, the units they touched per level, new change points."""
+
+    fingerprint: str
+    versions: list[dict] = field(default_factory=list)
+    touched: dict[str, list[int]] = field(default_factory=dict)
+    points: list[dt.datetime] = field(default_factory=list)
+
+
+#: Fingerprint parts (see `fingerprint`) of what no boundary version records: compounds, buildings.
+_UNVERSIONED_PARTS = slice(len(BOUNDARY_TABLES), len(BOUNDARY_TABLES) + 2)
+
+
+def read_delta(conn: Connection, state: _State, max_units: int) -> Delta | None:
+    """The boundary changes committed since `state` was read (only the changed rows), or None when they cannot be
+    patched in: a version removed, dated in the past or future, boundaries changed without a new version,
+    compounds or buildings changed, or more than `max_units` units touched."""
+    until = state.index.valid_until
+    if until is not None and dt.datetime.now(dt.UTC) >= until:
+        return None  # a version dated ahead has come into force: build the new interval whole
+    fp = fingerprint(conn)
+    if fp == state.fingerprint:
+        return Delta(fp)
+    if fp.split("|")[_UNVERSIONED_PARTS] != state.fingerprint.split("|")[_UNVERSIONED_PARTS]:
+        return None
+    known = [int(v["id"]) for v in state.versions]
+    # one round trip: the versions not known yet, how many known ones are still there, the snapshot's time
+    rows = conn.execute(text("""
+        SELECT v.id, v.valid_from, v.label, k.n, now() AS now
+        FROM (SELECT count(*) AS n FROM boundary_versions WHERE id = ANY(:k)) k
+        LEFT JOIN boundary_versions v ON NOT (v.id = ANY(:k)) ORDER BY v.valid_from
+    """), {"k": known}).mappings().all()
+    if rows[0]["n"] != len(known):
+        return None
+    now = rows[0]["now"]
+    versions = [{k: r[k] for k in ("id", "valid_from", "label")} for r in rows if r["id"] is not None]
+    latest = state.change_points[-1] if state.change_points else None
+    if (not versions or state.index.valid_until is not None
+            or any(v["valid_from"] > now or (latest is not None and v["valid_from"] < latest) for v in versions)):
+        return None
+    ids, starts = [v["id"] for v in versions], [v["valid_from"] for v in versions]
+    touched: dict[str, list[int]] = {}
+    points: set[dt.datetime] = set(starts)
+    union = " UNION ALL ".join(f"SELECT '{key}' AS level, {fk} AS unit, valid_from, valid_to FROM {table} "
+                               "WHERE version_id = ANY(:v) OR valid_to = ANY(:t)"
+                               for key, (table, fk, _) in BOUNDARY_TABLES.items())
+    for level, unit, start, end in conn.execute(text(union), {"v": ids, "t": starts}).all():
+        touched.setdefault(level, []).append(int(unit))
+        points |= {t for t in (start, end) if t is not None}
+    touched = {level: sorted(set(units)) for level, units in touched.items()}
+    if sum(len(v) for v in touched.values()) > max_units or any(t > now for t in points):
+        return None
+    return Delta(fp, versions, touched, sorted(points))
 
 
 class IndexUnavailable(DomainError):
@@ -103,9 +167,19 @@ class IndexHolder:
 
     def __init__(self, connect: Connector, *, cache_size: int = 4, poll_seconds: float | None = 30.0,
                  staff_ttl_seconds: float = 60.0, max_cells: int = DEFAULT_MAX_CELLS,
-                 listen: ListenConnector | None = None, stale_wait_seconds: float = STALE_WAIT_SECONDS):
+                 listen: ListenConnector | None = None, stale_wait_seconds: float | None = None,
+                 max_patch_units: int = MAX_PATCH_UNITS):
+        if stale_wait_seconds is None:
+            from geo.settings import get_settings
+
+            stale_wait_seconds = get_settings().locate_stale_wait_s
         self._connect = connect
         self.stale_wait_seconds = stale_wait_seconds
+        self.max_patch_units = max_patch_units
+        # Held while the state is read and replaced by a patch (milliseconds), never during a full build.
+        self._update_lock = threading.Lock()
+        #: Changes patched in (`swaps`: full builds swapped in); counters for tests and the benchmark.
+        self.patches = 0
         # When the latest change was heard: lookups wait for its rebuild until stale_wait_seconds after it, not more.
         self._changed_at = -math.inf
         self._listen = listen
@@ -123,6 +197,7 @@ class IndexHolder:
         self._cond = threading.Condition()
         self._requested = 0
         self._completed = 0
+        self._full_requested = False
         self._refresh_thread: threading.Thread | None = None
         self._next_poll = time.monotonic() + (poll_seconds or 0)
         self._staff: StaffDirectory | None = None
@@ -158,6 +233,50 @@ class IndexHolder:
                                         max_cells=self.max_cells)
         log.info("locate index built in %.2f s: %s", index.build_seconds, index.summary()["units"])
         return _State(index, key, points, versions, fp, generation)
+
+    def _patched_state(self, state: _State, generation: int) -> _State | None:
+        """`state` with every boundary change committed since it was read patched in (the same state when none),
+        or None when the change needs a full rebuild (see the module's docstring)."""
+        with self._connect() as conn:
+            delta = read_delta(conn, state, self.max_patch_units)
+            if delta is None:
+                return None
+            if not delta.touched:
+                return dataclasses.replace(state, fingerprint=delta.fingerprint, generation=generation)
+            frames = {key: read_units(conn, key, None, ids) for key, ids in delta.touched.items()}
+        points = sorted(set(state.change_points) | set(delta.points))
+        now = dt.datetime.now(dt.UTC)
+        key, until = _key_for(points, now)
+        index = patch_index(state.index, frames, delta.touched, versions={v["id"]: v for v in delta.versions},
+                            valid_from=key, valid_until=until, max_cells=self.max_cells)
+        log.info("locate index patched in %.3f s: %s", index.build_seconds,
+                 {k: len(v) for k, v in delta.touched.items()})
+        versions = sorted(state.versions + delta.versions, key=lambda v: v["valid_from"])
+        return _State(index, key, points, versions, delta.fingerprint, generation, state.cache)
+
+    def catch_up(self) -> bool:
+        """Patch the changes committed since the index in service was read into it, now, in this thread (the
+        writer's own process, right after its commit); whether that was possible (else a full rebuild is started
+        in the background and the previous index answers meanwhile)."""
+        if self._state is None:
+            return True  # the first lookup builds from the database as it is then
+        generation = self._generation
+        try:
+            with self._update_lock:
+                state = self._state
+                new = self._patched_state(state, max(generation, state.generation))
+                if new is not None:
+                    self.patches += new.index is not state.index
+                    self._state = new
+        except Exception:
+            log.exception("patching the locate index failed; rebuilding it in the background")
+            new = None
+        if new is None:
+            self.boundaries_changed()
+            return False
+        with self._cond:
+            self._cond.notify_all()
+        return True
 
     def _state_now(self) -> _State:
         state = self._state
@@ -281,6 +400,7 @@ class IndexHolder:
         """Rebuild the current index in a background thread and swap it in when complete; `wait` blocks until then
         (at most `timeout` seconds when given)."""
         with self._cond:
+            self._full_requested = True
             ticket = self._request_locked()
             if wait:
                 self._cond.wait_for(lambda: self._completed >= ticket, timeout)
@@ -297,20 +417,35 @@ class IndexHolder:
         while True:
             with self._cond:
                 target = self._requested
+                generation = self._generation
+                full, self._full_requested = self._full_requested, False
             try:
-                new = self._build_state()
+                self._update(generation, full)
             except Exception:  # keep serving the old index; the next poll or notify tries again
                 log.exception("rebuilding the locate index failed; the previous index stays in service")
-                new = None
-            if new is not None:
-                self._state = new  # one reference assignment: readers see the old or the new snapshot, whole
-                self.swaps += 1
             with self._cond:
                 self._completed = target
                 self._cond.notify_all()
                 if self._requested == target:
                     self._refresh_thread = None
                     return
+
+    def _update(self, generation: int, full: bool = False) -> None:
+        """Bring the index up to date: a patch when the change allows it (and no full build was asked for), else a
+        full build (outside the lock, the previous index answering meanwhile) with whatever committed after its
+        snapshot patched on top."""
+        with self._update_lock:
+            state = self._state
+            new = self._patched_state(state, generation) if state is not None and not full else None
+            if new is not None and state is not None:
+                self.patches += new.index is not state.index
+                self._state = new  # one reference assignment: readers see the old or the new snapshot, whole
+                return
+        built = self._build_state()
+        with self._update_lock:
+            newer = self._patched_state(built, built.generation)
+            self._state = newer if newer is not None else built
+            self.swaps += 1
 
     def _maybe_poll(self) -> None:
         if not self.poll_seconds or time.monotonic() < self._next_poll:
@@ -327,7 +462,7 @@ class IndexHolder:
             return
         state = self._state
         if state is not None and fp != state.fingerprint:
-            self.refresh()
+            self.boundaries_changed()
 
     # -- staff
 
@@ -477,6 +612,54 @@ class ChangeListener:
         with self._heard:
             self._last_heard = time.monotonic()
             self._heard.notify_all()
+
+
+# ------------------------------------------------------------------------- the writer's own process, at commit
+
+#: `Connection.info` key: the session that began a transaction on the connection (see `_remember_session`).
+_SESSION_KEY = "gridatlas.locate.session"
+#: `Session.info` key: the transaction wrote boundaries; this process's holders apply them when it commits.
+_PENDING_KEY = "gridatlas.locate.pending"
+
+
+def apply_after_commit(conn: Connection) -> None:
+    """Boundaries were written on `conn` (publish, rollback, import): when its session commits, this process's
+    index holders patch the change in before the commit returns, so the writer's request answers only once its
+    own process locates with the new boundaries (other processes hear the database's notification). On a
+    connection no session began (a script's ``engine.begin()``), the notification alone tells them."""
+    ref = conn.info.get(_SESSION_KEY)
+    session = ref() if ref is not None else None
+    if session is not None and session.in_transaction():
+        session.info[_PENDING_KEY] = True
+
+
+def apply_committed() -> None:
+    """Patch the committed boundary changes into every index holder of this process (each in milliseconds; a
+    change too large for a patch starts a background rebuild instead). Never raises: the write is committed."""
+    for holder in list(_HOLDERS):
+        try:
+            holder.catch_up()
+        except Exception:
+            log.exception("applying a committed boundary change to the locate index failed")
+    from geo.features.tile_cache import tiles_changed
+
+    tiles_changed()  # the tiles cut from the old boundaries, too
+
+
+@event.listens_for(Session, "after_begin")
+def _remember_session(session: Session, transaction: Any, connection: Connection) -> None:
+    connection.info[_SESSION_KEY] = weakref.ref(session)
+
+
+@event.listens_for(Session, "after_commit")
+def _apply_on_commit(session: Session) -> None:
+    if session.info.pop(_PENDING_KEY, False):
+        apply_committed()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_on_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
 
 
 def notify_staff_changed() -> None:

@@ -22,6 +22,7 @@ reference, and `geo.incidents.attribution`):
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import datetime as dt
 import math
 import time
@@ -538,18 +539,284 @@ def _fill_up(parent: np.ndarray, child: np.ndarray, parent_of: np.ndarray) -> No
 # ------------------------------------------------------------------------------------------ reading PostGIS
 
 def read_frames(conn: Connection, ts: dt.datetime | None = None) -> dict[str, gpd.GeoDataFrame]:
-    """Every level's units as GeoDataFrames (EPSG:4326): versioned levels at `ts` (now when None)."""
+    """Every level's units as GeoDataFrames (EPSG:4326): versioned levels at `ts` (now when None), grids and
+    micro-grids under the names they had then (name history, migration 0017)."""
+    return {spec.key: read_units(conn, spec.key, ts) for spec in LEVEL_SPECS}
+
+
+#: Boundary tables keeping the unit's name with each version (migration 0017).
+NAMED_BOUNDARIES = {"grid": "grid_boundaries", "micro_grid": "micro_grid_boundaries"}
+
+
+def read_units(conn: Connection, key: str, ts: dt.datetime | None = None,
+               ids: Sequence[int] | None = None) -> gpd.GeoDataFrame:
+    """One level's units (only `ids` when given) as a GeoDataFrame: versioned levels in force at `ts` (now when
+    None) under the name their boundary version keeps, compounds and buildings as they are."""
     from geo.store.load import read_level
 
-    frames = {}
-    for spec in LEVEL_SPECS:
-        if spec.versioned:
-            frames[spec.key] = read_level(conn, spec.table, ts)
-    frames["compound"] = gpd.read_postgis(
-        text("SELECT id, NULL::text AS code, name, kind, community_id, geom FROM compounds ORDER BY id"),
-        conn, geom_col="geom")
-    frames["building"] = gpd.read_postgis(
-        text("SELECT id, code, name, compound_id, community_id, floors, use, geom FROM buildings ORDER BY id"),
-        conn, geom_col="geom")
-    return frames
+    where, params = ("WHERE id = ANY(:ids)", {"ids": [int(i) for i in ids]}) if ids is not None else ("", None)
+    spec = next(s for s in LEVEL_SPECS if s.key == key)
+    if spec.versioned:
+        table = NAMED_BOUNDARIES.get(key)
+        if ids is not None and ts is None:
+            # a few changed units: plain rows, names joined, WKB (read_postgis asks for the SRID in a query of its own)
+            source = f"{spec.table}_at(now()) h" + (f" JOIN {table} b ON b.id = h.boundary_id" if table else "")
+            named = f"{'coalesce(b.name, h.name)' if table else 'NULL'} AS name_then FROM {source}"
+            result = conn.execute(text(f"SELECT h.*, ST_AsBinary(h.geom) AS wkb, {named} WHERE h.id = ANY(:ids) "
+                                       "ORDER BY h.code"), params)
+            found = result.all()
+            names_out = list(result.keys())
+            plain = pd.DataFrame({c: [r[i] for r in found] for i, c in enumerate(names_out) if c != "geom"})
+            then = plain.pop("name_then")
+            if table:
+                plain["name"] = then
+            wkb = np.array([bytes(w) for w in plain.pop("wkb")], dtype=object)
+            return gpd.GeoDataFrame(plain, geometry=gpd.GeoSeries(shapely.from_wkb(wkb), crs=STORAGE_SRID,
+                                                                  index=plain.index))
+        frame = read_level(conn, spec.table, ts, where, params)
+        if table is not None and len(frame):
+            sql = text(f"SELECT id, name FROM {table} WHERE id = ANY(:b) AND name IS NOT NULL")
+            rows = conn.execute(sql, {"b": frame["boundary_id"].astype("int64").tolist()}).all()
+            names: dict[int, str] = {int(r[0]): r[1] for r in rows}
+            frame["name"] = [names.get(int(b), n) for b, n in zip(frame["boundary_id"], frame["name"], strict=True)]
+        return frame
+    columns = ("id, NULL::text AS code, name, kind, community_id, geom" if key == "compound"
+               else "id, code, name, compound_id, community_id, floors, use, geom")
+    return gpd.read_postgis(text(f"SELECT {columns} FROM {spec.table} {where} ORDER BY id"), conn, geom_col="geom",
+                            params=params)
 
+
+# ------------------------------------------------------------------------------------ incremental updates
+
+def _remap_values(values: np.ndarray, remap: np.ndarray, dtype: type | np.dtype) -> np.ndarray:
+    """Raster values (positions, NONE, MIXED) with every position replaced by `remap[position]`."""
+    if np.array_equal(remap, np.arange(len(remap))):  # no unit moved: a copy (readers keep the old array)
+        return values.astype(dtype, copy=True)
+    # MIXED (-2) and NONE (-1) index the table from its end
+    lut = np.concatenate([remap, [MIXED, NONE]]).astype(dtype)
+    return lut.take(values, mode="wrap")
+
+
+def _patched_raster(old: CellRaster, remap: np.ndarray, geoms: np.ndarray, window_bounds: np.ndarray
+                    ) -> CellRaster | None:
+    """`old` with positions renumbered by `remap` and every cell of the windows (lon/lat bounds of what changed,
+    old and new outlines, one row each) made MIXED with the units whose envelope meets the cell as candidates (no
+    `sure`): the exact test then decides there, so the answers are the exact rule's. None when a window leaves the
+    lattice's inner part (its two-cell margin must stay NONE): the level is then rebuilt."""
+    n = old.nx * old.ny
+    ranges = _cell_ranges(old, window_bounds)
+    if ranges is None:
+        return None
+    in_window = np.zeros(n, dtype=bool)
+    for ix0, iy0, ix1, iy1 in ranges.tolist():
+        in_window.reshape(old.ny, old.nx)[iy0:iy1 + 1, ix0:ix1 + 1] = True
+    window = np.flatnonzero(in_window)  # ascending flat cell indices
+    # the units whose envelope meets a window cell's closure: each unit's cell range within the windows
+    bounds = shapely.bounds(geoms)
+    unit_ranges = _cell_ranges(old, bounds, margin=0, clip=True)
+    assert unit_ranges is not None  # clipped ranges are never refused
+    pair_cell_parts, pair_unit_parts = [], []
+    wx0, wy0, wx1, wy1 = ranges.min(axis=0)[0], ranges.min(axis=0)[1], ranges.max(axis=0)[2], ranges.max(axis=0)[3]
+    near = np.flatnonzero((unit_ranges[:, 2] >= wx0) & (unit_ranges[:, 0] <= wx1)
+                          & (unit_ranges[:, 3] >= wy0) & (unit_ranges[:, 1] <= wy1))
+    for u in near.tolist():
+        ux0, uy0, ux1, uy1 = unit_ranges[u].tolist()
+        sub = in_window.reshape(old.ny, old.nx)[uy0:uy1 + 1, ux0:ux1 + 1]
+        iy, ix = np.nonzero(sub)
+        if len(iy):
+            pair_cell_parts.append((iy + uy0).astype(np.int64) * old.nx + (ix + ux0))
+            pair_unit_parts.append(np.full(len(iy), u, np.int64))
+    new_cell = np.concatenate(pair_cell_parts) if pair_cell_parts else np.empty(0, np.int64)
+    unit = np.concatenate(pair_unit_parts) if pair_unit_parts else np.empty(0, np.int64)
+    dtype = np.int16 if len(geoms) < np.iinfo(np.int16).max else np.int32
+    cells = _remap_values(old.cells, remap, dtype)
+    cells[window] = MIXED
+    # the old mixed cells outside the windows keep their candidates (renumbered) and `sure`; the window's cells are
+    # merged in by insertion (both lists are sorted), not by sorting everything again
+    counts = np.diff(old.cand_ptr)
+    keep_cell = ~in_window[old.mixed_cells]
+    kept_cells, kept_counts = old.mixed_cells[keep_cell], counts[keep_cell]
+    kept_cand = remap[old.cand[np.repeat(keep_cell, counts)]].astype(np.int32)
+    kept_sure = _remap_values(old.sure[keep_cell], remap, np.int32)
+    order = np.lexsort((unit, new_cell))
+    new_cell, unit = new_cell[order], unit[order].astype(np.int32)
+    win_counts = np.bincount(np.searchsorted(window, new_cell), minlength=len(window))
+    at = np.searchsorted(kept_cells, window)
+    mixed_cells = np.insert(kept_cells, at, window)
+    per_cell = np.insert(kept_counts, at, win_counts)
+    sure = np.insert(kept_sure, at, NONE).astype(np.int32)
+    kept_ptr = np.r_[0, np.cumsum(kept_counts)]
+    cand = np.insert(kept_cand, np.repeat(kept_ptr[at], win_counts), unit).astype(np.int32)
+    return CellRaster(old.x0, old.y0, old.isx, old.isy, old.nx, old.ny, old.cell_m, cells, mixed_cells,
+                      np.r_[0, np.cumsum(per_cell)].astype(np.int64), cand, sure)
+
+
+def _cell_ranges(raster: CellRaster, bounds: np.ndarray, margin: int = 1, clip: bool = False) -> np.ndarray | None:
+    """Inclusive cell ranges (ix0, iy0, ix1, iy1) of lon/lat bounds (one row each), widened by `margin` cells and
+    by the build's tolerance; None when one leaves the lattice's inner part (unless `clip`: then clipped to it)."""
+    b = np.atleast_2d(np.asarray(bounds, np.float64))
+    u0, v0 = raster.cell_coords(b[:, 0], b[:, 1])
+    u1, v1 = raster.cell_coords(b[:, 2], b[:, 3])
+    eps = 1e-6
+    r = np.column_stack([np.floor(u0 - eps) - margin, np.floor(v0 - eps) - margin,
+                         np.floor(u1 + eps) + margin, np.floor(v1 + eps) + margin])
+    hi = np.array([raster.nx - 2, raster.ny - 2, raster.nx - 2, raster.ny - 2], np.float64)
+    if clip:
+        return np.clip(np.nan_to_num(r, nan=1.0), 1, hi).astype(np.int64)
+    if not np.isfinite(r).all() or (r < 1).any() or (r > hi).any():
+        return None
+    return r.astype(np.int64)
+
+
+def patch_level(level: LevelIndex, rows: gpd.GeoDataFrame, touched: Any,
+                max_cells: int = DEFAULT_MAX_CELLS) -> tuple[LevelIndex, np.ndarray, np.ndarray]:
+    """A new level: the units with ids in `touched` replaced by `rows` (those of them still in force), everything
+    else shared with `level` (left untouched: readers of the old index go on). Returns it, the old→new position
+    map (NONE for units gone) and the new positions of the rows. Positions follow the tie-break order as a full
+    build's would."""
+    spec = level.spec
+    rows = rows[~rows.geometry.isna() & ~rows.geometry.is_empty]
+    touched = np.asarray(touched, np.int64)
+    keep = ~np.isin(level.ids, touched)
+    kept_pos = np.flatnonzero(keep)
+    new_attrs = pd.DataFrame(rows.drop(columns=rows.geometry.name)).reset_index(drop=True)
+    attrs = pd.concat([level.attrs.iloc[kept_pos], new_attrs[level.attrs.columns.intersection(new_attrs.columns)]],
+                      ignore_index=True) if len(new_attrs) else level.attrs.iloc[kept_pos].reset_index(drop=True)
+    attrs = attrs.reindex(columns=level.attrs.columns)
+    new_geoms = np.asarray(rows.geometry.to_numpy(), dtype=object)
+    shapely.prepare(new_geoms)
+    geoms = np.concatenate([level.geoms[kept_pos], new_geoms]) if len(new_geoms) else level.geoms[kept_pos]
+    key = attrs["code"].astype(str).to_numpy() if spec.order == "code" else attrs["id"].to_numpy(np.int64)
+    order = np.argsort(key, kind="stable")
+    inverse = np.empty(len(order), np.int64)
+    inverse[order] = np.arange(len(order))
+    remap = np.full(len(level), NONE, np.int64)
+    remap[kept_pos] = inverse[:len(kept_pos)]
+    new_pos = inverse[len(kept_pos):]
+    # a unit whose outline did not change (a rename) changes no cell: its cells follow it to its new number
+    touched_pos = np.flatnonzero(~keep)
+    old_geoms = level.geoms[touched_pos]
+    old_of_new = pd.Index(level.ids[touched_pos]).get_indexer(new_attrs["id"].to_numpy(np.int64))
+    same = np.zeros(len(new_geoms), dtype=bool)
+    hit = np.flatnonzero(old_of_new >= 0)
+    same[hit] = shapely.equals_exact(old_geoms[old_of_new[hit]], new_geoms[hit], tolerance=0.0)
+    gone = np.ones(len(old_geoms), dtype=bool)
+    gone[old_of_new[same]] = False
+    raster_remap = remap.copy()
+    raster_remap[touched_pos[old_of_new[same]]] = new_pos[same]
+
+    out = LevelIndex.__new__(LevelIndex)
+    out.spec = spec
+    out.attrs = attrs.iloc[order].reset_index(drop=True)
+    out.ids = out.attrs["id"].to_numpy(np.int64)
+    out.geoms = np.asarray(geoms[order], dtype=object)
+    out.tree = shapely.STRtree(out.geoms)
+    out._pos_of_id = pd.Index(out.ids)
+    records = [level.records[p] for p in kept_pos] + [out._make_record(r) for r in new_attrs.to_dict("records")]
+    out.records = [records[i] for i in order]
+    out.raster = None
+    if len(out.geoms):
+        changed = [g for g in (old_geoms[gone], new_geoms[~same]) if len(g)]
+        raster = None
+        if level.raster is not None and changed:
+            # one window per changed outline (old and new), so units changed far apart mark few cells
+            raster = _patched_raster(level.raster, raster_remap, out.geoms,
+                                     shapely.bounds(np.concatenate(changed)))
+        elif level.raster is not None:
+            old = level.raster
+            raster = dataclasses.replace(old, cells=_remap_values(old.cells, raster_remap, old.cells.dtype),
+                                         cand=_remap_values(old.cand, raster_remap, np.int32),
+                                         sure=_remap_values(old.sure, raster_remap, np.int32))
+        out.raster = raster if raster is not None else CellRaster.build(out.geoms, out.exact, out._cell_size(),
+                                                                        max_cells, out.tree)
+    return out, remap, new_pos
+
+
+def patch_index(index: LocateIndex, frames: dict[str, gpd.GeoDataFrame], touched: dict[str, Any], *,
+                versions: dict[int, dict] | None = None, valid_from: dt.datetime | None = None,
+                valid_until: dt.datetime | None = None, max_cells: int = DEFAULT_MAX_CELLS) -> LocateIndex:
+    """A new index equal to a full build after the units `touched[level]` (ids) changed to `frames[level]` (their
+    rows in force now; a unit missing there has ended): only those units are read, re-prepared and re-rastered
+    (增量更新), the rest is shared with `index`, which stays valid for its readers."""
+    t0 = time.perf_counter()
+    out = LocateIndex.__new__(LocateIndex)
+    out.__dict__.update(index.__dict__)
+    out.valid_from, out.valid_until = valid_from, valid_until
+    out.versions = {**index.versions, **(versions or {})}
+    out.levels = dict(index.levels)
+    remaps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for key, ids in touched.items():
+        if len(ids):
+            out.levels[key], remap, new_pos = patch_level(index.levels[key], frames[key], ids, max_cells)
+            remaps[key] = (remap, new_pos)
+    grid = out.levels["grid"]
+    if "grid" in remaps:
+        remap, new_pos = remaps["grid"]
+        old_grid = index.levels["grid"]
+        metric = np.empty(len(grid), dtype=object)
+        kept = remap >= 0
+        if len(grid):
+            if out._to_metric is None:  # an index that held no grids: nothing to reuse
+                return LocateIndex({k: _frame_of(v) for k, v in out.levels.items()}, valid_from=valid_from,
+                                   valid_until=valid_until, max_cells=max_cells, label=index.label,
+                                   versions=out.versions)
+            minx, miny, maxx, maxy = shapely.total_bounds(grid.geoms)
+            if utm_epsg((minx + maxx) / 2, (miny + maxy) / 2) != out.epsg:  # another UTM zone: build it whole
+                return LocateIndex({k: _frame_of(v) for k, v in out.levels.items()}, valid_from=valid_from,
+                                   valid_until=valid_until, max_cells=max_cells, label=index.label,
+                                   versions=out.versions)
+            metric[remap[kept]] = index.grid_metric[kept]
+            metric[new_pos] = shapely.transform(grid.geoms[new_pos], out._project_coords)
+            out.grid_metric = metric
+            out.grid_metric_tree = shapely.STRtree(metric)
+            out.bounds = (float(minx), float(miny), float(maxx), float(maxy))
+        else:
+            out.grid_metric, out.grid_metric_tree = np.empty(0, dtype=object), None
+        # overlap flags: renumbered, then recomputed for the new units and every unit meeting an old or new outline
+        flags = np.zeros(len(grid), dtype=bool)
+        flags[remap[kept]] = index.grid_overlaps[kept]
+        changed = np.concatenate([old_grid.geoms[~kept], grid.geoms[new_pos]])
+        near = np.unique(np.concatenate([new_pos, grid.tree.query(changed, predicate="intersects")[1]]))
+        flags[near] = False
+        if len(near) and len(grid) > 1:
+            i, j = grid.tree.query(grid.geoms[near], predicate="intersects")
+            i = near[i]
+            other = i != j
+            i, j = i[other], j[other]
+            inner = shapely.relate_pattern(grid.geoms[i], grid.geoms[j], "T********")
+            flags[i[inner]] = True
+        out.grid_overlaps = flags
+    for key in remaps:
+        _warm_up_units(out.levels[key], remaps[key][1])
+    out._rastered = [key for key, level in out.levels.items() if level.raster is not None]
+    # not fused: the unchanged levels' cells are shared with the old index, not copied (nor re-pointed)
+    out._stack = RasterStack([r for r in (level.raster for level in out.levels.values()) if r is not None],
+                             fuse=False)
+    out.community_of_grid = out._parents("grid", "community_id", "community")
+    out.street_of_community = out._parents("community", "street_id", "street")
+    out.compound_of_building = out._parents("building", "compound_id", "compound")
+    if out.grid_metric_tree is not None:
+        pts = shapely.point_on_surface(out.grid_metric[:1])
+        out.grid_metric_tree.query(pts, predicate="dwithin", distance=1.0)
+        out.grid_metric_tree.query_nearest(pts)
+    out.build_seconds = time.perf_counter() - t0
+    return out
+
+
+def _warm_up_units(level: LevelIndex, positions: np.ndarray) -> None:
+    """Build the lazily made GEOS structures of a patched level's new units and tree (see `_warm_up`)."""
+    if not len(level):
+        return
+    geoms = level.geoms[positions] if len(positions) else level.geoms[:1]
+    pts = shapely.point_on_surface(geoms)
+    xy = shapely.get_coordinates(pts)
+    level.exact(pts)
+    shapely.contains(geoms, pts)
+    shapely.intersects_xy(geoms, xy[:, 0], xy[:, 1])
+    shapely.contains_xy(geoms, xy[:, 0], xy[:, 1])
+    level.owners(xy[:, 0], xy[:, 1])
+
+
+def _frame_of(level: LevelIndex) -> gpd.GeoDataFrame:
+    """A level's units back as a GeoDataFrame (to build a whole index from a patched level)."""
+    return gpd.GeoDataFrame(level.attrs.copy(), geometry=gpd.GeoSeries(level.geoms, crs=STORAGE_SRID))
