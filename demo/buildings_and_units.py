@@ -355,15 +355,22 @@ def number_buildings(
 
 
 def buildings_frame(
-    b: Buildings, codes: BuildingCodes, parcels: Parcels, comp: Compounds, comp_ref: np.ndarray, comm_code: np.ndarray
+    b: Buildings, codes: BuildingCodes, parcels: Parcels, comp: Compounds, comp_ref: np.ndarray, comm_code: np.ndarray,
+    comp_address: np.ndarray | None = None,
 ) -> gpd.GeoDataFrame:
-    """The buildings layer by ref: code, name, community, compound (nullable), floors, use."""
+    """The buildings layer by ref: code, name, address (the compound's address and the name: "巴陵东路129号3栋";
+    none outside compounds), community, compound (nullable), floors, use."""
     bl = b.lot
     bcomp = comp.of_parcel[bl]
     bcr = pd.array(np.where(bcomp >= 0, comp_ref[np.maximum(bcomp, 0)], 0), dtype="Int64")
     bcr[bcomp < 0] = pd.NA
+    address = np.full(len(bl), None, dtype=object)
+    if comp_address is not None:
+        inside = bcomp >= 0
+        address[inside] = comp_address[bcomp[inside]] + codes.name[inside]
     columns = {
-        "ref": codes.ref, "code": codes.code, "name": codes.name, "community_code": comm_code[parcels.comm[bl]],
+        "ref": codes.ref, "code": codes.code, "name": codes.name, "address": address,
+        "community_code": comm_code[parcels.comm[bl]],
         "compound_ref": bcr, "floors": b.floors, "use": b.use,
     }
     return layer_frame(columns, b.geom, np.argsort(codes.ref, kind="stable"))

@@ -310,9 +310,43 @@ def compounds_frame(
     oc_p = np.array([0.45, 0.1, 0.15, 0.02])[kind]
     has_pm = rng.random(comp.n) < pm_p
     has_oc = (rng.random(comp.n) < oc_p) & (has_pm | (rng.random(comp.n) < 0.2))
+    address = compound_addresses(rng, geom, ref, name)  # drawn last: every earlier draw stays as it was
     columns = {
-        "ref": ref, "name": name, "kind": KINDS[kind], "has_property_management": has_pm,
+        "ref": ref, "name": name, "address": address, "kind": KINDS[kind], "has_property_management": has_pm,
         "has_owners_committee": has_oc, "community_code": comm_code[comp.comm],
         "planted_type": PLANTED[comp.planted], "planted_micro_type": PLANTED[comp.planted_micro(parcels)],
     }
     return layer_frame(columns, geom, np.argsort(ref, kind="stable"))
+
+
+#: Depth (m) of the east-west bands that share a road: the compounds of one band face the same road.
+ROAD_BAND_M = 300.0
+
+
+def compound_addresses(rng: np.random.Generator, geom: np.ndarray, ref: np.ndarray,
+                       name: np.ndarray | None = None) -> np.ndarray:
+    """地址 per compound: "巴陵东路129号". Compounds of one east-west band share a road (drawn from ROADS); house
+    numbers are odd and grow west→east with gaps, unique on each road (bands beyond the road list reuse a road
+    further along its numbers). A compound named after its gate ("黄沙湾路178号院") keeps that address.
+    `geom` in metres (the plan's coordinates)."""
+    n = len(ref)
+    if n == 0:
+        return np.empty(0, dtype=object)
+    xy = shapely.get_coordinates(shapely.point_on_surface(geom))
+    band = np.unique(np.floor(xy[:, 1] / ROAD_BAND_M).astype(np.int64), return_inverse=True)[1].ravel()
+    roads = np.array(ROADS, dtype=object)[rng.permutation(len(ROADS))]
+    road = band % len(roads)
+    order = np.lexsort((ref, xy[:, 0], band // len(roads), road))
+    gaps = pd.Series(2 * rng.integers(1, 5, n)[order])
+    number = np.empty(n, dtype=np.int64)
+    number[order] = gaps.groupby(road[order]).cumsum().to_numpy() - 1
+    address = (roads[road] + number.astype(str).astype(object) + "号").astype(object)
+    if name is not None:
+        gate = pd.Series(name, dtype=object).str.extract(_GATE_NAME, expand=False)
+        named = gate.notna().to_numpy()
+        address[named] = gate[named].to_numpy(dtype=object) + "号"
+    return address
+
+
+#: A compound name that is its gate's address: a road of the vocabulary, a number, 号 (院, 小区 …).
+_GATE_NAME = "^((?:" + "|".join(ROADS) + r")\d+)号"

@@ -89,13 +89,15 @@ def generate_district(scale: float = 1.0, seed: int = 0) -> District:
     incidents = draw_incidents(rng, t, part, buildings, staff.grid_chief_name)
     # the layers (site names and compound committees still draw from the stream, in this order)
     grid_name = grid_names(rng, plan, grid_seq, comm_name)
+    compounds = compounds_frame(rng, comp, parcels, comp_ref, comp_name, walls, comm_code)
+    comp_address = compounds.set_index("ref")["address"].reindex(comp_ref).to_numpy(dtype=object)  # by compound
     return District(
         streets=streets_frame(street_code, street_name, part.streets),
         communities=communities_frame(comm_code, comm_name, street_code[jur.comm_street], part.communities),
         grids=grids_frame(plan, grid_code, grid_name, comm_code, part.grids),
         micro_grids=micro_grids_frame(plan, micro_code, micro_seq, grid_code, grid_name, part.micro),
-        compounds=compounds_frame(rng, comp, parcels, comp_ref, comp_name, walls, comm_code),
-        buildings=buildings_frame(buildings, b_codes, parcels, comp, comp_ref, comm_code),
+        compounds=compounds,
+        buildings=buildings_frame(buildings, b_codes, parcels, comp, comp_ref, comm_code, comp_address),
         units=units_frame(buildings, b_codes.ref),
         people=staff.people,
         assignments=staff.assignments,

@@ -7,6 +7,8 @@ communities it starts), against the file and the database; code filters take eve
 from __future__ import annotations
 
 import pytest
+import shapely
+from shapely.geometry import mapping
 from sqlalchemy import text
 
 from geo.io import ImportOptions, import_layer
@@ -137,3 +139,121 @@ def test_home_page_links_filter_codes_of_every_shipped_scheme():
     assert _filter(S.WEST + "01") == ""  # 14 digits: no level
     coverage = next(i["href"] for g in map_links(S.WEST + "9010") for i in g["items"] if i["title"] == "人员覆盖图")
     assert coverage == f"/maps/coverage?grid={S.WEST}9010"
+
+
+# --- codes made elsewhere: a publish's new codes and parents derived by an import ----------------------------------
+
+DEDICATED = S.WEST + "0030"  # 16 digits: 15-digit WEST…003 would be its start
+
+
+@pytest.fixture
+def west_with_dedicated(migrated_engine, tmp_path):
+    """In the west community: grids …001 and …002 (15 digits) and the dedicated grid …0030 (16), and a 19-digit
+    micro-grid …0030011 in the dedicated grid's west half (devzone)."""
+    S.load_all(migrated_engine, tmp_path, layers=("streets", "communities"))
+    import_layer(migrated_engine, "grids", _grids_file(tmp_path, [S.WEST + "001", S.WEST + "002", DEDICATED],
+                                                       [0, 1, 2]), ImportOptions(**DEVZONE))
+    x0, y0, x1, y1 = S.grids().geometry.iloc[2].bounds
+    micro = S._rows([(x0, y0, (x0 + x1) / 2, y1)], code=[DEDICATED + "011"], name=["微网格"])
+    report = import_layer(migrated_engine, "micro_grids", S.write(micro, tmp_path / "m.geojson"),
+                          ImportOptions(**DEVZONE))
+    assert report.imported == 1 and _grid_codes(migrated_engine) == {S.WEST + "001", S.WEST + "002", DEDICATED}
+    return migrated_engine
+
+
+def test_a_publish_passes_over_new_codes_that_would_collide_with_codes_in_use(west_with_dedicated):
+    from geo.plans import drafts as plans
+    from geo.plans.publish import publish
+
+    with west_with_dedicated.begin() as conn:
+        plan_id = plans.create_plan(conn, S.WEST, "tester")
+        state = plans.load_state(conn, plan_id)
+        key = {r["code"]: r["key"] for r in state.live("grid")}
+        # split …001 in two (one new grid) and draw a micro-grid in the east half of the dedicated grid
+        x0, y0, x1, y1 = S.grids().geometry.iloc[0].bounds
+        xm = (x0 + x1) / 2
+        plans.apply_operation(conn, plan_id, {"type": "split", "key": key[S.WEST + "001"], "line": mapping(
+            shapely.LineString([(xm, y0 - 0.001), (xm, y1 + 0.001)]))})
+        x0, y0, x1, y1 = S.grids().geometry.iloc[2].bounds
+        plans.apply_operation(conn, plan_id, {"type": "create", "level": "micro_grid", "parent": key[DEDICATED],
+                                              "geometry": mapping(shapely.box((x0 + x1) / 2, y0, x1, y1))})
+        out = publish(conn, plan_id, "tester", allow_errors=True)
+        # …003 would be the start of the dedicated grid …0030: passed over for …004, and said so
+        assert out["grids"]["created"] == [S.WEST + "004"]
+        assert out["grids"]["skipped"] == [{"code": S.WEST + "003", "collides_with": [DEDICATED]}]
+        # the dedicated grid's first 2-digit micro-grid code …003001 would be the start of …0030011
+        assert out["micro_grids"]["created"] == [DEDICATED + "02"]
+        assert out["micro_grids"]["skipped"] == [{"code": DEDICATED + "01", "collides_with": [DEDICATED + "011"]}]
+        stored = set(conn.execute(text("SELECT code FROM micro_grids")).scalars())
+        assert stored == {DEDICATED + "011", DEDICATED + "02"}
+
+
+VILLAGE = S.STREET + "9"  # 10 digits: the start of every 12-digit community code STREET + 9xx
+
+
+def _village_and_grids(migrated_engine, tmp_path):
+    """The street and a 10-digit village (devzone); a grids file whose communities are not there: WEST…001 and
+    …901001, whose derived community …901 would lie in the village's jurisdiction."""
+    S.load_all(migrated_engine, tmp_path, layers=("streets",))
+    c = S.communities().iloc[[1]].reset_index(drop=True)
+    c["code"] = [VILLAGE]
+    report = import_layer(migrated_engine, "communities", S.write(c, tmp_path / "v.geojson"), ImportOptions(**DEVZONE))
+    assert report.imported == 1
+    g = S.grids().iloc[[0, 3]].reset_index(drop=True)
+    g["code"] = [S.WEST + "001", S.STREET + "901001"]
+    g["kind"], g["dedicated_type"] = "comprehensive", None
+    return S.write(g.drop(columns=["community_code"]), tmp_path / "g.geojson")
+
+
+def test_a_parent_derived_from_codes_passes_the_prefix_check(migrated_engine, tmp_path):
+    path = _village_and_grids(migrated_engine, tmp_path)
+    dry = import_layer(migrated_engine, "grids", path, ImportOptions(dry_run=True, **DEVZONE))
+    (issue,) = _collisions(dry)
+    assert issue.action == "refused" and issue.records == [2]
+    assert S.STREET + "901" in issue.message and VILLAGE in issue.message and "derived" in issue.message
+    assert issue.details["codes"] == [VILLAGE, S.STREET + "901"]
+    assert [d["code"] for d in dry.parents_derived] == [S.WEST] and dry.imported == 1
+    report = import_layer(migrated_engine, "grids", path, ImportOptions(**DEVZONE))
+    assert report.committed and report.imported == 1 and [i.records for i in _collisions(report)] == [[2]]
+    with migrated_engine.connect() as conn:
+        assert set(conn.execute(text("SELECT code FROM communities")).scalars()) == {VILLAGE, S.WEST}
+    assert _grid_codes(migrated_engine) == {S.WEST + "001"}
+
+
+def test_a_retired_village_does_not_block_a_derived_community(migrated_engine, tmp_path):
+    path = _village_and_grids(migrated_engine, tmp_path)
+    _retire(migrated_engine, "community_boundaries", "communities", "community_id", VILLAGE, "2025-06-01")
+    report = import_layer(migrated_engine, "grids", path, ImportOptions(code_scheme="devzone",
+                                                                         valid_from="2026-01-01"))
+    assert not _collisions(report) and report.imported == 2
+    assert sorted(d["code"] for d in report.parents_derived) == [S.WEST, S.STREET + "901"]
+
+
+# --- collisions against the codes in force -------------------------------------------------------------------------
+
+def _retire(engine, btable: str, table: str, fk: str, code: str, at: str) -> None:
+    """End the unit's open boundary at `at` (as a publish retiring it would)."""
+    with engine.begin() as conn:
+        ended = conn.execute(text(f"UPDATE {btable} b SET valid_to = :t FROM {table} u "
+                                  f"WHERE u.id = b.{fk} AND u.code = :c AND b.valid_to IS NULL"),
+                             {"t": at, "c": code}).rowcount
+    assert ended == 1
+
+
+def test_a_retired_grid_blocks_no_new_code_but_one_in_force_at_the_import_date_does(grids_loaded, tmp_path):
+    _retire(grids_loaded, "grid_boundaries", "grids", "grid_id", S.WEST + "001", "2025-06-01")
+    path = _grids_file(tmp_path, [S.WEST + "0010"], [2])
+    # from 2025-03-01 the new grid would overlap the retired grid's last months: still a collision
+    early = import_layer(grids_loaded, "grids", path, ImportOptions(code_scheme="devzone", valid_from="2025-03-01",
+                                                                    dry_run=True))
+    (issue,) = _collisions(early)
+    assert issue.details["codes"] == [S.WEST + "001", S.WEST + "0010"] and "in the database" in issue.message
+    # from 2026 the old grid is out of force: its code blocks nothing
+    report = import_layer(grids_loaded, "grids", path, ImportOptions(code_scheme="devzone", valid_from="2026-01-01"))
+    assert report.imported == 1 and not _collisions(report)
+    assert S.WEST + "0010" in _grid_codes(grids_loaded)
+    # reusing the retired code now collides with the code in force that it would start
+    again = _grids_file(tmp_path, [S.WEST + "001"], [0], "again.geojson")
+    back = import_layer(grids_loaded, "grids", again, ImportOptions(code_scheme="devzone", valid_from="2026-06-01"))
+    (issue,) = _collisions(back)
+    assert issue.details["codes"] == [S.WEST + "001", S.WEST + "0010"] and back.imported == 0

@@ -55,8 +55,9 @@ class PlaceHit(BaseModel):
 
     kind: str = Field(description="compound or building")
     id: int
-    name: str
+    name: str | None = Field(description="none for a building known by its address only")
     label: str = Field(description="what the phone shows: the compound's name, or compound and building")
+    address: str | None = Field(None, description="地址, e.g. 巴陵东路129号3栋")
     compound_id: int | None
     compound: str | None
     lon: float
@@ -75,9 +76,10 @@ class PlacesPack(BaseModel):
 
     jurisdiction: str | None
     generated_at: str
-    compounds: list[tuple[int, str, float, float]] = Field(description="[id, name, lon, lat]")
-    buildings: list[tuple[int, str, int | None, float, float]] = Field(
-        description="[id, name, compound id, lon, lat]")
+    compounds: list[tuple[int, str | None, float, float, str | None]] = Field(
+        description="[id, name, lon, lat, address]")
+    buildings: list[tuple[int, str | None, int | None, float, float, str | bool | None]] = Field(
+        description="[id, name, compound id, lon, lat, address] (address true: the compound's address + the name)")
 
 
 class AttributionUnit(BaseModel):

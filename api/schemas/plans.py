@@ -416,6 +416,13 @@ class DiffOut(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ publish
 
+class SkippedCode(BaseModel):
+    """A new code passed over because it would collide by prefix with codes in force."""
+
+    code: str
+    collides_with: list[str]
+
+
 class CodesWritten(BaseModel):
     """Per level: codes of the units created, ended and changed, and how many stayed as they were."""
 
@@ -423,6 +430,7 @@ class CodesWritten(BaseModel):
     ended: list[str]
     changed: list[str]
     unchanged: int
+    skipped: list[SkippedCode] = []
 
 
 class CommunityWritten(BaseModel):

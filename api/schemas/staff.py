@@ -40,7 +40,7 @@ class AssignmentIn(BaseModel):
     role: str = Field(max_length=32, description="grid_chief, grid_worker_fulltime, …, steward (or 网格长 … 管家)")
     target_type: str = Field(max_length=32, description="grid, micro_grid, building or unit (网格/微网格/楼栋/单元)")
     target_id: int | None = Field(None, description="the grid, micro-grid, building or unit id")
-    target_code: str | None = Field(None, max_length=18, description="a grid or micro-grid code, instead of the id")
+    target_code: str | None = Field(None, max_length=19, description="a grid or micro-grid code, instead of the id")
     households: int | None = Field(None, gt=0, description="for a steward: the households of the target served")
     valid_from: dt.date | None = Field(None, description="first day in force (default today)")
     valid_to: dt.date | None = Field(None, description="first day no longer in force (default open)")

@@ -21,7 +21,8 @@ from geo.store.models import User
 
 ROLES = ("admin", "planner", "leader", "worker")
 #: Jurisdiction level by code length: codes are hierarchical prefixes (street 9 → community 12 → grid 15).
-LEVEL_BY_CODE_LENGTH = {9: "street", 12: "community", 15: "grid"}
+LEVEL_BY_CODE_LENGTH = {9: "street", 12: "community", 15: "grid",
+                        10: "community", 16: "grid"}  # villages and dedicated grids of declared code schemes
 TABLE_BY_LEVEL = {"street": "streets", "community": "communities", "grid": "grids"}
 
 _hasher = PasswordHasher()

@@ -1,7 +1,8 @@
 """Code schemes as data (编码规则): how many digits each level's codes have and how many leading digits name the
 parent, per deployment. `data/code_schemes/default.json` is the national chain (9/12/15 digits, micro-grids 17–18);
-a deployment declares its own (e.g. `devzone.json`: 10-digit villages, 16-digit dedicated grids) and imports name
-it (``--code-scheme devzone`` or a path to a JSON file of the same form). Codes that do not fit are reported.
+a deployment declares its own (e.g. `devzone.json`: 10-digit villages, 16-digit dedicated grids and their 18–19-digit
+micro-grids) and imports name it (``--code-scheme devzone`` or a path to a JSON file of the same form). Codes that do
+not fit are reported.
 """
 
 from __future__ import annotations

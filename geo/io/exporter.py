@@ -86,11 +86,11 @@ _SQL = {
     "micro_grids": f"""SELECT h.code, h.name, g.code AS grid_code, ab.attributes AS {ATTRIBUTES}, h.geom
         FROM micro_grids_at({_AT}) h JOIN grids g ON g.id = h.grid_id {_attributes('micro_grid')}
         WHERE {_overlaps('h.code')} ORDER BY h.code""",
-    "compounds": f"""SELECT {_REF.format(t='c')} AS ref, c.name, c.kind, c.has_property_management,
+    "compounds": f"""SELECT {_REF.format(t='c')} AS ref, c.name, c.address, c.kind, c.has_property_management,
         c.has_owners_committee, cm.code AS community_code, c.geom
         FROM compounds c LEFT JOIN communities cm ON cm.id = c.community_id
         WHERE (CAST(:j AS text) IS NULL OR {_overlaps('cm.code')}) ORDER BY c.id""",
-    "buildings": f"""SELECT {_REF.format(t='b')} AS ref, b.code, b.name, cm.code AS community_code,
+    "buildings": f"""SELECT {_REF.format(t='b')} AS ref, b.code, b.name, b.address, cm.code AS community_code,
         CASE WHEN cp.id IS NOT NULL THEN {_REF.format(t='cp')} END AS compound_ref, b.floors, b.use, b.geom
         FROM buildings b LEFT JOIN communities cm ON cm.id = b.community_id
         LEFT JOIN compounds cp ON cp.id = b.compound_id

@@ -157,6 +157,14 @@ def _level_fields(own: tuple[str, ...], own_names: tuple[str, ...], parent_field
     return fields
 
 
+#: OpenStreetMap's address tags, broadest first (addr:street + addr:housenumber are what a building usually has).
+OSM_ADDRESS_TAGS = ("addr:city", "addr:district", "addr:street", "addr:housenumber")
+#: Names of the column `with_osm_address` composes: the tags it joined, in order ("addr:street+addr:housenumber").
+_OSM_ADDRESS_COLUMNS = tuple(
+    "+".join(t for t in OSM_ADDRESS_TAGS if t in ("addr:street", "addr:housenumber") or t in extra)
+    for extra in ((), ("addr:district",), ("addr:city",), ("addr:city", "addr:district")))
+ADDRESS = ("address", "地址", "详细地址", "门牌地址", "addr", "addr:full", "dz", "xxdz", *_OSM_ADDRESS_COLUMNS)
+
 STREET_CODE = ("street_code", "street_cd", "街道编码", "街道代码", "所属街道编码", "所属街道代码", "jdbm")
 COMMUNITY_CODE = ("community_code", "comm_code", "社区编码", "社区代码", "所属社区编码", "所属社区代码", "sqbm")
 GRID_CODE = ("grid_code", "网格编码", "网格代码", "网格编号", "所属网格编码", "所属网格编号", "wgbm")
@@ -206,6 +214,7 @@ LAYERS: dict[str, LayerSpec] = {
                                              "fid", "objectid"), max_length=100),
             FieldSpec("name", "str", False, ("compound_name", "小区名称", "小区", "名称", "name", "xqmc"),
                       max_length=200),
+            FieldSpec("address", "str", False, ("compound_address", "小区地址", *ADDRESS), max_length=500),
             FieldSpec("kind", "choice", False, ("kind", "compound_kind", "小区类型", "小区类别", "类型"),
                       COMPOUND_KIND),
             FieldSpec("has_property_management", "bool", False,
@@ -225,6 +234,7 @@ LAYERS: dict[str, LayerSpec] = {
                                               "编码", "编号", "ldbm"), max_length=20),
             FieldSpec("name", "str", False, ("building_name", "楼栋名称", "楼栋", "楼名", "name", "名称", "ldmc"),
                       max_length=100),
+            FieldSpec("address", "str", False, ("building_address", "楼栋地址", *ADDRESS), max_length=500),
             FieldSpec("community_code", "code", False, COMMUNITY_CODE),
             FieldSpec("compound_ref", "str", False, ("compound_ref", "cmpd_ref", "小区编码", "小区编号", "所属小区编码",
                                                       "所属小区编号", "小区id")),
@@ -387,6 +397,37 @@ def match_fields(spec: LayerSpec, columns: list[str], explicit: dict[str, str] |
                 break
     result.ignored = [c for c in columns if c not in used]
     return result
+
+
+def with_osm_address(spec: LayerSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` plus one column joining OSM's address tags when the layer has an address and the file has
+    addr:street (or addr_street …): "上海市" + "浦东新区" + "世纪大道" + "1号" (a bare number gets 号). The column
+    is named after the tags joined ("addr:street+addr:housenumber"), so the dry run says what was read."""
+    if "address" not in spec.names:
+        return frame
+    by_norm: dict[str, str] = {}
+    for c in frame.columns:
+        by_norm.setdefault(normalise_name(c), c)
+    cols = {t: by_norm.get(normalise_name(t)) for t in OSM_ADDRESS_TAGS}
+    street = cols["addr:street"]
+    if street is None:
+        return frame
+    used = [t for t in OSM_ADDRESS_TAGS if cols[t] is not None]
+    name = "+".join(used)
+    if name not in _OSM_ADDRESS_COLUMNS or name in frame.columns:
+        return frame
+
+    def part(tag: str) -> pd.Series:
+        col = cols[tag]
+        if col is None:
+            return pd.Series("", index=frame.index, dtype=object)
+        return frame[col].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+
+    number = part("addr:housenumber")
+    number = number.where(~number.str.contains(r"[0-9A-Za-z]$", regex=True), number + "号")
+    joined = part("addr:city") + part("addr:district") + part("addr:street") + number
+    has_street = part("addr:street") != ""
+    return frame.assign(**{name: joined.where(has_street, None)})
 
 
 def columns_read(match: FieldMatch) -> list[str]:

@@ -41,6 +41,7 @@ from geo.io.fields import (
     match_fields,
     parse_mapping,
     required_missing,
+    with_osm_address,
 )
 from geo.io.readers import SourceData, read_source
 from geo.io.reproject import likely_crs, source_crs, to_storage
@@ -48,6 +49,7 @@ from geo.io.validate import (
     Issue,
     check_geometries,
     code_prefix_collisions,
+    colliding_codes,
     coverage_gaps,
     household_band,
     issues_geojson,
@@ -60,6 +62,7 @@ from geo.spatial.geometry import ewkb_hex
 from geo.store.load import BOUNDARY_TABLES, LEVELS, copy_rows, create_version, parse_at
 from geo.store.locks import lock_communities
 from geo.store.models import Community, Grid, MicroGrid, Street
+from geo.store.transactions import dry_run_transaction
 from geo.store.versions import in_force
 
 #: Parent level, the column naming it in the file, the foreign key and the parent code length.
@@ -276,6 +279,7 @@ def prepare(spec: LayerSpec, path: Path, options: ImportOptions, report: ImportR
     report.format, report.encoding, report.source_layer = data.format, data.encoding, data.layer
     report.features_read = n
     report.notes += data.notes
+    data.frame = with_osm_address(spec, data.frame)  # OSM's addr:street + addr:housenumber as one address
     match = match_fields(spec, list(data.frame.columns), parse_mapping(options.mapping))
     missing = required_missing(spec, match)
     if missing:
@@ -498,7 +502,7 @@ def _check_layer_values(spec: LayerSpec, values: pd.DataFrame, labels, records, 
         code = values["target_code"].fillna("")
         inferred = np.where(values["unit_number"].notna(), "unit",
                             np.where(code.str.fullmatch(r"[0-9]{15}"), "grid",
-                                     np.where(code.str.fullmatch(r"[0-9]{17,18}"), "micro_grid", "building")))
+                                     np.where(code.str.fullmatch(r"[0-9]{17,19}"), "micro_grid", "building")))
         values["target_type"] = values["target_type"].where(values["target_type"].notna(), pd.Series(inferred))
     if spec.name == "units":
         no_building = (values["building_ref"].isna() & values["building_code"].isna()).to_numpy() & ~refused
@@ -524,31 +528,9 @@ def _session_settings(conn: Connection) -> None:
 @contextmanager
 def _transaction(target: Engine | Connection, dry_run: bool) -> Iterator[Connection]:
     """One transaction on an engine, or a savepoint inside the caller's; rolled back on error or dry run."""
-    if isinstance(target, Engine):
-        with target.connect() as conn:
-            trans = conn.begin()
-            try:
-                _session_settings(conn)
-                yield conn
-            except BaseException:
-                trans.rollback()
-                raise
-            if dry_run:
-                trans.rollback()
-            else:
-                trans.commit()
-    else:
-        savepoint = target.begin_nested()
-        try:
-            _session_settings(target)
-            yield target
-        except BaseException:
-            savepoint.rollback()
-            raise
-        if dry_run:
-            savepoint.rollback()
-        else:
-            savepoint.commit()
+    with dry_run_transaction(target, dry_run) as conn:
+        _session_settings(conn)
+        yield conn
 
 
 def _sql_type(kind: str) -> str:
@@ -730,7 +712,50 @@ def _communities_touched(conn: Connection, level: str) -> list[int]:
     return list(conn.execute(text(_TOUCHED[level])).scalars().all())
 
 
-def _derive_parents(conn: Connection, prep: Prepared, level: str, options: ImportOptions) -> list[dict]:
+def _parents_by_longer_prefix(conn: Connection, prep: Prepared, level: str, options: ImportOptions) -> None:
+    """Where the scheme lets a code name its parent with several lengths (an 18-digit micro-grid: a 15-digit grid + 3
+    or a 16-digit dedicated grid + 2) and the parent read does not exist, the existing unit of the parent level whose
+    code starts the code (prefix checks keep it to one) is the parent; the report says so."""
+    plevel = PARENTS[level][0]
+    codes = load_scheme(options.code_scheme).level(level)
+    lengths = sorted(codes.parent_lengths) if codes else []
+    if len(lengths) < 2:
+        return
+    moved = conn.execute(text(f"""
+        UPDATE {STAGE} s SET parent_code = c.code FROM (
+            SELECT DISTINCT ON (t.row_idx) t.row_idx, p.code
+            FROM {STAGE} t CROSS JOIN unnest(CAST(:lens AS integer[])) AS n
+            JOIN {plevel} p ON p.code = left(t.code, n)
+            WHERE NOT t.refused AND n < length(t.code)
+              AND NOT EXISTS (SELECT 1 FROM {plevel} q WHERE q.code = t.parent_code)
+            ORDER BY t.row_idx, n DESC) c
+        WHERE s.row_idx = c.row_idx AND s.parent_code IS DISTINCT FROM c.code
+        RETURNING s.code, c.code AS parent
+    """), {"lens": lengths}).all()
+    if moved:
+        shown = ", ".join(f"{r.code} → {r.parent}" for r in sorted(moved)[:5]) + (" …" if len(moved) > 5 else "")
+        prep.report.notes.append(
+            f"{len(moved)} {SINGULAR[level]}(s) placed under the {SINGULAR[plevel]} whose code starts theirs (the "
+            f"code scheme allows parent codes of {'/'.join(map(str, lengths))} digits): {shown}")
+
+
+def _derived_collision(conn: Connection, prep: Prepared, parent_level: str, code: str, others: list[str],
+                       condition: str) -> list[Issue]:
+    """Refuse the staged rows (`condition`, with :pc the parent's code) whose derived parent `code` collides by
+    prefix with `others` (codes in use)."""
+    what = SINGULAR[parent_level]
+    relation = "; ".join(f"{code} {'starts with' if len(o) < len(code) else 'is the start of'} {o}" for o in others)
+    message = (f"the {what} {code} derived from the code's leading digits collides with the {what} code(s) "
+               f"{', '.join(others)} in use ({relation}): jurisdiction is a code-prefix test; not created "
+               f"(派生的上级编码与在用编码前缀冲突)")
+    issues = _refuse(conn, prep, condition, "code-prefix-collision", "CAST(:m AS text)", {"m": message, "pc": code})
+    for issue in issues:
+        issue.details = {"codes": sorted([code, *others], key=len), "derived_parent": code}
+    return issues
+
+
+def _derive_parents(conn: Connection, prep: Prepared, level: str, options: ImportOptions,
+                    at: dt.datetime) -> list[dict]:
     """Create the missing parents the staged rows name (hierarchy as found): for grids, their communities (codes
     from the grid codes' leading digits, names from a 所属社区-style column) and those communities' streets; for
     communities, their streets. Identities only, without boundaries; each listed with where it came from.
@@ -751,12 +776,23 @@ def _derive_parents(conn: Connection, prep: Prepared, level: str, options: Impor
     """)).mappings().all()
     derived: list[dict] = []
     child = SINGULAR[level]
+    # a derived parent's code passes the prefix check of imported codes (a community 310115001001 derived beside
+    # the village 3101150010 in use would put it in the village's jurisdiction): its children are refused instead
+    collide = colliding_codes(conn, parent_table, [r["code"] for r in rows], _STORE_DIGITS[parent_table][0], at)
+    for code, others in sorted(collide.items()):
+        prep.issues += _derived_collision(conn, prep, parent_table, code, others, "s.parent_code = :pc")
+    rows = [r for r in rows if r["code"] not in collide]
 
     def street_id(code: str, children: int) -> int | None:
         found = conn.execute(text("SELECT id FROM streets WHERE code = :c"), {"c": code}).scalar()
         if found is not None:
             return found
         if len(code) not in _range(Street.code_digits):
+            return None
+        others = colliding_codes(conn, "streets", [code], _STORE_DIGITS["streets"][0], at).get(code)
+        if others:
+            prep.issues.extend(_derived_collision(conn, prep, "streets", code, others,
+                                                  "left(s.parent_code, length(CAST(:pc AS text))) = :pc"))
             return None
         derived.append({"level": "streets", "code": code, "name": f"街道 {code}",
                         "from": f"the leading digits of the {child} codes; no name in the file"})
@@ -911,18 +947,21 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
     # ends, and before taking its time: an import that waited for a publish starts after it and ends its rows, and a
     # publish that waited for this import finds its community's token changed (412)
     lock_communities(conn, _communities_touched(conn, level))
-    prep.issues += code_prefix_collisions(conn, STAGE, level, _STORE_DIGITS[level][0], prep.labels, prep.records)
     at, version_id = _effective_time(conn, options)
     report.valid_from_source = ("version" if options.version_id is not None else
                                 "now" if options.valid_from in (None, "") else "given")
     if report.valid_from_source == "now":
         at = _start_covering_incidents(conn, prep, level, at)
     report.valid_from = at
+    # against the codes in use from the new boundaries' start: a retired unit's code blocks nothing
+    prep.issues += code_prefix_collisions(conn, STAGE, level, _STORE_DIGITS[level][0], prep.labels, prep.records,
+                                          at=at)
     if parent:
         plevel, pcol, pfk, _ = parent
         conn.execute(text(f'UPDATE {STAGE} SET parent_code = "{pcol}"'))
+        _parents_by_longer_prefix(conn, prep, level, options)
         if options.derive_parents and level in ("grids", "communities"):
-            report.parents_derived = _derive_parents(conn, prep, level, options)
+            report.parents_derived = _derive_parents(conn, prep, level, options, at)
         conn.execute(text(f"UPDATE {STAGE} s SET parent_id = p.id FROM {plevel} p WHERE p.code = s.parent_code"))
         prep.issues += _refuse(conn, prep, "s.parent_id IS NULL", "missing-parent",
                                f"'{SINGULAR[plevel]} ' || s.parent_code || ' does not exist: import {plevel} first'")
@@ -965,6 +1004,9 @@ def _write_level(conn: Connection, prep: Prepared, options: ImportOptions) -> No
         label = options.label or f"导入 {spec.label} {report.source}"
         version_id = create_version(conn, at, label[:200], options.actor)
     report.version_id = version_id
+    from geo.locate.holder import apply_after_commit
+
+    apply_after_commit(conn)  # this process's locate index takes the import in as the caller's session commits
 
     ident_cols = ["code", "name", *([parent[2]] if parent else []),
                   *(["kind", "dedicated_type"] if level == "grids" else [])]
@@ -1080,17 +1122,17 @@ def _write_features(conn: Connection, prep: Prepared, options: ImportOptions) ->
     _authorize(conn, prep, options, "pl.parent_code", f"{STAGE} s JOIN {PLACE} pl USING (row_idx)")
     if buildings:
         sql = f"""
-            INSERT INTO buildings (code, name, community_id, compound_id, floors, use, source_ref, geom)
+            INSERT INTO buildings (code, name, community_id, compound_id, floors, use, source_ref, geom, address)
             SELECT s.code, s.name, pl.community_id, pl.compound_id, s.floors, coalesce(s.use, 'residential'),
-                   s.ref, s.geom
+                   s.ref, s.geom, s.address
             FROM {STAGE} s JOIN {PLACE} pl USING (row_idx) WHERE NOT s.refused ORDER BY s.row_idx
         """
     else:
         sql = f"""
             INSERT INTO compounds (name, kind, has_property_management, has_owners_committee, community_id,
-                                   source_ref, geom)
+                                   source_ref, geom, address)
             SELECT s.name, coalesce(s.kind, 'commercial'), coalesce(s.has_property_management, false),
-                   coalesce(s.has_owners_committee, false), pl.community_id, s.ref, s.geom
+                   coalesce(s.has_owners_committee, false), pl.community_id, s.ref, s.geom, s.address
             FROM {STAGE} s JOIN {PLACE} pl USING (row_idx) WHERE NOT s.refused ORDER BY s.row_idx
         """
     report.imported = report.created = conn.execute(text(sql)).rowcount

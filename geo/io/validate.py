@@ -25,6 +25,7 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Connection, text
 
 from geo.spatial.geometry import polygonal_parts, repair_polygons, with_empty
+from geo.store.load import BOUNDARY_TABLES
 
 #: What each issue kind means (the report's legend).
 ISSUE_KINDS = {
@@ -44,8 +45,10 @@ ISSUE_KINDS = {
     "missing-value": "a required attribute is empty",
     "bad-code": "the code does not have the level's number of digits or does not start with its parent's code",
     "code-prefix-collision": "the code has another unit's code of the same level as a proper prefix, or is such a "
-                             "prefix (in the file or the database): jurisdiction is a code-prefix test, so the "
-                             "shorter code's staff would cover the longer one; refused, both codes named",
+                             "prefix (in the file, or a code in use in the database at the import date: retired "
+                             "units' codes do not count): jurisdiction is a code-prefix test, so the shorter code's "
+                             "staff would cover the longer one; refused, both codes named (also for parents derived "
+                             "from codes)",
     "duplicate-id": "several records carry the same id but differ: none of them is imported",
     "split-pieces-merged": "pieces of one feature split across records (same id, same attributes) were merged",
     "duplicate-record": "the same feature appears more than once (same id and attributes, overlapping): merged",
@@ -348,25 +351,44 @@ def _wkb(value):
     return shapely.from_wkb(bytes(value)) if value is not None else None
 
 
-def code_prefix_collisions(conn: Connection, stage: str, level: str, shortest: int, labels: Sequence[str],
-                           records: Sequence[list[int]]) -> list[Issue]:
-    """Refuse the staged units whose code starts with another unit's code of the level, or starts another's (编码前缀
-    冲突: a 15-digit grid …001 would cover the dedicated grid …0010): one hash join of every code's leading digits
-    against the file's and the table's codes, set-based."""
-    rows = conn.execute(text(f"""
-        WITH codes AS (
-            SELECT s.row_idx, s.code FROM {stage} s WHERE NOT s.refused
-            UNION ALL
-            SELECT NULL, u.code FROM {level} u
-            WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE NOT s.refused AND s.code = u.code)
-        )
+def live_codes_sql(level: str, at_param: str = "at") -> str:
+    """SQL of the codes of `level` that a new unit starting at :at must not collide with (编码在用): units with a
+    boundary in force at :at or starting later, and units with no boundary yet (parents derived by an import).
+    A unit whose every boundary ended by :at is retired: its code no longer names anything staff cover."""
+    btable, fk = BOUNDARY_TABLES[level]
+    return f"""SELECT u.code FROM {level} u
+               WHERE NOT EXISTS (SELECT 1 FROM {btable} b WHERE b.{fk} = u.id)
+                  OR EXISTS (SELECT 1 FROM {btable} b WHERE b.{fk} = u.id
+                             AND (b.valid_to IS NULL OR b.valid_to > CAST(:{at_param} AS timestamptz)))"""
+
+
+def _prefix_pairs_sql(codes: str) -> str:
+    """The (long, short) pairs among `codes` (a query of row_idx, code; row_idx NULL for stored codes) where the
+    short code is a proper prefix of the long one and at least one side is new: one hash join of every code's
+    leading digits (from :shortest on) against all the codes, set-based."""
+    return f"""
+        WITH codes AS ({codes})
         SELECT DISTINCT l.row_idx AS long_idx, l.code AS long_code, p.row_idx AS short_idx, p.code AS short_code
         FROM codes l
         CROSS JOIN LATERAL generate_series(:shortest, length(l.code) - 1) AS n
         JOIN codes p ON p.code = left(l.code, n)
         WHERE l.row_idx IS NOT NULL OR p.row_idx IS NOT NULL
         ORDER BY long_code, short_code
-    """), {"shortest": shortest}).all()
+    """
+
+
+def code_prefix_collisions(conn: Connection, stage: str, level: str, shortest: int, labels: Sequence[str],
+                           records: Sequence[list[int]], at=None) -> list[Issue]:
+    """Refuse the staged units whose code starts with another unit's code of the level, or starts another's (编码前缀
+    冲突: a 15-digit grid …001 would cover the dedicated grid …0010), against the file's codes and the stored codes
+    in use at `at` (the import's valid_from: `live_codes_sql`; every stored code when None)."""
+    stored = f"SELECT u.code FROM ({live_codes_sql(level)}) u" if at is not None else f"SELECT u.code FROM {level} u"
+    rows = conn.execute(text(_prefix_pairs_sql(f"""
+            SELECT s.row_idx, s.code FROM {stage} s WHERE NOT s.refused
+            UNION ALL
+            SELECT NULL, u.code FROM ({stored}) u
+            WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE NOT s.refused AND s.code = u.code)
+    """)), {"shortest": shortest, "at": at}).all()
     issues: list[Issue] = []
     for r in rows:
         # each staged side of a pair is refused, naming the other code and where it is
@@ -384,6 +406,26 @@ def code_prefix_collisions(conn: Connection, stage: str, level: str, shortest: i
     if refused:
         conn.execute(text(f"UPDATE {stage} SET refused = true WHERE row_idx = ANY(:ids)"), {"ids": refused})
     return sorted(issues, key=lambda i: (i.records, i.message))
+
+
+def colliding_codes(conn: Connection, level: str, codes: Sequence[str], shortest: int, at) -> dict[str, list[str]]:
+    """The new `codes` of `level` that collide by prefix (编码前缀冲突) with one another or with the stored codes in
+    use at `at` (`live_codes_sql`), each with the codes it collides with: the check imports make, for codes made
+    elsewhere (derived parents, codes a publish assigns)."""
+    if not codes:
+        return {}
+    rows = conn.execute(text(_prefix_pairs_sql(f"""
+            SELECT c.ord AS row_idx, c.code FROM unnest(CAST(:codes AS text[])) WITH ORDINALITY AS c(code, ord)
+            UNION ALL
+            SELECT NULL, u.code FROM ({live_codes_sql(level)}) u WHERE u.code <> ALL(CAST(:codes AS text[]))
+    """)), {"codes": list(codes), "shortest": shortest, "at": at}).all()
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        if r.long_idx is not None:
+            out.setdefault(r.long_code, []).append(r.short_code)
+        if r.short_idx is not None:
+            out.setdefault(r.short_code, []).append(r.long_code)
+    return out
 
 
 def outside_parent(conn: Connection, stage: str, parent_level: str, at, tolerance_m2: float,

@@ -4,8 +4,11 @@ One transaction (the caller's): a `boundary_versions` row; for every grid and mi
 boundary changed, the open boundary row is ended (``valid_to`` = the version's ``valid_from``) and a new one
 started; retired units are ended; unchanged units keep their boundary row and their code; new grids get codes
 community + 3 digits after the highest used, in reading order (north→south rows, west→east within a row), new
-micro-grids their grid's code + 2 digits the same way. A micro-grid moved to another grid cannot keep its code (a
-code starts with its parent's), so it is retired and a new one started under its new grid. The classification
+micro-grids their grid's code + 2 digits the same way; a code that would collide by prefix with a code in use
+(the grid …003 beside the dedicated grid …0030) is passed over for the next free one and listed as ``skipped``
+(the publish goes on: a planner cannot choose codes, and refusing would leave no way forward). A micro-grid moved
+to another grid cannot keep its code (a code starts with its parent's), so it is retired and a new one started
+under its new grid. The classification
 of the new version is recomputed in a savepoint (when it fails, its writes are undone, the publish goes on and the
 answer says why), and the whole publish is audited. The locate index is told after commit
 (`geo.locate.holder.notify_boundaries_changed`) by the caller, since an index rebuilt before commit would read the
@@ -38,6 +41,7 @@ import shapely
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
+from geo.io.validate import colliding_codes
 from geo.plans.drafts import (
     ROW_ID_MAX,
     PlanState,
@@ -63,9 +67,12 @@ from geo.plans.errors import (
 from geo.plans.etags import etag_list
 from geo.plans.geometry_checks import check_publishable
 from geo.store.locks import lock_communities
+from geo.store.models import Grid, MicroGrid
 
 #: Area (square degrees, ≈0.01 m²) under which a changed boundary counts as unchanged.
 SAME_DEG2 = 1e-12
+#: The shortest code of each level a new code is checked against by prefix (the tables' widths).
+CODE_SHORTEST = {"grids": Grid.code_digits[0], "micro_grids": MicroGrid.code_digits[0]}
 
 
 def _reading_order(geoms: list) -> list[int]:
@@ -80,13 +87,33 @@ def _reading_order(geoms: list) -> list[int]:
     return list(np.lexsort((x, row)))
 
 
-def _next_codes(conn: Connection, table: str, prefix: str, width: int, n: int) -> list[str]:
+def _next_codes(conn: Connection, table: str, prefix: str, width: int, n: int, at: dt.datetime,
+                skipped: list[dict] | None = None) -> list[str]:
+    """`n` new codes `prefix` + `width` digits after the highest ever used (a retired unit's code is never given
+    again), skipping those that collide by prefix with a code in use at `at` (the check imports make,
+    `geo.io.validate.colliding_codes`: the grid …003 would be the start of the dedicated grid …0030 and take its
+    jurisdiction); each skipped code is added to `skipped` with the codes it collides with."""
     used = conn.execute(text(f"SELECT code FROM {table} WHERE code LIKE :p AND length(code) = :l"),
                         {"p": prefix + "%", "l": len(prefix) + width}).scalars().all()
     start = max((int(c[len(prefix):]) for c in used if c[len(prefix):].isdigit()), default=0) + 1
-    if start + n - 1 >= 10 ** width:
-        raise PlanError(f"no free {width}-digit codes left under {prefix}")
-    return [f"{prefix}{i:0{width}d}" for i in range(start, start + n)]
+    codes: list[str] = []
+    while len(codes) < n:
+        # a few spare candidates per round: collisions are rare, one query usually suffices
+        batch = [f"{prefix}{i:0{width}d}" for i in range(start, min(start + n - len(codes) + 8, 10 ** width))]
+        if not batch:
+            raise PlanError(f"no free {width}-digit codes left under {prefix} (编码已用尽)"
+                            + (f": {len(skipped)} skipped for prefix collisions" if skipped else ""))
+        clash = colliding_codes(conn, table, batch, CODE_SHORTEST[table], at)
+        for code in batch:
+            if len(codes) == n:
+                break
+            if code in clash:
+                if skipped is not None:
+                    skipped.append({"code": code, "collides_with": clash[code]})
+            else:
+                codes.append(code)
+        start += len(batch)
+    return codes
 
 
 def changes_since(conn: Connection, community_id: int | Sequence[int], since: dt.datetime) -> list[dict]:
@@ -201,14 +228,14 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
     if state.is_street:
         summary: dict[str, Any] = {"version_id": version_id, "valid_from": ts.isoformat(), "communities": {}}
         for level in ("grids", "micro_grids"):
-            summary[level] = {"created": [], "ended": [], "changed": [], "unchanged": 0}
+            summary[level] = {"created": [], "ended": [], "changed": [], "unchanged": 0, "skipped": []}
         for cid, code in state.communities.items():
             sub = state.sub(cid)
             if not sub.rows:
                 continue
             part = publish_state(conn, sub, ts, label, actor, version_id)
             for level in ("grids", "micro_grids"):
-                for what in ("created", "ended", "changed"):
+                for what in ("created", "ended", "changed", "skipped"):
                     summary[level][what] += part[level][what]
                 summary[level]["unchanged"] += part[level]["unchanged"]
             summary["communities"][code] = {level: part[level] for level in ("grids", "micro_grids")}
@@ -219,6 +246,8 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
     summary = {"version_id": version_id, "valid_from": ts.isoformat(), "grids": {"created": [], "ended": [],
                "changed": [], "unchanged": 0}, "micro_grids": {"created": [], "ended": [], "changed": [],
                                                                 "unchanged": 0}}
+    for level in ("grids", "micro_grids"):
+        summary[level]["skipped"] = []  # codes passed over for prefix collisions (_next_codes)
     grid_id_of: dict[str, int] = {}
     grid_code_of: dict[str, str] = {}
     grids = [r for _, r in sorted(state.rows.items()) if r["level"] == "grid"]
@@ -246,7 +275,7 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
     # new grids: codes in reading order
     new = [r for r in grids if r["unit_id"] is None and not r["retired"] and r["geom"] is not None]
     order = _reading_order([r["geom"] for r in new])
-    codes = _next_codes(conn, "grids", community_code, 3, len(new))
+    codes = _next_codes(conn, "grids", community_code, 3, len(new), ts, summary["grids"]["skipped"])
     for code, i in zip(codes, order, strict=True):
         r = new[i]
         uid = conn.execute(text("""
@@ -290,7 +319,7 @@ def publish_state(conn: Connection, state: PlanState, ts: dt.datetime, label: st
     for parent, rows in sorted(pending.items()):
         pcode = grid_code_of[parent]
         width = 2
-        codes = _next_codes(conn, "micro_grids", pcode, width, len(rows))
+        codes = _next_codes(conn, "micro_grids", pcode, width, len(rows), ts, summary["micro_grids"]["skipped"])
         for code, i in zip(codes, _reading_order([r["geom"] for r in rows]), strict=True):
             r = rows[i]
             uid = conn.execute(text("INSERT INTO micro_grids (code, name, grid_id) VALUES (:c, :n, :g) RETURNING id"),
@@ -364,6 +393,9 @@ def publish_plain(conn: Connection, plan_id: int, actor: str | None = None, if_p
                         ) from None
     ts = _now(conn)
     summary = publish_state(conn, state, ts, label or f"方案 {plan_id} 发布", actor)
+    from geo.locate.holder import apply_after_commit
+
+    apply_after_commit(conn)  # this process's locate index takes the version in as the caller's session commits
     conn.execute(text("UPDATE plans SET status = 'published', published_version_id = :v, updated_at = now() "
                       "WHERE id = :p"), {"v": summary["version_id"], "p": plan_id})
     summary["classification"] = refresh_classification(conn, ts) if classify else {"refreshed": False}

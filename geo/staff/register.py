@@ -756,7 +756,7 @@ def import_staff(session: Session, source: str | Path | bytes | pd.DataFrame, fi
         elif has_building:
             t = "building"
         else:
-            t = "micro_grid" if len(code) in (17, 18) else "grid"
+            t = "micro_grid" if len(code) in (17, 18, 19) else "grid"
         if role is not None and t not in ROLE_TARGETS[role]:
             problems.append(ImportProblem(i + 2, "target_type",
                                           f"a {ROLE_LABELS[role]} is assigned to a "

@@ -155,8 +155,9 @@ def load_district(engine: Engine, district, valid_from: dt.datetime | None = Non
         _insert_level(conn, "micro_grids", micro, district.micro_grids, ["grid_id"], version_id, valid_from)
         for table, df, cols in (
             ("compounds", compounds, ["id", "name", "kind", "has_property_management", "has_owners_committee",
-                                      "community_id"]),
-            ("buildings", buildings, ["id", "code", "name", "community_id", "compound_id", "floors", "use"]),
+                                      "community_id", "address"]),
+            ("buildings", buildings, ["id", "code", "name", "community_id", "compound_id", "floors", "use",
+                                      "address"]),
         ):
             geoms = as_multipolygons(df.geometry.to_crs(STORAGE_SRID).values)
             require_valid(geoms, table)

@@ -226,7 +226,7 @@ class MicroGrid(_UnitMixin, Base):
     """微网格: a subdivision of a grid; code = grid code + 2 or 3 digits."""
 
     __tablename__ = "micro_grids"
-    code_digits = (17, 18)
+    code_digits = (17, 19)  # 19: a 16-digit dedicated grid + 3 (migration 0024)
     grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id"), index=True)
 
 
@@ -237,6 +237,17 @@ class MicroGridBoundary(_BoundaryMixin, Base):
     micro_grid_id: Mapped[int] = _unit_fk("micro_grids")
     #: the unit's name while this boundary was in force (migration 0017; NULL on insert = the unit's name)
     name: Mapped[str | None] = mapped_column(String(100))
+
+
+def _search_key_indexes(table: str) -> tuple[Index, ...]:
+    """Trigram indexes on the place search keys of name and address (migration 0023, pg_trgm)."""
+    return tuple(Index(f"ix_{table}_{col}", col, postgresql_using="gin", postgresql_ops={col: "gin_trgm_ops"})
+                 for col in ("name_key", "address_key"))
+
+
+def _search_key(column: str):
+    """The place search key (地点搜索) of `column`, kept by PostgreSQL (place_search_key, migration 0023)."""
+    return mapped_column(Text, Computed(f"place_search_key({column})", persisted=True))
 
 
 class Compound(Base):
@@ -250,8 +261,12 @@ class Compound(Base):
     has_owners_committee: Mapped[bool] = mapped_column(Boolean, default=False)  # 业委会
     community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id"), index=True)
     source_ref: Mapped[str | None] = mapped_column(String(100))
+    #: 地址 as the source gives it, e.g. "巴陵东路128号" (migration 0023; searched through place_search_key)
+    address: Mapped[str | None] = mapped_column(Text)
+    name_key: Mapped[str | None] = _search_key("(name)::text")
+    address_key: Mapped[str | None] = _search_key("address")
     geom = _geom("MULTIPOLYGON")
-    __table_args__ = (_valid_geom_check("compounds"),)
+    __table_args__ = (_valid_geom_check("compounds"), *_search_key_indexes("compounds"))
 
 
 class Building(Base):
@@ -266,8 +281,12 @@ class Building(Base):
     floors: Mapped[int | None] = mapped_column(Integer)
     use: Mapped[str] = mapped_column(String(32), default="residential")
     source_ref: Mapped[str | None] = mapped_column(String(100))
+    #: 地址 of the building, e.g. "巴陵东路128号3栋" (migration 0023)
+    address: Mapped[str | None] = mapped_column(Text)
+    name_key: Mapped[str | None] = _search_key("(name)::text")
+    address_key: Mapped[str | None] = _search_key("address")
     geom = _geom("MULTIPOLYGON")
-    __table_args__ = (_valid_geom_check("buildings"),)
+    __table_args__ = (_valid_geom_check("buildings"), *_search_key_indexes("buildings"))
 
 
 class Unit(Base):
@@ -547,7 +566,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
     jurisdiction_level: Mapped[str | None] = mapped_column(String(16))
-    jurisdiction_code: Mapped[str | None] = mapped_column(String(18))
+    jurisdiction_code: Mapped[str | None] = mapped_column(String(19))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Bumped on disable or password reset: tokens carrying an older value stop working.
     token_version: Mapped[int] = mapped_column(Integer, default=0)
@@ -591,7 +610,7 @@ class AuditEntry(Base):
     target_type: Mapped[str | None] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(64))
     #: Jurisdiction code the change falls in, so planners can read their own area's entries.
-    jurisdiction_code: Mapped[str | None] = mapped_column(String(18), index=True)
+    jurisdiction_code: Mapped[str | None] = mapped_column(String(19), index=True)
     before: Mapped[dict | None] = mapped_column(JSONB)
     after: Mapped[dict | None] = mapped_column(JSONB)
 
@@ -650,7 +669,7 @@ class CompoundClassification(Base):
     community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id", ondelete="SET NULL"))
     area_m2: Mapped[float] = mapped_column(Float)
     main_unit_id: Mapped[int | None] = mapped_column(Integer)
-    main_code: Mapped[str | None] = mapped_column(String(18))
+    main_code: Mapped[str | None] = mapped_column(String(19))
     main_overlap_m2: Mapped[float] = mapped_column(Float)
     main_unit_area_m2: Mapped[float | None] = mapped_column(Float)
     coverage: Mapped[float] = mapped_column(Float)
@@ -678,7 +697,7 @@ class CompoundOverlap(Base):
     level: Mapped[str] = mapped_column(String(16), primary_key=True)
     compound_id: Mapped[int] = mapped_column(ForeignKey("compounds.id", ondelete="CASCADE"), primary_key=True)
     unit_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    unit_code: Mapped[str] = mapped_column(String(18))
+    unit_code: Mapped[str] = mapped_column(String(19))
     overlap_m2: Mapped[float] = mapped_column(Float)
     width_m: Mapped[float] = mapped_column(Float)
     unit_area_m2: Mapped[float] = mapped_column(Float)
@@ -722,7 +741,7 @@ class PlanUnit(Base):
     level: Mapped[str] = mapped_column(String(16))
     unit_id: Mapped[int | None] = mapped_column(Integer)
     parent_key: Mapped[str | None] = mapped_column(String(40))
-    code: Mapped[str | None] = mapped_column(String(18))
+    code: Mapped[str | None] = mapped_column(String(19))
     name: Mapped[str] = mapped_column(String(100))
     kind: Mapped[str | None] = mapped_column(String(32))
     dedicated_type: Mapped[str | None] = mapped_column(String(32))

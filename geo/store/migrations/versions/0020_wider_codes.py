@@ -25,24 +25,25 @@ depends_on = None
 BOUNDARY_TABLES = ("street_boundaries", "community_boundaries", "grid_boundaries", "micro_grid_boundaries")
 
 
-def _rebuild_grid_views(width: int) -> None:
-    """Drop what depends on grids.code, retype it to varchar(width), and recreate the same objects."""
+def _rebuild_grid_views(width: int, level: str = "grids") -> None:
+    """Drop what depends on <level>.code, retype it to varchar(width), and recreate the same objects (also used by
+    0024 for micro_grids)."""
     conn = op.get_bind()
-    history = conn.execute(sa.text("SELECT pg_get_viewdef('grids_history'::regclass)")).scalar_one()
-    current = conn.execute(sa.text("SELECT pg_get_viewdef('current_grids'::regclass)")).scalar_one()
+    history = conn.execute(sa.text(f"SELECT pg_get_viewdef('{level}_history'::regclass)")).scalar_one()
+    current = conn.execute(sa.text(f"SELECT pg_get_viewdef('current_{level}'::regclass)")).scalar_one()
     at_fn = conn.execute(sa.text(
-        "SELECT pg_get_functiondef('grids_at(timestamptz)'::regprocedure)")).scalar_one()
+        f"SELECT pg_get_functiondef('{level}_at(timestamptz)'::regprocedure)")).scalar_one()
     covering_fn = conn.execute(sa.text(
-        "SELECT pg_get_functiondef('grids_covering(timestamptz, geometry)'::regprocedure)")).scalar_one()
-    op.execute("DROP VIEW current_grids")
-    op.execute("DROP FUNCTION grids_covering(timestamptz, geometry)")
-    op.execute("DROP FUNCTION grids_at(timestamptz)")
-    op.execute("DROP VIEW grids_history")
-    op.alter_column("grids", "code", type_=sa.String(width), existing_nullable=False)
-    op.execute(f"CREATE VIEW grids_history AS {history}")
+        f"SELECT pg_get_functiondef('{level}_covering(timestamptz, geometry)'::regprocedure)")).scalar_one()
+    op.execute(f"DROP VIEW current_{level}")
+    op.execute(f"DROP FUNCTION {level}_covering(timestamptz, geometry)")
+    op.execute(f"DROP FUNCTION {level}_at(timestamptz)")
+    op.execute(f"DROP VIEW {level}_history")
+    op.alter_column(level, "code", type_=sa.String(width), existing_nullable=False)
+    op.execute(f"CREATE VIEW {level}_history AS {history}")
     op.execute(at_fn)
     op.execute(covering_fn)
-    op.execute(f"CREATE VIEW current_grids AS {current}")
+    op.execute(f"CREATE VIEW current_{level} AS {current}")
 
 
 def _code_check(table: str, pattern: str) -> None:
