@@ -462,7 +462,7 @@ def route_access(route, method: str) -> AccessRule | None:
     if not _is_api_route(route):
         return AccessRule(True, False, None, False) if public else None
     calls = _calls(route.dependant)
-    authenticated = get_principal in calls
+    authenticated = get_principal in calls or any(getattr(c, "access_authenticated", False) for c in calls)
     role_sets = [c.access_roles for c in calls if getattr(c, "access_roles", None)]
     roles = frozenset.intersection(*role_sets) if role_sets else None
     is_scoped = any(getattr(c, "access_scoped", False) for c in calls)

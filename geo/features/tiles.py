@@ -6,6 +6,12 @@ once, the stored EPSG:4326 rows never for the filter), then only those rows are 
 The same collection definitions as OGC API Features give the attributes, the jurisdiction and the boundary
 version (`at`), so a tile never holds what the caller's jurisdiction does not.
 
+What a tile carries depends on its zoom (`layer_content`): from `DETAIL_FROM` on, every attribute of the
+collection at full precision (extent 4096); below it, the few attributes a map colours and joins by (a unit's code,
+a compound's id and class: `LEAN_PROPS`), on a coarser extent (`extent_for`), with rings simplified to one unit of
+that extent (``ST_SimplifyPreserveTopology``, in metres of EPSG:3857). A whole-district view of ~10,000 grids then
+costs about a third of the bytes, and nothing a pixel would show is lost.
+
 Incidents below zoom `INCIDENT_POINTS_FROM` are binned into cells of 1/16 of the tile (a heat layer: ``count``,
 ``open``, ``red`` per cell); from that zoom on each incident is a point with its class, state and deadline light.
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
@@ -34,6 +41,14 @@ INCIDENT_POINTS_FROM = 15
 #: Cells per tile side when incidents are binned (16 cells: 16 px cells on a 256 px tile).
 HEAT_CELLS = 16
 WEB_MERCATOR_WIDTH = 40075016.68557849
+#: From this zoom on tiles carry every attribute at full precision; below it only `LEAN_PROPS`, simplified.
+DETAIL_FROM = 14
+#: What a layer's tiles below `DETAIL_FROM` carry: what the pages colour and join by (names come with the pages'
+#: own JSON); a layer not listed keeps every attribute.
+LEAN_PROPS: dict[str, tuple[str, ...]] = {
+    "streets": ("code", "name"), "communities": ("code",), "grids": ("code",), "micro_grids": ("code",),
+    "compounds": ("id", "class"), "buildings": ("id",),
+}
 
 
 @dataclass(frozen=True)
@@ -51,8 +66,23 @@ def check_tile(z: int, x: int, y: int) -> None:
         raise InvalidTile(f"there is no tile {z}/{x}/{y} (zoom 0–{MAX_ZOOM}, x and y below 2^zoom)")
 
 
-def _mvt_props(c: Collection) -> str:
-    return ", ".join(f'{p.sql} AS "{p.name}"' for p in c.props if p.tile)
+def extent_for(z: int) -> int:
+    """Tile extent (units per tile side) at zoom `z`: 4096 from `DETAIL_FROM`, 1024 one zoom below, else 512
+    (2 units per CSS pixel of a 256 px tile: still finer than the screen)."""
+    return EXTENT if z >= DETAIL_FROM else 1024 if z == DETAIL_FROM - 1 else 512
+
+
+def layer_content(c: Collection, z: int) -> tuple[list[str], float]:
+    """What layer `c`'s tiles carry at zoom `z`: the attribute names, and the simplification tolerance in metres
+    (0: none)."""
+    names = [p.name for p in c.props if p.tile]
+    if z >= DETAIL_FROM or c.id not in LEAN_PROPS or c.geometry_type == "Point":
+        return names, 0.0
+    return [n for n in names if n in LEAN_PROPS[c.id]], WEB_MERCATOR_WIDTH / 2 ** z / extent_for(z)
+
+
+def _mvt_props(c: Collection, names: list[str]) -> str:
+    return ", ".join(f'{p.sql} AS "{p.name}"' for p in c.props if p.name in names)
 
 
 _ENVELOPE = "ST_TileEnvelope(:z, :x, :y)"
@@ -71,10 +101,16 @@ def tile_sql(c: Collection, z: int, where: str) -> str:
             f"FROM (SELECT ST_Transform({c.geom}, 3857) AS m, st.is_open, {c.prop('light').sql} AS light "  # type: ignore[union-attr]
             f"FROM {c.from_sql} WHERE {conds}) p "
             "GROUP BY ST_SnapToGrid(p.m, :cell)) t WHERE t.geom IS NOT NULL")
+    names, tolerance = layer_content(c, z)
+    extent = extent_for(z)
+    shape = f"ST_Transform({c.geom}, 3857)"
+    if tolerance:
+        shape = f"ST_SimplifyPreserveTopology({shape}, {tolerance!r})"
+    props = "".join(f", {p}" for p in [_mvt_props(c, names)] if p)
     return (
-        f"SELECT ST_AsMVT(t, '{c.id}', {EXTENT}, 'geom', 'fid') FROM ("
-        f"SELECT {c.fid} AS fid, ST_AsMVTGeom(ST_Transform({c.geom}, 3857), {_ENVELOPE}, {EXTENT}, {BUFFER}, true) "
-        f"AS geom, {_mvt_props(c)} FROM {c.from_sql} WHERE {conds}) t WHERE t.geom IS NOT NULL")
+        f"SELECT ST_AsMVT(t, '{c.id}', {extent}, 'geom', 'fid') FROM ("
+        f"SELECT {c.fid} AS fid, ST_AsMVTGeom({shape}, {_ENVELOPE}, {extent}, {extent * BUFFER // EXTENT}, true) "
+        f"AS geom{props} FROM {c.from_sql} WHERE {conds}) t WHERE t.geom IS NOT NULL")
 
 
 def version_in_force(conn: Connection, at: dt.datetime | None) -> int | None:
@@ -85,13 +121,14 @@ def version_in_force(conn: Connection, at: dt.datetime | None) -> int | None:
 
 
 def tile(conn: Connection, layer: str, z: int, x: int, y: int, when: When, scope: str | None,
-         tz: str = "Asia/Shanghai") -> Tile:
-    """The tile z/x/y of `layer` for the jurisdiction `scope` (None: the whole district) at `when`."""
+         tz: str = "Asia/Shanghai", version_at: Callable[[dt.datetime | None], int | None] | None = None) -> Tile:
+    """The tile z/x/y of `layer` for the jurisdiction `scope` (None: the whole district) at `when`; `version_at`
+    gives the boundary version in force at an instant without a query (`geo.features.tile_cache`)."""
     from geo.features.collections import get_collection
 
     c = get_collection(layer)
     check_tile(z, x, y)
-    version = version_in_force(conn, when.reference)
+    version = version_at(when.reference) if version_at else version_in_force(conn, when.reference)
     data = b""
     if z >= c.minzoom:
         where, params = Query(c, when, scope, tz=tz).where()
@@ -112,7 +149,11 @@ def tilejson(conn: Connection, layer: str, scope: str | None, tz: str = "Asia/Sh
     c = get_collection(layer)
     box = extent(conn, c, scope, tz)["bbox"] or [-180.0, -85.05112878, 180.0, 85.05112878]
     fields = {p.name: p.title or p.name for p in c.props if p.tile}
-    layers = [{"id": c.id, "description": c.title, "minzoom": c.minzoom, "maxzoom": DATA_MAX_ZOOM,
+    description = c.title
+    if c.id in LEAN_PROPS and c.geometry_type != "Point":
+        description += (f"：{DETAIL_FROM} 级以下仅含 {', '.join(LEAN_PROPS[c.id])}，几何按像素简化；"
+                        f"{DETAIL_FROM} 级起含全部属性")
+    layers = [{"id": c.id, "description": description, "minzoom": c.minzoom, "maxzoom": DATA_MAX_ZOOM,
                "fields": fields}]
     if c.id == "incidents":
         fields_heat = {"count": "事件数", "open": "未结事件数", "red": "红灯事件数"}
