@@ -24,6 +24,10 @@ from sqlalchemy.orm import Session
 
 from geo.store import db
 
+# Apps the tests start do not gather the home page's figures in the background (it would commit classification runs
+# into the shared test district and compete for the CPU); tests/test_home_warm.py turns it on where it is the subject.
+os.environ.setdefault("GRIDATLAS_WARM_AT_START", "0")
+
 #: Playwright fixtures, and the check that every successful write through the test client leaves an audit entry.
 pytest_plugins = ["tests.browser", "tests.access_helpers"]
 

@@ -4,9 +4,12 @@ against last month, compounds by class against the grids."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
@@ -14,10 +17,12 @@ from api.auth import CurrentUser
 from api.deps import SessionDep, SettingsDep
 from api.problems import problem_responses
 from geo.access.users import Principal
-from geo.features.overview import overview
+from geo.features.overview import keep_ready, overview, warm
+from geo.settings import get_settings
 from maps.home import render_home_page, render_maps_page
 
 router = APIRouter(tags=["home"])
+log = logging.getLogger(__name__)
 
 
 class Jurisdiction(BaseModel):
@@ -72,3 +77,42 @@ def maps_page(principal: CurrentUser) -> HTMLResponse:
     """Every map and list of the service, with what each answers."""
     return HTMLResponse(render_maps_page(principal.username, _scope(principal)),
                         headers={"Cache-Control": "private, no-cache"})
+
+
+#: Seconds between two keep-alives of the coverage change watch (it ends after a minute unused).
+KEEP_READY_S = 20.0
+
+
+def _warm(app: FastAPI, tz: str, stop: threading.Event, done: threading.Event) -> None:
+    engine = app.state.engine
+    t0 = time.perf_counter()
+    try:
+        timings = warm(engine, tz)
+    except Exception as exc:  # a start-up nicety: the first request computes whatever is missing
+        log.warning("home page figures not gathered at start: %s", exc)
+        return
+    finally:
+        done.set()
+    log.info("home page figures gathered at start in %.1f s %s", time.perf_counter() - t0,
+             {k: round(v, 2) for k, v in timings.items()})
+    while not stop.wait(KEEP_READY_S):
+        try:
+            keep_ready(engine)
+        except Exception as exc:  # the database went away: the next request starts a new watch
+            log.info("home page figures no longer kept ready: %s", exc)
+            return
+
+
+def warm_at_start(app: FastAPI) -> None:
+    """Start-up hook: gather the district's home-page figures in a background thread and keep them ready until
+    shutdown (GRIDATLAS_WARM_AT_START)."""
+    settings = get_settings()
+    if not settings.warm_at_start:
+        return
+    stop, done = threading.Event(), threading.Event()
+    thread = threading.Thread(target=_warm, args=(app, settings.timezone, stop, done), name="gridatlas-warm-home",
+                              daemon=True)
+    app.state.warm_home_thread = thread
+    app.state.warm_home_done = done  # set once the figures are gathered (or could not be)
+    app.state.shutdown_hooks.append(lambda _app: stop.set())
+    thread.start()

@@ -9,30 +9,39 @@ and open incidents are read here.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from geo.access.users import LEVEL_BY_CODE_LENGTH, TABLE_BY_LEVEL
 from geo.errors import DomainError
+from geo.features.collections import name_at
 
 LEVEL_ZH = {"district": "全区", "street": "街道", "community": "社区", "grid": "网格"}
 CLASS_ORDER = ("same", "larger", "smaller", "straddling", "outside")
 
 
-def jurisdiction(conn: Connection, scope: str | None) -> dict:
-    """{'code', 'level', 'level_zh', 'name'} of a jurisdiction (the district when None); its parents' names too."""
+def _name(conn: Connection, level: str, code: str, at: dt.datetime | None) -> str | None:
+    """The name of a unit in force at `at` (now when None): a grid's is kept with its boundary versions."""
+    table = TABLE_BY_LEVEL[level]
+    # the clock, not now(): now() is when the transaction began, before a rename published in it
+    return conn.execute(text(f"SELECT {name_at(table, 'u', 'CAST(:at AS timestamptz)')} FROM {table} u "
+                             "WHERE u.code = :c"), {"c": code, "at": at or dt.datetime.now(dt.UTC)}).scalar()
+
+
+def jurisdiction(conn: Connection, scope: str | None, at: dt.datetime | None = None) -> dict:
+    """{'code', 'level', 'level_zh', 'name'} of a jurisdiction (the district when None) as named at `at` (now when
+    None); its parents' names too."""
     if not scope:
         return {"code": None, "level": "district", "level_zh": LEVEL_ZH["district"], "name": "全区",
                 "parents": []}
     level = LEVEL_BY_CODE_LENGTH.get(len(scope), "grid")
-    name = conn.execute(text(f"SELECT name FROM {TABLE_BY_LEVEL[level]} WHERE code = :c"), {"c": scope}).scalar()
+    name = _name(conn, level, scope, at)
     parents = []
     for n, lv in ((9, "street"), (12, "community")):
         if len(scope) > n:
-            pname = conn.execute(text(f"SELECT name FROM {TABLE_BY_LEVEL[lv]} WHERE code = :c"),
-                                 {"c": scope[:n]}).scalar()
-            parents.append({"code": scope[:n], "level": lv, "name": pname})
+            parents.append({"code": scope[:n], "level": lv, "name": _name(conn, lv, scope[:n], at)})
     return {"code": scope, "level": level, "level_zh": LEVEL_ZH[level], "name": name or scope, "parents": parents}
 
 
@@ -126,3 +135,47 @@ def overview(conn: Connection, scope: str | None, tz: str = "Asia/Shanghai") -> 
         "kpi": kpis(conn, scope, tz),
         "compound_classes": compound_classes(conn, scope),
     }
+
+
+def warm(engine: Engine, tz: str = "Asia/Shanghai", streets: bool = True, lock_timeout_s: float = 5.0
+         ) -> dict[str, float]:
+    """Gather the district's figures once (预热) so a leader's first home page after a start or a load finds them
+    ready: the coverage reports of the district and (`streets`) of each street enter this process's report cache,
+    the classification run is stored when missing or stale. Returns seconds per figure.
+
+    Nothing is kept that a request would not have kept itself: the report is reused only until a change to what it
+    reads commits (`geo.staff.coverage_cache`), the stored run only while its inputs hash matches.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with engine.connect() as conn:  # read only: the report may enter the cache (reusable transaction)
+        coverage(conn, None)
+        timings["coverage_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        kpis(conn, None, tz)
+        open_incidents(conn, None)
+        timings["kpi_incidents_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with engine.begin() as conn:
+        # a request computing the same run holds its lock: wait a little, then leave the run to that request
+        conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{int(lock_timeout_s * 1000)}ms"})
+        compound_classes(conn, None)
+    timings["compound_classes_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if streets:  # a street leader's home page and a street's printable summary read the street's report
+        with engine.connect() as conn:
+            for code in conn.execute(text("SELECT code FROM current_streets ORDER BY code")).scalars().all():
+                coverage(conn, code)
+    timings["street_coverage_s"] = time.perf_counter() - t0
+    return timings
+
+
+def keep_ready(engine: Engine) -> bool:
+    """Keep this process's coverage change watch listening (保温), so the reports `warm` cached stay usable while no
+    one asks for a while: a watch unused for a minute ends, and reports stored under it are never served again.
+    Returns whether the watch answered (a report stays reusable only until a change to what it reads commits)."""
+    from geo.staff.coverage_cache import watch_for
+
+    with engine.connect() as conn:
+        watch = watch_for(conn)
+    return watch is not None and watch.sync() is not None
