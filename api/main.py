@@ -21,6 +21,7 @@ from api.routers import (
     audit,
     auth,
     basemaps,
+    browse,
     classification,
     coverage,
     features,
@@ -56,7 +57,7 @@ ROUTERS = (
     incidents.router, locate.router, maps_classification.router, maps_coverage.router, maps_heatmap.router,
     maps_plan.router, mobile.router, mobile_report.router, open311.router, photos.router, plans.router,
     staff.router, users.router, features.router, home.router, tiles.router, plan_editor.router,
-    basemaps.router, summary.router,
+    basemaps.router, summary.router, browse.router,
 )
 
 
@@ -117,4 +118,5 @@ def create_app(engine: Engine | None = None) -> FastAPI:
 
     for router in ROUTERS:
         app.include_router(router)
+    app.state.startup_hooks.append(home.warm_at_start)  # the home page's figures, gathered in the background
     return app
