@@ -1,10 +1,11 @@
 """The coverage map (人员覆盖图): what the page draws over the vector tiles, as small JSON.
 
 The shapes come from `/tiles/grids|buildings/…` (vector tiles); this module turns a
-`geo.staff.coverage.CoverageReport` (read without geometry) into the page's data: per grid its status under every
-role filter, what is missing and whom to call, its label point and box; per building its status under every role
-filter (one letter each); the legend. The page (maps/static/leader/leadermap.js) colours, filters, lists and
-exports from it in the browser, so a filter change is a repaint, not a reload. Names are sent as JSON text and
+`geo.staff.coverage.CoverageReport` (read without geometry) into the page's data, compact (`maps.leader_pack`):
+per grid its status under every role filter, what is missing, its staff with phones (whom to call), its label
+point and box; per building its status under every role filter (one letter each); the legend. The page
+(maps/static/leader/leadermap.js) colours, filters, lists and exports from it in the browser, so a filter change
+is a repaint, not a reload. Names are sent as JSON text and
 shown with ``textContent``: a name holding markup stays text.
 """
 
@@ -15,6 +16,7 @@ import pandas as pd
 
 from geo.staff.coverage import STATUS_LABELS, CoverageReport, grid_problems
 from geo.staff.register import ROLE_LABELS
+from maps import leader_pack as pack
 
 #: Status colours, worst first (legend order).
 COLOURS = {"missing_role": "#d7191c", "over_capacity": "#e66101", "under_capacity": "#5e3c99",
@@ -121,27 +123,50 @@ def _contacts(r: dict, people: dict[str, dict], community: str) -> list[dict]:
     return [{"name": f"{community or ''}社区居委会", "role": "社区", "phone": None}]
 
 
+def _people(r: dict, people: dict[str, dict], everyone: bool) -> tuple[list[list], bool]:
+    """The grid's staff as [name, role, phone] (phone as the phone rule allows), in role order: everyone, or only
+    whom the page calls (the chiefs, else the full-time workers, else the part-time ones); and whether anyone was
+    left out (the page then asks for the grid alone when its panel opens)."""
+    order = {role: k for k, role in enumerate(GRID_ROLE_FILTERS)}
+    found = sorted((p for p in r["people"] or [] if p["role"] in order), key=lambda p: order[p["role"]])
+    shown = found if everyone or not found else [p for p in found if p["role"] == found[0]["role"]]
+    return [[p["name"], p["role"], (people.get(str(p["id"])) or {}).get("phone")] for p in shown], \
+        len(shown) < len(found)
+
+
 def coverage_data(report: CoverageReport, people: dict[str, dict], grid_places: dict[str, dict],
-                  community_places: dict[str, dict], street_places: dict[str, dict], subtitle: str = "") -> dict:
-    """The coverage page's data: legend, role filters, per-grid rows (status per role, gaps, contacts, label
-    point, box), per-building status letters per role, label points of communities and streets, totals."""
+                  community_places: dict[str, dict], street_places: dict[str, dict], subtitle: str = "",
+                  all_staff: bool = True) -> dict:
+    """The coverage page's data (compact, see maps.leader_pack): legend, role filters, per-grid rows (one status
+    letter per role filter in `filters` order, gaps, staff with phones (`all_staff`, else only whom to call), label
+    point, box), the buildings (ids as
+    differences, their grid's index, per role one status letter each; the three grid roles share "grid"), label
+    points of communities and streets, totals."""
     rules = report.rules
     names = {c: p["name"] for c, p in community_places.items()}
     grids = []
     for r in report.grids.to_dict("records"):
-        place = grid_places.get(r["code"], {})
-        community = names.get(r["community_code"], "")
         grids.append({
-            "code": r["code"], "name": r["name"], "community": community, "kind": r["kind"],
+            "code": r["code"], "name": r["name"], "community": names.get(r["community_code"], ""), "kind": r["kind"],
             "households": int(r["households"]),
-            "status": {role: STATUS_CODE[_grid_status(r, role, rules)] for role in ROLE_FILTERS},
-            "issues": _grid_issues(r, rules), "contacts": _contacts(r, people, community),
-            "staff": {k: [p["name"] for p in r["people"] or [] if p["role"] == k] for k in GRID_ROLE_FILTERS},
-            "lon": place.get("lon"), "lat": place.get("lat"), "bbox": place.get("bbox"),
+            "status": "".join(STATUS_CODE[_grid_status(r, role, rules)] for role in ROLE_FILTERS),
+            "issues": _grid_issues(r, rules), **dict(zip(("people", "more"), _people(r, people, all_staff),
+                                                          strict=True)),
+            **pack.point(grid_places.get(r["code"], {})),
         })
     b = report.buildings
-    buildings = {"id": [int(i) for i in b["id"]], "grid": [g or "" for g in b["grid_code"]],
-                 "status": building_statuses(b, report.units)}
+    order = np.argsort(b["id"].to_numpy(), kind="stable")
+    index = {g["code"]: k for k, g in enumerate(grids)}
+    statuses = building_statuses(b, report.units)
+
+    def ordered(letters: str) -> str:
+        return "".join(np.asarray(list(letters), dtype="<U1")[order].tolist()) if letters else ""
+
+    # the three grid roles leave buildings alike: sent once, as "grid"
+    status = {("grid" if k == GRID_ROLE_FILTERS[0] else k): ordered(v) for k, v in statuses.items()
+              if k not in GRID_ROLE_FILTERS[1:]}
+    buildings = {"id": pack.deltas(b["id"].to_numpy()[order]),
+                 "grid": [index.get(g or "", -1) for g in b["grid_code"].to_numpy()[order]], "status": status}
     t = report.totals
     return {
         "kind": "coverage", "title": "人员覆盖图", "scope": subtitle or report.prefix or "全区",
@@ -149,9 +174,10 @@ def coverage_data(report: CoverageReport, people: dict[str, dict], grid_places: 
         "legend": [{"key": STATUS_CODE[k], "colour": c, "label": STATUS_LABELS[k], "note": STATUS_NOTE[k]}
                    for k, c in COLOURS.items()],
         "filters": [{"key": k, "label": v} for k, v in ROLE_FILTERS.items()],
+        "roles": {k: ROLE_LABELS[k] for k in GRID_ROLE_FILTERS},
         "grids": grids, "buildings": buildings,
-        "communities": [{"code": c, **p} for c, p in community_places.items()],
-        "streets": [{"code": c, **p} for c, p in street_places.items()],
+        "communities": [pack.label(c, p, box=True) for c, p in community_places.items()],
+        "streets": [pack.label(c, p) for c, p in street_places.items()],
         "totals": {k: t[k] for k in ("comprehensive_grids", "grids_with_fulltime_worker", "buildings",
                                      "buildings_with_head", "units", "units_with_head", "households",
                                      "households_with_steward", "stewards_over", "stewards_under") if k in t},

@@ -23,6 +23,7 @@ from folium.template import Template
 
 from geo.incidents.heatmap import GRID_QUANTUM_DEG, decode_rings
 from geo.incidents.hotspots import HOTSPOT_LABELS
+from maps import leader_pack as pack
 from maps.assets import STATIC_URL, Panel, fitted_map, js_literal, legend_html, page_root, render_page
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -272,6 +273,12 @@ def heatmap_data(cube: dict, classes: list[dict], states: list[dict], grids: dic
     """The heatmap page's data: the cube (`heat_cube.compact_cube`), class and state names, grid label points with
     households and community, label points of communities and streets, colours and the Gi* method in words."""
     community_names = {c: p["name"] for c, p in communities.items()}
+    lengths = sorted({len(c) for c in communities}, reverse=True)
+
+    def community_of(grid: str) -> str | None:
+        """The name of the community whose code the grid's code starts with (any scheme's lengths)."""
+        return next((community_names[grid[:n]] for n in lengths if grid[:n] in community_names), None)
+
     notes = []
     if cube["cell_m"] > float(filters.get("cell_m") or cube["cell_m"]) + 0.01:
         notes.append(f"六边形边长放大到 {cube['cell_m']:g} 米，以控制数据量")
@@ -280,10 +287,11 @@ def heatmap_data(cube: dict, classes: list[dict], states: list[dict], grids: dic
         "classes": [{"code": c["code"], "name": c["name"], "major_code": c["major_code"]} for c in classes],
         "states": states,
         "status_groups": [{"key": "open", "label": "未结案"}, {"key": "closed", "label": "已结案"}],
-        "grids": [{"code": code, **p, "community": community_names.get(code[:12]),
+        # labels only (compact, maps.leader_pack): the page zooms to hexagons, not to grids
+        "grids": [{**pack.label(code, p), "community": community_of(code),
                    "households": int(households.get(code, 0))} for code, p in grids.items()],
-        "communities": [{"code": c, **p} for c, p in communities.items()],
-        "streets": [{"code": c, **p} for c, p in streets.items()],
+        "communities": [pack.label(c, p, box=True) for c, p in communities.items()],
+        "streets": [pack.label(c, p, box=True) for c, p in streets.items()],
         "colours": {"sequential": SEQUENTIAL},
         "hotspot_colours": {str(k): v for k, v in HOTSPOT_COLOURS.items()},
         "method": GI_METHOD.format(perm=permutations), "plain": GI_PLAIN,

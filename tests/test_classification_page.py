@@ -43,7 +43,7 @@ def test_data_names_every_compound_and_both_grids_of_a_straddler(client, make_us
         assert got[cls] == planted.get(cls, 0), (cls, got, planted)
     straddling = [k for k in d["compounds"] if k["class"] == "straddling"]
     assert straddling and all(len(k["units"]) >= 2 for k in straddling)
-    assert all(k["bbox"] and k["lon"] is not None for k in d["compounds"])
+    assert all(k["box"] and k["lon"] is not None for k in d["compounds"])
     assert all(u["code"].startswith(street) for u in d["units"])
     assert client.get("/maps/classification/data").status_code == 401
 
@@ -116,3 +116,42 @@ def test_map_needs_a_signed_in_user(client):
     r = client.get("/maps/classification", headers={"accept": "text/html"}, follow_redirects=False)
     assert r.status_code in (303, 401)
     assert client.get("/maps/classification").status_code == 401
+
+
+def test_whole_district_view_shows_each_compound_as_a_dot_of_its_class(app, make_user, live_server, page_offline):
+    """Below zoom 12 (no compound tiles) every compound is a dot in its class colour at its label point, the
+    straddling ones on top; hiding a class in the legend takes its dots off; street names label the view."""
+    res = _open_map(page_offline, live_server, app, make_user("admin")["headers"])
+    page = res.page
+    # to zoom 11 without animation, then until every tile of the new view is painted
+    page.evaluate("""() => new Promise(done => {
+        const g = window.gaMap;
+        g.overlay.once('load', done);
+        g.map.setZoom(11, {animate: false});
+    })""")
+    page.wait_for_load_state("networkidle")
+    assert page.evaluate("() => window.gaMap.map.getZoom()") == 11
+    assert page.locator(".ga-label.street").count() >= 1  # streets named at the district's zoom
+
+    def dot_colours() -> list:
+        return page.evaluate("""() => {
+            const g = window.gaMap, c = g.viewCanvas({labels: false}), dpr = c.width / g.map.getSize().x;
+            const ctx = c.getContext('2d'), size = g.map.getSize(), out = [];
+            for (const k of g.data.compounds.filter(k => k['class'] === 'straddling')) {
+                const ll = g.toMap(k.lon, k.lat), p = g.map.latLngToContainerPoint(L.latLng(ll[1], ll[0]));
+                if (p.x < 5 || p.y < 5 || p.x > size.x - 5 || p.y > size.y - 5) continue;
+                const px = ctx.getImageData(Math.round(p.x * dpr), Math.round((p.y + 44) * dpr), 1, 1).data;
+                out.push([px[0], px[1], px[2]]);
+            }
+            return out;
+        }""")
+
+    shown = dot_colours()
+    assert len(shown) >= 1  # the test district has a few straddling compounds
+    pink = _hex(COLOURS["straddling"])
+    assert sum(_close(tuple(px), pink) for px in shown) >= 0.8 * len(shown), shown
+    screenshot(page, "classification_district_dots")
+    page.click("#ga-legend li[data-key='straddling']")
+    hidden = dot_colours()
+    assert sum(_close(tuple(px), pink) for px in hidden) <= 0.2 * len(hidden), hidden
+    assert res.problems == {}, res.problems

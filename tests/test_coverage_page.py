@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 
 import pytest
 from PIL import Image
@@ -50,10 +51,16 @@ def test_page_is_a_small_offline_shell_and_data_is_escaped_json(small_app):
         grids = {g["code"]: g for g in d["grids"]}
         assert set(grids) == {sd.GRID_W, sd.GRID_E}
         east = grids[sd.GRID_E]
-        assert east["contacts"][0]["name"] == "<script>alert(1)</script>"  # text in JSON, shown with textContent
-        assert east["bbox"][0] < east["lon"] < east["bbox"][2] and east["name"] == "东网格"
+        # text in JSON, shown with textContent; the chief first (whom the page calls)
+        assert east["people"][0][:2] == ["<script>alert(1)</script>", "grid_chief"]
+        # the box as offsets in 1e-5° around the label point
+        assert east["box"][0] < 0 < east["box"][2] and east["box"][1] < 0 < east["box"][3] and east["name"] == "东网格"
+        assert len(east["status"]) == len(d["filters"]) and d["filters"][0]["key"] == ""
         assert d["communities"][0]["name"] == "测试社区" and d["streets"][0]["name"] == "测试街道"
-        assert len(d["buildings"]["id"]) == 4 and all(len(s) == 4 for s in d["buildings"]["status"].values())
+        ids = list(itertools.accumulate(d["buildings"]["id"]))
+        assert len(ids) == 4 and ids == sorted(ids) and all(len(s) == 4 for s in d["buildings"]["status"].values())
+        assert set(d["buildings"]["status"]) == {"", "grid", "building_head", "unit_head", "steward"}
+        assert {d["grids"][i]["code"] for i in d["buildings"]["grid"]} <= {sd.GRID_W, sd.GRID_E}
         # the worker of grid E sees only grid E and its buildings
         e = client.get("/maps/coverage/data", params={"at": AT}, headers=h["east"]).json()
         assert [g["code"] for g in e["grids"]] == [sd.GRID_E]
@@ -218,5 +225,28 @@ def test_district_data_names_every_grid_and_building_of_the_community(client, ma
     d = client.get("/maps/coverage/data", params={"role": "steward"}, headers=leader["headers"]).json()
     report = coverage_report(db_session.connection(), community)
     assert sorted(g["code"] for g in d["grids"]) == sorted(report.grids["code"])
-    assert sorted(d["buildings"]["id"]) == sorted(int(i) for i in report.buildings["id"])
-    assert all(g["bbox"] and g["lon"] is not None for g in d["grids"])
+    assert list(itertools.accumulate(d["buildings"]["id"])) == sorted(int(i) for i in report.buildings["id"])
+    assert all(g["box"] and g["lon"] is not None for g in d["grids"])
+    # each building's grid and steward status as the report has them
+    grid_of = dict(zip(report.buildings["id"].astype(int), report.buildings["grid_code"], strict=True))
+    ids = list(itertools.accumulate(d["buildings"]["id"]))
+    assert [d["grids"][i]["code"] if i >= 0 else None for i in d["buildings"]["grid"]] == [grid_of[i] for i in ids]
+
+
+def test_district_data_names_whom_to_call_and_the_grid_alone_everyone(client, make_user, db_session):
+    """A community's data lists per grid whom to call (its chiefs, else its full-time workers …); asked for one
+    grid (as the page does when its panel opens) it lists every staff member of the grid."""
+    community = db_session.execute(text("SELECT code FROM communities ORDER BY code LIMIT 1")).scalar()
+    leader = make_user("leader", community)
+    d = client.get("/maps/coverage/data", headers=leader["headers"]).json()
+    for g in d["grids"]:
+        assert len({role for _, role, _ in g["people"]}) <= 1  # one role group: whom to call
+    full = {}
+    for g in d["grids"]:
+        one = client.get("/maps/coverage/data", params={"grid": g["code"]}, headers=leader["headers"]).json()
+        [mine] = one["grids"]
+        assert not mine["more"] and [p for p in mine["people"] if p[1] == (g["people"] or [[None, None]])[0][1]] \
+            == g["people"]
+        full[g["code"]] = mine
+    assert any(g["more"] for g in d["grids"])  # the district has grids with more staff than whom to call
+    assert all(len(full[g["code"]]["people"]) > len(g["people"]) for g in d["grids"] if g["more"])

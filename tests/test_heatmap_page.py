@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import json
 import uuid
 
@@ -87,9 +88,15 @@ def _open(page_offline, base, cookie, path):
     return res, response
 
 
+def _columns(cube: dict) -> dict[str, list[int]]:
+    """The cube's columns, those sent as differences (`delta`) added up again."""
+    return {k: list(itertools.accumulate(v)) if k in cube.get("delta", []) else v
+            for k, v in cube["columns"].items()}
+
+
 def _cube_sum(cube: dict, keep) -> int:
     """Adds up the cube's entries for which keep(month, class code, state code, grid code) holds."""
-    c = cube["columns"]
+    c = _columns(cube)
     return sum(n for m, k, s, g, n in zip(c["month"], c["cls"], c["state"], c["grid"], c["n"], strict=True)
                if keep(cube["months"][m], cube["class_codes"][k], cube["state_codes"][s], cube["grid_codes"][g]))
 
@@ -161,6 +168,38 @@ def test_heatmap_data_cube_adds_up_to_the_incidents(api, page_engine):
     assert client.get("/maps/heatmap/data", params={"status": "nonsense"}, headers=admin).status_code == 422
 
 
+def test_heatmap_data_is_reused_only_while_the_incidents_are_the_same(api, page_engine):
+    """The cube is kept between requests (the page's second view is cheap), yet a new incident, a changed state or
+    a removed incident is counted at the next request."""
+    client, _, admin = api
+    params = {"from": "2025-01", "to": "2025-06", "cell_m": 60}
+
+    def total(**extra) -> int:
+        r = client.get("/maps/heatmap/data", params=params | extra, headers=admin)
+        assert r.status_code == 200, r.text
+        return _cube_sum(r.json()["cube"], lambda m, k, s, g: s == "closed" if extra.get("closed") else True)
+
+    from geo.staff.coverage_cache import PAGE_VIEWS
+
+    before, closed = total(), total(closed=1)
+    hits = PAGE_VIEWS.hits
+    assert total() == before and PAGE_VIEWS.hits > hits  # the kept cube served
+    with page_engine.begin() as conn:
+        new = conn.execute(text(
+            "INSERT INTO incidents (geom, reported_at, class_code, source, state, version_id, street_id, "
+            "community_id, grid_id) SELECT geom, reported_at, class_code, source, state, version_id, street_id, "
+            "community_id, grid_id FROM incidents WHERE state <> 'closed' ORDER BY id LIMIT 1 RETURNING id")).scalar()
+    try:
+        assert total() == before + 1
+        with page_engine.begin() as conn:
+            conn.execute(text("UPDATE incidents SET state = 'closed' WHERE id = :i"), {"i": new})
+        assert total(closed=1) == closed + 1
+    finally:
+        with page_engine.begin() as conn:
+            conn.execute(text("DELETE FROM incidents WHERE id = :i"), {"i": new})
+    assert total() == before and total(closed=1) == closed
+
+
 def test_hotspots_and_click_through(api, page_engine):
     client, worker, admin = api
     base = {"from": "2025-01", "to": "2025-06", "cell_m": 60, "permutations": 199}
@@ -188,7 +227,8 @@ def test_hotspots_and_click_through(api, page_engine):
     cell = r.json()
     data = client.get("/maps/heatmap/data", params=base, headers=admin).json()["cube"]
     k = list(zip(data["cells"]["q"], data["cells"]["r"], strict=True)).index((q, r_))
-    in_cell = sum(n for c, n in zip(data["columns"]["cell"], data["columns"]["n"], strict=True) if c == k)
+    cols = _columns(data)
+    in_cell = sum(n for c, n in zip(cols["cell"], cols["n"], strict=True) if c == k)
     assert cell["total"] == in_cell > 10
     times = [i["reported_at"] for i in cell["items"]]
     assert times == sorted(times, reverse=True)

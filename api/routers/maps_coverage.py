@@ -11,15 +11,16 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from api.auth import CurrentUser
 from api.basemaps import page_basemaps
 from api.deps import SessionDep, SettingsDep
 from api.problems import Problem, problem_responses
-from api.schemas.leader_maps import CoverageMapData
+from api.schemas.leader_maps import CoveragePageData
 from api.scopes import CoverageScope, CoverageScopeDep, effective_prefix
 from geo.features import places
+from geo.incidents.heat_cube import label_prefixes
 from geo.staff import coverage as cov
 from maps.coverage import ROLE_FILTERS, coverage_data
 from maps.home import render_leader_map
@@ -51,24 +52,29 @@ def coverage_map(principal: CurrentUser, session: SessionDep, settings: Settings
                                           basemaps, principal.username, bounds), headers=csp)
 
 
-@router.get("/maps/coverage/data", response_model=CoverageMapData, responses=problem_responses(401, 403, 422))
+@router.get("/maps/coverage/data", response_model=CoveragePageData, responses=problem_responses(401, 403, 422))
 def coverage_map_data(principal: CurrentUser, session: SessionDep, q: CoverageScopeDep) -> Any:
-    """What the coverage page colours and lists: per grid its status under each role filter, what is missing and
-    whom to call (phones as the phone rule allows), label point and box; per building one status letter per role."""
+    """What the coverage page colours and lists (compact): per grid its status under each role filter, what is
+    missing and whom to call (phones as the phone rule allows; with `grid` every staff member), label point and box;
+    per building one status letter per role."""
     conn = session.connection()
 
-    def build(report: cov.CoverageReport) -> dict:
+    def build(report: cov.CoverageReport) -> bytes:
         prefix = report.prefix or None
         # phones only of whom the gaps list names (grid staff): the people of buildings and units are not sent
         people = cov.people_index(conn, replace(report, buildings=report.buildings.iloc[:0],
                                                 units=report.units.iloc[:0]), principal.covers)
-        return coverage_data(
+        around = label_prefixes(conn, prefix)  # the area's community and street, in any code scheme
+        data = coverage_data(
             report, people, places.unit_places(conn, "grid", report.ts, prefix),
-            places.unit_places(conn, "community", report.ts, prefix[:12] if prefix else None),
-            places.unit_places(conn, "street", report.ts, prefix[:9] if prefix else None),
-            places.scope_name(conn, prefix, report.ts))
+            places.unit_places(conn, "community", report.ts, around["community"]),
+            places.unit_places(conn, "street", report.ts, around["street"]),
+            places.scope_name(conn, prefix, report.ts), all_staff=bool(q.grid))
+        # checked against the schema once, kept as the bytes sent (a district's ~10,000 grids)
+        return CoveragePageData.model_validate(data).model_dump_json().encode()
 
     prefix = effective_prefix(principal, q.street, q.community, q.grid)
     # reused until what it reads changes; phones shown depend on the caller's jurisdiction
-    return cov.derived_view(conn, "coverage-map", prefix, q.at,
-                            None if principal.unrestricted else principal.jurisdiction_code, build)
+    return Response(cov.derived_view(conn, "coverage-map-grid" if q.grid else "coverage-map", prefix, q.at,
+                                     None if principal.unrestricted else principal.jurisdiction_code, build),
+                    media_type="application/json")

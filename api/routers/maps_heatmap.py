@@ -12,19 +12,21 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from api.auth import CurrentUser
 from api.basemaps import page_basemaps
 from api.deps import ReadSessionDep, SessionDep, SettingsDep
 from api.incident_params import HeatmapQueryDep
 from api.problems import problem_responses
-from api.schemas.leader_maps import HeatHotspots, HeatIncidents, HeatmapMapData
+from api.schemas.leader_maps import HeatHotspots, HeatIncidents, HeatmapPageData
 from geo.features import places
+from geo.features.tiles import version_in_force
 from geo.incidents import heat_cube as hc
 from geo.incidents.closed_loop import incident_classes
 from geo.incidents.closed_loop import states as loop_states
 from geo.incidents.heatmap import HeatmapQuery
+from geo.staff.coverage_cache import cached_page
 from geo.store.load import parse_at
 from maps.heatmap import heatmap_data, render_heatmap_page
 
@@ -64,7 +66,7 @@ def heatmap_map(principal: CurrentUser, session: SessionDep, settings: SettingsD
                                             principal.username, bounds, urlencode(api)), headers=csp)
 
 
-@router.get("/maps/heatmap/data", response_model=HeatmapMapData, response_model_by_alias=True,
+@router.get("/maps/heatmap/data", response_model=HeatmapPageData, response_model_by_alias=True,
             responses=problem_responses(401, 403, 422))
 def heatmap_map_data(principal: CurrentUser, session: ReadSessionDep, settings: SettingsDep, q: HeatmapQueryDep,
                      status: StatusQ = None, month: MonthQ = None, at: AtQ = None) -> Any:
@@ -74,18 +76,36 @@ def heatmap_map_data(principal: CurrentUser, session: ReadSessionDep, settings: 
     hc.states_for(status)
     when = parse_at(at, settings.timezone)
     conn = session.connection()
-    cube = hc.heat_cube(conn, q)
     prefix = q.area_code()
-    grid_prefix = prefix[:15] if prefix else None
+    classes = incident_classes(conn)
     states = [{"code": s.code, "name": s.name, "is_open": s.is_open} for s in loop_states().values()]
     filters = {"class": q.class_code, "status": status, "month": month, "cell_m": f"{q.cell_m:g}"}
-    return heatmap_data(
-        hc.compact_cube(cube), incident_classes(conn), states, places.unit_places(conn, "grid", when, grid_prefix),
-        hc.grid_households(conn, when, grid_prefix),
-        places.unit_places(conn, "community", when, prefix[:12] if prefix else None),
-        places.unit_places(conn, "street", when, prefix[:9] if prefix else None),
-        places.scope_name(conn, prefix, when), (when.date().isoformat() if when else "现行边界"), filters,
-        q.permutations)
+    version = version_in_force(conn, when)
+    fingerprint = hc.incidents_fingerprint(conn)
+
+    def labels() -> dict:
+        around = hc.label_prefixes(conn, prefix)  # the area's grid, community and street, in any code scheme
+        return {"grids": places.unit_places(conn, "grid", when, around["grid"]),
+                "households": hc.grid_households(conn, when, around["grid"]),
+                "communities": places.unit_places(conn, "community", when, around["community"]),
+                "streets": places.unit_places(conn, "street", when, around["street"]),
+                "scope": places.scope_name(conn, prefix, when)}
+
+    def build() -> bytes:
+        # the labels (not the counts) are reused until a boundary, building or unit changes, per boundary version
+        lab = cached_page(conn, ("heatmap-labels", prefix, at, version), labels, lambda v: len(v["grids"]))
+        data = heatmap_data(
+            hc.compact_cube(hc.heat_cube(conn, q)), classes, states, lab["grids"], lab["households"],
+            lab["communities"], lab["streets"], lab["scope"], (when.date().isoformat() if when else "现行边界"),
+            filters, q.permutations)
+        # checked against the schema once, kept as the bytes sent
+        return HeatmapPageData.model_validate(data).model_dump_json(by_alias=True).encode()
+
+    # the answer is reused while no incident (its fingerprint), boundary (the change watch), class or state
+    # changed, for the same query
+    key = ("heatmap-data", fingerprint, *hc.cube_key(q), prefix, at, version, str(filters), q.permutations,
+           repr(classes), repr(states))
+    return Response(cached_page(conn, key, build, lambda b: len(b) // 400), media_type="application/json")
 
 
 @router.get("/maps/heatmap/hotspots", response_model=HeatHotspots, response_model_by_alias=True,

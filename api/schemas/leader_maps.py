@@ -28,83 +28,6 @@ class Place(BaseModel):
     bbox: list[float]
 
 
-class Contact(BaseModel):
-    name: str
-    role: str
-    phone: str | None = None
-
-
-class CoverageGrid(BaseModel):
-    code: str
-    name: str | None
-    community: str | None
-    kind: str
-    households: int
-    status: dict[str, str]  # role filter ("" = all) → status letter
-    issues: list[str]
-    contacts: list[Contact]
-    staff: dict[str, list[str]]
-    lon: float | None
-    lat: float | None
-    bbox: list[float] | None
-
-
-class BuildingStatuses(BaseModel):
-    """Parallel arrays: building ids, their grid codes, and per role filter one status letter per building."""
-
-    id: list[int]
-    grid: list[str]
-    status: dict[str, str]
-
-
-class CoverageMapData(BaseModel):
-    kind: str
-    title: str
-    scope: str
-    at: str
-    legend: list[LegendItem]
-    filters: list[RoleFilter]
-    grids: list[CoverageGrid]
-    buildings: BuildingStatuses
-    communities: list[Place]
-    streets: list[Place]
-    totals: dict[str, float | int | None]
-
-
-class MapCompound(BaseModel):
-    id: int
-    name: str | None
-    model_config = ConfigDict(populate_by_name=True)
-
-    klass: str = Field(alias="class", description="same / larger / smaller / straddling / outside")
-    community: str | None
-    main_code: str | None
-    main_name: str | None
-    area_m2: float | None
-    coverage: float | None
-    fill: float | None
-    iou: float | None
-    hausdorff_m: float | None
-    n_units: int
-    units: list[tuple[str, str | None, float]]  # [code, name, share of the compound's area], largest first
-    lon: float | None
-    lat: float | None
-    bbox: list[float] | None
-
-
-class ClassificationMapData(BaseModel):
-    kind: str
-    title: str
-    level: str
-    unit: str
-    scope: str
-    at: str
-    legend: list[LegendItem]
-    compounds: list[MapCompound]
-    units: list[Place]
-    communities: list[Place]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the heatmap page (/maps/heatmap/data, /hotspots, /incidents)
 
@@ -223,3 +146,107 @@ class HeatIncident(BaseModel):
 class HeatIncidents(BaseModel):
     total: int
     items: list[HeatIncident]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compact bodies (maps.leader_pack): label points in 1e-5°, boxes as integer offsets from them, ids as differences
+
+
+class PackedPlace(BaseModel):
+    """A unit's label point (WGS-84, 1e-5°) and, where a page zooms to it, its box: integer offsets in 1e-5° from
+    the point (west, south, east, north)."""
+
+    code: str
+    name: str | None = None
+    lon: float | None
+    lat: float | None
+    box: list[int] | None = None
+
+
+class PackedCoverageGrid(BaseModel):
+    code: str
+    name: str | None
+    community: str | None
+    kind: str
+    households: int
+    status: str  # one status letter per role filter, in the order of `filters`
+    issues: list[str]
+    people: list[tuple[str, str, str | None]]  # [name, role, phone] of the grid's chiefs and workers
+    more: bool = False  # staff left out (a district's data names whom to call; `?grid=` names everyone)
+    lon: float | None
+    lat: float | None
+    box: list[int] | None = None
+
+
+class PackedBuildings(BaseModel):
+    """Buildings by id (the first id, then differences), each one's grid (index into `grids`, -1: none) and per
+    role filter one status letter each ("grid": the three grid roles, which leave buildings neutral)."""
+
+    id: list[int]
+    grid: list[int]
+    status: dict[str, str]
+
+
+class CoveragePageData(BaseModel):
+    kind: str
+    title: str
+    scope: str
+    at: str
+    legend: list[LegendItem]
+    filters: list[RoleFilter]
+    roles: dict[str, str]  # grid role → its Chinese name
+    grids: list[PackedCoverageGrid]
+    buildings: PackedBuildings
+    communities: list[PackedPlace]
+    streets: list[PackedPlace]
+    totals: dict[str, float | int | None]
+
+
+class PackedCompound(BaseModel):
+    id: int
+    name: str | None
+    model_config = ConfigDict(populate_by_name=True)
+
+    klass: str = Field(alias="class", description="same / larger / smaller / straddling / outside")
+    community: str | None
+    main_code: str | None  # its name is among `units` (or the page's unit labels)
+    area_m2: float | None
+    coverage: float | None
+    fill: float | None
+    iou: float | None
+    hausdorff_m: float | None
+    n_units: int
+    units: list[tuple[str, str | None, float]]  # [code, name, share of the compound's area], largest first
+    lon: float | None
+    lat: float | None
+    box: list[int] | None = None
+
+
+class ClassificationPageData(BaseModel):
+    kind: str
+    title: str
+    level: str
+    unit: str
+    scope: str
+    at: str
+    legend: list[LegendItem]
+    compounds: list[PackedCompound]
+    units: list[PackedPlace]
+    communities: list[PackedPlace]
+    streets: list[PackedPlace] = []
+
+
+class PackedHeatCube(HeatCubeData):
+    delta: list[str] = []  # columns sent as differences from the previous entry (entries sorted by cell, grid …)
+
+
+class PackedHeatGrid(PackedPlace):
+    community: str | None = None
+    households: int
+
+
+class HeatmapPageData(HeatmapMapData):
+    cube: PackedHeatCube
+    grids: list[PackedHeatGrid]  # type: ignore[assignment]
+    communities: list[PackedPlace]  # type: ignore[assignment]
+    streets: list[PackedPlace]  # type: ignore[assignment]

@@ -18,11 +18,13 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, text
 
 log = logging.getLogger("gridatlas.coverage")
+T = TypeVar("T")
 
 CHANGE_CHANNEL = "gridatlas_changes"  # sent by the triggers of migration 0013
 SYNC_CHANNEL = "gridatlas_coverage_sync"
@@ -143,9 +145,10 @@ def watch_for(conn: Connection) -> ChangeWatch | None:
 
 
 def reusable(conn: Connection) -> bool:
-    """Whether this transaction reads what is committed now (READ COMMITTED) and has written nothing."""
+    """Whether this transaction reads what is committed now (READ COMMITTED) on the primary (a standby can neither
+    LISTEN nor be trusted to have replayed what the watch heard) and has written nothing."""
     row = conn.execute(text("SELECT current_setting('transaction_isolation') = 'read committed', "
-                            "pg_current_xact_id_if_assigned() IS NULL")).one()
+                            "pg_current_xact_id_if_assigned() IS NULL AND NOT pg_is_in_recovery()")).one()
     return bool(row[0] and row[1])
 
 
@@ -193,3 +196,23 @@ class ReportCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+#: Other pages' assembled data (the classification map's), reused on the same terms as the coverage views.
+PAGE_VIEWS = ReportCache(max_rows=200_000)
+
+
+def cached_page(conn: Connection, key: tuple, build: Callable[[], T], rows: Callable[[T], int]) -> T:
+    """`build()` reused while `key` is the same and no write the change notifications announce (boundaries,
+    compounds, buildings, people, assignments) has committed since; `rows(value)` is its weight in the budget. A
+    transaction that has written, or reads an older snapshot, neither reuses nor stores."""
+    watch = watch_for(conn) if PAGE_VIEWS.max_rows and reusable(conn) else None
+    generation = watch.sync() if watch is not None else None
+    full = (conn.engine.url.render_as_string(hide_password=True), *key)
+    found = PAGE_VIEWS.get(full, generation)
+    if found is not None:
+        return found
+    value = build()
+    if generation is not None:
+        PAGE_VIEWS.put(full, generation, value, rows(value))
+    return value

@@ -383,8 +383,9 @@
       $("ga-list-note").title = d.method;
       if (d.notes && d.notes.length) { $("ga-scope").textContent += " · " + d.notes.join("；"); }
       aggregate();
-      fetchHot();
+      if (H.started) { fetchHot(); }  // a reload of the data; the first waits for the first view (whenReady)
     };
+    H.whenReady = function () { if (!H.started) { H.started = true; fetchHot(); } };
     H.refilter = function () { aggregate(); keepUrl(); };
     function changed(fn, hot) {
       return function (e) {

@@ -88,7 +88,7 @@
 
   var state = {role: new URLSearchParams(location.search).get("role") || "", hidden: {}, search: "", level: "grid", selected: null};
   ga.state = state;
-  var lookup = {grid: {}, building: {}, compound: {}};
+  var lookup = {grid: {}, building: {}, compound: {}, unit: {}};
 
   function tileUrl(layer, c) {
     return cfg.tiles.replace("{layer}", layer).replace("{z}", c.z).replace("{x}", c.x).replace("{y}", c.y);
@@ -197,7 +197,38 @@
       });
     });
     if (HEAT) { HEAT.paintOver(ctx, rec); }
+    if (cfg.kind === "classification" && z < COMPOUNDS_FROM) { paintCompoundDots(ctx, rec); }
     ga.paints += 1;
+  }
+
+  // Below the compounds' tiles (zoom 12) each compound is a dot at its label point, in its class colour, the
+  // problem classes on top: the whole district's classes at a glance from the page's data, no tile needed.
+  var dots = null, COMPOUNDS_FROM = 12, DOT_ORDER = {same: 0, smaller: 1, larger: 2, outside: 3, straddling: 4};
+  function paintCompoundDots(ctx, rec) {
+    var d = ga.data, z = rec.coords.z, dpr = rec.dpr;
+    if (!d || !d.compounds) { return; }
+    var x0 = rec.coords.x * TILE, y0 = rec.coords.y * TILE, r = z >= 11 ? 2.2 : 1.6, pad = 4;
+    if (!dots || dots.data !== d || dots.z !== z) {  // projected once per zoom (tile space is WGS-84)
+      dots = {data: d, z: z, x: new Float64Array(d.compounds.length), y: new Float64Array(d.compounds.length)};
+      d.compounds.forEach(function (k, i) {
+        var p = k.lon === null || k.lon === undefined ? {x: NaN, y: NaN} : map.project(L.latLng(k.lat, k.lon), z);
+        dots.x[i] = p.x; dots.y[i] = p.y;
+      });
+    }
+    var items = [];
+    d.compounds.forEach(function (k, i) {
+      var x = dots.x[i] - x0, y = dots.y[i] - y0;
+      if (x > -pad && y > -pad && x < TILE + pad && y < TILE + pad && !state.hidden[k["class"]]) {
+        items.push([DOT_ORDER[k["class"]] || 0, x, y, k]);
+      }
+    });
+    items.sort(function (a, b) { return a[0] - b[0]; });
+    items.forEach(function (it) {
+      ctx.beginPath();
+      ctx.arc(it[1] * dpr, it[2] * dpr, (it[0] >= 3 ? r + 0.8 : r) * dpr, 0, 2 * Math.PI);
+      ctx.fillStyle = colourOf(it[3]["class"]); ctx.fill();
+      if (it[0] >= 3) { ctx.lineWidth = dpr; ctx.strokeStyle = "#ffffff"; ctx.stroke(); }
+    });
   }
 
   var tileOffsets = {};
@@ -488,9 +519,11 @@
     if (layer === "grids" && cfg.kind === "coverage") {
       var g = lookup.grid[id];
       if (!g) { return; }
+      if (g.more && !g.detailed) { fetchStaff(g); }
       infoRows(g.name, [["编码", g.code], ["社区", g.community], ["状态", colourLabel(g.status[state.role])],
-        ["户数", String(g.households)], ["网格长", g.staff.grid_chief.join("、") || "—"],
-        ["专职网格员", g.staff.grid_worker_fulltime.join("、") || "—"], ["兼职网格员", g.staff.grid_worker_parttime.join("、") || "—"],
+        ["户数", String(g.households)], ["网格长", g.staff.grid_chief.join("、") || (g.more ? "…" : "—")],
+        ["专职网格员", g.staff.grid_worker_fulltime.join("、") || (g.more ? "…" : "—")],
+        ["兼职网格员", g.staff.grid_worker_parttime.join("、") || (g.more ? "…" : "—")],
         ["缺什么", g.issues.join("；") || "无"],
         ["联系谁", g.contacts.map(function (p) { return p.name + "（" + p.role + (p.phone ? " " + p.phone : "") + "）"; }).join("、")]]);
     } else if (layer === "buildings") {
@@ -512,10 +545,30 @@
         ["小区面积", k.area_m2 === null ? "—" : k.area_m2.toLocaleString("zh-CN") + " m²"],
         ["位于主" + d.unit + "内", pct(k.coverage)], ["占主" + d.unit + "面积", pct(k.fill)],
         ["交并比 IoU", k.iou === null ? "—" : k.iou.toFixed(3)], ["最大偏离", k.hausdorff_m === null ? "—" : k.hausdorff_m + " m"]]);
-    } else if (props) {
-      infoRows((props.name || "") + " " + (props.code || ""), [["类型", layer === "micro_grids" ? "微网格" : "网格"]]);
+    } else if (props) {  // tiles below zoom 14 carry only the code: the name comes with the page's data
+      var u = lookup.unit[props.code];
+      infoRows((props.name || (u && u.name) || "") + " " + (props.code || ""), [["类型", layer === "micro_grids" ? "微网格" : "网格"]]);
     }
   }
+  // 一页纸概况 (/summary/{code}): under the panel, links to the printable page of the selected unit's street,
+  // community and grid (the units of the page's data whose code the selected grid's code starts with)
+  var showInfoBare = showInfo;
+  showInfo = function (layer, id, props) {
+    showInfoBare(layer, id, props);
+    var box = $("ga-info"), d = ga.data;
+    var code = layer === "grids" && cfg.kind === "coverage" ? id
+      : layer === "compounds" ? (lookup.compound[id] || {}).main_code : props && props.code;
+    if (HEAT || box.hidden || !code || layer === "buildings") { return; }
+    var units = (d.streets || []).concat(d.communities || []).filter(function (u) { return code.indexOf(u.code) === 0; });
+    if (lookup.grid[code] || layer === "grids") { units.push({code: code, name: (lookup.grid[code] || props || {}).name || code}); }
+    if (!units.length) { return; }
+    var p = document.createElement("p"); p.className = "ga-summary-links"; p.textContent = "一页纸概况：";
+    units.forEach(function (u, i) {
+      var a = document.createElement("a"); a.href = "/summary/" + encodeURIComponent(u.code); a.target = "_blank";
+      a.textContent = u.name || u.code; if (i) { p.appendChild(document.createTextNode(" · ")); } p.appendChild(a);
+    });
+    box.appendChild(p);
+  };
   map.on("click", function (e) {
     if (HEAT) { HEAT.click(e.latlng, featureAt); return; }
     var hit = featureAt(e.latlng);
@@ -613,14 +666,84 @@
     viewCanvas().toBlob(function (blob) { download(cfg.title + "-" + stamp() + ".png", blob); }, "image/png");
   });
 
+  // ---------------------------------------------------------------- compact JSON (maps/leader_pack.py)
+  var STEP = 1e-5;
+  /** A box sent as offsets in 1e-5 degrees from the label point, back to [west, south, east, north]. */
+  function unbox(p) {
+    if (p && p.box && p.lon !== null && p.lon !== undefined) {
+      p.bbox = [p.lon + p.box[0] * STEP, p.lat + p.box[1] * STEP, p.lon + p.box[2] * STEP, p.lat + p.box[3] * STEP];
+    }
+    return p;
+  }
+  function staffFrom(g, gridRoles) {
+    g.staff = {};
+    gridRoles.forEach(function (r) { g.staff[r] = []; });
+    g.people.forEach(function (p) { g.staff[p[1]].push(p[0]); });
+  }
+  /** The whole staff of a grid whose district data named only whom to call: asked for once, when its panel opens. */
+  function fetchStaff(g) {
+    g.detailed = true;
+    var url = new URL(cfg.data, location.href);
+    ["street", "community"].forEach(function (k) { url.searchParams.delete(k); });
+    url.searchParams.set("grid", g.code);
+    fetch(url.toString(), {credentials: "same-origin"}).then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (one) {
+        var full = one && one.grids.filter(function (x) { return x.code === g.code; })[0];
+        if (!full) { g.detailed = false; return; }
+        g.people = full.people; g.more = false;
+        staffFrom(g, Object.keys(ga.data.roles));
+        if (state.selected === "grids:" + g.code) { showInfo("grids", g.code); }
+      }, function () { g.detailed = false; });
+  }
+  function unpack(d) {
+    ["communities", "streets", "units", "compounds", "grids"].forEach(function (k) { (d[k] || []).forEach(unbox); });
+    if (d.kind === "heatmap") {  // the cube's columns sent as differences (geo/incidents/heat_cube.py)
+      (d.cube.delta || []).forEach(function (k) {
+        var col = d.cube.columns[k], v = 0;
+        for (var i = 0; i < col.length; i++) { v += col[i]; col[i] = v; }
+      });
+      d.cube.delta = [];
+    }
+    if (d.kind === "classification") {  // the main unit's name: among the units it overlaps, else the labels
+      var names = {};
+      d.units.forEach(function (u) { names[u.code] = u.name; });
+      d.compounds.forEach(function (k) {
+        var m = k.units.filter(function (u) { return u[0] === k.main_code; })[0];
+        k.main_name = (m && m[1]) || names[k.main_code] || "";
+      });
+    }
+    if (d.kind !== "coverage") { return; }
+    var roles = d.filters.map(function (f) { return f.key; }), gridRoles = Object.keys(d.roles);
+    d.grids.forEach(function (g) {
+      var s = g.status;
+      g.status = {};
+      roles.forEach(function (r, i) { g.status[r] = s.charAt(i); });
+      staffFrom(g, gridRoles);
+      // whom to call: the chiefs, else the full-time workers, else the part-time ones, else the community office
+      g.contacts = [];
+      for (var k = 0; k < gridRoles.length && !g.contacts.length; k++) {
+        g.people.forEach(function (p) {
+          if (p[1] === gridRoles[k]) { g.contacts.push({name: p[0], role: d.roles[p[1]], phone: p[2]}); }
+        });
+      }
+      if (!g.contacts.length) { g.contacts = [{name: (g.community || "") + "社区居委会", role: "社区", phone: null}]; }
+    });
+    var b = d.buildings, id = 0;
+    b.id = b.id.map(function (v) { id += v; return id; });
+    b.grid = b.grid.map(function (i) { return i >= 0 ? d.grids[i].code : ""; });
+    gridRoles.forEach(function (r) { b.status[r] = b.status.grid; });
+  }
+
   // ---------------------------------------------------------------- start
   function load(url, keepView) {
     return fetch(url, {credentials: "same-origin"}).then(function (r) {
       if (!r.ok) { throw new Error("data " + r.status); }
       return r.json();
     }).then(function (d) {
+      unpack(d);
       ga.data = d;
-      lookup = {grid: {}, building: {}, compound: {}};
+      lookup = {grid: {}, building: {}, compound: {}, unit: {}};
+      (d.units || []).forEach(function (u) { lookup.unit[u.code] = u; });
       if (d.kind === "heatmap") {
         HEAT.loaded(d);
       } else if (d.kind === "coverage") {
@@ -660,11 +783,19 @@
     });
   }
   // The tiles load while the JSON is made (cfg.bounds frames the first view); shapes are repainted once it is in.
-  overlay.on("load", function () { if (ga.data) { ga.ready = true; } });
+  // Ready: the data in and every tile in view painted. The heatmap's hot spots (Gi*, heavy on the server) are
+  // asked for only then, so they never hold up the first view's tiles.
+  function markReady() {
+    if (!ga.ready && HEAT && HEAT.whenReady) { setTimeout(HEAT.whenReady, 0); }
+    ga.ready = true;
+  }
+  overlay.on("load", function () { if (ga.data) { markReady(); } });
   var b0 = cfg.bounds;
   if (b0) { map.fitBounds(L.latLngBounds(ll(b0[0], b0[1]), ll(b0[2], b0[3])), {padding: [10, 10]}); }
+  // the data asked for first: it would otherwise queue behind the first view's tile requests (6 per host)
+  var loading = load(cfg.data, !!b0);
   if (b0) { overlay.addTo(map); }
-  load(cfg.data, !!b0).then(function () {
+  loading.then(function () {
     if (cfg.kind === "coverage") {
       ga.data.filters.forEach(function (f) {
         var o = document.createElement("option"); o.value = f.key; o.textContent = f.label; $("ga-role").appendChild(o);
@@ -675,6 +806,6 @@
     }
     if (b0) { overlay.repaint(); } else { overlay.addTo(map); }
     refreshLabels();
-    if (b0 && !overlay.isLoading()) { ga.ready = true; }
+    if (b0 && !overlay.isLoading()) { markReady(); }
   }).catch(function (e) { $("ga-scope").textContent = "数据加载失败：" + e.message; });
 })();
