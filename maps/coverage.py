@@ -120,7 +120,12 @@ def _contacts(r: dict, people: dict[str, dict], community: str) -> list[dict]:
         if found:
             return [{"name": p["name"], "role": ROLE_LABELS.get(p["role"], p["role"]),
                      "phone": (people.get(str(p["id"])) or {}).get("phone")} for p in found]
-    return [{"name": f"{community or ''}社区居委会", "role": "社区", "phone": None}]
+    return [{"name": community_office(community), "role": "社区", "phone": None}]
+
+
+def community_office(community: str | None) -> str:
+    """The community's office (社区居委会) by the community's name: 枫桥村社区 → 枫桥村社区居委会, not 社区社区."""
+    return f"{(community or '').removesuffix('社区')}社区居委会"
 
 
 def _people(r: dict, people: dict[str, dict], everyone: bool) -> tuple[list[list], bool]:

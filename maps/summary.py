@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from geo.staff.coverage import STATUS_LABELS, STATUSES
 from maps.assets import STATIC_URL, install_asset_helper
-from maps.coverage import COLOURS, _contacts, _grid_issues
+from maps.coverage import COLOURS, _contacts, _grid_issues, community_office
 from maps.home import CLASS_COLOURS, CLASS_ZH, _checked, _pct
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -84,11 +84,6 @@ def map_svg(outlines) -> dict:
             "scale": _scale_bar(w, scale), "epsg": outlines.epsg}
 
 
-def _office(names: dict, code: str | None) -> str:
-    """The community's name as the stem of its office's name (枫桥村社区 → 枫桥村, so 枫桥村社区居委会)."""
-    return str(names.get(code, "") or "").removesuffix("社区")
-
-
 def gap_rows(summary: dict) -> tuple[list[dict], int]:
     """The gaps to act on, worst first, at most MAX_GAP_ROWS: grids (what is missing, whom to call), then with the
     room left buildings without a building head (whom to call: their grid's staff); and how many grids in all."""
@@ -105,17 +100,17 @@ def gap_rows(summary: dict) -> tuple[list[dict], int]:
     for r in grids.head(MAX_GAP_ROWS).to_dict("records"):
         rows.append({"level": "网格", "code": r["code"], "name": r["name"], "status": STATUS_LABELS[r["status"]],
                      "colour": COLOURS[r["status"]], "issues": "；".join(_grid_issues(r, report.rules)) or "—",
-                     "contacts": _contacts(r, people, _office(names, r["community_code"]))})
+                     "contacts": _contacts(r, people, names.get(r["community_code"]) or "")})
     b = report.buildings
     headless = b[(b["households"] > 0) & (b["building_heads"] == 0)].sort_values("households", ascending=False,
                                                                                   kind="stable")
     for r in headless.head(MAX_GAP_ROWS - len(rows)).to_dict("records"):
         grid = by_code.get(r["grid_code"])
-        community = _office(names, r["community_code"])
+        community = names.get(r["community_code"]) or ""
         rows.append({"level": "楼栋", "code": r["code"], "name": r["name"], "status": STATUS_LABELS["missing_role"],
                      "colour": COLOURS["missing_role"], "issues": f"缺楼栋长（{int(r['households'])}户）",
                      "contacts": _contacts(grid, people, community) if grid else
-                     [{"name": f"{community}社区居委会", "role": "社区", "phone": None}]})
+                     [{"name": community_office(community), "role": "社区", "phone": None}]})
     return rows, len(grids)
 
 

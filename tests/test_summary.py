@@ -232,3 +232,11 @@ def test_the_classification_panel_links_to_the_community_summary(app, make_user,
         assert any(h.startswith(f"/summary/{units['street']}") and len(h) == len("/summary/") + 12 for h in hrefs)
     finally:
         context.close()
+
+
+def test_the_community_office_is_named_once():
+    """A community named …社区 has its office as …社区居委会 (the coverage page said 社区社区居委会)."""
+    from maps.coverage import community_office
+
+    assert community_office("枫桥村社区") == "枫桥村社区居委会"
+    assert community_office("巴陵") == "巴陵社区居委会"

@@ -726,7 +726,7 @@
           if (p[1] === gridRoles[k]) { g.contacts.push({name: p[0], role: d.roles[p[1]], phone: p[2]}); }
         });
       }
-      if (!g.contacts.length) { g.contacts = [{name: (g.community || "") + "社区居委会", role: "社区", phone: null}]; }
+      if (!g.contacts.length) { g.contacts = [{name: (g.community || "").replace(/社区$/, "") + "社区居委会", role: "社区", phone: null}]; }
     });
     var b = d.buildings, id = 0;
     b.id = b.id.map(function (v) { id += v; return id; });
