@@ -54,8 +54,12 @@ class Rotation(enum.Enum):
 
 
 def new_id() -> str:
-    """A random identifier for a family or a token (128 bits, URL-safe)."""
-    return secrets.token_urlsafe(16)
+    """A random identifier for a family or a token (128 bits, URL-safe), never starting with "-" (a command line
+    would read it as an option: `gridatlas sessions revoke -x…`)."""
+    while True:
+        found = secrets.token_urlsafe(16)
+        if not found.startswith("-"):
+            return found
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
