@@ -147,7 +147,8 @@
   }
   function initMap() {
     var L = window.L;
-    map = L.map("ga-map", {zoomControl: true, attributionControl: false, maxZoom: 20});
+    // No fading: a replaced answer's labels go at once (faded ones linger 200 ms under the new ones).
+    map = L.map("ga-map", {zoomControl: true, attributionControl: false, maxZoom: 20, fadeAnimation: false});
     if (CONFIG.tile_url) L.tileLayer(CONFIG.tile_url, {maxZoom: 20}).addTo(map);
     L.control.scale({imperial: false}).addTo(map);
     if (CONFIG.bounds) map.fitBounds([[CONFIG.bounds[1], CONFIG.bounds[0]], [CONFIG.bounds[3], CONFIG.bounds[2]]]);
@@ -215,25 +216,27 @@
       fc.features.forEach(function (f) {
         var layer = L.geoJSON(f, {style: function (feat) { return styleFor(feat.properties, found); }, interactive: false});
         layer.addTo(outlineLayer);
-        if (f.properties.level === "grid") {
+        if (f.properties.level === "grid" && !labels.some(function (l) { return l.id === f.properties.id; })) {
           var mine = found && found.grid && found.grid.id === f.properties.id;
           if (mine) focus = layer;
-          labels.push({layer: layer, name: f.properties.name || f.properties.code, mine: mine});
+          labels.push({layer: layer, id: f.properties.id, name: f.properties.name || f.properties.code, mine: mine});
         }
       });
-      if (focus) map.fitBounds(focus.getBounds(), {padding: [16, 16], maxZoom: 18});
-      else map.setView([lat, lon], 17);
-      // Labels: the own grid's always, the others' only where they do not overlap one already placed.
+      // No animation: the labels below are measured where they end up, not mid-zoom.
+      if (focus) map.fitBounds(focus.getBounds(), {padding: [16, 16], maxZoom: 18, animate: false});
+      else map.setView([lat, lon], 17, {animate: false});
+      // Labels: the own grid's always, the others' only where they do not overlap one already placed (measured as
+      // drawn: names differ in length and the font is the phone's).
       var placed = [];
       labels.sort(function (a, b) { return (b.mine ? 1 : 0) - (a.mine ? 1 : 0); }).forEach(function (l) {
-        var c = l.layer.getBounds().getCenter(), pt = map.latLngToContainerPoint(c);
-        var w = 13 * l.name.length + 16, h = 28;  // the tooltip as drawn: 12 px text, padding and border
-        var box = [pt.x - w / 2, pt.y - h / 2, pt.x + w / 2, pt.y + h / 2];
-        var clash = placed.some(function (q) { return box[0] < q[2] && box[2] > q[0] && box[1] < q[3] && box[3] > q[1]; });
-        if (clash && !l.mine) return;
-        placed.push(box);
-        L.tooltip({permanent: true, direction: "center", className: "ga-label"}).setContent(l.name).setLatLng(c)
-          .addTo(outlineLayer);
+        var t = L.tooltip({permanent: true, direction: "center", className: "ga-label"}).setContent(l.name)
+          .setLatLng(l.layer.getBounds().getCenter()).addTo(outlineLayer);
+        var node = t.getElement();
+        if (!node) return;
+        var r = node.getBoundingClientRect();
+        var clash = placed.some(function (q) { return r.left < q.right && r.right > q.left && r.top < q.bottom && r.bottom > q.top; });
+        if (clash && !l.mine) { outlineLayer.removeLayer(t); return; }
+        placed.push(r);
       });
       // What the map shows now: the server's outlines, or the cached pack's (for the cached or offline answer).
       $("ga-map").setAttribute("data-drawn", found && found.offline ? (found.cached ? "cache" : "offline") : "server");
