@@ -29,7 +29,7 @@ def content_security_policy(tile_url: str | list[str] | None) -> str:
         f"img-src 'self' data: blob:{tiles}; "
         "font-src 'self' data:; "
         "connect-src 'self'; "
-        "worker-src 'self'; "
+        "worker-src 'self' blob:; "
         "manifest-src 'self'; "
         "object-src 'none'; "
         "base-uri 'self'; "

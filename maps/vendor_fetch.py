@@ -101,6 +101,11 @@ PACKAGES = [
         "dist/Leaflet.VectorGrid.bundled.min.js": "Leaflet.VectorGrid.bundled.min.js",
     }, note="the leaders' coverage and classification maps decode MVT tiles with its bundled pbf + vector-tile "
             "(the package ships no LICENSE file; the licence is its package.json's)"),
+    Package("write-excel-file@4.1.1", "write-excel-file", "MIT (fflate bundled in: MIT)", {
+        "bundle/write-excel-file.min.js": "write-excel-file.min.js",
+        "LICENSE": "LICENSE",
+    }, note="the leaders' pages' 导出清单 ▸ Excel (title row, column widths, frozen header); loaded on the click "
+            "only, never by the first view"),
 ]
 
 

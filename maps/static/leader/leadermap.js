@@ -597,11 +597,72 @@
     setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
   }
   function stamp() { return new Date().toISOString().slice(0, 10); }
+  function listTitle() { return HEAT ? HEAT.listTitle : cfg.kind === "coverage" ? "缺口清单" : "小区清单"; }
   $("ga-csv").addEventListener("click", function () {
     var esc = function (v) { v = String(v === null || v === undefined ? "" : v); return /[",\n\r]/.test(v) || /^[=+\-@]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v; };
     var lines = [HEAD.map(esc).join(",")].concat(visibleRows.map(function (r) { return r.cells.map(esc).join(","); }));
-    download((HEAT ? HEAT.listTitle : cfg.kind === "coverage" ? "缺口清单" : "小区清单") + "-" + stamp() + ".csv",
+    download(listTitle() + "-" + stamp() + ".csv",
              new Blob(["\ufeff" + lines.join("\r\n") + "\r\n"], {type: "text/csv;charset=utf-8"}));
+  });
+  // 导出清单 ▸ Excel: the same visible rows and columns as the CSV, written in the browser by the vendored
+  // write-excel-file, which is fetched on the first click only so the first view carries none of its weight.
+  /** Columns holding quantities (Excel numbers, with their format); codes stay text so leading digits survive. */
+  var XLSX_NUMBERS = {"事件数": "0", "编号": "0", "经度": "0.000000", "纬度": "0.000000"};
+  var xlsxLib = null;
+  function loadXlsxLib(src) {
+    if (!xlsxLib) {
+      xlsxLib = new Promise(function (resolve, reject) {
+        var s = document.createElement("script");
+        s.src = src; s.async = true;
+        s.onload = function () { if (window.writeXlsxFile) { resolve(window.writeXlsxFile); } else { reject(new Error("write-excel-file")); } };
+        s.onerror = function () { xlsxLib = null; s.remove(); reject(new Error("无法加载 Excel 组件")); };
+        document.head.appendChild(s);
+      });
+    }
+    return xlsxLib;
+  }
+  /** Display width of a text in Excel "characters": CJK and full-width forms take two. */
+  function textWidth(v) {
+    var w = 0, t = String(v);
+    for (var i = 0; i < t.length; i++) { w += /[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6]/.test(t[i]) ? 2 : 1; }
+    return w;
+  }
+  function xlsxSheet() {
+    var numeric = HEAD.map(function (h) { return XLSX_NUMBERS[h]; });
+    var widths = HEAD.map(function (h) { return textWidth(h); });
+    var body = visibleRows.map(function (r) {
+      return r.cells.map(function (v, i) {
+        var text = v === null || v === undefined ? "" : String(v);
+        widths[i] = Math.max(widths[i], textWidth(text));
+        if (numeric[i] && /^-?\d+(\.\d+)?$/.test(text)) { return {value: Number(text), type: Number, format: numeric[i]}; }
+        return text === "" ? null : {value: text, type: String};
+      });
+    });
+    var title = listTitle() + " · " + (ga.data.scope || "") + " · " + ($("ga-legend-title").textContent || "") +
+      " · 导出于 " + new Date().toLocaleString("zh-CN");
+    var titleRow = HEAD.map(function (h, i) { return i ? null : {value: title, fontWeight: "bold", fontSize: 13, columnSpan: HEAD.length}; });
+    var headRow = HEAD.map(function (h) { return {value: h, fontWeight: "bold", backgroundColor: "#E3ECFA", bottomBorderStyle: "thin"}; });
+    return {data: [titleRow, headRow].concat(body),
+            options: {sheet: listTitle().replace(/[\[\]:*?\/\\]/g, "").slice(0, 31),
+                      columns: widths.map(function (w) { return {width: Math.min(Math.max(w + 2, 8), 60)}; }),
+                      stickyRowsCount: 2}};
+  }
+  $("ga-xlsx").addEventListener("click", function () {
+    var btn = this, label = "Excel", hint = btn.getAttribute("data-title") || btn.title;
+    btn.setAttribute("data-title", hint);
+    if (btn.getAttribute("aria-busy") === "true") { return; }
+    btn.setAttribute("aria-busy", "true");
+    var sheet = xlsxSheet();  // the rows as they are at the click, not after the library arrives
+    loadXlsxLib(btn.getAttribute("data-lib")).then(function (write) {
+      // a compression worker the page may not start never answers: give up rather than stay busy for ever
+      var late = new Promise(function (resolve, reject) { setTimeout(function () { reject(new Error("超时")); }, 60000); });
+      return Promise.race([write(sheet.data, sheet.options).toBlob(), late]);
+    }).then(function (blob) {
+      download(listTitle() + "-" + stamp() + ".xlsx", blob);
+      btn.textContent = label; btn.title = hint;
+    }).catch(function (e) {
+      btn.textContent = label + "（失败）"; btn.title = "导出 Excel 失败：" + e.message;
+    }).then(function () { btn.removeAttribute("aria-busy"); });
   });
   /** The current view on one canvas: overlay tiles where they sit, labels, then a title band and the legend. */
   function viewCanvas(opts) {
