@@ -105,3 +105,20 @@ def test_a_worker_of_the_sixteen_digit_grid_sees_its_nineteen_digit_micro_grids(
         r = client.get("/v1/locate", params={"lon": inside.x, "lat": inside.y}, headers=headers)
         assert r.status_code == 200, r.text
         assert r.json()["micro_grid"]["code"] in MICRO and r.json()["grid"]["code"] == DEDICATED
+
+
+def test_a_staff_assignment_reads_a_sixteen_digit_target_as_a_grid():
+    """A staff file naming a 16-digit dedicated grid (or its 19-digit micro-grid) by code assigns to that unit,
+    not to a building of that code."""
+    import numpy as np
+    import pandas as pd
+
+    from geo.io.fields import LAYERS
+    from geo.io.importer import _check_layer_values
+
+    values = pd.DataFrame({"valid_from": [None] * 4, "valid_to": [None] * 4, "unit_number": [None, None, None, 2],
+                           "target_code": ["4306020010010010", "4306020010010010003", "430602001001001", "C2-B1"],
+                           "target_type": [None] * 4})
+    refused = np.zeros(4, dtype=bool)
+    _check_layer_values(LAYERS["staff_assignments"], values, ["r"] * 4, [{}] * 4, [], refused)
+    assert values["target_type"].tolist() == ["grid", "micro_grid", "grid", "unit"]

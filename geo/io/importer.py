@@ -501,7 +501,7 @@ def _check_layer_values(spec: LayerSpec, values: pd.DataFrame, labels, records, 
         refused |= backwards
         code = values["target_code"].fillna("")
         inferred = np.where(values["unit_number"].notna(), "unit",
-                            np.where(code.str.fullmatch(r"[0-9]{15}"), "grid",
+                            np.where(code.str.fullmatch(r"[0-9]{15,16}"), "grid",  # 16: dedicated grids
                                      np.where(code.str.fullmatch(r"[0-9]{17,19}"), "micro_grid", "building")))
         values["target_type"] = values["target_type"].where(values["target_type"].notna(), pd.Series(inferred))
     if spec.name == "units":
