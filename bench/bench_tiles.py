@@ -11,28 +11,9 @@ Writes bench/results/tiles.json. The machine's other load shows in every figure:
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Iterator
 
-from bench.bench_maps import _token, tiles_side_by_side
-from bench.common import console, fresh_database, report
-from demo.load import generate_and_load
-
-
-@contextlib.contextmanager
-def _district(scale: float, seed: int, url: str | None) -> Iterator:
-    from geo.store import db
-
-    if url:  # a database already holding a district: used as it is
-        engine = db.make_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-        return
-    with fresh_database() as engine:
-        generate_and_load(engine, scale, seed)
-        yield engine
+from bench.bench_maps import _token, district_database, tiles_side_by_side
+from bench.common import console, report
 
 
 def main() -> None:
@@ -46,7 +27,7 @@ def main() -> None:
     urls = args.database_url + [None] * (len(scales) - len(args.database_url))
     rows = []
     for scale, url in zip(scales, urls, strict=True):
-        with _district(scale, args.seed, url) as engine:
+        with district_database(scale, args.seed, url, keep=False) as engine:
             headers = {"Authorization": f"Bearer {_token(engine)}"}
             row = {"scale": scale} | tiles_side_by_side(engine.url.render_as_string(hide_password=False), headers)
         console.print(row)
